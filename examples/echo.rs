@@ -1,0 +1,96 @@
+//! An echo server: every byte a client sends comes back.
+//!
+//! ```text
+//! cargo run --release --example echo -- --port 4000 --workers 4
+//! ```
+//!
+//! Stops gracefully on SIGINT or SIGTERM: new connections are refused at
+//! once, open ones are drained for up to `--shutdown-timeout-ms`.
+
+use std::net::IpAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use atoll::{Flow, Handler, Server, Socket};
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+
+struct Echo;
+
+impl Handler for Echo {
+    fn handle_data(&mut self, data: &[u8], socket: &mut Socket) -> Flow {
+        match socket.send(data) {
+            Ok(()) => Flow::Continue,
+            Err(e) => Flow::error(e),
+        }
+    }
+}
+
+const HELP: &str = "\
+echo: an atoll echo server
+
+Options (defaults in brackets):
+  --ip ADDR                 address to listen on [127.0.0.1]
+  --port N                  port, 0 for a free one [4000]
+  --workers N               worker threads [2 x cores, at least 4]
+  --acceptors N             poll threads [1]
+  --num-connections N       live connections per acceptor, 0 for no limit [16384]
+  --retry-count N           waits for a free slot before closing [5]
+  --retry-wait-ms MS        length of each wait [1000]
+  --read-timeout-ms MS      idle timeout, 0 for none [60000]
+  --shutdown-timeout-ms MS  drain time on SIGINT/SIGTERM [15000]
+  --help                    this text";
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("echo: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<(), Box<dyn std::error::Error>> {
+    let mut builder = Server::builder().ip(IpAddr::from([127, 0, 0, 1]));
+    let mut shutdown_timeout = Duration::from_secs(15);
+    let mut args = std::env::args().skip(1);
+    while let Some(flag) = args.next() {
+        if flag == "--help" || flag == "-h" {
+            println!("{HELP}");
+            return Ok(());
+        }
+        let value = args
+            .next()
+            .ok_or_else(|| format!("{flag} needs a value (see --help)"))?;
+        let num = || {
+            value
+                .parse::<u64>()
+                .map_err(|e| format!("{flag} {value}: {e}"))
+        };
+        let ms = |n: u64| (n > 0).then(|| Duration::from_millis(n));
+        builder = match flag.as_str() {
+            "--ip" => builder.ip(value.parse()?),
+            "--port" => builder.port(num()?.try_into()?),
+            "--workers" => builder.num_workers(num()? as usize),
+            "--acceptors" => builder.num_acceptors(num()? as usize),
+            "--num-connections" => {
+                builder.num_connections(Some(num()? as usize).filter(|&n| n > 0))
+            }
+            "--retry-count" => builder.max_connections_retry_count(num()?.try_into()?),
+            "--retry-wait-ms" => builder.max_connections_retry_wait(Duration::from_millis(num()?)),
+            "--read-timeout-ms" => builder.read_timeout(ms(num()?)),
+            "--shutdown-timeout-ms" => {
+                shutdown_timeout = Duration::from_millis(num()?);
+                builder
+            }
+            _ => return Err(format!("unknown option {flag} (see --help)").into()),
+        };
+    }
+    let server = builder.start(|_conn| Ok(Echo))?;
+    println!("listening on {}", server.local_addr()?);
+    let mut signals = Signals::new([SIGINT, SIGTERM])?;
+    signals.forever().next();
+    server.stop(shutdown_timeout);
+    Ok(())
+}

@@ -1,0 +1,300 @@
+//! [`Builder`]: every option of a TCP server, with its default.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use crate::connection::Connection;
+use crate::error::{BoxError, Error};
+use crate::handler::Handler;
+use crate::server::Server;
+
+/// Configures and starts a TCP server.
+///
+/// Every option has Thousand Island's default unless its documentation says
+/// otherwise; the Thousand Island name is given where the Rust name differs.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use atoll::{Flow, Handler, Server, Socket};
+///
+/// struct Echo;
+///
+/// impl Handler for Echo {
+///     fn handle_data(&mut self, data: &[u8], socket: &mut Socket) -> Flow {
+///         socket.send(data).map_or_else(Flow::error, |()| Flow::Continue)
+///     }
+/// }
+///
+/// let server = Server::builder()
+///     .ip([127, 0, 0, 1].into())
+///     .port(0)
+///     .num_workers(4)
+///     .read_timeout(Some(Duration::from_secs(10)))
+///     .start(|_conn| Ok(Echo))?;
+/// println!("listening on {}", server.local_addr()?);
+/// server.stop(Duration::from_secs(1));
+/// # Ok::<(), atoll::Error>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct Builder {
+    pub(crate) ip: IpAddr,
+    pub(crate) port: u16,
+    pub(crate) num_acceptors: usize,
+    pub(crate) num_workers: usize,
+    pub(crate) num_connections: Option<usize>,
+    pub(crate) max_connections_retry_count: u32,
+    pub(crate) max_connections_retry_wait: Duration,
+    pub(crate) read_timeout: Option<Duration>,
+    pub(crate) shutdown_timeout: Option<Duration>,
+    pub(crate) silent_terminate_on_error: bool,
+    pub(crate) tcp: TcpOptions,
+}
+
+/// Options applied to the listening socket and to every accepted socket.
+#[derive(Clone, Debug)]
+pub(crate) struct TcpOptions {
+    pub(crate) backlog: u32,
+    pub(crate) nodelay: bool,
+    pub(crate) send_timeout: Option<Duration>,
+    pub(crate) reuse_address: bool,
+    pub(crate) linger: Option<Duration>,
+    pub(crate) keepalive: bool,
+    pub(crate) recv_buffer_size: Option<usize>,
+    pub(crate) send_buffer_size: Option<usize>,
+}
+
+/// The default number of poll threads: one. On the 2-core machines this
+/// project is measured on, a second poll thread only competes with the
+/// workers for the cores (see `docs/ARCHITECTURE.md`).
+pub const DEFAULT_NUM_ACCEPTORS: usize = 1;
+
+/// The default number of worker threads: twice the available cores, at
+/// least 4, so that handlers that block briefly (a database call, a file
+/// read) do not leave cores idle. See `docs/ARCHITECTURE.md`.
+pub fn default_num_workers() -> usize {
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    (cores * 2).max(4)
+}
+
+impl Default for Builder {
+    fn default() -> Builder {
+        Builder {
+            ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            port: 4000,
+            num_acceptors: DEFAULT_NUM_ACCEPTORS,
+            num_workers: default_num_workers(),
+            num_connections: Some(16_384),
+            max_connections_retry_count: 5,
+            max_connections_retry_wait: Duration::from_secs(1),
+            read_timeout: Some(Duration::from_secs(60)),
+            shutdown_timeout: Some(Duration::from_secs(15)),
+            silent_terminate_on_error: false,
+            tcp: TcpOptions {
+                backlog: 1024,
+                nodelay: true,
+                send_timeout: Some(Duration::from_secs(30)),
+                reuse_address: true,
+                linger: None,
+                keepalive: false,
+                recv_buffer_size: None,
+                send_buffer_size: None,
+            },
+        }
+    }
+}
+
+impl Builder {
+    /// A builder with every option at its default.
+    pub fn new() -> Builder {
+        Builder::default()
+    }
+
+    /// The address to listen on: an IPv4 or IPv6 address, `0.0.0.0` or `::`
+    /// for any, `127.0.0.1` or `::1` for loopback. Default is `0.0.0.0`, as
+    /// `gen_tcp`.
+    pub fn ip(mut self, ip: IpAddr) -> Builder {
+        self.ip = ip;
+        self
+    }
+
+    /// The port to listen on; 0 picks a free port, which
+    /// [`Server::local_addr`] reports. Default is 4000.
+    pub fn port(mut self, port: u16) -> Builder {
+        self.port = port;
+        self
+    }
+
+    /// Sets the address and port at once.
+    pub fn addr(self, addr: SocketAddr) -> Builder {
+        self.ip(addr.ip()).port(addr.port())
+    }
+
+    /// The number of poll threads, each accepting from the listener and
+    /// watching the readiness of the connections it accepted. Default is
+    /// [`DEFAULT_NUM_ACCEPTORS`] (Thousand Island's 100 acceptor processes
+    /// are not threads; here one poll thread accepts tens of thousands of
+    /// connections a second).
+    pub fn num_acceptors(mut self, n: usize) -> Builder {
+        self.num_acceptors = n;
+        self
+    }
+
+    /// The number of worker threads that run handler callbacks. Fixed for
+    /// the life of the server. Default is [`default_num_workers`].
+    pub fn num_workers(mut self, n: usize) -> Builder {
+        self.num_workers = n;
+        self
+    }
+
+    /// The most live connections per acceptor; `None` for no limit. The
+    /// server-wide limit is this times `num_acceptors`. Can be changed on a
+    /// running server with [`Server::set_num_connections`]. Default is
+    /// 16,384.
+    pub fn num_connections(mut self, n: Option<usize>) -> Builder {
+        self.num_connections = n;
+        self
+    }
+
+    /// How many times an accepted connection waits
+    /// `max_connections_retry_wait` for a free slot before it is closed.
+    /// Default is 5.
+    pub fn max_connections_retry_count(mut self, n: u32) -> Builder {
+        self.max_connections_retry_count = n;
+        self
+    }
+
+    /// How long each wait for a free slot lasts. A slot that frees ends the
+    /// wait at once. Default is 1 s.
+    pub fn max_connections_retry_wait(mut self, wait: Duration) -> Builder {
+        self.max_connections_retry_wait = wait;
+        self
+    }
+
+    /// How long a connection may go without receiving data before
+    /// [`Handler::handle_timeout`] runs and it is closed; also the default
+    /// timeout of [`Socket::recv`](crate::Socket::recv). `None` waits
+    /// forever. Default is 60 s.
+    pub fn read_timeout(mut self, timeout: Option<Duration>) -> Builder {
+        self.read_timeout = timeout;
+        self
+    }
+
+    /// How long [`Server::shutdown`] and dropping the server wait for
+    /// connections to finish before forcing them closed; `None` waits
+    /// forever. Default is 15 s.
+    pub fn shutdown_timeout(mut self, timeout: Option<Duration>) -> Builder {
+        self.shutdown_timeout = timeout;
+        self
+    }
+
+    /// Whether a [`Flow::Error`](crate::Flow::Error) returned by a handler
+    /// goes unlogged. Panics are always logged. Default is `false`.
+    pub fn silent_terminate_on_error(mut self, silent: bool) -> Builder {
+        self.silent_terminate_on_error = silent;
+        self
+    }
+
+    /// The listen backlog. Default is 1024.
+    pub fn backlog(mut self, backlog: u32) -> Builder {
+        self.tcp.backlog = backlog;
+        self
+    }
+
+    /// `TCP_NODELAY` on accepted sockets. Default is `true`.
+    pub fn nodelay(mut self, nodelay: bool) -> Builder {
+        self.tcp.nodelay = nodelay;
+        self
+    }
+
+    /// How long a send may wait for the peer to read before it fails with
+    /// [`Error::Timeout`] and the connection is closed; `None` waits
+    /// forever. Default is 30 s.
+    pub fn send_timeout(mut self, timeout: Option<Duration>) -> Builder {
+        self.tcp.send_timeout = timeout;
+        self
+    }
+
+    /// `SO_REUSEADDR` on the listener, so a restarted server can bind while
+    /// old connections linger in `TIME_WAIT`. Default is `true`.
+    pub fn reuse_address(mut self, reuse: bool) -> Builder {
+        self.tcp.reuse_address = reuse;
+        self
+    }
+
+    /// `SO_LINGER` on accepted sockets. Default is `None` (off): Thousand
+    /// Island dropped its 30 s default after lingering closes hung nodes.
+    pub fn linger(mut self, linger: Option<Duration>) -> Builder {
+        self.tcp.linger = linger;
+        self
+    }
+
+    /// `SO_KEEPALIVE` on accepted sockets. Default is `false`.
+    pub fn keepalive(mut self, keepalive: bool) -> Builder {
+        self.tcp.keepalive = keepalive;
+        self
+    }
+
+    /// `SO_RCVBUF` on accepted sockets. Default is the kernel's.
+    pub fn recv_buffer_size(mut self, size: Option<usize>) -> Builder {
+        self.tcp.recv_buffer_size = size;
+        self
+    }
+
+    /// `SO_SNDBUF` on accepted sockets. Default is the kernel's.
+    pub fn send_buffer_size(mut self, size: Option<usize>) -> Builder {
+        self.tcp.send_buffer_size = size;
+        self
+    }
+
+    /// The address the listener binds.
+    pub(crate) fn bind_addr(&self) -> SocketAddr {
+        SocketAddr::new(self.ip, self.port)
+    }
+
+    /// Rejects configurations that cannot work.
+    pub(crate) fn validate(&self) -> Result<(), Error> {
+        let bad = |msg: &str| Err(Error::Config(msg.to_string()));
+        if self.num_workers == 0 {
+            return bad("num_workers must be at least 1");
+        }
+        if self.num_acceptors == 0 {
+            return bad("num_acceptors must be at least 1");
+        }
+        if self.num_connections == Some(0) {
+            return bad(
+                "num_connections must be at least 1 (use Server::suspend to stop accepting)",
+            );
+        }
+        if self.num_workers > 4096 || self.num_acceptors > 256 {
+            return bad("num_workers is at most 4096 and num_acceptors at most 256");
+        }
+        if self.read_timeout == Some(Duration::ZERO)
+            || self.tcp.send_timeout == Some(Duration::ZERO)
+        {
+            return bad("read_timeout and send_timeout must be positive or None");
+        }
+        Ok(())
+    }
+
+    /// Binds the listener and starts the server: the poll threads and the
+    /// worker pool. Returns once the listener is bound, or the bind error
+    /// ([`Error::Bind`]) or configuration error ([`Error::Config`]).
+    ///
+    /// `factory` makes the handler of each new connection, on a worker
+    /// thread; it gets the connection's [`Connection`] handle (its id,
+    /// addresses, and the way to send it messages). Returning an error
+    /// refuses the connection: its socket is closed, the refusal is logged
+    /// and counted in [`ServerStats::refused`](crate::ServerStats), and the
+    /// server goes on.
+    pub fn start<H, M, F>(self, factory: F) -> Result<Server<M>, Error>
+    where
+        H: Handler<M>,
+        M: Send + 'static,
+        F: Fn(&Connection<M>) -> Result<H, BoxError> + Send + Sync + 'static,
+    {
+        self.validate()?;
+        Server::start(self, Box::new(factory))
+    }
+}

@@ -1,0 +1,239 @@
+//! A live connection: its scheduling state, its mailbox and idle timer, and
+//! the [`Connection`] handle the application holds.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::net::{Shutdown, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Instant, SystemTime};
+
+use mio::net::TcpStream;
+use mio::Token;
+use parking_lot::Mutex;
+
+use crate::handler::Handler;
+use crate::reactor::AcceptorShared;
+use crate::server::Shared;
+use crate::socket::Socket;
+
+// Work pending for a connection, set by whoever notices it (poll thread,
+// application thread, stopper) and taken by the worker that runs it.
+pub(crate) const CONNECT: u32 = 1;
+pub(crate) const READABLE: u32 = 1 << 1;
+pub(crate) const MESSAGE: u32 = 1 << 2;
+pub(crate) const TIMEOUT: u32 = 1 << 3;
+pub(crate) const SHUTDOWN: u32 = 1 << 4;
+/// The peer closed its side or the socket failed: read until end of stream
+/// or error, as a short read no longer means "drained".
+pub(crate) const HANGUP: u32 = 1 << 5;
+/// The connection is in the worker queue or on a worker. Only the thread
+/// that sets it enqueues the connection, so it is never on two workers; a
+/// worker clears it only when no work is pending, so no work is lost. A
+/// closed connection keeps it set forever and is never scheduled again.
+pub(crate) const SCHEDULED: u32 = 1 << 31;
+
+/// What stays fixed for the life of a connection.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Meta {
+    pub(crate) id: u64,
+    pub(crate) peer: SocketAddr,
+    pub(crate) local: SocketAddr,
+    pub(crate) started: SystemTime,
+}
+
+/// The idle timer. `deadline` is the truth, set by the worker when a
+/// callback returns; `queued` is the deadline of this connection's entry in
+/// its poll thread's timer heap (entries with another value are stale).
+#[derive(Default)]
+pub(crate) struct Timer {
+    pub(crate) deadline: Option<Instant>,
+    pub(crate) queued: Option<Instant>,
+}
+
+/// What only the worker running the connection touches.
+pub(crate) struct State<H> {
+    pub(crate) handler: Option<H>,
+    pub(crate) socket: Option<Socket>,
+}
+
+pub(crate) struct Conn<H, M> {
+    pub(crate) meta: Meta,
+    pub(crate) token: Token,
+    pub(crate) sched: AtomicU32,
+    pub(crate) server: Arc<Shared<H, M>>,
+    pub(crate) acceptor: Arc<AcceptorShared<H, M>>,
+    /// For forcing the connection closed at stop from another thread.
+    pub(crate) stream: Weak<TcpStream>,
+    pub(crate) alive: AtomicBool,
+    pub(crate) mailbox: Mutex<VecDeque<M>>,
+    pub(crate) timer: Mutex<Timer>,
+    pub(crate) state: Mutex<State<H>>,
+}
+
+impl<H: Handler<M>, M: Send + 'static> Conn<H, M> {
+    /// Adds work; enqueues the connection if it was neither queued nor
+    /// running.
+    pub(crate) fn notify(self: &Arc<Self>, flags: u32) {
+        let prev = self.sched.fetch_or(flags | SCHEDULED, Ordering::AcqRel);
+        if prev & SCHEDULED == 0 {
+            self.server.schedule(self.clone());
+        }
+    }
+
+    /// Sets the idle deadline, telling the poll thread when its heap has no
+    /// entry early enough.
+    pub(crate) fn arm_timer(&self, deadline: Option<Instant>) {
+        let mut timer = self.timer.lock();
+        timer.deadline = deadline;
+        let Some(d) = deadline else { return };
+        if timer.queued.is_some_and(|q| q <= d) {
+            return; // the poll thread will find the later deadline then
+        }
+        timer.queued = Some(d);
+        drop(timer);
+        self.acceptor.add_timer(d, self.token);
+    }
+
+    /// Unblocks a worker stuck in a read or write of this connection and
+    /// makes the peer see a close.
+    pub(crate) fn force_close(&self) {
+        if let Some(stream) = self.stream.upgrade() {
+            let _ = stream.shutdown(Shutdown::Both);
+        }
+    }
+
+    pub(crate) fn handle(self: &Arc<Self>) -> Connection<M> {
+        Connection {
+            inner: self.clone(),
+        }
+    }
+}
+
+/// The type-erased side of a connection that [`Connection`] reaches.
+trait Mailbox<M>: Send + Sync {
+    fn meta(&self) -> &Meta;
+    fn post(self: Arc<Self>, message: M) -> Result<(), M>;
+    fn is_alive(&self) -> bool;
+}
+
+impl<H: Handler<M>, M: Send + 'static> Mailbox<M> for Conn<H, M> {
+    fn meta(&self) -> &Meta {
+        &self.meta
+    }
+
+    fn post(self: Arc<Self>, message: M) -> Result<(), M> {
+        let mut mailbox = self.mailbox.lock();
+        // Checked under the mailbox lock: the worker that closes the
+        // connection clears `alive` under it too, so a message is either
+        // refused here or seen by that worker.
+        if !self.alive.load(Ordering::Acquire) {
+            return Err(message);
+        }
+        mailbox.push_back(message);
+        drop(mailbox);
+        self.notify(MESSAGE);
+        Ok(())
+    }
+
+    fn is_alive(&self) -> bool {
+        self.alive.load(Ordering::Acquire)
+    }
+}
+
+/// A cloneable, `Send` handle to a live connection, for the application's
+/// other threads: it identifies the connection and sends it messages, which
+/// its handler receives in [`Handler::handle_message`].
+///
+/// Messages are delivered on a worker, one at a time, in the order they were
+/// sent, never while another callback of the same connection runs.
+///
+/// A handle is given to the handler factory (keep it in the handler to reach
+/// the connection from elsewhere) and listed by
+/// [`Server::connections`](crate::Server::connections).
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use atoll::{Connection, Flow, Handler, Server, Socket};
+///
+/// struct Push;
+///
+/// impl Handler<String> for Push {
+///     fn handle_message(&mut self, msg: String, socket: &mut Socket) -> Flow {
+///         socket.send(msg.as_bytes()).map_or_else(Flow::error, |()| Flow::Continue)
+///     }
+/// }
+///
+/// let server = Server::builder().ip([127, 0, 0, 1].into()).port(0).start(|_| Ok(Push))?;
+/// let mut client = std::net::TcpStream::connect(server.local_addr()?)?;
+/// # while server.connections().is_empty() { std::thread::sleep(Duration::from_millis(5)); }
+/// for conn in server.connections() {
+///     conn.send("hello".to_string()).ok();
+/// }
+/// # use std::io::Read;
+/// let mut buf = [0u8; 5];
+/// client.read_exact(&mut buf)?;
+/// assert_eq!(&buf, b"hello");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct Connection<M = ()> {
+    inner: Arc<dyn Mailbox<M>>,
+}
+
+impl<M> Clone for Connection<M> {
+    fn clone(&self) -> Self {
+        Connection {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<M: Send + 'static> Connection<M> {
+    /// Queues a message for the connection's handler. Gives the message back
+    /// if the connection has ended. `Ok` means queued: a connection that
+    /// ends before its handler gets to the message drops it.
+    pub fn send(&self, message: M) -> Result<(), M> {
+        self.inner.clone().post(message)
+    }
+}
+
+impl<M> Connection<M> {
+    /// The server-unique id of the connection.
+    pub fn id(&self) -> u64 {
+        self.inner.meta().id
+    }
+
+    /// The peer's address.
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.inner.meta().peer
+    }
+
+    /// The local address of the connection.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.inner.meta().local
+    }
+
+    /// When the connection was accepted.
+    pub fn started(&self) -> SystemTime {
+        self.inner.meta().started
+    }
+
+    /// Whether the connection is still open.
+    pub fn is_alive(&self) -> bool {
+        self.inner.is_alive()
+    }
+}
+
+impl<M> fmt::Debug for Connection<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let meta = self.inner.meta();
+        f.debug_struct("Connection")
+            .field("id", &meta.id)
+            .field("peer", &meta.peer)
+            .field("local", &meta.local)
+            .field("alive", &self.is_alive())
+            .finish()
+    }
+}

@@ -1,0 +1,144 @@
+//! The one error type of atoll.
+
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+
+/// A boxed error, the form in which handlers and factories give a reason.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Everything that can go wrong in atoll, as one flat enum.
+///
+/// Socket operations fail with [`Error::Closed`], [`Error::Timeout`] or
+/// [`Error::Io`]; a handler's own failure reaches
+/// [`Handler::handle_error`](crate::Handler::handle_error) as
+/// [`Error::Handler`] or [`Error::Panic`]; starting a server fails with
+/// [`Error::Config`] or [`Error::Bind`]. New kinds may be added, so match with
+/// a wildcard arm.
+///
+/// Every error converts into a [`std::io::Error`] of the matching kind, so `?`
+/// works in functions returning `io::Result`.
+///
+/// # Examples
+///
+/// ```
+/// use atoll::Error;
+///
+/// let err = Error::Timeout;
+/// assert!(err.is_timeout());
+/// let io: std::io::Error = err.into();
+/// assert_eq!(io.kind(), std::io::ErrorKind::TimedOut);
+/// ```
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Error {
+    /// The connection is closed: the peer closed it, it was closed locally,
+    /// or the server is stopping.
+    Closed,
+    /// An operation did not complete within its timeout.
+    Timeout,
+    /// An operating-system error on the socket.
+    Io(io::Error),
+    /// A handler callback returned [`Flow::Error`](crate::Flow::Error) with
+    /// this reason.
+    Handler(BoxError),
+    /// A handler callback panicked; the payload's message.
+    Panic(String),
+    /// The handler factory refused the connection, for this reason.
+    Refused(BoxError),
+    /// The server configuration is invalid.
+    Config(String),
+    /// The listener could not be bound to this address.
+    Bind {
+        /// The address the server tried to bind.
+        addr: SocketAddr,
+        /// Why it failed (in use, permission, address not available, ...).
+        source: io::Error,
+    },
+}
+
+impl Error {
+    /// Whether this is [`Error::Closed`].
+    ///
+    /// ```
+    /// assert!(atoll::Error::Closed.is_closed());
+    /// ```
+    pub fn is_closed(&self) -> bool {
+        matches!(self, Error::Closed)
+    }
+
+    /// Whether this is [`Error::Timeout`].
+    ///
+    /// ```
+    /// assert!(atoll::Error::Timeout.is_timeout());
+    /// ```
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, Error::Timeout)
+    }
+
+    /// Converts an I/O error from a socket call, mapping the kinds that mean
+    /// "the peer is gone" to [`Error::Closed`] and timeouts to
+    /// [`Error::Timeout`].
+    pub(crate) fn from_io(err: io::Error) -> Error {
+        match err.kind() {
+            io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => Error::Timeout,
+            io::ErrorKind::UnexpectedEof => Error::Closed,
+            _ => Error::Io(err),
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Closed => f.write_str("connection closed"),
+            Error::Timeout => f.write_str("timed out"),
+            Error::Io(e) => write!(f, "socket error: {e}"),
+            Error::Handler(e) => write!(f, "handler error: {e}"),
+            Error::Panic(msg) => write!(f, "handler panicked: {msg}"),
+            Error::Refused(e) => write!(f, "connection refused by the handler factory: {e}"),
+            Error::Config(msg) => write!(f, "invalid configuration: {msg}"),
+            Error::Bind { addr, source } => write!(f, "cannot bind {addr}: {source}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Io(e) | Error::Bind { source: e, .. } => Some(e),
+            Error::Handler(e) | Error::Refused(e) => Some(e.as_ref()),
+            _ => None,
+        }
+    }
+}
+
+impl From<io::Error> for Error {
+    fn from(err: io::Error) -> Error {
+        Error::from_io(err)
+    }
+}
+
+impl From<Error> for io::Error {
+    fn from(err: Error) -> io::Error {
+        match err {
+            Error::Io(e) => e,
+            Error::Closed => io::Error::new(io::ErrorKind::NotConnected, Error::Closed),
+            Error::Timeout => io::Error::new(io::ErrorKind::TimedOut, Error::Timeout),
+            Error::Bind { source, .. } => source,
+            Error::Config(_) => io::Error::new(io::ErrorKind::InvalidInput, err),
+            other => io::Error::other(other),
+        }
+    }
+}
+
+/// A panic payload as text, for [`Error::Panic`] and the log.
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic payload".to_string()
+    }
+}

@@ -1,0 +1,73 @@
+//! atoll: a socket server library for programs that are not async.
+//!
+//! A Thousand Island for threads: mio poll threads accept connections and
+//! watch their readiness; a fixed pool of worker threads runs the
+//! application's blocking [`Handler`] callbacks; a counting limiter caps live
+//! connections. Between callbacks a connection costs no thread, so a handful
+//! of threads holds tens of thousands of connections, and the handler code
+//! stays plain blocking Rust: no runtime, no futures.
+//!
+//! # A server in a few lines
+//!
+//! ```
+//! use std::io::{Read, Write};
+//! use std::time::Duration;
+//! use atoll::{Flow, Handler, Server, Socket};
+//!
+//! struct Echo;
+//!
+//! impl Handler for Echo {
+//!     fn handle_data(&mut self, data: &[u8], socket: &mut Socket) -> Flow {
+//!         match socket.send(data) {
+//!             Ok(()) => Flow::Continue,
+//!             Err(e) => Flow::error(e),
+//!         }
+//!     }
+//! }
+//!
+//! let server = Server::builder().ip([127, 0, 0, 1].into()).port(0).start(|_conn| Ok(Echo))?;
+//!
+//! let mut client = std::net::TcpStream::connect(server.local_addr()?)?;
+//! client.write_all(b"ping")?;
+//! let mut reply = [0u8; 4];
+//! client.read_exact(&mut reply)?;
+//! assert_eq!(&reply, b"ping");
+//!
+//! server.stop(Duration::from_secs(5));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # The pieces
+//!
+//! - [`Builder`] holds every option with Thousand Island's defaults;
+//!   [`Builder::start`] binds and returns a [`Server`].
+//! - [`Handler`] is the application's per-connection value; its callbacks
+//!   return a [`Flow`].
+//! - [`Socket`] is what callbacks read from and write to, with timeouts;
+//!   it implements `Read` and `Write`.
+//! - [`Connection`] is a handle to a live connection for other threads, to
+//!   send it messages.
+//! - [`Error`] is the one error type.
+//!
+//! See `docs/ARCHITECTURE.md` for the threads and the life of a connection.
+#![warn(missing_docs, missing_debug_implementations)]
+#![deny(unsafe_op_in_unsafe_fn)]
+
+mod config;
+mod connection;
+mod error;
+mod handler;
+mod limiter;
+mod pool;
+mod reactor;
+mod server;
+mod socket;
+mod sys;
+
+pub use config::{default_num_workers, Builder, DEFAULT_NUM_ACCEPTORS};
+pub use connection::Connection;
+pub use error::{BoxError, Error};
+pub use handler::{Flow, Handler};
+pub use server::{Server, ServerStats, Status};
+pub use socket::{Socket, SocketStats};
+pub use std::net::Shutdown;

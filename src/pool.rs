@@ -1,0 +1,301 @@
+//! The worker pool: a fixed set of threads taking connections from one
+//! shared channel and running their handler's callbacks.
+
+use std::io;
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Receiver;
+use parking_lot::MutexGuard;
+
+use crate::connection::{
+    Conn, State, CONNECT, HANGUP, MESSAGE, READABLE, SCHEDULED, SHUTDOWN, TIMEOUT,
+};
+use crate::error::{panic_message, Error};
+use crate::handler::{Flow, Handler};
+use crate::socket::{Release, Socket, READ_CHUNK};
+
+/// Reads per round before a connection yields to the others.
+const READ_BUDGET: usize = 8;
+/// Messages per round before a connection yields to the others.
+const MESSAGE_BUDGET: usize = 64;
+/// Rounds a worker runs one connection for before putting it at the back
+/// of the queue, when more work keeps arriving for it.
+const MAX_ROUNDS: usize = 2;
+
+/// What the worker channel carries.
+pub(crate) enum Job<H, M> {
+    Run(Arc<Conn<H, M>>),
+    Exit,
+}
+
+/// How a connection ends.
+enum End {
+    /// The peer closed, or a callback returned `Flow::Close`.
+    Close,
+    /// The socket was closed inside a callback: no further callback.
+    Quiet,
+    Timeout,
+    Shutdown,
+    Error(Error),
+    Detach(Box<dyn FnOnce(Socket) + Send>),
+}
+
+/// Which callback a flow came from: messages do not restart the idle timer.
+#[derive(PartialEq)]
+enum Source {
+    Connection,
+    Data,
+    Message,
+}
+
+pub(crate) fn worker_loop<H: Handler<M>, M: Send + 'static>(jobs: Receiver<Job<H, M>>) {
+    let mut buf = vec![0u8; READ_CHUNK];
+    while let Ok(job) = jobs.recv() {
+        match job {
+            Job::Run(conn) => run(&conn, &mut buf),
+            Job::Exit => break,
+        }
+    }
+}
+
+/// Runs a scheduled connection until it has no pending work, it ends, or it
+/// has had its share of the worker.
+fn run<H: Handler<M>, M: Send + 'static>(conn: &Arc<Conn<H, M>>, buf: &mut [u8]) {
+    let mut state = conn.state.lock();
+    for _ in 0..MAX_ROUNDS {
+        let flags = conn.sched.fetch_and(SCHEDULED, Ordering::AcqRel) & !SCHEDULED;
+        if let Err(end) = step(conn, &mut state, flags, buf) {
+            // SCHEDULED stays set: the connection is never run again.
+            finish(conn, state, end);
+            return;
+        }
+        if conn
+            .sched
+            .compare_exchange(SCHEDULED, 0, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            return;
+        }
+    }
+    drop(state);
+    conn.server.schedule(conn.clone());
+}
+
+/// Handles the pending work in `flags`; `Err` when the connection ends.
+fn step<H: Handler<M>, M: Send + 'static>(
+    conn: &Arc<Conn<H, M>>,
+    state: &mut State<H>,
+    flags: u32,
+    buf: &mut [u8],
+) -> Result<(), End> {
+    if flags & SHUTDOWN != 0 {
+        return Err(if state.handler.is_some() {
+            End::Shutdown
+        } else {
+            End::Quiet
+        });
+    }
+    if flags & CONNECT != 0 {
+        let made = guarded(conn, || (conn.server.factory)(&conn.handle()));
+        match made {
+            Ok(Ok(handler)) => state.handler = Some(handler),
+            Ok(Err(reason)) => return Err(End::Error(Error::Refused(reason))),
+            Err(end) => return Err(end),
+        }
+    }
+    let State {
+        handler: Some(handler),
+        socket: Some(socket),
+    } = state
+    else {
+        return Err(End::Quiet);
+    };
+    if flags & CONNECT != 0 {
+        let flow = guarded(conn, || handler.handle_connection(socket));
+        after(conn, socket, flow, Source::Connection)?;
+    }
+    if flags & MESSAGE != 0 {
+        for _ in 0..MESSAGE_BUDGET {
+            let Some(message) = conn.mailbox.lock().pop_front() else {
+                break;
+            };
+            let flow = guarded(conn, || handler.handle_message(message, socket));
+            after(conn, socket, flow, Source::Message)?;
+        }
+        if !conn.mailbox.lock().is_empty() {
+            conn.sched.fetch_or(MESSAGE, Ordering::AcqRel);
+        }
+    }
+    let mut want_read = flags & READABLE != 0;
+    let to_eof = flags & HANGUP != 0;
+    let mut reads = 0;
+    loop {
+        if conn.sched.load(Ordering::Acquire) & SHUTDOWN != 0 {
+            break; // the next round runs handle_shutdown
+        }
+        // Bytes a synchronous recv read ahead go first, without waiting.
+        if let Some(data) = socket.take_unread_vec() {
+            let flow = guarded(conn, || handler.handle_data(&data, socket));
+            after(conn, socket, flow, Source::Data)?;
+            continue;
+        }
+        if !want_read && !socket.maybe_more() {
+            break;
+        }
+        if reads == READ_BUDGET {
+            // More may be waiting: yield to other connections and come back.
+            conn.sched
+                .fetch_or(READABLE | (flags & HANGUP), Ordering::AcqRel);
+            break;
+        }
+        reads += 1;
+        match socket.try_read(buf) {
+            Ok(0) => return Err(End::Close),
+            Ok(n) => {
+                // A short read drained the kernel buffer: new data brings a
+                // new edge. After a hang-up there is no new edge, so read on
+                // to the end of stream.
+                want_read = to_eof;
+                let flow = guarded(conn, || handler.handle_data(&buf[..n], socket));
+                after(conn, socket, flow, Source::Data)?;
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) => return Err(End::Error(Error::Io(e))),
+        }
+    }
+    if flags & TIMEOUT != 0
+        && conn
+            .timer
+            .lock()
+            .deadline
+            .is_some_and(|d| d <= Instant::now())
+    {
+        return Err(End::Timeout);
+    }
+    Ok(())
+}
+
+/// Applies the flow a callback returned; `Err` when the connection ends.
+fn after<H: Handler<M>, M: Send + 'static>(
+    conn: &Conn<H, M>,
+    socket: &mut Socket,
+    flow: Result<Flow, End>,
+    source: Source,
+) -> Result<(), End> {
+    let flow = flow?;
+    if socket.is_closed() {
+        return Err(End::Quiet);
+    }
+    let timeout = match flow {
+        Flow::Continue if source == Source::Message => return Ok(()),
+        Flow::Continue => socket.read_timeout(),
+        Flow::ContinueTimeout(timeout) => timeout,
+        Flow::ContinuePersistent(timeout) => {
+            socket.set_read_timeout(timeout);
+            timeout
+        }
+        Flow::Close => return Err(End::Close),
+        Flow::Error(reason) => return Err(End::Error(Error::Handler(reason))),
+        Flow::Detach(f) => return Err(End::Detach(f)),
+    };
+    conn.arm_timer(timeout.map(|t| Instant::now() + t));
+    Ok(())
+}
+
+/// Runs a callback, turning a panic into the connection's end.
+fn guarded<H, M, R>(conn: &Conn<H, M>, f: impl FnOnce() -> R) -> Result<R, End> {
+    panic::catch_unwind(AssertUnwindSafe(f)).map_err(|payload| {
+        let msg = panic_message(&*payload);
+        conn.server.stats.panics.fetch_add(1, Ordering::Relaxed);
+        log::error!(
+            "atoll: handler of connection {} from {} panicked: {msg}",
+            conn.meta.id,
+            conn.meta.peer
+        );
+        End::Error(Error::Panic(msg))
+    })
+}
+
+/// Runs the last callback, closes the socket and frees the connection's
+/// slot (or, when detached, hands the socket over).
+fn finish<H: Handler<M>, M: Send + 'static>(
+    conn: &Arc<Conn<H, M>>,
+    mut state: MutexGuard<'_, State<H>>,
+    end: End,
+) {
+    let mut handler = state.handler.take();
+    let Some(mut socket) = state.socket.take() else {
+        drop(state);
+        conn.release();
+        return;
+    };
+    drop(state);
+    let server = &conn.server;
+    let peer = conn.meta.peer;
+    let id = conn.meta.id;
+    match (end, handler.as_mut()) {
+        (End::Detach(give), _) => {
+            if let Some(fd) = socket.raw_fd() {
+                conn.acceptor.deregister(fd);
+            }
+            socket.set_release(conn.clone());
+            drop(handler);
+            // The socket's drop releases the slot from now on, even if
+            // `give` panics and drops it.
+            let _ = guarded(conn, move || give(socket));
+            return;
+        }
+        (End::Error(err), handler) => {
+            socket.close();
+            match &err {
+                Error::Handler(_) if !server.config.silent_terminate_on_error => {
+                    log::error!("atoll: connection {id} from {peer} ended: {err}")
+                }
+                Error::Refused(_) => {
+                    server.stats.refused.fetch_add(1, Ordering::Relaxed);
+                    log::warn!("atoll: connection {id} from {peer} {err} (spawn_error)")
+                }
+                _ => log::debug!("atoll: connection {id} from {peer} ended: {err}"),
+            }
+            if let Some(h) = handler {
+                let _ = guarded(conn, || h.handle_error(&err, &mut socket));
+            }
+        }
+        (End::Close, Some(h)) => {
+            let _ = guarded(conn, || h.handle_close(&mut socket));
+        }
+        (End::Timeout, Some(h)) => {
+            let _ = guarded(conn, || h.handle_timeout(&mut socket));
+        }
+        (End::Shutdown, Some(h)) => {
+            let _ = guarded(conn, || h.handle_shutdown(&mut socket));
+        }
+        _ => {}
+    }
+    drop(socket);
+    // A handler's own Drop may panic too; it must not take the worker.
+    let _ = guarded(conn, move || drop(handler));
+    conn.release();
+}
+
+impl<H: Handler<M>, M: Send + 'static> Release for Conn<H, M> {
+    /// Forgets the connection: refuses further messages, frees its slot and
+    /// tells a waiting stop.
+    fn release(&self) {
+        let dropped = {
+            let mut mailbox = self.mailbox.lock();
+            self.alive.store(false, Ordering::Release);
+            std::mem::take(&mut *mailbox)
+        };
+        drop(dropped);
+        self.acceptor.remove(self.token);
+        self.acceptor.limiter.release();
+        self.server.connection_ended();
+    }
+}
+
+/// How long stop waits for workers after forcing connections closed.
+pub(crate) const FORCE_GRACE: Duration = Duration::from_secs(1);

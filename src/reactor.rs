@@ -1,0 +1,611 @@
+//! The poll threads ("acceptors"): each owns a clone of the listening
+//! socket, the readiness of the connections it accepted, their idle timers,
+//! and the wait for a free slot of its limiter.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use crossbeam_channel::{Receiver, Sender};
+use mio::net::{TcpListener, TcpStream};
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Registry, Token, Waker};
+use parking_lot::Mutex;
+use socket2::SockRef;
+
+use crate::connection::{Conn, Meta, State, Timer, CONNECT, HANGUP, READABLE, SCHEDULED, TIMEOUT};
+use crate::handler::Handler;
+use crate::limiter::Limiter;
+use crate::server::Shared;
+use crate::socket::Socket;
+
+const LISTENER: Token = Token(usize::MAX);
+const WAKER: Token = Token(usize::MAX - 1);
+
+/// How long accepting pauses after the process or system ran out of
+/// descriptors or memory, as ranch and Thousand Island do.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// Connections accepted per loop before the poll thread serves readiness
+/// again.
+const ACCEPT_BATCH: usize = 64;
+/// Consecutive accept errors after which accepting pauses, so that an error
+/// that does not go away cannot make the thread spin.
+const ACCEPT_ERRORS_BEFORE_BACKOFF: u32 = 16;
+
+/// Commands from the [`Server`](crate::Server) handle to a poll thread. Each
+/// is acknowledged so that the handle's call returns once it took effect.
+pub(crate) enum Control {
+    /// Accept from this listener.
+    Listen(TcpListener, Sender<()>),
+    /// Close the listener; open connections carry on.
+    Suspend(Sender<()>),
+    /// Close the listener and the connection waiting for a slot.
+    Stop(Sender<()>),
+    /// Leave the loop.
+    Exit,
+}
+
+struct Entry<H, M> {
+    generation: u32,
+    conn: Option<Arc<Conn<H, M>>>,
+}
+
+/// The connections of one acceptor. A token is the slot index in its low
+/// 32 bits and the slot's generation in the high ones, so an event or timer
+/// for a closed connection never reaches the one that reused its slot.
+struct Slab<H, M> {
+    entries: Vec<Entry<H, M>>,
+    free: Vec<u32>,
+}
+
+impl<H, M> Slab<H, M> {
+    fn get(&self, token: Token) -> Option<&Arc<Conn<H, M>>> {
+        let entry = self.entries.get(token.0 & 0xffff_ffff)?;
+        if entry.generation as usize != token.0 >> 32 {
+            return None;
+        }
+        entry.conn.as_ref()
+    }
+
+    fn vacant_token(&mut self) -> Token {
+        let index = match self.free.pop() {
+            Some(i) => i as usize,
+            None => {
+                self.entries.push(Entry {
+                    generation: 0,
+                    conn: None,
+                });
+                self.entries.len() - 1
+            }
+        };
+        Token(index | (self.entries[index].generation as usize) << 32)
+    }
+
+    fn fill(&mut self, token: Token, conn: Arc<Conn<H, M>>) {
+        self.entries[token.0 & 0xffff_ffff].conn = Some(conn);
+    }
+
+    /// Frees a slot (filled or not) and retires its token.
+    fn remove(&mut self, token: Token) {
+        let index = token.0 & 0xffff_ffff;
+        if let Some(entry) = self.entries.get_mut(index) {
+            if entry.generation as usize == token.0 >> 32 {
+                // Stays clear of the reserved tokens at the top of the range.
+                entry.generation = (entry.generation + 1) % 0x7fff_ffff;
+                entry.conn = None;
+                self.free.push(index as u32);
+            }
+        }
+    }
+}
+
+/// The part of an acceptor that workers and the server handle share with
+/// its poll thread.
+pub(crate) struct AcceptorShared<H, M> {
+    slab: Mutex<Slab<H, M>>,
+    pub(crate) limiter: Limiter,
+    timers: Sender<(Instant, Token)>,
+    waker: Arc<Waker>,
+    registry: Registry,
+    /// When the poll thread will wake at the latest, in nanoseconds since
+    /// `epoch`; a timer earlier than that must wake it.
+    next_wake: AtomicU64,
+    epoch: Instant,
+    pub(crate) control: Sender<Control>,
+}
+
+impl<H: Handler<M>, M: Send + 'static> AcceptorShared<H, M> {
+    /// Every live connection of this acceptor.
+    pub(crate) fn connections(&self) -> Vec<Arc<Conn<H, M>>> {
+        self.slab
+            .lock()
+            .entries
+            .iter()
+            .filter_map(|e| e.conn.clone())
+            .collect()
+    }
+
+    /// Forgets a closed connection.
+    pub(crate) fn remove(&self, token: Token) {
+        self.slab.lock().remove(token);
+    }
+
+    /// Stops watching a connection's descriptor (when it is detached).
+    pub(crate) fn deregister(&self, fd: std::os::fd::RawFd) {
+        let _ = self.registry.deregister(&mut SourceFd(&fd));
+    }
+
+    /// Hands the poll thread a timer entry, waking it if it would sleep
+    /// past it.
+    pub(crate) fn add_timer(&self, deadline: Instant, token: Token) {
+        if self.timers.send((deadline, token)).is_err() {
+            return; // the poll thread has exited
+        }
+        // Pairs with the store-then-drain in `Reactor::next_timeout`: either
+        // the poll thread drains this entry before sleeping, or we see the
+        // deadline it will sleep until.
+        if self.nanos(deadline) < self.next_wake.load(Ordering::SeqCst) {
+            self.wake();
+        }
+    }
+
+    pub(crate) fn wake(&self) {
+        let _ = self.waker.wake();
+    }
+
+    fn nanos(&self, at: Instant) -> u64 {
+        at.saturating_duration_since(self.epoch)
+            .as_nanos()
+            .min(u64::MAX as u128 - 1) as u64
+    }
+}
+
+/// A connection accepted while the limiter was full, waiting for a slot.
+struct Waiting {
+    stream: TcpStream,
+    peer: SocketAddr,
+    attempts: u32,
+    next_try: Instant,
+}
+
+/// The state a poll thread keeps to itself.
+pub(crate) struct Reactor<H, M> {
+    shared: Arc<AcceptorShared<H, M>>,
+    server: Arc<Shared<H, M>>,
+    poll: Poll,
+    control: Receiver<Control>,
+    timer_rx: Receiver<(Instant, Token)>,
+    heap: BinaryHeap<Reverse<(Instant, Token)>>,
+    listener: Option<TcpListener>,
+    /// The listener's address when it is bound to one IP, which is then
+    /// every connection's local address (saves a system call per accept).
+    fixed_local: Option<SocketAddr>,
+    /// The listener may have connections queued (edge-triggered readiness
+    /// is not repeated, so we remember it).
+    listener_ready: bool,
+    waiting: Option<Waiting>,
+    backoff_until: Option<Instant>,
+}
+
+/// Creates the poll of one acceptor: its shared half and its thread's half.
+pub(crate) fn acceptor<H: Handler<M>, M: Send + 'static>(
+    limit: Option<usize>,
+) -> io::Result<(
+    Arc<AcceptorShared<H, M>>,
+    Poll,
+    Receiver<Control>,
+    Receiver<(Instant, Token)>,
+)> {
+    let poll = Poll::new()?;
+    let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+    let registry = poll.registry().try_clone()?;
+    let (control_tx, control_rx) = crossbeam_channel::unbounded();
+    let (timer_tx, timer_rx) = crossbeam_channel::unbounded();
+    let limiter_waker = waker.clone();
+    let shared = Arc::new(AcceptorShared {
+        slab: Mutex::new(Slab {
+            entries: Vec::new(),
+            free: Vec::new(),
+        }),
+        limiter: Limiter::new(
+            limit,
+            Box::new(move || {
+                let _ = limiter_waker.wake();
+            }),
+        ),
+        timers: timer_tx,
+        waker,
+        registry,
+        next_wake: AtomicU64::new(0),
+        epoch: Instant::now(),
+        control: control_tx,
+    });
+    Ok((shared, poll, control_rx, timer_rx))
+}
+
+impl<H: Handler<M>, M: Send + 'static> Reactor<H, M> {
+    pub(crate) fn new(
+        shared: Arc<AcceptorShared<H, M>>,
+        server: Arc<Shared<H, M>>,
+        poll: Poll,
+        control: Receiver<Control>,
+        timer_rx: Receiver<(Instant, Token)>,
+    ) -> Reactor<H, M> {
+        Reactor {
+            shared,
+            server,
+            poll,
+            control,
+            timer_rx,
+            heap: BinaryHeap::new(),
+            listener: None,
+            fixed_local: None,
+            listener_ready: false,
+            waiting: None,
+            backoff_until: None,
+        }
+    }
+
+    pub(crate) fn run(mut self) {
+        let mut events = Events::with_capacity(1024);
+        loop {
+            let timeout = self.next_timeout();
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    log::error!("atoll: poll failed: {e}");
+                    std::thread::sleep(ACCEPT_BACKOFF);
+                }
+                continue;
+            }
+            if !self.handle_controls() {
+                break;
+            }
+            {
+                let slab = self.shared.slab.lock();
+                for event in events.iter() {
+                    match event.token() {
+                        LISTENER => self.listener_ready = true,
+                        WAKER => {}
+                        token => {
+                            if let Some(conn) = slab.get(token) {
+                                let mut flags = READABLE;
+                                if event.is_read_closed() || event.is_error() {
+                                    flags |= HANGUP;
+                                }
+                                conn.notify(flags);
+                            }
+                        }
+                    }
+                }
+            }
+            self.fire_timers();
+            self.retry_waiting();
+            self.accept();
+            if !events.is_empty() {
+                // Give the workers the core before waiting again: on few
+                // cores this saves a context switch per message.
+                std::thread::yield_now();
+            }
+        }
+        // Break the conn -> acceptor -> slab -> conn cycle of connections
+        // that outlived the stop (stuck in a handler).
+        let mut slab = self.shared.slab.lock();
+        slab.entries.clear();
+        slab.free.clear();
+    }
+
+    /// Moves new timer entries to the heap and returns how long to sleep.
+    fn next_timeout(&mut self) -> Option<Duration> {
+        loop {
+            for (deadline, token) in self.timer_rx.try_iter() {
+                self.heap.push(Reverse((deadline, token)));
+            }
+            let mut wake_at = self.heap.peek().map(|Reverse((d, _))| *d);
+            let mut earliest = |t: Option<Instant>| {
+                if let Some(t) = t {
+                    wake_at = Some(wake_at.map_or(t, |w| w.min(t)));
+                }
+            };
+            earliest(self.waiting.as_ref().map(|w| w.next_try));
+            earliest(self.backoff_until);
+            let now = Instant::now();
+            if self.can_accept() {
+                earliest(Some(now));
+            }
+            let wake_nanos = wake_at.map_or(u64::MAX, |w| self.shared.nanos(w));
+            self.shared.next_wake.store(wake_nanos, Ordering::SeqCst);
+            if self.timer_rx.is_empty() {
+                return wake_at.map(|w| w.saturating_duration_since(now));
+            }
+        }
+    }
+
+    fn can_accept(&self) -> bool {
+        self.listener.is_some()
+            && self.listener_ready
+            && self.waiting.is_none()
+            && self.backoff_until.is_none()
+    }
+
+    /// Applies commands; returns `false` on `Exit`.
+    fn handle_controls(&mut self) -> bool {
+        while let Ok(control) = self.control.try_recv() {
+            match control {
+                Control::Listen(mut listener, ack) => {
+                    match self
+                        .poll
+                        .registry()
+                        .register(&mut listener, LISTENER, Interest::READABLE)
+                    {
+                        Ok(()) => {
+                            self.fixed_local = listener
+                                .local_addr()
+                                .ok()
+                                .filter(|a| !a.ip().is_unspecified());
+                            self.listener = Some(listener);
+                            self.listener_ready = true;
+                        }
+                        Err(e) => log::error!("atoll: cannot watch the listener: {e}"),
+                    }
+                    let _ = ack.send(());
+                }
+                Control::Suspend(ack) => {
+                    self.close_listener();
+                    let _ = ack.send(());
+                }
+                Control::Stop(ack) => {
+                    self.close_listener();
+                    if self.waiting.take().is_some() {
+                        self.shared.limiter.set_waiting(false);
+                    }
+                    let _ = ack.send(());
+                }
+                Control::Exit => return false,
+            }
+        }
+        true
+    }
+
+    fn close_listener(&mut self) {
+        if let Some(mut listener) = self.listener.take() {
+            let _ = self.poll.registry().deregister(&mut listener);
+        }
+        self.listener_ready = false;
+    }
+
+    /// Pops due timers. An entry whose connection moved its deadline later
+    /// is pushed again at the new deadline; a due one notifies the worker.
+    fn fire_timers(&mut self) {
+        let now = Instant::now();
+        while let Some(&Reverse((at, token))) = self.heap.peek() {
+            if at > now {
+                break;
+            }
+            self.heap.pop();
+            let Some(conn) = self.shared.slab.lock().get(token).cloned() else {
+                continue;
+            };
+            let mut timer = conn.timer.lock();
+            if timer.queued != Some(at) {
+                continue; // a stale entry: another one is in the heap
+            }
+            match timer.deadline {
+                Some(deadline) if deadline > now => {
+                    timer.queued = Some(deadline);
+                    self.heap.push(Reverse((deadline, token)));
+                }
+                Some(_) => {
+                    timer.queued = None;
+                    drop(timer);
+                    conn.notify(TIMEOUT);
+                }
+                None => timer.queued = None,
+            }
+        }
+    }
+
+    /// Gives the waiting connection a slot if one freed, or closes it once
+    /// its retries are spent.
+    fn retry_waiting(&mut self) {
+        let Some(waiting) = self.waiting.as_mut() else {
+            return;
+        };
+        if self.shared.limiter.try_acquire() {
+            self.shared.limiter.set_waiting(false);
+            if let Some(w) = self.waiting.take() {
+                self.open(w.stream, w.peer);
+            }
+            return;
+        }
+        let now = Instant::now();
+        if now < waiting.next_try {
+            return;
+        }
+        waiting.attempts += 1;
+        if waiting.attempts < self.server.config.max_connections_retry_count {
+            waiting.next_try += self.server.config.max_connections_retry_wait;
+            return;
+        }
+        self.shared.limiter.set_waiting(false);
+        if let Some(w) = self.waiting.take() {
+            self.reject(w.stream, w.peer);
+        }
+    }
+
+    /// Closes a connection the limiter had no slot for.
+    fn reject(&self, stream: TcpStream, peer: SocketAddr) {
+        drop(stream);
+        self.server.stats.rejected.fetch_add(1, Ordering::Relaxed);
+        log::warn!(
+            "atoll: connection from {peer} closed: all {:?} connection slots stayed busy (spawn_error)",
+            self.shared.limiter.limit()
+        );
+    }
+
+    fn accept(&mut self) {
+        if let Some(until) = self.backoff_until {
+            if Instant::now() < until {
+                return;
+            }
+            self.backoff_until = None;
+        }
+        let mut errors = 0;
+        for _ in 0..ACCEPT_BATCH {
+            if !self.can_accept() {
+                return;
+            }
+            let Some(listener) = self.listener.as_ref() else {
+                return;
+            };
+            match listener.accept() {
+                Ok((stream, peer)) => {
+                    errors = 0;
+                    self.server.stats.accepted.fetch_add(1, Ordering::Relaxed);
+                    self.admit(stream, peer);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.listener_ready = false;
+                    return;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    self.server
+                        .stats
+                        .accept_errors
+                        .fetch_add(1, Ordering::Relaxed);
+                    errors += 1;
+                    if is_exhaustion(&e) || errors >= ACCEPT_ERRORS_BEFORE_BACKOFF {
+                        log::error!(
+                            "atoll: accept failed: {e}; pausing accepts for {ACCEPT_BACKOFF:?}"
+                        );
+                        self.backoff_until = Some(Instant::now() + ACCEPT_BACKOFF);
+                        return;
+                    }
+                    log::warn!("atoll: accept failed: {e}; skipped");
+                }
+            }
+        }
+    }
+
+    /// Opens an accepted connection if the limiter has a slot, or makes it
+    /// wait for one.
+    fn admit(&mut self, stream: TcpStream, peer: SocketAddr) {
+        if self.shared.limiter.try_acquire() {
+            self.open(stream, peer);
+            return;
+        }
+        let config = &self.server.config;
+        if config.max_connections_retry_count == 0 {
+            self.reject(stream, peer);
+            return;
+        }
+        self.shared.limiter.set_waiting(true);
+        self.waiting = Some(Waiting {
+            stream,
+            peer,
+            attempts: 0,
+            next_try: Instant::now() + config.max_connections_retry_wait,
+        });
+        // A slot may have freed between the failed acquire and `waiting`.
+        self.retry_waiting();
+    }
+
+    /// Sets up a connection that holds a limiter slot and hands it to the
+    /// workers.
+    fn open(&mut self, stream: TcpStream, peer: SocketAddr) {
+        let config = &self.server.config;
+        if let Err(e) = apply_socket_options(&stream, config) {
+            log::debug!("atoll: cannot set socket options for {peer}: {e}");
+        }
+        let local = match self.fixed_local.map_or_else(|| stream.local_addr(), Ok) {
+            Ok(local) => local,
+            Err(e) => {
+                log::debug!("atoll: connection from {peer} lost before setup: {e}");
+                self.shared.limiter.release();
+                return;
+            }
+        };
+        let fd = stream.as_raw_fd();
+        let stream = Arc::new(stream);
+        let id = self.server.next_id.fetch_add(1, Ordering::Relaxed);
+        let socket = Socket::new(
+            stream.clone(),
+            id,
+            peer,
+            local,
+            config.read_timeout,
+            config.tcp.send_timeout,
+        );
+        let mut slab = self.shared.slab.lock();
+        let token = slab.vacant_token();
+        let conn = Arc::new(Conn {
+            meta: Meta {
+                id,
+                peer,
+                local,
+                started: SystemTime::now(),
+            },
+            token,
+            sched: AtomicU32::new(CONNECT | SCHEDULED),
+            server: self.server.clone(),
+            acceptor: self.shared.clone(),
+            stream: Arc::downgrade(&stream),
+            alive: AtomicBool::new(true),
+            mailbox: Mutex::new(Default::default()),
+            timer: Mutex::new(Timer::default()),
+            state: Mutex::new(State {
+                handler: None,
+                socket: Some(socket),
+            }),
+        });
+        if let Err(e) = self
+            .poll
+            .registry()
+            .register(&mut SourceFd(&fd), token, Interest::READABLE)
+        {
+            slab.remove(token);
+            drop(slab);
+            log::error!("atoll: cannot watch the connection from {peer}: {e}");
+            self.shared.limiter.release();
+            return;
+        }
+        slab.fill(token, conn.clone());
+        drop(slab);
+        self.server.schedule(conn);
+    }
+}
+
+/// Errors that mean the process or system is out of a resource: accepting
+/// again at once would fail the same way.
+fn is_exhaustion(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    )
+}
+
+fn apply_socket_options(stream: &TcpStream, config: &crate::config::Builder) -> io::Result<()> {
+    let tcp = &config.tcp;
+    if tcp.nodelay {
+        stream.set_nodelay(true)?;
+    }
+    let sock = SockRef::from(stream);
+    if tcp.linger.is_some() {
+        sock.set_linger(tcp.linger)?;
+    }
+    if tcp.keepalive {
+        sock.set_keepalive(true)?;
+    }
+    if let Some(size) = tcp.recv_buffer_size {
+        sock.set_recv_buffer_size(size)?;
+    }
+    if let Some(size) = tcp.send_buffer_size {
+        sock.set_send_buffer_size(size)?;
+    }
+    Ok(())
+}

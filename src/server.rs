@@ -1,0 +1,496 @@
+//! [`Server`]: a running TCP server and its lifecycle.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Sender;
+use parking_lot::{Condvar, Mutex};
+use socket2::{Domain, Socket as RawSocket, Type};
+
+use crate::config::Builder;
+use crate::connection::{Conn, Connection, SHUTDOWN};
+use crate::error::{BoxError, Error};
+use crate::handler::Handler;
+use crate::pool::{worker_loop, Job, FORCE_GRACE};
+use crate::reactor::{self, AcceptorShared, Control, Reactor};
+
+pub(crate) type Factory<H, M> = Box<dyn Fn(&Connection<M>) -> Result<H, BoxError> + Send + Sync>;
+
+/// Whether a server accepts connections.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Status {
+    /// Listening and accepting.
+    Running,
+    /// Not listening; open connections carry on. See [`Server::suspend`].
+    Suspended,
+    /// Stopped: no listener, no connections, no threads.
+    Stopped,
+}
+
+/// Counters of what the acceptors did, for monitoring and tests.
+///
+/// ```
+/// let stats = atoll::ServerStats::default();
+/// assert_eq!(stats.accepted, 0);
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ServerStats {
+    /// Connections accepted from the listener.
+    pub accepted: u64,
+    /// Connections closed because no slot of the limiter freed within the
+    /// retries (Thousand Island's `spawn_error`).
+    pub rejected: u64,
+    /// Connections the handler factory refused.
+    pub refused: u64,
+    /// Failed `accept` calls (descriptor exhaustion, aborted connections).
+    pub accept_errors: u64,
+    /// Handler callbacks that panicked.
+    pub panics: u64,
+}
+
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub(crate) accepted: AtomicU64,
+    pub(crate) rejected: AtomicU64,
+    pub(crate) refused: AtomicU64,
+    pub(crate) accept_errors: AtomicU64,
+    pub(crate) panics: AtomicU64,
+}
+
+/// What the server's threads share.
+pub(crate) struct Shared<H, M> {
+    pub(crate) config: Builder,
+    pub(crate) factory: Factory<H, M>,
+    jobs: Sender<Job<H, M>>,
+    pub(crate) next_id: AtomicU64,
+    pub(crate) stats: Counters,
+    acceptors: Vec<Arc<AcceptorShared<H, M>>>,
+    drained: (Mutex<()>, Condvar),
+}
+
+impl<H: Handler<M>, M: Send + 'static> Shared<H, M> {
+    /// Queues a connection for a worker.
+    pub(crate) fn schedule(&self, conn: Arc<Conn<H, M>>) {
+        // Fails only once the workers have exited, at the end of a stop.
+        let _ = self.jobs.send(Job::Run(conn));
+    }
+
+    /// Called when a connection released its slot.
+    pub(crate) fn connection_ended(&self) {
+        let _guard = self.drained.0.lock();
+        self.drained.1.notify_all();
+    }
+
+    fn conns(&self) -> impl Iterator<Item = Arc<Conn<H, M>>> + '_ {
+        self.acceptors.iter().flat_map(|a| a.connections())
+    }
+}
+
+/// The server handle's view of the shared state, without the handler type.
+trait Backend<M>: Send + Sync {
+    fn connections(&self) -> Vec<Connection<M>>;
+    fn live(&self) -> usize;
+    fn shutdown_all(&self);
+    fn force_close_all(&self);
+    fn wait_drained(&self, deadline: Option<Instant>) -> bool;
+    fn set_limit(&self, limit: Option<usize>);
+    fn stats(&self) -> ServerStats;
+    fn control(&self, make: &mut dyn FnMut(Sender<()>) -> Option<Control>) -> Result<(), Error>;
+    fn exit_acceptors(&self);
+    fn exit_workers(&self, n: usize);
+    fn config(&self) -> &Builder;
+}
+
+impl<H: Handler<M>, M: Send + 'static> Backend<M> for Shared<H, M> {
+    fn connections(&self) -> Vec<Connection<M>> {
+        self.conns().map(|c| c.handle()).collect()
+    }
+
+    fn live(&self) -> usize {
+        self.acceptors.iter().map(|a| a.limiter.live()).sum()
+    }
+
+    fn shutdown_all(&self) {
+        for conn in self.conns() {
+            conn.notify(SHUTDOWN);
+        }
+    }
+
+    fn force_close_all(&self) {
+        for conn in self.conns() {
+            conn.force_close();
+        }
+    }
+
+    fn wait_drained(&self, deadline: Option<Instant>) -> bool {
+        let mut guard = self.drained.0.lock();
+        loop {
+            if self.live() == 0 {
+                return true;
+            }
+            match deadline {
+                None => self.drained.1.wait(&mut guard),
+                Some(d) => {
+                    if self.drained.1.wait_until(&mut guard, d).timed_out() {
+                        return self.live() == 0;
+                    }
+                }
+            }
+        }
+    }
+
+    fn set_limit(&self, limit: Option<usize>) {
+        for a in &self.acceptors {
+            a.limiter.set_limit(limit);
+        }
+    }
+
+    fn stats(&self) -> ServerStats {
+        let s = &self.stats;
+        ServerStats {
+            accepted: s.accepted.load(Ordering::Relaxed),
+            rejected: s.rejected.load(Ordering::Relaxed),
+            refused: s.refused.load(Ordering::Relaxed),
+            accept_errors: s.accept_errors.load(Ordering::Relaxed),
+            panics: s.panics.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Sends each acceptor the command `make` builds around an
+    /// acknowledgement sender, and waits for the acknowledgements.
+    fn control(&self, make: &mut dyn FnMut(Sender<()>) -> Option<Control>) -> Result<(), Error> {
+        let (ack_tx, ack_rx) = crossbeam_channel::unbounded::<()>();
+        let mut expected = 0;
+        for a in &self.acceptors {
+            let Some(control) = make(ack_tx.clone()) else {
+                break;
+            };
+            if a.control.send(control).is_ok() {
+                expected += 1;
+            }
+            a.wake();
+        }
+        for _ in 0..expected {
+            ack_rx
+                .recv_timeout(Duration::from_secs(10))
+                .map_err(|_| Error::Io(std::io::Error::other("a poll thread did not answer")))?;
+        }
+        Ok(())
+    }
+
+    fn exit_acceptors(&self) {
+        for a in &self.acceptors {
+            let _ = a.control.send(Control::Exit);
+            a.wake();
+        }
+    }
+
+    fn exit_workers(&self, n: usize) {
+        for _ in 0..n {
+            let _ = self.jobs.send(Job::Exit);
+        }
+    }
+
+    fn config(&self) -> &Builder {
+        &self.config
+    }
+}
+
+struct Life {
+    status: Status,
+    local_addr: Option<SocketAddr>,
+    threads: Vec<JoinHandle<()>>,
+    workers: Vec<JoinHandle<()>>,
+}
+
+/// A running TCP server: the handle [`Builder::start`] returns.
+///
+/// It reports the bound address, the status and the live connections, and
+/// controls the lifecycle: [`suspend`](Server::suspend),
+/// [`resume`](Server::resume), [`stop`](Server::stop). Dropping it stops
+/// the server, waiting up to `shutdown_timeout`. All methods take `&self`:
+/// share the server across threads in an `Arc`.
+///
+/// `M` is the type of the messages connections accept (see
+/// [`Handler`]).
+///
+/// # Examples
+///
+/// ```
+/// use std::io::{Read, Write};
+/// use std::time::Duration;
+/// use atoll::{Flow, Handler, Server, Socket};
+///
+/// struct HelloWorld;
+///
+/// impl Handler for HelloWorld {
+///     fn handle_connection(&mut self, socket: &mut Socket) -> Flow {
+///         let _ = socket.send(b"Hello, World");
+///         Flow::Close
+///     }
+/// }
+///
+/// let server = Server::builder().ip([127, 0, 0, 1].into()).port(0).start(|_| Ok(HelloWorld))?;
+/// let mut client = std::net::TcpStream::connect(server.local_addr()?)?;
+/// let mut reply = String::new();
+/// client.read_to_string(&mut reply)?;
+/// assert_eq!(reply, "Hello, World");
+/// server.stop(Duration::from_secs(1));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct Server<M = ()> {
+    backend: Arc<dyn Backend<M>>,
+    life: Mutex<Life>,
+    stopped: Condvar,
+}
+
+impl Server<()> {
+    /// A [`Builder`] with every option at its default.
+    pub fn builder() -> Builder {
+        Builder::new()
+    }
+}
+
+impl<M: Send + 'static> Server<M> {
+    pub(crate) fn start<H: Handler<M>>(
+        config: Builder,
+        factory: Factory<H, M>,
+    ) -> Result<Server<M>, Error> {
+        let listener = bind(&config)?;
+        let (jobs_tx, jobs_rx) = crossbeam_channel::unbounded();
+        let mut parts = Vec::with_capacity(config.num_acceptors);
+        for _ in 0..config.num_acceptors {
+            parts.push(reactor::acceptor::<H, M>(config.num_connections)?);
+        }
+        let shared = Arc::new(Shared {
+            factory,
+            jobs: jobs_tx,
+            next_id: AtomicU64::new(1),
+            stats: Counters::default(),
+            acceptors: parts.iter().map(|p| p.0.clone()).collect(),
+            drained: (Mutex::new(()), Condvar::new()),
+            config,
+        });
+        let server = Server {
+            backend: shared.clone(),
+            life: Mutex::new(Life {
+                status: Status::Running,
+                local_addr: None,
+                threads: Vec::new(),
+                workers: Vec::new(),
+            }),
+            stopped: Condvar::new(),
+        };
+        {
+            let mut life = server.life.lock();
+            for i in 0..shared.config.num_workers {
+                let jobs = jobs_rx.clone();
+                let handle = thread::Builder::new()
+                    .name(format!("atoll-worker-{i}"))
+                    .spawn(move || worker_loop::<H, M>(jobs))?;
+                life.workers.push(handle);
+            }
+            for (i, (acceptor, poll, control, timers)) in parts.into_iter().enumerate() {
+                let reactor = Reactor::new(acceptor, shared.clone(), poll, control, timers);
+                let handle = thread::Builder::new()
+                    .name(format!("atoll-poll-{i}"))
+                    .spawn(move || reactor.run())?;
+                life.threads.push(handle);
+            }
+            life.local_addr = Some(listen(&*shared, listener)?);
+        }
+        Ok(server)
+    }
+
+    /// The address the server listens on; with port 0, the port the system
+    /// picked. [`Error::Closed`] while suspended or stopped.
+    pub fn local_addr(&self) -> Result<SocketAddr, Error> {
+        self.life.lock().local_addr.ok_or(Error::Closed)
+    }
+
+    /// Whether the server is running, suspended or stopped.
+    pub fn status(&self) -> Status {
+        self.life.lock().status
+    }
+
+    /// The number of live connections (detached ones included).
+    pub fn connection_count(&self) -> usize {
+        self.backend.live()
+    }
+
+    /// Handles to the live connections, in no particular order. Connections
+    /// come and go while this runs: a listed one may have ended since.
+    pub fn connections(&self) -> Vec<Connection<M>> {
+        self.backend.connections()
+    }
+
+    /// What the acceptors did so far.
+    pub fn stats(&self) -> ServerStats {
+        self.backend.stats()
+    }
+
+    /// Changes the limit of live connections per acceptor (`None`: no
+    /// limit), as ranch's `set_max_connections`. A raised limit admits
+    /// waiting connections at once; a lowered one closes nobody but admits
+    /// no one until the count is under it.
+    pub fn set_num_connections(&self, limit: Option<usize>) -> Result<(), Error> {
+        if limit == Some(0) {
+            return Err(Error::Config("num_connections must be at least 1".into()));
+        }
+        self.backend.set_limit(limit);
+        Ok(())
+    }
+
+    /// Closes the listener; open connections carry on. New connections are
+    /// refused by the system until [`resume`](Server::resume).
+    pub fn suspend(&self) -> Result<(), Error> {
+        let mut life = self.life.lock();
+        if life.status != Status::Running {
+            return Ok(());
+        }
+        self.backend
+            .control(&mut |ack| Some(Control::Suspend(ack)))?;
+        life.status = Status::Suspended;
+        life.local_addr = None;
+        Ok(())
+    }
+
+    /// Listens again after [`suspend`](Server::suspend): on the same port
+    /// when one was configured, on a new free port when the configured port
+    /// is 0 (read it from [`local_addr`](Server::local_addr)).
+    pub fn resume(&self) -> Result<(), Error> {
+        let mut life = self.life.lock();
+        if life.status != Status::Suspended {
+            return Ok(());
+        }
+        let listener = bind(self.backend.config())?;
+        life.local_addr = Some(listen(&*self.backend, listener)?);
+        life.status = Status::Running;
+        Ok(())
+    }
+
+    /// Stops the server: stops accepting at once; idle connections get
+    /// [`Handler::handle_shutdown`] with the socket still open and are
+    /// closed; busy ones finish their callback first. After `wait` (`None`:
+    /// no limit), the remaining connections are forced closed, which
+    /// unblocks workers in a socket read or write, and every thread is
+    /// joined. A worker stuck in a callback for another second is left
+    /// behind and logged. Stopping twice is harmless.
+    ///
+    /// Do not call it from a handler callback: it waits for the callback.
+    pub fn stop(&self, wait: impl Into<Option<Duration>>) {
+        stop(self, wait.into());
+    }
+
+    /// [`stop`](Server::stop) with the configured `shutdown_timeout`.
+    pub fn shutdown(&self) {
+        self.stop(self.backend.config().shutdown_timeout);
+    }
+
+    /// Blocks until the server is stopped (by another thread).
+    pub fn wait(&self) {
+        let mut life = self.life.lock();
+        while life.status != Status::Stopped {
+            self.stopped.wait(&mut life);
+        }
+    }
+}
+
+impl<M> Drop for Server<M> {
+    fn drop(&mut self) {
+        stop(self, self.backend.config().shutdown_timeout);
+    }
+}
+
+/// The body of [`Server::stop`], free of bounds on `M` so that `Drop` can
+/// call it.
+fn stop<M>(server: &Server<M>, wait: Option<Duration>) {
+    let backend = &server.backend;
+    let mut life = server.life.lock();
+    if life.status == Status::Stopped {
+        return;
+    }
+    if let Err(e) = backend.control(&mut |ack| Some(Control::Stop(ack))) {
+        log::error!("atoll: stop: {e}");
+    }
+    life.local_addr = None;
+    backend.shutdown_all();
+    let deadline = wait.map(|w| Instant::now() + w);
+    if !backend.wait_drained(deadline) {
+        backend.force_close_all();
+        if !backend.wait_drained(Some(Instant::now() + FORCE_GRACE)) {
+            log::error!(
+                "atoll: stop: {} connections still busy in a callback after the forced close",
+                backend.live()
+            );
+        }
+    }
+    backend.exit_acceptors();
+    for handle in life.threads.drain(..) {
+        let _ = handle.join();
+    }
+    backend.exit_workers(life.workers.len());
+    let until = Instant::now() + FORCE_GRACE;
+    let me = thread::current().id();
+    for handle in life.workers.drain(..) {
+        if handle.thread().id() == me {
+            continue; // stop called from a callback: a thread cannot join itself
+        }
+        while !handle.is_finished() && Instant::now() < until {
+            thread::sleep(Duration::from_millis(1));
+        }
+        if handle.is_finished() {
+            let _ = handle.join();
+        } else {
+            let name = handle.thread().name().unwrap_or("a worker").to_string();
+            log::error!("atoll: stop: {name} is stuck in a callback; left running");
+        }
+    }
+    life.status = Status::Stopped;
+    server.stopped.notify_all();
+}
+
+impl<M> fmt::Debug for Server<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let life = self.life.lock();
+        f.debug_struct("Server")
+            .field("status", &life.status)
+            .field("local_addr", &life.local_addr)
+            .field("connections", &self.backend.live())
+            .finish()
+    }
+}
+
+/// Binds the listening socket with the configured options.
+fn bind(config: &Builder) -> Result<std::net::TcpListener, Error> {
+    let addr = config.bind_addr();
+    let fail = |source| Error::Bind { addr, source };
+    let socket = RawSocket::new(Domain::for_address(addr), Type::STREAM, None).map_err(fail)?;
+    socket
+        .set_reuse_address(config.tcp.reuse_address)
+        .map_err(fail)?;
+    socket.bind(&addr.into()).map_err(fail)?;
+    let backlog = i32::try_from(config.tcp.backlog).unwrap_or(i32::MAX);
+    socket.listen(backlog).map_err(fail)?;
+    socket.set_nonblocking(true).map_err(fail)?;
+    Ok(socket.into())
+}
+
+/// Gives each acceptor a clone of the listener; returns its address.
+fn listen<M>(
+    backend: &dyn Backend<M>,
+    listener: std::net::TcpListener,
+) -> Result<SocketAddr, Error> {
+    let addr = listener.local_addr()?;
+    let mut clones = Vec::new();
+    for _ in 0..backend.config().num_acceptors {
+        clones.push(mio::net::TcpListener::from_std(listener.try_clone()?));
+    }
+    let mut clones = clones.into_iter();
+    backend.control(&mut |ack| clones.next().map(|l| Control::Listen(l, ack)))?;
+    Ok(addr)
+}

@@ -1,0 +1,542 @@
+//! [`Socket`]: what a handler's callbacks use to talk to the peer.
+
+use std::fmt;
+use std::fs::File;
+use std::io::{self, IoSlice, Read, Write};
+use std::net::{Shutdown, SocketAddr};
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mio::net::TcpStream;
+use socket2::SockRef;
+
+use crate::error::Error;
+use crate::sys::{self, Wait};
+
+/// Bytes read per system call by [`Socket::recv`] with a length of 0 and by
+/// the server when it reads for [`Handler::handle_data`](crate::Handler).
+pub(crate) const READ_CHUNK: usize = 64 * 1024;
+
+/// Counters of a connection's traffic, as Thousand Island's `getstat`.
+///
+/// ```
+/// let stats = atoll::SocketStats::default();
+/// assert_eq!(stats.recv_bytes + stats.send_bytes, 0);
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SocketStats {
+    /// Bytes received (`recv_oct`).
+    pub recv_bytes: u64,
+    /// Read calls that returned data (`recv_cnt`).
+    pub recv_count: u64,
+    /// Bytes sent (`send_oct`).
+    pub send_bytes: u64,
+    /// Write calls that sent data (`send_cnt`).
+    pub send_count: u64,
+}
+
+/// Called when a detached socket is dropped, so the server can release the
+/// connection's slot and forget it.
+pub(crate) trait Release: Send + Sync {
+    fn release(&self);
+}
+
+/// A connection's socket, as handler callbacks see it.
+///
+/// The Rust form of `ThousandIsland.Socket`. The descriptor underneath is
+/// non-blocking (the server watches it for readiness between callbacks), but
+/// every method here blocks the calling worker as a blocking socket would,
+/// bounded by a timeout:
+///
+/// - reads by [`recv`](Socket::recv) and [`Read`] use the connection's read
+///   timeout (the server's `read_timeout` unless a
+///   [`Flow::ContinuePersistent`](crate::Flow::ContinuePersistent) replaced
+///   it);
+/// - writes by [`send`](Socket::send), [`send_vectored`](Socket::send_vectored),
+///   [`sendfile`](Socket::sendfile) and [`Write`] use the send timeout, and a
+///   send that times out closes the connection (as `send_timeout_close`).
+///
+/// `Socket` implements [`Read`] and [`Write`], so `BufReader`, `write!` and
+/// existing protocol code work on it unchanged.
+///
+/// # Examples
+///
+/// A handler that reads a 4-byte length and then exactly that many bytes:
+///
+/// ```
+/// use atoll::{Flow, Handler, Socket};
+///
+/// struct Framed;
+///
+/// impl Handler for Framed {
+///     fn handle_connection(&mut self, socket: &mut Socket) -> Flow {
+///         let head = match socket.recv(4) {
+///             Ok(head) => head,
+///             Err(e) => return Flow::error(e),
+///         };
+///         let len = u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as usize;
+///         match socket.recv(len).and_then(|body| socket.send(&body)) {
+///             Ok(()) => Flow::Close,
+///             Err(e) => Flow::error(e),
+///         }
+///     }
+/// }
+/// ```
+pub struct Socket {
+    stream: Option<Arc<TcpStream>>,
+    id: u64,
+    peer: SocketAddr,
+    local: SocketAddr,
+    /// Bytes read from the kernel but not yet given to the handler.
+    unread: Vec<u8>,
+    /// The last read filled its buffer, so more may be waiting in the kernel
+    /// without a new readiness edge.
+    maybe_more: bool,
+    read_timeout: Option<Duration>,
+    send_timeout: Option<Duration>,
+    stats: SocketStats,
+    release: Option<Arc<dyn Release>>,
+}
+
+impl Socket {
+    pub(crate) fn new(
+        stream: Arc<TcpStream>,
+        id: u64,
+        peer: SocketAddr,
+        local: SocketAddr,
+        read_timeout: Option<Duration>,
+        send_timeout: Option<Duration>,
+    ) -> Socket {
+        Socket {
+            stream: Some(stream),
+            id,
+            peer,
+            local,
+            unread: Vec::new(),
+            maybe_more: false,
+            read_timeout,
+            send_timeout,
+            stats: SocketStats::default(),
+            release: None,
+        }
+    }
+
+    /// The server-unique id of this connection, the same as
+    /// [`Connection::id`](crate::Connection::id).
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// The peer's address (Thousand Island's `peername`).
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.peer
+    }
+
+    /// The local address of the connection (Thousand Island's `sockname`).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// Whether the transport is encrypted. Always `false` for plain TCP.
+    pub fn is_secure(&self) -> bool {
+        false
+    }
+
+    /// The traffic counters of this connection (Thousand Island's `getstat`).
+    pub fn stats(&self) -> SocketStats {
+        self.stats
+    }
+
+    /// Whether the socket has been closed, locally or by a send timeout.
+    pub fn is_closed(&self) -> bool {
+        self.stream.is_none()
+    }
+
+    /// The read timeout that [`recv`](Socket::recv) and [`Read`] use.
+    pub fn read_timeout(&self) -> Option<Duration> {
+        self.read_timeout
+    }
+
+    /// Replaces the read timeout of [`recv`](Socket::recv) and [`Read`] and
+    /// the connection's idle timeout, as
+    /// [`Flow::ContinuePersistent`](crate::Flow::ContinuePersistent) does.
+    pub fn set_read_timeout(&mut self, timeout: Option<Duration>) {
+        self.read_timeout = timeout;
+    }
+
+    /// The send timeout of this connection.
+    pub fn send_timeout(&self) -> Option<Duration> {
+        self.send_timeout
+    }
+
+    /// Replaces the send timeout of this connection. `None` waits forever.
+    pub fn set_send_timeout(&mut self, timeout: Option<Duration>) {
+        self.send_timeout = timeout;
+    }
+
+    /// Receives data, waiting up to the read timeout.
+    ///
+    /// With `len == 0`, returns whatever is available (at least one byte);
+    /// otherwise exactly `len` bytes. Fails with [`Error::Closed`] when the
+    /// peer closed the connection first and [`Error::Timeout`] when the
+    /// timeout passed; bytes received before a timeout are not lost: the
+    /// next `recv` or [`Handler::handle_data`](crate::Handler::handle_data)
+    /// gets them.
+    pub fn recv(&mut self, len: usize) -> Result<Vec<u8>, Error> {
+        self.recv_timeout(len, self.read_timeout)
+    }
+
+    /// [`recv`](Socket::recv) with an explicit timeout; `None` waits forever.
+    pub fn recv_timeout(
+        &mut self,
+        len: usize,
+        timeout: Option<Duration>,
+    ) -> Result<Vec<u8>, Error> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        if len == 0 {
+            if !self.unread.is_empty() {
+                return Ok(std::mem::take(&mut self.unread));
+            }
+            let mut buf = vec![0u8; READ_CHUNK];
+            let n = self.read_blocking(&mut buf, deadline)?;
+            buf.truncate(n);
+            return Ok(buf);
+        }
+        let mut out = vec![0u8; len];
+        let mut filled = self.take_unread(&mut out);
+        while filled < len {
+            match self.read_blocking(&mut out[filled..], deadline) {
+                Ok(n) => filled += n,
+                Err(e) => {
+                    // Keep what arrived so that no byte is lost.
+                    out.truncate(filled);
+                    out.append(&mut self.unread);
+                    self.unread = out;
+                    return Err(e);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Copies buffered bytes into `buf`, returning how many.
+    fn take_unread(&mut self, buf: &mut [u8]) -> usize {
+        let n = self.unread.len().min(buf.len());
+        buf[..n].copy_from_slice(&self.unread[..n]);
+        self.unread.drain(..n);
+        n
+    }
+
+    /// Reads at least one byte into `buf`, waiting until `deadline`.
+    fn read_blocking(&mut self, buf: &mut [u8], deadline: Option<Instant>) -> Result<usize, Error> {
+        loop {
+            match self.try_read(buf) {
+                Ok(0) => return Err(Error::Closed),
+                Ok(n) => return Ok(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.wait(Wait::Read, deadline)?;
+                }
+                Err(e) => return Err(io_error(e)),
+            }
+        }
+    }
+
+    /// Waits for readiness; `Error::Timeout` when the deadline passes.
+    fn wait(&self, what: Wait, deadline: Option<Instant>) -> Result<(), Error> {
+        let stream = self.stream.as_ref().ok_or(Error::Closed)?;
+        if sys::wait_fd(stream.as_raw_fd(), what, deadline)? {
+            Ok(())
+        } else {
+            Err(Error::Timeout)
+        }
+    }
+
+    /// One non-blocking read from the kernel. `Ok(0)` is end of stream.
+    pub(crate) fn try_read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let stream = self.stream.as_ref().ok_or_else(closed_io)?;
+        loop {
+            match (&**stream).read(buf) {
+                Ok(n) => {
+                    self.maybe_more = n == buf.len() && n > 0;
+                    if n > 0 {
+                        self.stats.recv_bytes += n as u64;
+                        self.stats.recv_count += 1;
+                    }
+                    return Ok(n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    self.maybe_more = false;
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    /// Takes the bytes a synchronous `recv` read ahead, if any.
+    pub(crate) fn take_unread_vec(&mut self) -> Option<Vec<u8>> {
+        (!self.unread.is_empty()).then(|| std::mem::take(&mut self.unread))
+    }
+
+    /// Whether the kernel may hold more data that no readiness edge will
+    /// announce.
+    pub(crate) fn maybe_more(&self) -> bool {
+        self.maybe_more
+    }
+
+    /// Sends all of `data`, waiting up to the send timeout. On timeout the
+    /// connection is closed and [`Error::Timeout`] returned.
+    pub fn send(&mut self, data: &[u8]) -> Result<(), Error> {
+        self.send_vectored(&mut [IoSlice::new(data)])
+    }
+
+    /// Sends all of the slices, in order, with as few system calls as the
+    /// kernel allows (Thousand Island's iodata). Same timeout rule as
+    /// [`send`](Socket::send).
+    ///
+    /// ```no_run
+    /// # fn demo(socket: &mut atoll::Socket) -> Result<(), atoll::Error> {
+    /// use std::io::IoSlice;
+    /// socket.send_vectored(&mut [IoSlice::new(b"HTTP/1.1 200 OK\r\n\r\n"), IoSlice::new(b"hi")])?;
+    /// # Ok(()) }
+    /// ```
+    pub fn send_vectored(&mut self, mut bufs: &mut [IoSlice<'_>]) -> Result<(), Error> {
+        let deadline = self.send_timeout.map(|t| Instant::now() + t);
+        IoSlice::advance_slices(&mut bufs, 0);
+        while !bufs.is_empty() {
+            let n = self.write_blocking(bufs, deadline)?;
+            IoSlice::advance_slices(&mut bufs, n);
+        }
+        Ok(())
+    }
+
+    /// One write of at least one byte, waiting until `deadline`. A timeout
+    /// closes the socket.
+    fn write_blocking(
+        &mut self,
+        bufs: &[IoSlice<'_>],
+        deadline: Option<Instant>,
+    ) -> Result<usize, Error> {
+        let stream = self.stream.clone().ok_or(Error::Closed)?;
+        loop {
+            match (&*stream).write_vectored(bufs) {
+                Ok(0) => return Err(Error::Closed),
+                Ok(n) => {
+                    self.count_sent(n);
+                    return Ok(n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.wait_writable(deadline)?,
+                Err(e) => return Err(io_error(e)),
+            }
+        }
+    }
+
+    fn count_sent(&mut self, n: usize) {
+        self.stats.send_bytes += n as u64;
+        self.stats.send_count += 1;
+    }
+
+    /// Waits until writable; on timeout closes the socket, as a send that
+    /// cannot complete leaves the stream in an unknown state.
+    fn wait_writable(&mut self, deadline: Option<Instant>) -> Result<(), Error> {
+        let res = self.wait(Wait::Write, deadline);
+        if matches!(res, Err(Error::Timeout)) {
+            self.close();
+        }
+        res
+    }
+
+    /// Sends `len` bytes of `file` from `offset` with `sendfile(2)`, without
+    /// copying through user space; `len == 0` sends to the end of the file.
+    /// Returns the number of bytes sent. Same timeout rule as
+    /// [`send`](Socket::send).
+    ///
+    /// ```no_run
+    /// # fn demo(socket: &mut atoll::Socket) -> Result<(), atoll::Error> {
+    /// let file = std::fs::File::open("index.html")?;
+    /// let sent = socket.sendfile(&file, 0, 0)?;
+    /// # Ok(()) }
+    /// ```
+    pub fn sendfile(&mut self, file: &File, offset: u64, len: u64) -> Result<u64, Error> {
+        let end = if len == 0 {
+            file.metadata()?.len()
+        } else {
+            offset.saturating_add(len)
+        };
+        let deadline = self.send_timeout.map(|t| Instant::now() + t);
+        let stream = self.stream.clone().ok_or(Error::Closed)?;
+        let mut pos = offset;
+        while pos < end {
+            let chunk = usize::try_from(end - pos)
+                .unwrap_or(usize::MAX)
+                .min(1 << 30);
+            match sys::sendfile(stream.as_raw_fd(), file.as_raw_fd(), &mut pos, chunk) {
+                Ok(0) => break, // the file is shorter than asked
+                Ok(n) => self.count_sent(n),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.wait_writable(deadline)?,
+                Err(e) => return Err(io_error(e)),
+            }
+        }
+        Ok(pos - offset)
+    }
+
+    /// Shuts down reading, writing or both (Thousand Island's `shutdown`).
+    pub fn shutdown(&mut self, how: Shutdown) -> Result<(), Error> {
+        let stream = self.stream.as_ref().ok_or(Error::Closed)?;
+        stream.shutdown(how).map_err(io_error)
+    }
+
+    /// Closes the connection now. Called inside a callback, the connection
+    /// ends when the callback returns, without
+    /// [`Handler::handle_close`](crate::Handler::handle_close). Closing twice
+    /// is harmless.
+    pub fn close(&mut self) {
+        if let Some(stream) = self.stream.take() {
+            // Shut down too: a clone held elsewhere (for a forced stop) must
+            // not keep the connection open for the peer.
+            let _ = stream.shutdown(Shutdown::Both);
+        }
+    }
+
+    fn sock(&self) -> Result<SockRef<'_>, Error> {
+        self.stream
+            .as_deref()
+            .map(SockRef::from)
+            .ok_or(Error::Closed)
+    }
+
+    /// Whether Nagle's algorithm is off (`TCP_NODELAY`).
+    pub fn nodelay(&self) -> Result<bool, Error> {
+        Ok(self.sock()?.tcp_nodelay()?)
+    }
+
+    /// Turns Nagle's algorithm off (`true`) or on.
+    pub fn set_nodelay(&self, nodelay: bool) -> Result<(), Error> {
+        Ok(self.sock()?.set_tcp_nodelay(nodelay)?)
+    }
+
+    /// The `SO_LINGER` setting.
+    pub fn linger(&self) -> Result<Option<Duration>, Error> {
+        Ok(self.sock()?.linger()?)
+    }
+
+    /// Sets `SO_LINGER`; `None` turns lingering off.
+    pub fn set_linger(&self, linger: Option<Duration>) -> Result<(), Error> {
+        Ok(self.sock()?.set_linger(linger)?)
+    }
+
+    /// Whether `SO_KEEPALIVE` is on.
+    pub fn keepalive(&self) -> Result<bool, Error> {
+        Ok(self.sock()?.keepalive()?)
+    }
+
+    /// Turns `SO_KEEPALIVE` on or off.
+    pub fn set_keepalive(&self, keepalive: bool) -> Result<(), Error> {
+        Ok(self.sock()?.set_keepalive(keepalive)?)
+    }
+
+    /// The kernel receive buffer size (`SO_RCVBUF`).
+    pub fn recv_buffer_size(&self) -> Result<usize, Error> {
+        Ok(self.sock()?.recv_buffer_size()?)
+    }
+
+    /// Sets the kernel receive buffer size (`SO_RCVBUF`).
+    pub fn set_recv_buffer_size(&self, size: usize) -> Result<(), Error> {
+        Ok(self.sock()?.set_recv_buffer_size(size)?)
+    }
+
+    /// The kernel send buffer size (`SO_SNDBUF`).
+    pub fn send_buffer_size(&self) -> Result<usize, Error> {
+        Ok(self.sock()?.send_buffer_size()?)
+    }
+
+    /// Sets the kernel send buffer size (`SO_SNDBUF`).
+    pub fn set_send_buffer_size(&self, size: usize) -> Result<(), Error> {
+        Ok(self.sock()?.set_send_buffer_size(size)?)
+    }
+
+    pub(crate) fn raw_fd(&self) -> Option<std::os::fd::RawFd> {
+        self.stream.as_ref().map(|s| s.as_raw_fd())
+    }
+
+    /// Makes this socket end its connection when dropped (detached mode).
+    pub(crate) fn set_release(&mut self, release: Arc<dyn Release>) {
+        self.release = Some(release);
+    }
+}
+
+impl Read for Socket {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        if !self.unread.is_empty() {
+            return Ok(self.take_unread(buf));
+        }
+        let deadline = self.read_timeout.map(|t| Instant::now() + t);
+        match self.read_blocking(buf, deadline) {
+            Ok(n) => Ok(n),
+            Err(Error::Closed) => Ok(0),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+impl Write for Socket {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        let deadline = self.send_timeout.map(|t| Instant::now() + t);
+        Ok(self.write_blocking(&[IoSlice::new(buf)], deadline)?)
+    }
+
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        let deadline = self.send_timeout.map(|t| Instant::now() + t);
+        Ok(self.write_blocking(bufs, deadline)?)
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        Ok(self.send(buf)?)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for Socket {
+    fn drop(&mut self) {
+        self.close();
+        if let Some(release) = self.release.take() {
+            release.release();
+        }
+    }
+}
+
+impl fmt::Debug for Socket {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Socket")
+            .field("id", &self.id)
+            .field("peer", &self.peer)
+            .field("local", &self.local)
+            .field("closed", &self.is_closed())
+            .field("stats", &self.stats)
+            .finish()
+    }
+}
+
+fn closed_io() -> io::Error {
+    io::Error::new(io::ErrorKind::NotConnected, Error::Closed)
+}
+
+/// Maps a socket error: a peer that went away is [`Error::Closed`].
+fn io_error(e: io::Error) -> Error {
+    match e.kind() {
+        io::ErrorKind::BrokenPipe | io::ErrorKind::NotConnected => Error::Closed,
+        _ => Error::from_io(e),
+    }
+}
