@@ -192,19 +192,21 @@ pub(crate) struct Reactor<H, M> {
     backoff_until: Option<Instant>,
 }
 
+/// A poll thread's own half, made before the server's shared state exists.
+pub(crate) struct Parts {
+    poll: Poll,
+    control: Receiver<Control>,
+    timer_rx: Receiver<(Instant, Token)>,
+}
+
 /// Creates the poll of one acceptor: its shared half and its thread's half.
 pub(crate) fn acceptor<H: Handler<M>, M: Send + 'static>(
     limit: Option<usize>,
-) -> io::Result<(
-    Arc<AcceptorShared<H, M>>,
-    Poll,
-    Receiver<Control>,
-    Receiver<(Instant, Token)>,
-)> {
+) -> io::Result<(Arc<AcceptorShared<H, M>>, Parts)> {
     let poll = Poll::new()?;
     let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
     let registry = poll.registry().try_clone()?;
-    let (control_tx, control_rx) = crossbeam_channel::unbounded();
+    let (control_tx, control) = crossbeam_channel::unbounded();
     let (timer_tx, timer_rx) = crossbeam_channel::unbounded();
     let limiter_waker = waker.clone();
     let shared = Arc::new(AcceptorShared {
@@ -225,23 +227,28 @@ pub(crate) fn acceptor<H: Handler<M>, M: Send + 'static>(
         epoch: Instant::now(),
         control: control_tx,
     });
-    Ok((shared, poll, control_rx, timer_rx))
+    Ok((
+        shared,
+        Parts {
+            poll,
+            control,
+            timer_rx,
+        },
+    ))
 }
 
 impl<H: Handler<M>, M: Send + 'static> Reactor<H, M> {
     pub(crate) fn new(
         shared: Arc<AcceptorShared<H, M>>,
         server: Arc<Shared<H, M>>,
-        poll: Poll,
-        control: Receiver<Control>,
-        timer_rx: Receiver<(Instant, Token)>,
+        parts: Parts,
     ) -> Reactor<H, M> {
         Reactor {
             shared,
             server,
-            poll,
-            control,
-            timer_rx,
+            poll: parts.poll,
+            control: parts.control,
+            timer_rx: parts.timer_rx,
             heap: BinaryHeap::new(),
             listener: None,
             fixed_local: None,

@@ -294,8 +294,8 @@ impl<M: Send + 'static> Server<M> {
                     .spawn(move || worker_loop::<H, M>(jobs))?;
                 life.workers.push(handle);
             }
-            for (i, (acceptor, poll, control, timers)) in parts.into_iter().enumerate() {
-                let reactor = Reactor::new(acceptor, shared.clone(), poll, control, timers);
+            for (i, (acceptor, parts)) in parts.into_iter().enumerate() {
+                let reactor = Reactor::new(acceptor, shared.clone(), parts);
                 let handle = thread::Builder::new()
                     .name(format!("atoll-poll-{i}"))
                     .spawn(move || reactor.run())?;

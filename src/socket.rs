@@ -14,8 +14,8 @@ use socket2::SockRef;
 use crate::error::Error;
 use crate::sys::{self, Wait};
 
-/// Bytes read per system call by [`Socket::recv`] with a length of 0 and by
-/// the server when it reads for [`Handler::handle_data`](crate::Handler).
+/// Bytes a worker reads per system call for
+/// [`Handler::handle_data`](crate::Handler::handle_data).
 pub(crate) const READ_CHUNK: usize = 64 * 1024;
 
 /// Counters of a connection's traffic, as Thousand Island's `getstat`.
@@ -198,10 +198,9 @@ impl Socket {
             if !self.unread.is_empty() {
                 return Ok(std::mem::take(&mut self.unread));
             }
-            let mut buf = vec![0u8; READ_CHUNK];
+            let mut buf = [0u8; 16 * 1024];
             let n = self.read_blocking(&mut buf, deadline)?;
-            buf.truncate(n);
-            return Ok(buf);
+            return Ok(buf[..n].to_vec());
         }
         let mut out = vec![0u8; len];
         let mut filled = self.take_unread(&mut out);
@@ -394,11 +393,7 @@ impl Socket {
     /// [`Handler::handle_close`](crate::Handler::handle_close). Closing twice
     /// is harmless.
     pub fn close(&mut self) {
-        if let Some(stream) = self.stream.take() {
-            // Shut down too: a clone held elsewhere (for a forced stop) must
-            // not keep the connection open for the peer.
-            let _ = stream.shutdown(Shutdown::Both);
-        }
+        self.stream = None;
     }
 
     fn sock(&self) -> Result<SockRef<'_>, Error> {

@@ -1,0 +1,44 @@
+//! Sends "Hello, World" to every client and closes: the seed's HelloWorld.
+//!
+//! ```text
+//! cargo run --example hello_world -- --port 4000
+//! ```
+
+use std::time::Duration;
+
+use atoll::{Flow, Handler, Server, Socket};
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+
+struct HelloWorld;
+
+impl Handler for HelloWorld {
+    fn handle_connection(&mut self, socket: &mut Socket) -> Flow {
+        match socket.send(b"Hello, World") {
+            Ok(()) => Flow::Close,
+            Err(e) => Flow::error(e),
+        }
+    }
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let port = port_arg()?;
+    let server = Server::builder()
+        .ip([127, 0, 0, 1].into())
+        .port(port)
+        .start(|_conn| Ok(HelloWorld))?;
+    println!("listening on {}", server.local_addr()?);
+    Signals::new([SIGINT, SIGTERM])?.forever().next();
+    server.stop(Duration::from_secs(15));
+    Ok(())
+}
+
+/// `--port N` (default 4000; 0 picks a free port).
+fn port_arg() -> Result<u16, Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.as_slice() {
+        [] => Ok(4000),
+        [flag, port] if flag == "--port" => Ok(port.parse()?),
+        _ => Err("usage: hello_world [--port N]".into()),
+    }
+}

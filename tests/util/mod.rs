@@ -1,0 +1,110 @@
+//! Helpers shared by the integration tests: servers on loopback port 0,
+//! clients with timeouts, and process counters read from /proc.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use atoll::Builder;
+
+/// Generous bound for anything a test waits on; never a performance claim.
+pub const PATIENCE: Duration = Duration::from_secs(10);
+
+/// A builder bound to 127.0.0.1 on a free port, with the given workers.
+pub fn builder() -> Builder {
+    atoll::Server::builder().ip([127, 0, 0, 1].into()).port(0).num_workers(4)
+}
+
+/// A client connected to `addr` with read and write timeouts of `PATIENCE`.
+pub fn connect(addr: SocketAddr) -> TcpStream {
+    let stream = TcpStream::connect(addr).expect("connect");
+    stream.set_read_timeout(Some(PATIENCE)).unwrap();
+    stream.set_write_timeout(Some(PATIENCE)).unwrap();
+    stream.set_nodelay(true).unwrap();
+    stream
+}
+
+/// Reads exactly `n` bytes or panics.
+pub fn read_n(stream: &mut TcpStream, n: usize) -> Vec<u8> {
+    let mut buf = vec![0u8; n];
+    stream.read_exact(&mut buf).expect("read_exact");
+    buf
+}
+
+/// Sends `msg` and expects it back.
+pub fn round_trip(stream: &mut TcpStream, msg: &[u8]) {
+    stream.write_all(msg).expect("write");
+    assert_eq!(read_n(stream, msg.len()), msg);
+}
+
+/// Reads until the server closes; returns what came before the close.
+/// Panics if the server does not close within `PATIENCE`.
+pub fn read_to_close(stream: &mut TcpStream) -> Vec<u8> {
+    let mut out = Vec::new();
+    match stream.read_to_end(&mut out) {
+        Ok(_) => out,
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => out,
+        Err(e) => panic!("expected a close, got {e} after {} bytes", out.len()),
+    }
+}
+
+/// Whether the peer closed the connection: a read returns 0 or a reset.
+pub fn is_closed(stream: &mut TcpStream) -> bool {
+    let mut b = [0u8; 1];
+    match stream.read(&mut b) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+    }
+}
+
+/// Polls `cond` every few milliseconds until it holds or `PATIENCE` passes.
+pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + PATIENCE;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// Open file descriptors of this process.
+pub fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").map(|d| d.count()).unwrap_or(0)
+}
+
+/// Threads of this process.
+pub fn thread_count() -> usize {
+    std::fs::read_dir("/proc/self/task").map(|d| d.count()).unwrap_or(0)
+}
+
+/// Threads of this process whose name starts with `prefix` (names as the
+/// kernel keeps them: at most 15 bytes).
+pub fn threads_named(prefix: &str) -> usize {
+    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
+        return 0;
+    };
+    dir.filter_map(|e| e.ok())
+        .filter_map(|e| std::fs::read_to_string(e.path().join("comm")).ok())
+        .filter(|name| name.trim_end().starts_with(prefix))
+        .count()
+}
+
+/// Threads of this process once the count has held still for 200 ms, for a
+/// baseline that a test thread of the harness starting or ending does not
+/// skew.
+pub fn settled_thread_count() -> usize {
+    let deadline = Instant::now() + PATIENCE;
+    let mut last = thread_count();
+    let mut since = Instant::now();
+    while since.elapsed() < Duration::from_millis(200) {
+        assert!(Instant::now() < deadline, "the thread count never settled");
+        std::thread::sleep(Duration::from_millis(5));
+        let now = thread_count();
+        if now != last {
+            last = now;
+            since = Instant::now();
+        }
+    }
+    last
+}
