@@ -68,11 +68,19 @@ pub(crate) struct TcpOptions {
 /// The default number of poll threads: one. On the 2-core machines this
 /// project is measured on, a second poll thread only competes with the
 /// workers for the cores (see `docs/ARCHITECTURE.md`).
+///
+/// ```
+/// assert_eq!(atoll::DEFAULT_NUM_ACCEPTORS, 1);
+/// ```
 pub const DEFAULT_NUM_ACCEPTORS: usize = 1;
 
 /// The default number of worker threads: twice the available cores, at
 /// least 4, so that handlers that block briefly (a database call, a file
 /// read) do not leave cores idle. See `docs/ARCHITECTURE.md`.
+///
+/// ```
+/// assert!(atoll::default_num_workers() >= 4);
+/// ```
 pub fn default_num_workers() -> usize {
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     (cores * 2).max(4)
@@ -107,6 +115,10 @@ impl Default for Builder {
 
 impl Builder {
     /// A builder with every option at its default.
+    ///
+    /// ```
+    /// let builder = atoll::Builder::new();
+    /// ```
     pub fn new() -> Builder {
         Builder::default()
     }
@@ -114,6 +126,10 @@ impl Builder {
     /// The address to listen on: an IPv4 or IPv6 address, `0.0.0.0` or `::`
     /// for any, `127.0.0.1` or `::1` for loopback. Default is `0.0.0.0`, as
     /// `gen_tcp`.
+    ///
+    /// ```
+    /// let builder = atoll::Server::builder().ip("::1".parse().unwrap());
+    /// ```
     pub fn ip(mut self, ip: IpAddr) -> Builder {
         self.ip = ip;
         self
@@ -121,12 +137,20 @@ impl Builder {
 
     /// The port to listen on; 0 picks a free port, which
     /// [`Server::local_addr`] reports. Default is 4000.
+    ///
+    /// ```
+    /// let builder = atoll::Server::builder().port(0);
+    /// ```
     pub fn port(mut self, port: u16) -> Builder {
         self.port = port;
         self
     }
 
     /// Sets the address and port at once.
+    ///
+    /// ```
+    /// let builder = atoll::Server::builder().addr("127.0.0.1:0".parse().unwrap());
+    /// ```
     pub fn addr(self, addr: SocketAddr) -> Builder {
         self.ip(addr.ip()).port(addr.port())
     }
@@ -136,6 +160,10 @@ impl Builder {
     /// [`DEFAULT_NUM_ACCEPTORS`] (Thousand Island's 100 acceptor processes
     /// are not threads; here one poll thread accepts tens of thousands of
     /// connections a second).
+    ///
+    /// ```
+    /// let builder = atoll::Server::builder().num_acceptors(2);
+    /// ```
     pub fn num_acceptors(mut self, n: usize) -> Builder {
         self.num_acceptors = n;
         self
@@ -143,6 +171,10 @@ impl Builder {
 
     /// The number of worker threads that run handler callbacks. Fixed for
     /// the life of the server. Default is [`default_num_workers`].
+    ///
+    /// ```
+    /// let builder = atoll::Server::builder().num_workers(8);
+    /// ```
     pub fn num_workers(mut self, n: usize) -> Builder {
         self.num_workers = n;
         self
@@ -152,6 +184,10 @@ impl Builder {
     /// server-wide limit is this times `num_acceptors`. Can be changed on a
     /// running server with [`Server::set_num_connections`]. Default is
     /// 16,384.
+    ///
+    /// ```
+    /// let builder = atoll::Server::builder().num_connections(Some(1_000));
+    /// ```
     pub fn num_connections(mut self, n: Option<usize>) -> Builder {
         self.num_connections = n;
         self
@@ -160,6 +196,10 @@ impl Builder {
     /// How many times an accepted connection waits
     /// `max_connections_retry_wait` for a free slot before it is closed.
     /// Default is 5.
+    ///
+    /// ```
+    /// let builder = atoll::Server::builder().max_connections_retry_count(0); // close at once when full
+    /// ```
     pub fn max_connections_retry_count(mut self, n: u32) -> Builder {
         self.max_connections_retry_count = n;
         self
@@ -167,6 +207,10 @@ impl Builder {
 
     /// How long each wait for a free slot lasts. A slot that frees ends the
     /// wait at once. Default is 1 s.
+    ///
+    /// ```
+    /// let builder = atoll::Server::builder().max_connections_retry_wait(std::time::Duration::from_millis(100));
+    /// ```
     pub fn max_connections_retry_wait(mut self, wait: Duration) -> Builder {
         self.max_connections_retry_wait = wait;
         self
@@ -176,6 +220,10 @@ impl Builder {
     /// [`Handler::handle_timeout`] runs and it is closed; also the default
     /// timeout of [`Socket::recv`](crate::Socket::recv). `None` waits
     /// forever. Default is 60 s.
+    ///
+    /// ```
+    /// let builder = atoll::Server::builder().read_timeout(Some(std::time::Duration::from_secs(5)));
+    /// ```
     pub fn read_timeout(mut self, timeout: Option<Duration>) -> Builder {
         self.read_timeout = timeout;
         self
@@ -184,6 +232,10 @@ impl Builder {
     /// How long [`Server::shutdown`] and dropping the server wait for
     /// connections to finish before forcing them closed; `None` waits
     /// forever. Default is 15 s.
+    ///
+    /// ```
+    /// let builder = atoll::Server::builder().shutdown_timeout(None); // wait for every connection
+    /// ```
     pub fn shutdown_timeout(mut self, timeout: Option<Duration>) -> Builder {
         self.shutdown_timeout = timeout;
         self
@@ -191,18 +243,30 @@ impl Builder {
 
     /// Whether a [`Flow::Error`](crate::Flow::Error) returned by a handler
     /// goes unlogged. Panics are always logged. Default is `false`.
+    ///
+    /// ```
+    /// let builder = atoll::Server::builder().silent_terminate_on_error(true);
+    /// ```
     pub fn silent_terminate_on_error(mut self, silent: bool) -> Builder {
         self.silent_terminate_on_error = silent;
         self
     }
 
     /// The listen backlog. Default is 1024.
+    ///
+    /// ```
+    /// let builder = atoll::Server::builder().backlog(4096);
+    /// ```
     pub fn backlog(mut self, backlog: u32) -> Builder {
         self.tcp.backlog = backlog;
         self
     }
 
     /// `TCP_NODELAY` on accepted sockets. Default is `true`.
+    ///
+    /// ```
+    /// let builder = atoll::Server::builder().nodelay(false);
+    /// ```
     pub fn nodelay(mut self, nodelay: bool) -> Builder {
         self.tcp.nodelay = nodelay;
         self
@@ -211,6 +275,10 @@ impl Builder {
     /// How long a send may wait for the peer to read before it fails with
     /// [`Error::Timeout`] and the connection is closed; `None` waits
     /// forever. Default is 30 s.
+    ///
+    /// ```
+    /// let builder = atoll::Server::builder().send_timeout(Some(std::time::Duration::from_secs(5)));
+    /// ```
     pub fn send_timeout(mut self, timeout: Option<Duration>) -> Builder {
         self.tcp.send_timeout = timeout;
         self
@@ -218,6 +286,10 @@ impl Builder {
 
     /// `SO_REUSEADDR` on the listener, so a restarted server can bind while
     /// old connections linger in `TIME_WAIT`. Default is `true`.
+    ///
+    /// ```
+    /// let builder = atoll::Server::builder().reuse_address(false);
+    /// ```
     pub fn reuse_address(mut self, reuse: bool) -> Builder {
         self.tcp.reuse_address = reuse;
         self
@@ -225,24 +297,40 @@ impl Builder {
 
     /// `SO_LINGER` on accepted sockets. Default is `None` (off): Thousand
     /// Island dropped its 30 s default after lingering closes hung nodes.
+    ///
+    /// ```
+    /// let builder = atoll::Server::builder().linger(Some(std::time::Duration::from_secs(1)));
+    /// ```
     pub fn linger(mut self, linger: Option<Duration>) -> Builder {
         self.tcp.linger = linger;
         self
     }
 
     /// `SO_KEEPALIVE` on accepted sockets. Default is `false`.
+    ///
+    /// ```
+    /// let builder = atoll::Server::builder().keepalive(true);
+    /// ```
     pub fn keepalive(mut self, keepalive: bool) -> Builder {
         self.tcp.keepalive = keepalive;
         self
     }
 
     /// `SO_RCVBUF` on accepted sockets. Default is the kernel's.
+    ///
+    /// ```
+    /// let builder = atoll::Server::builder().recv_buffer_size(Some(256 * 1024));
+    /// ```
     pub fn recv_buffer_size(mut self, size: Option<usize>) -> Builder {
         self.tcp.recv_buffer_size = size;
         self
     }
 
     /// `SO_SNDBUF` on accepted sockets. Default is the kernel's.
+    ///
+    /// ```
+    /// let builder = atoll::Server::builder().send_buffer_size(Some(256 * 1024));
+    /// ```
     pub fn send_buffer_size(mut self, size: Option<usize>) -> Builder {
         self.tcp.send_buffer_size = size;
         self
@@ -288,6 +376,22 @@ impl Builder {
     /// refuses the connection: its socket is closed, the refusal is logged
     /// and counted in [`ServerStats::refused`](crate::ServerStats), and the
     /// server goes on.
+    ///
+    /// ```
+    /// use atoll::{Handler, Server};
+    ///
+    /// struct Quiet;
+    /// impl Handler for Quiet {}
+    ///
+    /// let server = Server::builder().port(0).start(|conn| {
+    ///     if conn.peer_addr().ip().is_loopback() {
+    ///         Ok(Quiet)
+    ///     } else {
+    ///         Err("local clients only".into())
+    ///     }
+    /// })?;
+    /// # Ok::<(), atoll::Error>(())
+    /// ```
     pub fn start<H, M, F>(self, factory: F) -> Result<Server<M>, Error>
     where
         H: Handler<M>,

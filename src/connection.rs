@@ -194,6 +194,14 @@ impl<M: Send + 'static> Connection<M> {
     /// Queues a message for the connection's handler. Gives the message back
     /// if the connection has ended. `Ok` means queued: a connection that
     /// ends before its handler gets to the message drops it.
+    ///
+    /// ```
+    /// # fn demo(conn: atoll::Connection<String>) {
+    /// if let Err(msg) = conn.send("ping".to_string()) {
+    ///     eprintln!("connection gone, {msg} not delivered");
+    /// }
+    /// # }
+    /// ```
     pub fn send(&self, message: M) -> Result<(), M> {
         self.inner.clone().post(message)
     }
@@ -201,26 +209,56 @@ impl<M: Send + 'static> Connection<M> {
 
 impl<M> Connection<M> {
     /// The server-unique id of the connection.
+    ///
+    /// ```
+    /// # fn demo(conn: atoll::Connection) {
+    /// println!("connection {}", conn.id());
+    /// # }
+    /// ```
     pub fn id(&self) -> u64 {
         self.inner.meta().id
     }
 
     /// The peer's address.
+    ///
+    /// ```
+    /// # fn demo(conn: atoll::Connection) {
+    /// println!("peer {}", conn.peer_addr());
+    /// # }
+    /// ```
     pub fn peer_addr(&self) -> SocketAddr {
         self.inner.meta().peer
     }
 
     /// The local address of the connection.
+    ///
+    /// ```
+    /// # fn demo(conn: atoll::Connection) {
+    /// println!("local {}", conn.local_addr());
+    /// # }
+    /// ```
     pub fn local_addr(&self) -> SocketAddr {
         self.inner.meta().local
     }
 
     /// When the connection was accepted.
+    ///
+    /// ```
+    /// # fn demo(conn: atoll::Connection) {
+    /// let age = conn.started().elapsed().unwrap_or_default();
+    /// # }
+    /// ```
     pub fn started(&self) -> SystemTime {
         self.inner.meta().started
     }
 
     /// Whether the connection is still open.
+    ///
+    /// ```
+    /// # fn demo(conn: atoll::Connection) {
+    /// if !conn.is_alive() { /* forget it */ }
+    /// # }
+    /// ```
     pub fn is_alive(&self) -> bool {
         self.inner.is_alive()
     }

@@ -250,6 +250,10 @@ pub struct Server<M = ()> {
 
 impl Server<()> {
     /// A [`Builder`] with every option at its default.
+    ///
+    /// ```
+    /// let builder = atoll::Server::builder().port(0);
+    /// ```
     pub fn builder() -> Builder {
         Builder::new()
     }
@@ -308,27 +312,76 @@ impl<M: Send + 'static> Server<M> {
 
     /// The address the server listens on; with port 0, the port the system
     /// picked. [`Error::Closed`] while suspended or stopped.
+    ///
+    /// ```
+    /// # use atoll::{Handler, Server};
+    /// # struct H;
+    /// # impl Handler for H {}
+    /// # let server = Server::builder().ip([127, 0, 0, 1].into()).port(0).start(|_| Ok(H))?;
+    /// let addr = server.local_addr()?;
+    /// assert_ne!(addr.port(), 0);
+    /// # Ok::<(), atoll::Error>(())
+    /// ```
     pub fn local_addr(&self) -> Result<SocketAddr, Error> {
         self.life.lock().local_addr.ok_or(Error::Closed)
     }
 
     /// Whether the server is running, suspended or stopped.
+    ///
+    /// ```
+    /// # use atoll::{Handler, Server};
+    /// # struct H;
+    /// # impl Handler for H {}
+    /// # let server = Server::builder().ip([127, 0, 0, 1].into()).port(0).start(|_| Ok(H))?;
+    /// assert_eq!(server.status(), atoll::Status::Running);
+    /// # Ok::<(), atoll::Error>(())
+    /// ```
     pub fn status(&self) -> Status {
         self.life.lock().status
     }
 
     /// The number of live connections (detached ones included).
+    ///
+    /// ```
+    /// # use atoll::{Handler, Server};
+    /// # struct H;
+    /// # impl Handler for H {}
+    /// # let server = Server::builder().ip([127, 0, 0, 1].into()).port(0).start(|_| Ok(H))?;
+    /// assert_eq!(server.connection_count(), 0);
+    /// # Ok::<(), atoll::Error>(())
+    /// ```
     pub fn connection_count(&self) -> usize {
         self.backend.live()
     }
 
     /// Handles to the live connections, in no particular order. Connections
     /// come and go while this runs: a listed one may have ended since.
+    ///
+    /// ```
+    /// # use atoll::{Handler, Server};
+    /// # struct H;
+    /// # impl Handler for H {}
+    /// # let server = Server::builder().ip([127, 0, 0, 1].into()).port(0).start(|_| Ok(H))?;
+    /// for conn in server.connections() {
+    ///     println!("{} from {} since {:?}", conn.id(), conn.peer_addr(), conn.started());
+    /// }
+    /// # Ok::<(), atoll::Error>(())
+    /// ```
     pub fn connections(&self) -> Vec<Connection<M>> {
         self.backend.connections()
     }
 
     /// What the acceptors did so far.
+    ///
+    /// ```
+    /// # use atoll::{Handler, Server};
+    /// # struct H;
+    /// # impl Handler for H {}
+    /// # let server = Server::builder().ip([127, 0, 0, 1].into()).port(0).start(|_| Ok(H))?;
+    /// let stats = server.stats();
+    /// println!("accepted {}, rejected {}", stats.accepted, stats.rejected);
+    /// # Ok::<(), atoll::Error>(())
+    /// ```
     pub fn stats(&self) -> ServerStats {
         self.backend.stats()
     }
@@ -337,6 +390,15 @@ impl<M: Send + 'static> Server<M> {
     /// limit), as ranch's `set_max_connections`. A raised limit admits
     /// waiting connections at once; a lowered one closes nobody but admits
     /// no one until the count is under it.
+    ///
+    /// ```
+    /// # use atoll::{Handler, Server};
+    /// # struct H;
+    /// # impl Handler for H {}
+    /// # let server = Server::builder().ip([127, 0, 0, 1].into()).port(0).start(|_| Ok(H))?;
+    /// server.set_num_connections(Some(50_000))?;
+    /// # Ok::<(), atoll::Error>(())
+    /// ```
     pub fn set_num_connections(&self, limit: Option<usize>) -> Result<(), Error> {
         if limit == Some(0) {
             return Err(Error::Config("num_connections must be at least 1".into()));
@@ -347,6 +409,18 @@ impl<M: Send + 'static> Server<M> {
 
     /// Closes the listener; open connections carry on. New connections are
     /// refused by the system until [`resume`](Server::resume).
+    ///
+    /// ```
+    /// # use atoll::{Handler, Server};
+    /// # struct H;
+    /// # impl Handler for H {}
+    /// # let server = Server::builder().ip([127, 0, 0, 1].into()).port(0).start(|_| Ok(H))?;
+    /// let addr = server.local_addr()?;
+    /// server.suspend()?;
+    /// assert!(std::net::TcpStream::connect(addr).is_err());
+    /// assert_eq!(server.status(), atoll::Status::Suspended);
+    /// # Ok::<(), atoll::Error>(())
+    /// ```
     pub fn suspend(&self) -> Result<(), Error> {
         let mut life = self.life.lock();
         if life.status != Status::Running {
@@ -362,6 +436,17 @@ impl<M: Send + 'static> Server<M> {
     /// Listens again after [`suspend`](Server::suspend): on the same port
     /// when one was configured, on a new free port when the configured port
     /// is 0 (read it from [`local_addr`](Server::local_addr)).
+    ///
+    /// ```
+    /// # use atoll::{Handler, Server};
+    /// # struct H;
+    /// # impl Handler for H {}
+    /// # let server = Server::builder().ip([127, 0, 0, 1].into()).port(0).start(|_| Ok(H))?;
+    /// server.suspend()?;
+    /// server.resume()?;
+    /// let addr = server.local_addr()?; // a new port: the configured one is 0
+    /// # Ok::<(), atoll::Error>(())
+    /// ```
     pub fn resume(&self) -> Result<(), Error> {
         let mut life = self.life.lock();
         if life.status != Status::Suspended {
@@ -382,16 +467,47 @@ impl<M: Send + 'static> Server<M> {
     /// behind and logged. Stopping twice is harmless.
     ///
     /// Do not call it from a handler callback: it waits for the callback.
+    ///
+    /// ```
+    /// # use atoll::{Handler, Server};
+    /// # struct H;
+    /// # impl Handler for H {}
+    /// # let server = Server::builder().ip([127, 0, 0, 1].into()).port(0).start(|_| Ok(H))?;
+    /// server.stop(std::time::Duration::from_secs(5));
+    /// assert_eq!(server.status(), atoll::Status::Stopped);
+    /// # Ok::<(), atoll::Error>(())
+    /// ```
     pub fn stop(&self, wait: impl Into<Option<Duration>>) {
         stop(self, wait.into());
     }
 
     /// [`stop`](Server::stop) with the configured `shutdown_timeout`.
+    ///
+    /// ```
+    /// # use atoll::{Handler, Server};
+    /// # struct H;
+    /// # impl Handler for H {}
+    /// # let server = Server::builder().ip([127, 0, 0, 1].into()).port(0).start(|_| Ok(H))?;
+    /// server.shutdown();
+    /// # Ok::<(), atoll::Error>(())
+    /// ```
     pub fn shutdown(&self) {
         self.stop(self.backend.config().shutdown_timeout);
     }
 
     /// Blocks until the server is stopped (by another thread).
+    ///
+    /// ```
+    /// # use atoll::{Handler, Server};
+    /// # struct H;
+    /// # impl Handler for H {}
+    /// # let server = Server::builder().ip([127, 0, 0, 1].into()).port(0).start(|_| Ok(H))?;
+    /// let server = std::sync::Arc::new(server);
+    /// let stopper = server.clone();
+    /// std::thread::spawn(move || stopper.stop(std::time::Duration::from_secs(1)));
+    /// server.wait();
+    /// # Ok::<(), atoll::Error>(())
+    /// ```
     pub fn wait(&self) {
         let mut life = self.life.lock();
         while life.status != Status::Stopped {

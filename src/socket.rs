@@ -124,36 +124,79 @@ impl Socket {
 
     /// The server-unique id of this connection, the same as
     /// [`Connection::id`](crate::Connection::id).
+    ///
+    /// ```
+    /// # fn demo(socket: &mut atoll::Socket) -> Result<(), atoll::Error> {
+    /// println!("connection {}", socket.id());
+    /// # Ok(()) }
+    /// ```
     pub fn id(&self) -> u64 {
         self.id
     }
 
     /// The peer's address (Thousand Island's `peername`).
+    ///
+    /// ```
+    /// # fn demo(socket: &mut atoll::Socket) -> Result<(), atoll::Error> {
+    /// println!("peer {}", socket.peer_addr());
+    /// # Ok(()) }
+    /// ```
     pub fn peer_addr(&self) -> SocketAddr {
         self.peer
     }
 
     /// The local address of the connection (Thousand Island's `sockname`).
+    ///
+    /// ```
+    /// # fn demo(socket: &mut atoll::Socket) -> Result<(), atoll::Error> {
+    /// println!("local {}", socket.local_addr());
+    /// # Ok(()) }
+    /// ```
     pub fn local_addr(&self) -> SocketAddr {
         self.local
     }
 
     /// Whether the transport is encrypted. Always `false` for plain TCP.
+    ///
+    /// ```
+    /// # fn demo(socket: &mut atoll::Socket) -> Result<(), atoll::Error> {
+    /// assert!(!socket.is_secure());
+    /// # Ok(()) }
+    /// ```
     pub fn is_secure(&self) -> bool {
         false
     }
 
     /// The traffic counters of this connection (Thousand Island's `getstat`).
+    ///
+    /// ```
+    /// # fn demo(socket: &mut atoll::Socket) -> Result<(), atoll::Error> {
+    /// let stats = socket.stats();
+    /// println!("{} bytes in, {} bytes out", stats.recv_bytes, stats.send_bytes);
+    /// # Ok(()) }
+    /// ```
     pub fn stats(&self) -> SocketStats {
         self.stats
     }
 
     /// Whether the socket has been closed, locally or by a send timeout.
+    ///
+    /// ```
+    /// # fn demo(socket: &mut atoll::Socket) -> Result<(), atoll::Error> {
+    /// if socket.is_closed() { return Ok(()); }
+    /// # Ok(()) }
+    /// ```
     pub fn is_closed(&self) -> bool {
         self.stream.is_none()
     }
 
     /// The read timeout that [`recv`](Socket::recv) and [`Read`] use.
+    ///
+    /// ```
+    /// # fn demo(socket: &mut atoll::Socket) -> Result<(), atoll::Error> {
+    /// let timeout = socket.read_timeout();
+    /// # Ok(()) }
+    /// ```
     pub fn read_timeout(&self) -> Option<Duration> {
         self.read_timeout
     }
@@ -161,16 +204,34 @@ impl Socket {
     /// Replaces the read timeout of [`recv`](Socket::recv) and [`Read`] and
     /// the connection's idle timeout, as
     /// [`Flow::ContinuePersistent`](crate::Flow::ContinuePersistent) does.
+    ///
+    /// ```
+    /// # fn demo(socket: &mut atoll::Socket) -> Result<(), atoll::Error> {
+    /// socket.set_read_timeout(Some(std::time::Duration::from_secs(5)));
+    /// # Ok(()) }
+    /// ```
     pub fn set_read_timeout(&mut self, timeout: Option<Duration>) {
         self.read_timeout = timeout;
     }
 
     /// The send timeout of this connection.
+    ///
+    /// ```
+    /// # fn demo(socket: &mut atoll::Socket) -> Result<(), atoll::Error> {
+    /// let timeout = socket.send_timeout();
+    /// # Ok(()) }
+    /// ```
     pub fn send_timeout(&self) -> Option<Duration> {
         self.send_timeout
     }
 
     /// Replaces the send timeout of this connection. `None` waits forever.
+    ///
+    /// ```
+    /// # fn demo(socket: &mut atoll::Socket) -> Result<(), atoll::Error> {
+    /// socket.set_send_timeout(None);
+    /// # Ok(()) }
+    /// ```
     pub fn set_send_timeout(&mut self, timeout: Option<Duration>) {
         self.send_timeout = timeout;
     }
@@ -183,11 +244,28 @@ impl Socket {
     /// timeout passed; bytes received before a timeout are not lost: the
     /// next `recv` or [`Handler::handle_data`](crate::Handler::handle_data)
     /// gets them.
+    ///
+    /// ```
+    /// # fn demo(socket: &mut atoll::Socket) -> Result<(), atoll::Error> {
+    /// let greeting = socket.recv(5)?; // exactly 5 bytes
+    /// let rest = socket.recv(0)?;     // whatever came next
+    /// # Ok(()) }
+    /// ```
     pub fn recv(&mut self, len: usize) -> Result<Vec<u8>, Error> {
         self.recv_timeout(len, self.read_timeout)
     }
 
     /// [`recv`](Socket::recv) with an explicit timeout; `None` waits forever.
+    ///
+    /// ```
+    /// # fn demo(socket: &mut atoll::Socket) -> Result<(), atoll::Error> {
+    /// match socket.recv_timeout(0, Some(std::time::Duration::from_millis(100))) {
+    ///     Ok(data) => println!("{} bytes", data.len()),
+    ///     Err(e) if e.is_timeout() => println!("nothing yet"),
+    ///     Err(e) => return Err(e),
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub fn recv_timeout(
         &mut self,
         len: usize,
@@ -286,6 +364,12 @@ impl Socket {
 
     /// Sends all of `data`, waiting up to the send timeout. On timeout the
     /// connection is closed and [`Error::Timeout`] returned.
+    ///
+    /// ```
+    /// # fn demo(socket: &mut atoll::Socket) -> Result<(), atoll::Error> {
+    /// socket.send(b"+OK\r\n")?;
+    /// # Ok(()) }
+    /// ```
     pub fn send(&mut self, data: &[u8]) -> Result<(), Error> {
         self.send_vectored(&mut [IoSlice::new(data)])
     }
@@ -383,6 +467,13 @@ impl Socket {
     }
 
     /// Shuts down reading, writing or both (Thousand Island's `shutdown`).
+    ///
+    /// ```
+    /// # fn demo(socket: &mut atoll::Socket) -> Result<(), atoll::Error> {
+    /// socket.send(b"bye")?;
+    /// socket.shutdown(atoll::Shutdown::Write)?; // the peer reads end of stream
+    /// # Ok(()) }
+    /// ```
     pub fn shutdown(&mut self, how: Shutdown) -> Result<(), Error> {
         let stream = self.stream.as_ref().ok_or(Error::Closed)?;
         stream.shutdown(how).map_err(io_error)
@@ -392,6 +483,13 @@ impl Socket {
     /// ends when the callback returns, without
     /// [`Handler::handle_close`](crate::Handler::handle_close). Closing twice
     /// is harmless.
+    ///
+    /// ```
+    /// # fn demo(socket: &mut atoll::Socket) -> Result<(), atoll::Error> {
+    /// socket.close();
+    /// assert!(socket.is_closed());
+    /// # Ok(()) }
+    /// ```
     pub fn close(&mut self) {
         self.stream = None;
     }
@@ -404,51 +502,111 @@ impl Socket {
     }
 
     /// Whether Nagle's algorithm is off (`TCP_NODELAY`).
+    ///
+    /// ```
+    /// # fn demo(socket: &mut atoll::Socket) -> Result<(), atoll::Error> {
+    /// assert!(socket.nodelay()?);
+    /// # Ok(()) }
+    /// ```
     pub fn nodelay(&self) -> Result<bool, Error> {
         Ok(self.sock()?.tcp_nodelay()?)
     }
 
     /// Turns Nagle's algorithm off (`true`) or on.
+    ///
+    /// ```
+    /// # fn demo(socket: &mut atoll::Socket) -> Result<(), atoll::Error> {
+    /// socket.set_nodelay(false)?;
+    /// # Ok(()) }
+    /// ```
     pub fn set_nodelay(&self, nodelay: bool) -> Result<(), Error> {
         Ok(self.sock()?.set_tcp_nodelay(nodelay)?)
     }
 
     /// The `SO_LINGER` setting.
+    ///
+    /// ```
+    /// # fn demo(socket: &mut atoll::Socket) -> Result<(), atoll::Error> {
+    /// let linger = socket.linger()?;
+    /// # Ok(()) }
+    /// ```
     pub fn linger(&self) -> Result<Option<Duration>, Error> {
         Ok(self.sock()?.linger()?)
     }
 
     /// Sets `SO_LINGER`; `None` turns lingering off.
+    ///
+    /// ```
+    /// # fn demo(socket: &mut atoll::Socket) -> Result<(), atoll::Error> {
+    /// socket.set_linger(Some(std::time::Duration::ZERO))?; // reset on close
+    /// # Ok(()) }
+    /// ```
     pub fn set_linger(&self, linger: Option<Duration>) -> Result<(), Error> {
         Ok(self.sock()?.set_linger(linger)?)
     }
 
     /// Whether `SO_KEEPALIVE` is on.
+    ///
+    /// ```
+    /// # fn demo(socket: &mut atoll::Socket) -> Result<(), atoll::Error> {
+    /// let on = socket.keepalive()?;
+    /// # Ok(()) }
+    /// ```
     pub fn keepalive(&self) -> Result<bool, Error> {
         Ok(self.sock()?.keepalive()?)
     }
 
     /// Turns `SO_KEEPALIVE` on or off.
+    ///
+    /// ```
+    /// # fn demo(socket: &mut atoll::Socket) -> Result<(), atoll::Error> {
+    /// socket.set_keepalive(true)?;
+    /// # Ok(()) }
+    /// ```
     pub fn set_keepalive(&self, keepalive: bool) -> Result<(), Error> {
         Ok(self.sock()?.set_keepalive(keepalive)?)
     }
 
     /// The kernel receive buffer size (`SO_RCVBUF`).
+    ///
+    /// ```
+    /// # fn demo(socket: &mut atoll::Socket) -> Result<(), atoll::Error> {
+    /// let size = socket.recv_buffer_size()?;
+    /// # Ok(()) }
+    /// ```
     pub fn recv_buffer_size(&self) -> Result<usize, Error> {
         Ok(self.sock()?.recv_buffer_size()?)
     }
 
     /// Sets the kernel receive buffer size (`SO_RCVBUF`).
+    ///
+    /// ```
+    /// # fn demo(socket: &mut atoll::Socket) -> Result<(), atoll::Error> {
+    /// socket.set_recv_buffer_size(1 << 20)?;
+    /// # Ok(()) }
+    /// ```
     pub fn set_recv_buffer_size(&self, size: usize) -> Result<(), Error> {
         Ok(self.sock()?.set_recv_buffer_size(size)?)
     }
 
     /// The kernel send buffer size (`SO_SNDBUF`).
+    ///
+    /// ```
+    /// # fn demo(socket: &mut atoll::Socket) -> Result<(), atoll::Error> {
+    /// let size = socket.send_buffer_size()?;
+    /// # Ok(()) }
+    /// ```
     pub fn send_buffer_size(&self) -> Result<usize, Error> {
         Ok(self.sock()?.send_buffer_size()?)
     }
 
     /// Sets the kernel send buffer size (`SO_SNDBUF`).
+    ///
+    /// ```
+    /// # fn demo(socket: &mut atoll::Socket) -> Result<(), atoll::Error> {
+    /// socket.set_send_buffer_size(1 << 20)?;
+    /// # Ok(()) }
+    /// ```
     pub fn set_send_buffer_size(&self, size: usize) -> Result<(), Error> {
         Ok(self.sock()?.set_send_buffer_size(size)?)
     }
