@@ -4,7 +4,7 @@
 use std::collections::VecDeque;
 use std::fmt;
 use std::net::{Shutdown, SocketAddr};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Instant, SystemTime};
 
@@ -32,6 +32,14 @@ pub(crate) const HANGUP: u32 = 1 << 5;
 /// worker clears it only when no work is pending, so no work is lost. A
 /// closed connection keeps it set forever and is never scheduled again.
 pub(crate) const SCHEDULED: u32 = 1 << 31;
+
+// The phases of a connection, in `Conn::phase`.
+/// Served by the workers; takes messages.
+pub(crate) const OPEN: u8 = 0;
+/// Driven by the application's own thread; takes no messages.
+pub(crate) const DETACHED: u8 = 1;
+/// Closed and forgotten.
+pub(crate) const ENDED: u8 = 2;
 
 /// What stays fixed for the life of a connection.
 #[derive(Clone, Copy, Debug)]
@@ -65,7 +73,7 @@ pub(crate) struct Conn<H, M> {
     pub(crate) acceptor: Arc<AcceptorShared<H, M>>,
     /// For forcing the connection closed at stop from another thread.
     pub(crate) stream: Weak<TcpStream>,
-    pub(crate) alive: AtomicBool,
+    pub(crate) phase: AtomicU8,
     pub(crate) mailbox: Mutex<VecDeque<M>>,
     pub(crate) timer: Mutex<Timer>,
     pub(crate) state: Mutex<State<H>>,
@@ -103,6 +111,17 @@ impl<H: Handler<M>, M: Send + 'static> Conn<H, M> {
         }
     }
 
+    /// Moves the connection to `phase`, dropping the messages it will
+    /// never handle.
+    pub(crate) fn set_phase(&self, phase: u8) {
+        let dropped = {
+            let mut mailbox = self.mailbox.lock();
+            self.phase.store(phase, Ordering::Release);
+            std::mem::take(&mut *mailbox)
+        };
+        drop(dropped);
+    }
+
     pub(crate) fn handle(self: &Arc<Self>) -> Connection<M> {
         Connection {
             inner: self.clone(),
@@ -124,10 +143,10 @@ impl<H: Handler<M>, M: Send + 'static> Mailbox<M> for Conn<H, M> {
 
     fn post(self: Arc<Self>, message: M) -> Result<(), M> {
         let mut mailbox = self.mailbox.lock();
-        // Checked under the mailbox lock: the worker that closes the
-        // connection clears `alive` under it too, so a message is either
-        // refused here or seen by that worker.
-        if !self.alive.load(Ordering::Acquire) {
+        // Checked under the mailbox lock: the worker that ends or detaches
+        // the connection changes the phase under it too, so a message is
+        // either refused here or seen by that worker.
+        if self.phase.load(Ordering::Acquire) != OPEN {
             return Err(message);
         }
         mailbox.push_back(message);
@@ -137,7 +156,7 @@ impl<H: Handler<M>, M: Send + 'static> Mailbox<M> for Conn<H, M> {
     }
 
     fn is_alive(&self) -> bool {
-        self.alive.load(Ordering::Acquire)
+        self.phase.load(Ordering::Acquire) != ENDED
     }
 }
 
@@ -192,8 +211,8 @@ impl<M> Clone for Connection<M> {
 
 impl<M: Send + 'static> Connection<M> {
     /// Queues a message for the connection's handler. Gives the message back
-    /// if the connection has ended. `Ok` means queued: a connection that
-    /// ends before its handler gets to the message drops it.
+    /// if the connection has ended or was detached. `Ok` means queued: a
+    /// connection that ends before its handler gets to the message drops it.
     ///
     /// ```
     /// # fn demo(conn: atoll::Connection<String>) {

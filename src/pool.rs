@@ -11,7 +11,7 @@ use crossbeam_channel::Receiver;
 use parking_lot::MutexGuard;
 
 use crate::connection::{
-    Conn, State, CONNECT, HANGUP, MESSAGE, READABLE, SCHEDULED, SHUTDOWN, TIMEOUT,
+    Conn, State, CONNECT, DETACHED, ENDED, HANGUP, MESSAGE, READABLE, SCHEDULED, SHUTDOWN, TIMEOUT,
 };
 use crate::error::{panic_message, Error};
 use crate::handler::{Flow, Handler};
@@ -185,11 +185,11 @@ fn after<H: Handler<M>, M: Send + 'static>(
     flow: Result<Flow, End>,
     source: Source,
 ) -> Result<(), End> {
-    let flow = flow?;
-    if socket.is_closed() {
-        return Err(End::Quiet);
-    }
-    let timeout = match flow {
+    let timeout = match flow? {
+        Flow::Error(reason) => return Err(End::Error(Error::Handler(reason))),
+        // Closed inside the callback (by `close` or a send timeout): no
+        // more callbacks, whatever the flow says.
+        _ if socket.is_closed() => return Err(End::Quiet),
         Flow::Continue if source == Source::Message => return Ok(()),
         Flow::Continue => socket.read_timeout(),
         Flow::ContinueTimeout(timeout) => timeout,
@@ -198,7 +198,6 @@ fn after<H: Handler<M>, M: Send + 'static>(
             timeout
         }
         Flow::Close => return Err(End::Close),
-        Flow::Error(reason) => return Err(End::Error(Error::Handler(reason))),
         Flow::Detach(f) => return Err(End::Detach(f)),
     };
     conn.arm_timer(timeout.map(|t| Instant::now() + t));
@@ -242,6 +241,7 @@ fn finish<H: Handler<M>, M: Send + 'static>(
                 conn.acceptor.deregister(fd);
             }
             socket.set_release(conn.clone());
+            conn.set_phase(DETACHED);
             drop(handler);
             // The socket's drop releases the slot from now on, even if
             // `give` panics and drops it.
@@ -285,12 +285,7 @@ impl<H: Handler<M>, M: Send + 'static> Release for Conn<H, M> {
     /// Forgets the connection: refuses further messages, frees its slot and
     /// tells a waiting stop.
     fn release(&self) {
-        let dropped = {
-            let mut mailbox = self.mailbox.lock();
-            self.alive.store(false, Ordering::Release);
-            std::mem::take(&mut *mailbox)
-        };
-        drop(dropped);
+        self.set_phase(ENDED);
         self.acceptor.remove(self.token);
         self.acceptor.limiter.release();
         self.server.connection_ended();

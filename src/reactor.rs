@@ -7,7 +7,7 @@ use std::collections::BinaryHeap;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -18,7 +18,9 @@ use mio::{Events, Interest, Poll, Registry, Token, Waker};
 use parking_lot::Mutex;
 use socket2::SockRef;
 
-use crate::connection::{Conn, Meta, State, Timer, CONNECT, HANGUP, READABLE, SCHEDULED, TIMEOUT};
+use crate::connection::{
+    Conn, Meta, State, Timer, CONNECT, HANGUP, OPEN, READABLE, SCHEDULED, TIMEOUT,
+};
 use crate::handler::Handler;
 use crate::limiter::Limiter;
 use crate::server::Shared;
@@ -312,6 +314,7 @@ impl<H: Handler<M>, M: Send + 'static> Reactor<H, M> {
             for (deadline, token) in self.timer_rx.try_iter() {
                 self.heap.push(Reverse((deadline, token)));
             }
+            self.prune_timers();
             let mut wake_at = self.heap.peek().map(|Reverse((d, _))| *d);
             let mut earliest = |t: Option<Instant>| {
                 if let Some(t) = t {
@@ -330,6 +333,21 @@ impl<H: Handler<M>, M: Send + 'static> Reactor<H, M> {
                 return wake_at.map(|w| w.saturating_duration_since(now));
             }
         }
+    }
+
+    /// Drops the entries of closed connections and stale ones once they
+    /// outnumber the live connections, so that churn cannot grow the heap
+    /// for a whole read timeout.
+    fn prune_timers(&mut self) {
+        let live = self.shared.limiter.live();
+        if self.heap.len() < 4096 || self.heap.len() < 4 * live {
+            return;
+        }
+        let slab = self.shared.slab.lock();
+        self.heap.retain(|Reverse((at, token))| {
+            slab.get(*token)
+                .is_some_and(|conn| conn.timer.lock().queued == Some(*at))
+        });
     }
 
     fn can_accept(&self) -> bool {
@@ -562,7 +580,7 @@ impl<H: Handler<M>, M: Send + 'static> Reactor<H, M> {
             server: self.server.clone(),
             acceptor: self.shared.clone(),
             stream: Arc::downgrade(&stream),
-            alive: AtomicBool::new(true),
+            phase: AtomicU8::new(OPEN),
             mailbox: Mutex::new(Default::default()),
             timer: Mutex::new(Timer::default()),
             state: Mutex::new(State {

@@ -402,8 +402,10 @@ impl Socket {
         deadline: Option<Instant>,
     ) -> Result<usize, Error> {
         let stream = self.stream.clone().ok_or(Error::Closed)?;
+        let sock = SockRef::from(&*stream);
         loop {
-            match (&*stream).write_vectored(bufs) {
+            // MSG_NOSIGNAL: a peer that went away is an error, not SIGPIPE.
+            match sock.send_vectored_with_flags(bufs, libc::MSG_NOSIGNAL) {
                 Ok(0) => return Err(Error::Closed),
                 Ok(n) => {
                     self.count_sent(n);
@@ -434,7 +436,9 @@ impl Socket {
     /// Sends `len` bytes of `file` from `offset` with `sendfile(2)`, without
     /// copying through user space; `len == 0` sends to the end of the file.
     /// Returns the number of bytes sent. Same timeout rule as
-    /// [`send`](Socket::send).
+    /// [`send`](Socket::send). `sendfile(2)` raises `SIGPIPE` when the peer
+    /// has gone; Rust programs ignore that signal from `main` on, but a
+    /// program that restores it must expect it here.
     ///
     /// ```no_run
     /// # fn demo(socket: &mut atoll::Socket) -> Result<(), atoll::Error> {
