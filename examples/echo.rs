@@ -91,6 +91,12 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     println!("listening on {}", server.local_addr()?);
     let mut signals = Signals::new([SIGINT, SIGTERM])?;
     signals.forever().next();
+    let began = std::time::Instant::now();
+    let open = server.connection_count();
     server.stop(shutdown_timeout);
+    eprintln!(
+        "stopped in {:?}, {open} connections drained",
+        began.elapsed()
+    );
     Ok(())
 }

@@ -139,14 +139,15 @@ impl fmt::Debug for Flow {
 ///   [`Socket::recv`] left bytes unread.
 /// - [`handle_message`](Handler::handle_message): for each message sent
 ///   through a [`Connection`](crate::Connection) handle, in order.
-/// - Last, exactly one of:
+/// - Last, exactly one of the following, unless the handler closed the
+///   socket itself with [`Socket::close`]:
 ///   - [`handle_close`](Handler::handle_close): the peer closed the
 ///     connection, or a callback returned [`Flow::Close`]. The socket is
 ///     still open (a half-closed peer can still be sent a last reply); it is
 ///     closed right after.
-///   - [`handle_error`](Handler::handle_error): a socket error, a
-///     [`Flow::Error`], a panic in a callback, or a refused connection.
-///     The socket is already closed.
+///   - [`handle_error`](Handler::handle_error): a socket error, a send
+///     that timed out ([`Error::Timeout`]), a [`Flow::Error`], or a panic in
+///     a callback. The socket is already closed.
 ///   - [`handle_timeout`](Handler::handle_timeout): no data came within the
 ///     idle timeout. The socket is still open.
 ///   - [`handle_shutdown`](Handler::handle_shutdown): the server is

@@ -187,8 +187,10 @@ fn after<H: Handler<M>, M: Send + 'static>(
 ) -> Result<(), End> {
     let timeout = match flow? {
         Flow::Error(reason) => return Err(End::Error(Error::Handler(reason))),
-        // Closed inside the callback (by `close` or a send timeout): no
-        // more callbacks, whatever the flow says.
+        // A send timed out and closed the socket: that is the error, whatever
+        // the flow says.
+        _ if socket.send_timed_out() => return Err(End::Error(Error::Timeout)),
+        // The handler closed the socket itself: no more callbacks.
         _ if socket.is_closed() => return Err(End::Quiet),
         Flow::Continue if source == Source::Message => return Ok(()),
         Flow::Continue => socket.read_timeout(),

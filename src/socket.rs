@@ -18,6 +18,9 @@ use crate::sys::{self, Wait};
 /// [`Handler::handle_data`](crate::Handler::handle_data).
 pub(crate) const READ_CHUNK: usize = 64 * 1024;
 
+/// The most slices one `sendmsg(2)` takes on Linux (`UIO_MAXIOV`).
+const IOV_MAX: usize = 1024;
+
 /// Counters of a connection's traffic, as Thousand Island's `getstat`.
 ///
 /// ```
@@ -95,6 +98,8 @@ pub struct Socket {
     maybe_more: bool,
     read_timeout: Option<Duration>,
     send_timeout: Option<Duration>,
+    /// A send timed out and closed the socket.
+    send_timed_out: bool,
     stats: SocketStats,
     release: Option<Arc<dyn Release>>,
 }
@@ -117,6 +122,7 @@ impl Socket {
             maybe_more: false,
             read_timeout,
             send_timeout,
+            send_timed_out: false,
             stats: SocketStats::default(),
             release: None,
         }
@@ -351,6 +357,11 @@ impl Socket {
         }
     }
 
+    /// Whether a send timed out and closed the socket.
+    pub(crate) fn send_timed_out(&self) -> bool {
+        self.send_timed_out
+    }
+
     /// Takes the bytes a synchronous `recv` read ahead, if any.
     pub(crate) fn take_unread_vec(&mut self) -> Option<Vec<u8>> {
         (!self.unread.is_empty()).then(|| std::mem::take(&mut self.unread))
@@ -405,6 +416,8 @@ impl Socket {
         let sock = SockRef::from(&*stream);
         loop {
             // MSG_NOSIGNAL: a peer that went away is an error, not SIGPIPE.
+            // The kernel takes at most IOV_MAX slices per call.
+            let bufs = &bufs[..bufs.len().min(IOV_MAX)];
             match sock.send_vectored_with_flags(bufs, libc::MSG_NOSIGNAL) {
                 Ok(0) => return Err(Error::Closed),
                 Ok(n) => {
@@ -428,6 +441,7 @@ impl Socket {
     fn wait_writable(&mut self, deadline: Option<Instant>) -> Result<(), Error> {
         let res = self.wait(Wait::Write, deadline);
         if matches!(res, Err(Error::Timeout)) {
+            self.send_timed_out = true;
             self.close();
         }
         res
@@ -484,9 +498,8 @@ impl Socket {
     }
 
     /// Closes the connection now. Called inside a callback, the connection
-    /// ends when the callback returns, without
-    /// [`Handler::handle_close`](crate::Handler::handle_close). Closing twice
-    /// is harmless.
+    /// ends when the callback returns, with no further callback: the
+    /// handler closed it and knows. Closing twice is harmless.
     ///
     /// ```
     /// # fn demo(socket: &mut atoll::Socket) -> Result<(), atoll::Error> {

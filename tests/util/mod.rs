@@ -13,7 +13,10 @@ pub const PATIENCE: Duration = Duration::from_secs(10);
 
 /// A builder bound to 127.0.0.1 on a free port, with the given workers.
 pub fn builder() -> Builder {
-    atoll::Server::builder().ip([127, 0, 0, 1].into()).port(0).num_workers(4)
+    atoll::Server::builder()
+        .ip([127, 0, 0, 1].into())
+        .port(0)
+        .num_workers(4)
 }
 
 /// A client connected to `addr` with read and write timeouts of `PATIENCE`.
@@ -70,12 +73,16 @@ pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
 
 /// Open file descriptors of this process.
 pub fn open_fds() -> usize {
-    std::fs::read_dir("/proc/self/fd").map(|d| d.count()).unwrap_or(0)
+    std::fs::read_dir("/proc/self/fd")
+        .map(|d| d.count())
+        .unwrap_or(0)
 }
 
 /// Threads of this process.
 pub fn thread_count() -> usize {
-    std::fs::read_dir("/proc/self/task").map(|d| d.count()).unwrap_or(0)
+    std::fs::read_dir("/proc/self/task")
+        .map(|d| d.count())
+        .unwrap_or(0)
 }
 
 /// Threads of this process whose name starts with `prefix` (names as the
@@ -107,4 +114,46 @@ pub fn settled_thread_count() -> usize {
         }
     }
     last
+}
+
+/// An ordered, shared record of what handlers did (one string per event),
+/// for asserting which callbacks ran and in what order.
+#[derive(Clone, Debug, Default)]
+pub struct CallLog(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+
+impl CallLog {
+    pub fn new() -> CallLog {
+        CallLog::default()
+    }
+
+    pub fn push(&self, entry: impl Into<String>) {
+        self.0.lock().unwrap().push(entry.into());
+    }
+
+    pub fn entries(&self) -> Vec<String> {
+        self.0.lock().unwrap().clone()
+    }
+
+    pub fn contains(&self, entry: &str) -> bool {
+        self.0.lock().unwrap().iter().any(|e| e == entry)
+    }
+
+    /// Waits until `entry` has been recorded (panics after `PATIENCE`).
+    pub fn wait_for(&self, entry: &str) {
+        let deadline = Instant::now() + PATIENCE;
+        while !self.contains(entry) {
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for log entry {entry:?}; log: {:?}",
+                self.entries()
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+}
+
+/// Waits until the server has no live connection: every callback of the
+/// connections that ended has returned and their slots are free.
+pub fn wait_no_connections<M: Send + 'static>(server: &atoll::Server<M>) {
+    wait_until("no live connections", || server.connection_count() == 0);
 }
