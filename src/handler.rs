@@ -202,8 +202,9 @@ pub trait Handler<M = ()>: Send + 'static {
         let _ = (error, socket);
     }
 
-    /// The server is stopping; the socket is still open, and closed after
-    /// this returns.
+    /// The server is stopping; the socket is still open (unless the stop
+    /// had to force it closed to unblock this connection), and closed
+    /// after this returns.
     fn handle_shutdown(&mut self, socket: &mut Socket) {
         let _ = socket;
     }

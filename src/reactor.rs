@@ -453,7 +453,7 @@ impl<H: Handler<M>, M: Send + 'static> Reactor<H, M> {
         }
         waiting.attempts += 1;
         if waiting.attempts < self.server.config.max_connections_retry_count {
-            waiting.next_try += self.server.config.max_connections_retry_wait;
+            waiting.next_try = now + self.server.config.max_connections_retry_wait;
             return;
         }
         self.shared.limiter.set_waiting(false);

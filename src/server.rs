@@ -27,6 +27,8 @@ pub enum Status {
     Running,
     /// Not listening; open connections carry on. See [`Server::suspend`].
     Suspended,
+    /// [`Server::stop`] is draining the connections.
+    Stopping,
     /// Stopped: no listener, no connections, no threads.
     Stopped,
 }
@@ -526,14 +528,31 @@ impl<M> Drop for Server<M> {
 /// call it.
 fn stop<M>(server: &Server<M>, wait: Option<Duration>) {
     let backend = &server.backend;
-    let mut life = server.life.lock();
-    if life.status == Status::Stopped {
-        return;
-    }
-    if let Err(e) = backend.control(&mut |ack| Some(Control::Stop(ack))) {
-        log::error!("atoll: stop: {e}");
-    }
-    life.local_addr = None;
+    // The lock is held only to change the status and take the threads, so
+    // that status(), local_addr() and a handler calling them answer while
+    // the connections drain.
+    let (threads, workers) = {
+        let mut life = server.life.lock();
+        match life.status {
+            Status::Stopped => return,
+            Status::Stopping => {
+                while life.status != Status::Stopped {
+                    server.stopped.wait(&mut life);
+                }
+                return;
+            }
+            Status::Running | Status::Suspended => {}
+        }
+        if let Err(e) = backend.control(&mut |ack| Some(Control::Stop(ack))) {
+            log::error!("atoll: stop: {e}");
+        }
+        life.status = Status::Stopping;
+        life.local_addr = None;
+        (
+            std::mem::take(&mut life.threads),
+            std::mem::take(&mut life.workers),
+        )
+    };
     backend.shutdown_all();
     let deadline = wait.map(|w| Instant::now() + w);
     if !backend.wait_drained(deadline) {
@@ -546,13 +565,13 @@ fn stop<M>(server: &Server<M>, wait: Option<Duration>) {
         }
     }
     backend.exit_acceptors();
-    for handle in life.threads.drain(..) {
+    for handle in threads {
         let _ = handle.join();
     }
-    backend.exit_workers(life.workers.len());
+    backend.exit_workers(workers.len());
     let until = Instant::now() + FORCE_GRACE;
     let me = thread::current().id();
-    for handle in life.workers.drain(..) {
+    for handle in workers {
         if handle.thread().id() == me {
             continue; // stop called from a callback: a thread cannot join itself
         }
@@ -566,7 +585,7 @@ fn stop<M>(server: &Server<M>, wait: Option<Duration>) {
             log::error!("atoll: stop: {name} is stuck in a callback; left running");
         }
     }
-    life.status = Status::Stopped;
+    server.life.lock().status = Status::Stopped;
     server.stopped.notify_all();
 }
 
