@@ -24,6 +24,7 @@
 //!
 //! Environment:
 //! - `ATOLL_BENCH_WORKERS`: server worker threads `W` [2]
+//! - `ATOLL_BENCH_ACCEPTORS`: atoll's poll threads [atoll's default]
 //! - `ATOLL_BENCH_SECS`: measured seconds per run [3]
 //! - `ATOLL_BENCH_REPS`: repetitions [3]
 //! - `ATOLL_BENCH_CLIENTS`: client threads [2]
@@ -297,6 +298,12 @@ fn load(addr: SocketAddr, conns: usize, settings: &Settings) -> BoxResult<(u64, 
 // ---------------------------------------------------------------------------
 // The servers
 
+/// atoll's poll threads: `ATOLL_BENCH_ACCEPTORS`, else the library default.
+fn acceptors() -> usize {
+    let default = atoll::default_num_acceptors();
+    env_or("ATOLL_BENCH_ACCEPTORS", default).unwrap_or(default)
+}
+
 enum Running {
     Atoll(Server, SocketAddr),
     Tokio(tokio::runtime::Runtime, SocketAddr),
@@ -311,6 +318,7 @@ impl Running {
                     .ip([127, 0, 0, 1].into())
                     .port(0)
                     .num_workers(workers)
+                    .num_acceptors(acceptors())
                     .read_timeout(None)
                     .start(|_conn| Ok(AtollEcho))?;
                 let addr = server.local_addr()?;

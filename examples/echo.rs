@@ -33,7 +33,7 @@ Options (defaults in brackets):
   --ip ADDR                 address to listen on [127.0.0.1]
   --port N                  port, 0 for a free one [4000]
   --workers N               worker threads [2 x cores, at least 4]
-  --acceptors N             poll threads [1]
+  --acceptors N             poll threads [one per core, at most 16]
   --num-connections N       live connections per acceptor, 0 for no limit [16384]
   --retry-count N           waits for a free slot before closing [5]
   --retry-wait-ms MS        length of each wait [1000]

@@ -64,7 +64,7 @@ mod server;
 mod socket;
 mod sys;
 
-pub use config::{default_num_workers, Builder, DEFAULT_NUM_ACCEPTORS};
+pub use config::{default_num_acceptors, default_num_workers, Builder};
 pub use connection::Connection;
 pub use error::{BoxError, Error};
 pub use handler::{Flow, Handler};

@@ -196,6 +196,7 @@ fn over_limit_client_is_not_served_until_a_slot_frees() {
     let server = echo_server(
         builder()
             .num_workers(2)
+            .num_acceptors(1) // the limit is per acceptor
             .num_connections(Some(2))
             .max_connections_retry_count(1000)
             .max_connections_retry_wait(ms(100)),
@@ -227,6 +228,7 @@ fn freed_slot_admits_a_waiting_client_at_once_not_at_the_next_retry() {
     let server = echo_server(
         builder()
             .num_workers(2)
+            .num_acceptors(1) // the limit is per acceptor
             .num_connections(Some(1))
             .max_connections_retry_count(5)
             .max_connections_retry_wait(Duration::from_secs(60)),
@@ -246,6 +248,7 @@ fn over_limit_client_is_closed_after_its_retries_and_counted_as_rejected() {
     let server = echo_server(
         builder()
             .num_workers(2)
+            .num_acceptors(1) // the limit is per acceptor
             .num_connections(Some(2))
             .max_connections_retry_count(2)
             .max_connections_retry_wait(ms(100)),
@@ -279,6 +282,7 @@ fn over_limit_client_is_closed_at_once_without_retries() {
     let server = echo_server(
         builder()
             .num_workers(2)
+            .num_acceptors(1) // the limit is per acceptor
             .num_connections(Some(1))
             .max_connections_retry_count(0)
             .max_connections_retry_wait(Duration::from_secs(60)),
@@ -301,6 +305,7 @@ fn raising_the_limit_admits_a_waiting_client_at_once() {
     let server = echo_server(
         builder()
             .num_workers(2)
+            .num_acceptors(1) // the limit is per acceptor
             .num_connections(Some(1))
             .max_connections_retry_count(5)
             .max_connections_retry_wait(Duration::from_secs(60)),
@@ -772,6 +777,7 @@ fn stop_closes_a_client_waiting_for_a_slot() {
     let server = echo_server(
         builder()
             .num_workers(2)
+            .num_acceptors(1) // the limit is per acceptor
             .num_connections(Some(1))
             .max_connections_retry_count(5)
             .max_connections_retry_wait(Duration::from_secs(60)),
