@@ -338,6 +338,7 @@ fn lowering_the_limit_closes_nobody_and_admits_nobody_until_under_it() {
     let server = echo_server(
         builder()
             .num_workers(2)
+            .num_acceptors(1) // the limit is per acceptor
             .num_connections(None)
             .max_connections_retry_count(5)
             .max_connections_retry_wait(Duration::from_secs(60)),
