@@ -634,3 +634,34 @@ fn apply_socket_options(stream: &TcpStream, config: &crate::config::Builder) -> 
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Nothing;
+    impl Handler for Nothing {}
+
+    #[test]
+    fn a_reused_slot_gets_a_new_token_and_the_old_token_finds_nothing() {
+        let mut slab: Slab<Nothing, ()> = Slab {
+            entries: Vec::new(),
+            free: Vec::new(),
+        };
+        let first = slab.vacant_token();
+        slab.remove(first);
+        let second = slab.vacant_token();
+        assert_eq!(
+            first.0 & 0xffff_ffff,
+            second.0 & 0xffff_ffff,
+            "the slot is reused"
+        );
+        assert_ne!(first, second, "with another generation");
+        assert!(slab.get(first).is_none());
+        slab.remove(first);
+        assert!(slab.free.is_empty(), "a stale token frees nothing");
+        slab.remove(second);
+        assert_eq!(slab.free.len(), 1);
+        assert_ne!(slab.vacant_token(), LISTENER);
+    }
+}
