@@ -176,7 +176,7 @@ fn ten_thousand_connect_close_cycles_leak_no_descriptors_or_threads() {
     let threads_before = settled_thread_count();
     let fds_before = open_fds();
 
-    let server = echo_server(builder().num_workers(2));
+    let server = echo_server(builder().num_workers(2).num_acceptors(1));
     let addr = server.local_addr().unwrap();
     // One cycle first, so that anything made once (not per connection)
     // exists before the baseline.
