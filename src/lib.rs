@@ -53,6 +53,7 @@
 #![warn(missing_docs, missing_debug_implementations)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
+pub mod client;
 mod config;
 mod connection;
 mod error;

@@ -1,0 +1,1 @@
+//! The blocking TCP client (mug for Rust). Under construction.
