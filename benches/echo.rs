@@ -321,7 +321,7 @@ impl Running {
                     .num_acceptors(acceptors())
                     .read_timeout(None)
                     .start(|_conn| Ok(AtollEcho))?;
-                let addr = server.local_addr()?;
+                let addr = server.local_addr()?.inet().ok_or("atoll listens on TCP")?;
                 Running::Atoll(server, addr)
             }
             Kind::Tokio => {

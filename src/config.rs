@@ -1,12 +1,16 @@
 //! [`Builder`]: every option of a TCP server, with its default.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::connection::Connection;
 use crate::error::{BoxError, Error};
 use crate::handler::Handler;
 use crate::server::Server;
+use crate::transport::{ListenOptions, Tcp, Transport};
 
 /// Configures and starts a TCP server.
 ///
@@ -37,10 +41,11 @@ use crate::server::Server;
 /// server.stop(Duration::from_secs(1));
 /// # Ok::<(), atoll::Error>(())
 /// ```
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Builder {
-    pub(crate) ip: IpAddr,
-    pub(crate) port: u16,
+    pub(crate) listen: ListenOptions,
+    pub(crate) transport: Arc<dyn Transport>,
+    pub(crate) handshake_timeout: Option<Duration>,
     pub(crate) num_acceptors: usize,
     pub(crate) num_workers: usize,
     pub(crate) num_connections: Option<usize>,
@@ -49,20 +54,30 @@ pub struct Builder {
     pub(crate) read_timeout: Option<Duration>,
     pub(crate) shutdown_timeout: Option<Duration>,
     pub(crate) silent_terminate_on_error: bool,
-    pub(crate) tcp: TcpOptions,
 }
 
-/// Options applied to the listening socket and to every accepted socket.
-#[derive(Clone, Debug)]
-pub(crate) struct TcpOptions {
-    pub(crate) backlog: u32,
-    pub(crate) nodelay: bool,
-    pub(crate) send_timeout: Option<Duration>,
-    pub(crate) reuse_address: bool,
-    pub(crate) linger: Option<Duration>,
-    pub(crate) keepalive: bool,
-    pub(crate) recv_buffer_size: Option<usize>,
-    pub(crate) send_buffer_size: Option<usize>,
+impl fmt::Debug for Builder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Builder")
+            .field("listen", &self.listen)
+            .field("transport", &self.transport.name())
+            .field("handshake_timeout", &self.handshake_timeout)
+            .field("num_acceptors", &self.num_acceptors)
+            .field("num_workers", &self.num_workers)
+            .field("num_connections", &self.num_connections)
+            .field(
+                "max_connections_retry_count",
+                &self.max_connections_retry_count,
+            )
+            .field(
+                "max_connections_retry_wait",
+                &self.max_connections_retry_wait,
+            )
+            .field("read_timeout", &self.read_timeout)
+            .field("shutdown_timeout", &self.shutdown_timeout)
+            .field("silent_terminate_on_error", &self.silent_terminate_on_error)
+            .finish()
+    }
 }
 
 /// The default number of poll threads: one per available core, at most 16.
@@ -98,8 +113,9 @@ pub fn default_num_workers() -> usize {
 impl Default for Builder {
     fn default() -> Builder {
         Builder {
-            ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-            port: 4000,
+            listen: ListenOptions::new(),
+            transport: Arc::new(Tcp),
+            handshake_timeout: Some(Duration::from_secs(5)),
             num_acceptors: default_num_acceptors(),
             num_workers: default_num_workers(),
             num_connections: Some(16_384),
@@ -108,16 +124,6 @@ impl Default for Builder {
             read_timeout: Some(Duration::from_secs(60)),
             shutdown_timeout: Some(Duration::from_secs(15)),
             silent_terminate_on_error: false,
-            tcp: TcpOptions {
-                backlog: 1024,
-                nodelay: true,
-                send_timeout: Some(Duration::from_secs(30)),
-                reuse_address: true,
-                linger: None,
-                keepalive: false,
-                recv_buffer_size: None,
-                send_buffer_size: None,
-            },
         }
     }
 }
@@ -140,7 +146,7 @@ impl Builder {
     /// let builder = atoll::Server::builder().ip("::1".parse().unwrap());
     /// ```
     pub fn ip(mut self, ip: IpAddr) -> Builder {
-        self.ip = ip;
+        self.listen = self.listen.ip(ip);
         self
     }
 
@@ -151,7 +157,7 @@ impl Builder {
     /// let builder = atoll::Server::builder().port(0);
     /// ```
     pub fn port(mut self, port: u16) -> Builder {
-        self.port = port;
+        self.listen = self.listen.port(port);
         self
     }
 
@@ -162,6 +168,86 @@ impl Builder {
     /// ```
     pub fn addr(self, addr: SocketAddr) -> Builder {
         self.ip(addr.ip()).port(addr.port())
+    }
+
+    /// Listens on a Unix socket at `path` instead of TCP (the seeds'
+    /// `{:local, path}`); the file is removed at stop.
+    ///
+    /// ```
+    /// let builder = atoll::Server::builder().unix("/run/app.sock").remove_stale_socket(true);
+    /// ```
+    pub fn unix(mut self, path: impl Into<PathBuf>) -> Builder {
+        self.listen = self.listen.unix(path);
+        self
+    }
+
+    /// Removes a stale Unix socket file before binding. Default is `false`.
+    ///
+    /// ```
+    /// let builder = atoll::Server::builder().unix("/run/app.sock").remove_stale_socket(true);
+    /// ```
+    pub fn remove_stale_socket(mut self, remove: bool) -> Builder {
+        self.listen = self.listen.remove_stale_socket(remove);
+        self
+    }
+
+    /// `IPV6_V6ONLY` on an IPv6 listener: `false` for dual-stack. Default
+    /// is the system's.
+    ///
+    /// ```
+    /// let builder = atoll::Server::builder().ip("::".parse().unwrap()).only_v6(false);
+    /// ```
+    pub fn only_v6(mut self, only_v6: bool) -> Builder {
+        self.listen = self.listen.only_v6(only_v6);
+        self
+    }
+
+    /// `SO_REUSEPORT`: several servers (or processes) on one port. Default
+    /// is `false`.
+    ///
+    /// ```
+    /// let builder = atoll::Server::builder().reuse_port(true);
+    /// ```
+    pub fn reuse_port(mut self, reuse: bool) -> Builder {
+        self.listen = self.listen.reuse_port(reuse);
+        self
+    }
+
+    /// Replaces every listen option at once.
+    ///
+    /// ```
+    /// let options = atoll::transport::ListenOptions::new().port(0).backlog(64);
+    /// let builder = atoll::Server::builder().listen_options(options);
+    /// ```
+    pub fn listen_options(mut self, options: ListenOptions) -> Builder {
+        self.listen = options;
+        self
+    }
+
+    /// The transport: [`Tcp`] (the default), TLS
+    /// (`NativeTls` with feature `tls`, `Rustls` with feature `rustls`) or
+    /// the application's own.
+    ///
+    /// ```
+    /// let builder = atoll::Server::builder().transport(atoll::transport::Tcp);
+    /// ```
+    pub fn transport(mut self, transport: impl Transport) -> Builder {
+        self.transport = Arc::new(transport);
+        self
+    }
+
+    /// How long the transport's handshake may take; then the connection is
+    /// closed with [`Error::Handshake`] to
+    /// [`Handler::handle_error`](crate::Handler::handle_error). While it
+    /// waits for the client it holds no worker. `None` waits forever.
+    /// Default is 5 s, as ranch and Thousand Island.
+    ///
+    /// ```
+    /// let builder = atoll::Server::builder().handshake_timeout(Some(std::time::Duration::from_secs(10)));
+    /// ```
+    pub fn handshake_timeout(mut self, timeout: Option<Duration>) -> Builder {
+        self.handshake_timeout = timeout;
+        self
     }
 
     /// The number of poll threads, each accepting from the listener and
@@ -267,7 +353,7 @@ impl Builder {
     /// let builder = atoll::Server::builder().backlog(4096);
     /// ```
     pub fn backlog(mut self, backlog: u32) -> Builder {
-        self.tcp.backlog = backlog;
+        self.listen = self.listen.backlog(backlog);
         self
     }
 
@@ -277,7 +363,7 @@ impl Builder {
     /// let builder = atoll::Server::builder().nodelay(false);
     /// ```
     pub fn nodelay(mut self, nodelay: bool) -> Builder {
-        self.tcp.nodelay = nodelay;
+        self.listen = self.listen.nodelay(nodelay);
         self
     }
 
@@ -289,7 +375,7 @@ impl Builder {
     /// let builder = atoll::Server::builder().send_timeout(Some(std::time::Duration::from_secs(5)));
     /// ```
     pub fn send_timeout(mut self, timeout: Option<Duration>) -> Builder {
-        self.tcp.send_timeout = timeout;
+        self.listen = self.listen.send_timeout(timeout);
         self
     }
 
@@ -300,7 +386,7 @@ impl Builder {
     /// let builder = atoll::Server::builder().reuse_address(false);
     /// ```
     pub fn reuse_address(mut self, reuse: bool) -> Builder {
-        self.tcp.reuse_address = reuse;
+        self.listen = self.listen.reuse_address(reuse);
         self
     }
 
@@ -311,7 +397,7 @@ impl Builder {
     /// let builder = atoll::Server::builder().linger(Some(std::time::Duration::from_secs(1)));
     /// ```
     pub fn linger(mut self, linger: Option<Duration>) -> Builder {
-        self.tcp.linger = linger;
+        self.listen = self.listen.linger(linger);
         self
     }
 
@@ -321,7 +407,7 @@ impl Builder {
     /// let builder = atoll::Server::builder().keepalive(true);
     /// ```
     pub fn keepalive(mut self, keepalive: bool) -> Builder {
-        self.tcp.keepalive = keepalive;
+        self.listen = self.listen.keepalive(keepalive);
         self
     }
 
@@ -331,7 +417,7 @@ impl Builder {
     /// let builder = atoll::Server::builder().recv_buffer_size(Some(256 * 1024));
     /// ```
     pub fn recv_buffer_size(mut self, size: Option<usize>) -> Builder {
-        self.tcp.recv_buffer_size = size;
+        self.listen = self.listen.recv_buffer_size(size);
         self
     }
 
@@ -341,13 +427,8 @@ impl Builder {
     /// let builder = atoll::Server::builder().send_buffer_size(Some(256 * 1024));
     /// ```
     pub fn send_buffer_size(mut self, size: Option<usize>) -> Builder {
-        self.tcp.send_buffer_size = size;
+        self.listen = self.listen.send_buffer_size(size);
         self
-    }
-
-    /// The address the listener binds.
-    pub(crate) fn bind_addr(&self) -> SocketAddr {
-        SocketAddr::new(self.ip, self.port)
     }
 
     /// Rejects configurations that cannot work.
@@ -368,11 +449,11 @@ impl Builder {
             return bad("num_workers is at most 4096 and num_acceptors at most 256");
         }
         if self.read_timeout == Some(Duration::ZERO)
-            || self.tcp.send_timeout == Some(Duration::ZERO)
+            || self.handshake_timeout == Some(Duration::ZERO)
         {
-            return bad("read_timeout and send_timeout must be positive or None");
+            return bad("read_timeout and handshake_timeout must be positive or None");
         }
-        Ok(())
+        self.listen.validate()
     }
 
     /// Binds the listener and starts the server: the poll threads and the
@@ -393,7 +474,7 @@ impl Builder {
     /// impl Handler for Quiet {}
     ///
     /// let server = Server::builder().port(0).start(|conn| {
-    ///     if conn.peer_addr().ip().is_loopback() {
+    ///     if conn.peer_addr().ip().is_some_and(|ip| ip.is_loopback()) {
     ///         Ok(Quiet)
     ///     } else {
     ///         Err("local clients only".into())

@@ -3,12 +3,11 @@
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::net::{Shutdown, SocketAddr};
+use std::net::Shutdown;
 use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Instant, SystemTime};
 
-use mio::net::TcpStream;
 use mio::Token;
 use parking_lot::Mutex;
 
@@ -16,6 +15,7 @@ use crate::handler::Handler;
 use crate::reactor::AcceptorShared;
 use crate::server::Shared;
 use crate::socket::Socket;
+use crate::transport::{Addr, PendingHandshake};
 
 // Work pending for a connection, set by whoever notices it (poll thread,
 // application thread, stopper) and taken by the worker that runs it.
@@ -42,11 +42,11 @@ pub(crate) const DETACHED: u8 = 1;
 pub(crate) const ENDED: u8 = 2;
 
 /// What stays fixed for the life of a connection.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct Meta {
     pub(crate) id: u64,
-    pub(crate) peer: SocketAddr,
-    pub(crate) local: SocketAddr,
+    pub(crate) peer: Addr,
+    pub(crate) local: Addr,
     pub(crate) started: SystemTime,
 }
 
@@ -59,10 +59,21 @@ pub(crate) struct Timer {
     pub(crate) queued: Option<Instant>,
 }
 
+/// Where the transport's handshake stands.
+pub(crate) enum Setup {
+    /// Accepted; the handshake starts after the handler is made.
+    Accepted(crate::transport::Io),
+    /// Waiting for the peer.
+    Handshaking(Box<dyn PendingHandshake>),
+    /// The socket has its stream.
+    Ready,
+}
+
 /// What only the worker running the connection touches.
 pub(crate) struct State<H> {
     pub(crate) handler: Option<H>,
     pub(crate) socket: Option<Socket>,
+    pub(crate) setup: Setup,
 }
 
 pub(crate) struct Conn<H, M> {
@@ -72,7 +83,7 @@ pub(crate) struct Conn<H, M> {
     pub(crate) server: Arc<Shared<H, M>>,
     pub(crate) acceptor: Arc<AcceptorShared<H, M>>,
     /// For forcing the connection closed at stop from another thread.
-    pub(crate) stream: Weak<TcpStream>,
+    pub(crate) stream: Weak<socket2::Socket>,
     pub(crate) phase: AtomicU8,
     pub(crate) mailbox: Mutex<VecDeque<M>>,
     pub(crate) timer: Mutex<Timer>,
@@ -245,8 +256,8 @@ impl<M> Connection<M> {
     /// println!("peer {}", conn.peer_addr());
     /// # }
     /// ```
-    pub fn peer_addr(&self) -> SocketAddr {
-        self.inner.meta().peer
+    pub fn peer_addr(&self) -> &Addr {
+        &self.inner.meta().peer
     }
 
     /// The local address of the connection.
@@ -256,8 +267,8 @@ impl<M> Connection<M> {
     /// println!("local {}", conn.local_addr());
     /// # }
     /// ```
-    pub fn local_addr(&self) -> SocketAddr {
-        self.inner.meta().local
+    pub fn local_addr(&self) -> &Addr {
+        &self.inner.meta().local
     }
 
     /// When the connection was accepted.

@@ -2,7 +2,8 @@
 
 use std::fmt;
 use std::io;
-use std::net::SocketAddr;
+
+use crate::transport::Addr;
 
 /// A boxed error, the form in which handlers and factories give a reason.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -44,14 +45,20 @@ pub enum Error {
     Handler(BoxError),
     /// A handler callback panicked; the payload's message.
     Panic(String),
-    /// The handler factory refused the connection, for this reason.
+    /// The handler factory refused the connection, for this reason. It is
+    /// logged and counted in [`ServerStats::refused`](crate::ServerStats);
+    /// no handler exists to receive it.
     Refused(BoxError),
+    /// The transport's handshake failed (plain text on a TLS port, a
+    /// protocol version refused, the client rejected the certificate) or
+    /// did not finish within the handshake timeout.
+    Handshake(BoxError),
     /// The server configuration is invalid.
     Config(String),
     /// The listener could not be bound to this address.
     Bind {
         /// The address the server tried to bind.
-        addr: SocketAddr,
+        addr: Addr,
         /// Why it failed (in use, permission, address not available, ...).
         source: io::Error,
     },
@@ -97,6 +104,7 @@ impl fmt::Display for Error {
             Error::Handler(e) => write!(f, "handler error: {e}"),
             Error::Panic(msg) => write!(f, "handler panicked: {msg}"),
             Error::Refused(e) => write!(f, "connection refused by the handler factory: {e}"),
+            Error::Handshake(e) => write!(f, "handshake failed: {e}"),
             Error::Config(msg) => write!(f, "invalid configuration: {msg}"),
             Error::Bind { addr, source } => write!(f, "cannot bind {addr}: {source}"),
         }
@@ -107,7 +115,7 @@ impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Error::Io(e) | Error::Bind { source: e, .. } => Some(e),
-            Error::Handler(e) | Error::Refused(e) => Some(e.as_ref()),
+            Error::Handler(e) | Error::Refused(e) | Error::Handshake(e) => Some(e.as_ref()),
             _ => None,
         }
     }

@@ -64,6 +64,7 @@ mod reactor;
 mod server;
 mod socket;
 mod sys;
+pub mod transport;
 
 pub use config::{default_num_acceptors, default_num_workers, Builder};
 pub use connection::Connection;

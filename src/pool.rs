@@ -11,11 +11,13 @@ use crossbeam_channel::Receiver;
 use parking_lot::MutexGuard;
 
 use crate::connection::{
-    Conn, State, CONNECT, DETACHED, ENDED, HANGUP, MESSAGE, READABLE, SCHEDULED, SHUTDOWN, TIMEOUT,
+    Conn, Setup, State, CONNECT, DETACHED, ENDED, HANGUP, MESSAGE, READABLE, SCHEDULED, SHUTDOWN,
+    TIMEOUT,
 };
 use crate::error::{panic_message, Error};
 use crate::handler::{Flow, Handler};
 use crate::socket::{Release, Socket, READ_CHUNK};
+use crate::transport::Handshake;
 
 /// Reads per round before a connection yields to the others.
 const READ_BUDGET: usize = 8;
@@ -109,13 +111,21 @@ fn step<H: Handler<M>, M: Send + 'static>(
     let State {
         handler: Some(handler),
         socket: Some(socket),
+        setup,
     } = state
     else {
         return Err(End::Quiet);
     };
-    if flags & CONNECT != 0 {
+    // Bytes may wait that no new edge will announce: after a handshake that
+    // read from the socket, or when the stream keeps its own buffer.
+    let mut want_read = flags & READABLE != 0;
+    if !matches!(setup, Setup::Ready) {
+        if !handshake(conn, setup, socket, flags)? {
+            return Ok(());
+        }
         let flow = guarded(conn, || handler.handle_connection(socket));
         after(conn, socket, flow, Source::Connection)?;
+        want_read = true;
     }
     if flags & MESSAGE != 0 {
         for _ in 0..MESSAGE_BUDGET {
@@ -129,7 +139,6 @@ fn step<H: Handler<M>, M: Send + 'static>(
             conn.sched.fetch_or(MESSAGE, Ordering::AcqRel);
         }
     }
-    let mut want_read = flags & READABLE != 0;
     let to_eof = flags & HANGUP != 0;
     let mut reads = 0;
     loop {
@@ -178,6 +187,56 @@ fn step<H: Handler<M>, M: Send + 'static>(
     Ok(())
 }
 
+/// Moves the transport's handshake on; `Ok(true)` once the stream is ready.
+/// The handshake starts when the handler exists (so a failure reaches
+/// `handle_error`) and resumes on readability; while it waits it holds no
+/// worker, and the handshake timeout bounds it.
+fn handshake<H: Handler<M>, M: Send + 'static>(
+    conn: &Conn<H, M>,
+    setup: &mut Setup,
+    socket: &mut Socket,
+    flags: u32,
+) -> Result<bool, End> {
+    let config = &conn.server.config;
+    let state = match std::mem::replace(setup, Setup::Ready) {
+        Setup::Accepted(io) => {
+            conn.arm_timer(config.handshake_timeout.map(|t| Instant::now() + t));
+            let transport = &config.transport;
+            guarded(conn, || transport.handshake(io))?
+        }
+        Setup::Handshaking(pending) if flags & (READABLE | HANGUP) != 0 => {
+            guarded(conn, || pending.resume())?
+        }
+        waiting => {
+            *setup = waiting;
+            if flags & TIMEOUT != 0
+                && conn
+                    .timer
+                    .lock()
+                    .deadline
+                    .is_some_and(|d| d <= Instant::now())
+            {
+                let limit = config.handshake_timeout.unwrap_or_default();
+                return Err(End::Error(Error::Handshake(
+                    format!("the handshake did not finish within {limit:?}").into(),
+                )));
+            }
+            return Ok(false);
+        }
+    };
+    match state {
+        Handshake::Done(stream) => {
+            socket.attach(stream);
+            Ok(true)
+        }
+        Handshake::Pending(pending) => {
+            *setup = Setup::Handshaking(pending);
+            Ok(false)
+        }
+        Handshake::Failed(reason) => Err(End::Error(Error::Handshake(reason))),
+    }
+}
+
 /// Applies the flow a callback returned; `Err` when the connection ends.
 fn after<H: Handler<M>, M: Send + 'static>(
     conn: &Conn<H, M>,
@@ -187,11 +246,10 @@ fn after<H: Handler<M>, M: Send + 'static>(
 ) -> Result<(), End> {
     let timeout = match flow? {
         Flow::Error(reason) => return Err(End::Error(Error::Handler(reason))),
-        // A send timed out and closed the socket: that is the error, whatever
-        // the flow says.
-        _ if socket.send_timed_out() => return Err(End::Error(Error::Timeout)),
-        // The handler closed the socket itself: no more callbacks.
-        _ if socket.is_closed() => return Err(End::Quiet),
+        // Closed inside the callback: by a send timeout or a failed upgrade
+        // (that is the error, whatever the flow says), or by the handler
+        // itself (no more callbacks).
+        _ if socket.is_closed() => return Err(socket.take_fatal().map_or(End::Quiet, End::Error)),
         Flow::Continue if source == Source::Message => return Ok(()),
         Flow::Continue => socket.read_timeout(),
         Flow::ContinueTimeout(timeout) => timeout,
@@ -235,7 +293,7 @@ fn finish<H: Handler<M>, M: Send + 'static>(
     };
     drop(state);
     let server = &conn.server;
-    let peer = conn.meta.peer;
+    let peer = &conn.meta.peer;
     let id = conn.meta.id;
     match (end, handler.as_mut()) {
         (End::Detach(give), _) => {

@@ -5,26 +5,24 @@
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::io;
-use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::{Receiver, Sender};
-use mio::net::{TcpListener, TcpStream};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Registry, Token, Waker};
 use parking_lot::Mutex;
-use socket2::SockRef;
+use socket2::Socket as RawSocket;
 
 use crate::connection::{
-    Conn, Meta, State, Timer, CONNECT, HANGUP, OPEN, READABLE, SCHEDULED, TIMEOUT,
+    Conn, Meta, Setup, State, Timer, CONNECT, HANGUP, OPEN, READABLE, SCHEDULED, TIMEOUT,
 };
 use crate::handler::Handler;
 use crate::limiter::Limiter;
 use crate::server::Shared;
 use crate::socket::Socket;
+use crate::transport::{Addr, Io, ListenSocket};
 
 const LISTENER: Token = Token(usize::MAX);
 const WAKER: Token = Token(usize::MAX - 1);
@@ -43,7 +41,7 @@ const ACCEPT_ERRORS_BEFORE_BACKOFF: u32 = 16;
 /// is acknowledged so that the handle's call returns once it took effect.
 pub(crate) enum Control {
     /// Accept from this listener.
-    Listen(TcpListener, Sender<()>),
+    Listen(ListenSocket, Sender<()>),
     /// Close the listener; open connections carry on.
     Suspend(Sender<()>),
     /// Close the listener and the connection waiting for a slot.
@@ -169,8 +167,8 @@ impl<H: Handler<M>, M: Send + 'static> AcceptorShared<H, M> {
 
 /// A connection accepted while the limiter was full, waiting for a slot.
 struct Waiting {
-    stream: TcpStream,
-    peer: SocketAddr,
+    stream: RawSocket,
+    peer: Addr,
     attempts: u32,
     next_try: Instant,
 }
@@ -183,10 +181,11 @@ pub(crate) struct Reactor<H, M> {
     control: Receiver<Control>,
     timer_rx: Receiver<(Instant, Token)>,
     heap: BinaryHeap<Reverse<(Instant, Token)>>,
-    listener: Option<TcpListener>,
-    /// The listener's address when it is bound to one IP, which is then
-    /// every connection's local address (saves a system call per accept).
-    fixed_local: Option<SocketAddr>,
+    listener: Option<ListenSocket>,
+    /// The listener's address when it is bound to one IP or a Unix path,
+    /// which is then every connection's local address (saves a system call
+    /// per accept).
+    fixed_local: Option<Addr>,
     /// The listener may have connections queued (edge-triggered readiness
     /// is not repeated, so we remember it).
     listener_ready: bool,
@@ -368,10 +367,7 @@ impl<H: Handler<M>, M: Send + 'static> Reactor<H, M> {
                         .register(&mut listener, LISTENER, Interest::READABLE)
                     {
                         Ok(()) => {
-                            self.fixed_local = listener
-                                .local_addr()
-                                .ok()
-                                .filter(|a| !a.ip().is_unspecified());
+                            self.fixed_local = listener.fixed_local();
                             self.listener = Some(listener);
                             self.listener_ready = true;
                         }
@@ -463,7 +459,7 @@ impl<H: Handler<M>, M: Send + 'static> Reactor<H, M> {
     }
 
     /// Closes a connection the limiter had no slot for.
-    fn reject(&self, stream: TcpStream, peer: SocketAddr) {
+    fn reject(&self, stream: RawSocket, peer: Addr) {
         drop(stream);
         self.server.stats.rejected.fetch_add(1, Ordering::Relaxed);
         log::warn!(
@@ -519,7 +515,7 @@ impl<H: Handler<M>, M: Send + 'static> Reactor<H, M> {
 
     /// Opens an accepted connection if the limiter has a slot, or makes it
     /// wait for one.
-    fn admit(&mut self, stream: TcpStream, peer: SocketAddr) {
+    fn admit(&mut self, stream: RawSocket, peer: Addr) {
         if self.shared.limiter.try_acquire() {
             self.open(stream, peer);
             return;
@@ -542,30 +538,31 @@ impl<H: Handler<M>, M: Send + 'static> Reactor<H, M> {
 
     /// Sets up a connection that holds a limiter slot and hands it to the
     /// workers.
-    fn open(&mut self, stream: TcpStream, peer: SocketAddr) {
+    fn open(&mut self, sock: RawSocket, peer: Addr) {
         let config = &self.server.config;
-        if let Err(e) = apply_socket_options(&stream, config) {
-            log::debug!("atoll: cannot set socket options for {peer}: {e}");
-        }
-        let local = match self.fixed_local.map_or_else(|| stream.local_addr(), Ok) {
-            Ok(local) => local,
-            Err(e) => {
-                log::debug!("atoll: connection from {peer} lost before setup: {e}");
-                self.shared.limiter.release();
-                return;
-            }
+        config.listen.apply(&sock, peer.inet().is_some());
+        let local = match self.fixed_local.clone() {
+            Some(local) => local,
+            None => match sock.local_addr() {
+                Ok(local) => Addr::from_sock(&local),
+                Err(e) => {
+                    log::debug!("atoll: connection from {peer} lost before setup: {e}");
+                    self.shared.limiter.release();
+                    return;
+                }
+            },
         };
-        let fd = stream.as_raw_fd();
-        let stream = Arc::new(stream);
+        let io = Io::new(sock);
+        let fd = io.raw_fd();
         let id = self.server.next_id.fetch_add(1, Ordering::Relaxed);
-        let socket = Socket::new(
-            stream.clone(),
+        let mut socket = Socket::pending(
             id,
-            peer,
-            local,
+            peer.clone(),
+            local.clone(),
             config.read_timeout,
-            config.tcp.send_timeout,
+            config.listen.send_timeout,
         );
+        socket.set_secure(config.transport.is_secure(), config.handshake_timeout);
         let mut slab = self.shared.slab.lock();
         let token = slab.vacant_token();
         let conn = Arc::new(Conn {
@@ -579,13 +576,14 @@ impl<H: Handler<M>, M: Send + 'static> Reactor<H, M> {
             sched: AtomicU32::new(CONNECT | SCHEDULED),
             server: self.server.clone(),
             acceptor: self.shared.clone(),
-            stream: Arc::downgrade(&stream),
+            stream: io.weak(),
             phase: AtomicU8::new(OPEN),
             mailbox: Mutex::new(Default::default()),
             timer: Mutex::new(Timer::default()),
             state: Mutex::new(State {
                 handler: None,
                 socket: Some(socket),
+                setup: Setup::Accepted(io),
             }),
         });
         if let Err(e) = self
@@ -595,7 +593,10 @@ impl<H: Handler<M>, M: Send + 'static> Reactor<H, M> {
         {
             slab.remove(token);
             drop(slab);
-            log::error!("atoll: cannot watch the connection from {peer}: {e}");
+            log::error!(
+                "atoll: cannot watch the connection from {}: {e}",
+                conn.meta.peer
+            );
             self.shared.limiter.release();
             return;
         }
@@ -612,27 +613,6 @@ fn is_exhaustion(e: &io::Error) -> bool {
         e.raw_os_error(),
         Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
     )
-}
-
-fn apply_socket_options(stream: &TcpStream, config: &crate::config::Builder) -> io::Result<()> {
-    let tcp = &config.tcp;
-    if tcp.nodelay {
-        stream.set_nodelay(true)?;
-    }
-    let sock = SockRef::from(stream);
-    if tcp.linger.is_some() {
-        sock.set_linger(tcp.linger)?;
-    }
-    if tcp.keepalive {
-        sock.set_keepalive(true)?;
-    }
-    if let Some(size) = tcp.recv_buffer_size {
-        sock.set_recv_buffer_size(size)?;
-    }
-    if let Some(size) = tcp.send_buffer_size {
-        sock.set_send_buffer_size(size)?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -1,7 +1,6 @@
 //! [`Server`]: a running TCP server and its lifecycle.
 
 use std::fmt;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
@@ -9,7 +8,6 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
 use parking_lot::{Condvar, Mutex};
-use socket2::{Domain, Socket as RawSocket, Type};
 
 use crate::config::Builder;
 use crate::connection::{Conn, Connection, SHUTDOWN};
@@ -17,6 +15,7 @@ use crate::error::{BoxError, Error};
 use crate::handler::Handler;
 use crate::pool::{worker_loop, Job, FORCE_GRACE};
 use crate::reactor::{self, AcceptorShared, Control, Reactor};
+use crate::transport::{Addr, ListenSocket};
 
 pub(crate) type Factory<H, M> = Box<dyn Fn(&Connection<M>) -> Result<H, BoxError> + Send + Sync>;
 
@@ -204,7 +203,7 @@ impl<H: Handler<M>, M: Send + 'static> Backend<M> for Shared<H, M> {
 
 struct Life {
     status: Status,
-    local_addr: Option<SocketAddr>,
+    local_addr: Option<Addr>,
     threads: Vec<JoinHandle<()>>,
     workers: Vec<JoinHandle<()>>,
 }
@@ -266,7 +265,7 @@ impl<M: Send + 'static> Server<M> {
         config: Builder,
         factory: Factory<H, M>,
     ) -> Result<Server<M>, Error> {
-        let listener = bind(&config)?;
+        let listener = config.listen.bind()?;
         let (jobs_tx, jobs_rx) = crossbeam_channel::unbounded();
         let mut parts = Vec::with_capacity(config.num_acceptors);
         for _ in 0..config.num_acceptors {
@@ -321,11 +320,11 @@ impl<M: Send + 'static> Server<M> {
     /// # impl Handler for H {}
     /// # let server = Server::builder().ip([127, 0, 0, 1].into()).port(0).start(|_| Ok(H))?;
     /// let addr = server.local_addr()?;
-    /// assert_ne!(addr.port(), 0);
+    /// assert_ne!(addr.port(), Some(0));
     /// # Ok::<(), atoll::Error>(())
     /// ```
-    pub fn local_addr(&self) -> Result<SocketAddr, Error> {
-        self.life.lock().local_addr.ok_or(Error::Closed)
+    pub fn local_addr(&self) -> Result<Addr, Error> {
+        self.life.lock().local_addr.clone().ok_or(Error::Closed)
     }
 
     /// Whether the server is running, suspended or stopped.
@@ -432,6 +431,7 @@ impl<M: Send + 'static> Server<M> {
             .control(&mut |ack| Some(Control::Suspend(ack)))?;
         life.status = Status::Suspended;
         life.local_addr = None;
+        remove_unix_socket(self.backend.config());
         Ok(())
     }
 
@@ -454,7 +454,7 @@ impl<M: Send + 'static> Server<M> {
         if life.status != Status::Suspended {
             return Ok(());
         }
-        let listener = bind(self.backend.config())?;
+        let listener = self.backend.config().listen.bind()?;
         life.local_addr = Some(listen(&*self.backend, listener)?);
         life.status = Status::Running;
         Ok(())
@@ -546,6 +546,9 @@ fn stop<M>(server: &Server<M>, wait: Option<Duration>) {
         if let Err(e) = backend.control(&mut |ack| Some(Control::Stop(ack))) {
             log::error!("atoll: stop: {e}");
         }
+        if life.status == Status::Running {
+            remove_unix_socket(backend.config());
+        }
         life.status = Status::Stopping;
         life.local_addr = None;
         (
@@ -600,32 +603,21 @@ impl<M> fmt::Debug for Server<M> {
     }
 }
 
-/// Binds the listening socket with the configured options.
-fn bind(config: &Builder) -> Result<std::net::TcpListener, Error> {
-    let addr = config.bind_addr();
-    let fail = |source| Error::Bind { addr, source };
-    let socket = RawSocket::new(Domain::for_address(addr), Type::STREAM, None).map_err(fail)?;
-    socket
-        .set_reuse_address(config.tcp.reuse_address)
-        .map_err(fail)?;
-    socket.bind(&addr.into()).map_err(fail)?;
-    let backlog = i32::try_from(config.tcp.backlog).unwrap_or(i32::MAX);
-    socket.listen(backlog).map_err(fail)?;
-    socket.set_nonblocking(true).map_err(fail)?;
-    Ok(socket.into())
+/// Removes the socket file of a Unix listener once nobody accepts on it.
+fn remove_unix_socket(config: &Builder) {
+    if let Some(path) = config.listen.unix_path() {
+        if let Err(e) = std::fs::remove_file(path) {
+            log::warn!("atoll: cannot remove {}: {e}", path.display());
+        }
+    }
 }
 
 /// Gives each acceptor a clone of the listener; returns its address.
-fn listen<M>(
-    backend: &dyn Backend<M>,
-    listener: std::net::TcpListener,
-) -> Result<SocketAddr, Error> {
-    let addr = listener.local_addr()?;
-    let mut clones = Vec::new();
-    for _ in 0..backend.config().num_acceptors {
-        clones.push(mio::net::TcpListener::from_std(listener.try_clone()?));
-    }
-    let mut clones = clones.into_iter();
+fn listen<M>(backend: &dyn Backend<M>, listener: socket2::Socket) -> Result<Addr, Error> {
+    let addr = Addr::from_sock(&listener.local_addr()?);
+    let config = backend.config();
+    let unix = config.listen.unix_path().is_some();
+    let mut clones = ListenSocket::clones(&listener, config.num_acceptors, unix)?.into_iter();
     backend.control(&mut |ack| clones.next().map(|l| Control::Listen(l, ack)))?;
     Ok(addr)
 }

@@ -3,23 +3,25 @@
 use std::fmt;
 use std::fs::File;
 use std::io::{self, IoSlice, Read, Write};
-use std::net::{Shutdown, SocketAddr};
-use std::os::fd::AsRawFd;
+use std::net::Shutdown;
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mio::net::TcpStream;
 use socket2::SockRef;
 
 use crate::error::Error;
 use crate::sys::{self, Wait};
+use crate::transport::{handshake_blocking, Addr, Credentials, Stream, Transport};
 
 /// Bytes a worker reads per system call for
 /// [`Handler::handle_data`](crate::Handler::handle_data).
 pub(crate) const READ_CHUNK: usize = 64 * 1024;
 
-/// The most slices one `sendmsg(2)` takes on Linux (`UIO_MAXIOV`).
-const IOV_MAX: usize = 1024;
+/// Chunk size of [`Socket::sendfile`] on a stream that cannot splice (TLS):
+/// Thousand Island measured 1 MiB as the sweet spot.
+const SENDFILE_CHUNK: u64 = 1 << 20;
 
 /// Counters of a connection's traffic, as Thousand Island's `getstat`.
 ///
@@ -87,10 +89,15 @@ pub(crate) trait Release: Send + Sync {
 /// }
 /// ```
 pub struct Socket {
-    stream: Option<Arc<TcpStream>>,
+    /// `None` once closed, and during the transport's handshake.
+    stream: Option<Box<dyn Stream>>,
+    /// The stream's descriptor, for waiting on readiness.
+    fd: RawFd,
     id: u64,
-    peer: SocketAddr,
-    local: SocketAddr,
+    peer: Addr,
+    local: Addr,
+    secure: bool,
+    handshake_timeout: Option<Duration>,
     /// Bytes read from the kernel but not yet given to the handler.
     unread: Vec<u8>,
     /// The last read filled its buffer, so more may be waiting in the kernel
@@ -98,34 +105,62 @@ pub struct Socket {
     maybe_more: bool,
     read_timeout: Option<Duration>,
     send_timeout: Option<Duration>,
-    /// A send timed out and closed the socket.
-    send_timed_out: bool,
+    /// Why the socket closed itself (a send timeout, a failed upgrade):
+    /// the connection's error, whatever the callback returns.
+    fatal: Option<Error>,
     stats: SocketStats,
     release: Option<Arc<dyn Release>>,
 }
 
 impl Socket {
     pub(crate) fn new(
-        stream: Arc<TcpStream>,
+        stream: Box<dyn Stream>,
         id: u64,
-        peer: SocketAddr,
-        local: SocketAddr,
+        peer: Addr,
+        local: Addr,
+        read_timeout: Option<Duration>,
+        send_timeout: Option<Duration>,
+    ) -> Socket {
+        let mut socket = Socket::pending(id, peer, local, read_timeout, send_timeout);
+        socket.attach(stream);
+        socket
+    }
+
+    /// A socket whose stream comes later, when the handshake is done.
+    pub(crate) fn pending(
+        id: u64,
+        peer: Addr,
+        local: Addr,
         read_timeout: Option<Duration>,
         send_timeout: Option<Duration>,
     ) -> Socket {
         Socket {
-            stream: Some(stream),
+            stream: None,
+            fd: -1,
             id,
             peer,
             local,
+            secure: false,
+            handshake_timeout: None,
             unread: Vec::new(),
             maybe_more: false,
             read_timeout,
             send_timeout,
-            send_timed_out: false,
+            fatal: None,
             stats: SocketStats::default(),
             release: None,
         }
+    }
+
+    /// Gives the socket its stream.
+    pub(crate) fn attach(&mut self, stream: Box<dyn Stream>) {
+        self.fd = stream.io().raw_fd();
+        self.stream = Some(stream);
+    }
+
+    pub(crate) fn set_secure(&mut self, secure: bool, handshake_timeout: Option<Duration>) {
+        self.secure = secure;
+        self.handshake_timeout = handshake_timeout;
     }
 
     /// The server-unique id of this connection, the same as
@@ -147,8 +182,8 @@ impl Socket {
     /// println!("peer {}", socket.peer_addr());
     /// # Ok(()) }
     /// ```
-    pub fn peer_addr(&self) -> SocketAddr {
-        self.peer
+    pub fn peer_addr(&self) -> &Addr {
+        &self.peer
     }
 
     /// The local address of the connection (Thousand Island's `sockname`).
@@ -158,11 +193,12 @@ impl Socket {
     /// println!("local {}", socket.local_addr());
     /// # Ok(()) }
     /// ```
-    pub fn local_addr(&self) -> SocketAddr {
-        self.local
+    pub fn local_addr(&self) -> &Addr {
+        &self.local
     }
 
-    /// Whether the transport is encrypted. Always `false` for plain TCP.
+    /// Whether the transport is encrypted (TLS, or a user transport that
+    /// says so).
     ///
     /// ```
     /// # fn demo(socket: &mut atoll::Socket) -> Result<(), atoll::Error> {
@@ -170,7 +206,88 @@ impl Socket {
     /// # Ok(()) }
     /// ```
     pub fn is_secure(&self) -> bool {
-        false
+        self.secure
+    }
+
+    /// The application protocol chosen by ALPN during the TLS handshake;
+    /// `None` when none was negotiated (no ALPN, or a plain transport).
+    ///
+    /// ```
+    /// # fn demo(socket: &mut atoll::Socket) -> Result<(), atoll::Error> {
+    /// if socket.negotiated_protocol().as_deref() == Some(b"h2") {
+    ///     // speak HTTP/2
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn negotiated_protocol(&self) -> Option<Vec<u8>> {
+        self.stream.as_ref()?.negotiated_protocol()
+    }
+
+    /// The peer's certificate in DER, when it sent one (mutual TLS).
+    ///
+    /// ```
+    /// # fn demo(socket: &mut atoll::Socket) -> Result<(), atoll::Error> {
+    /// match socket.peer_certificate() {
+    ///     Some(der) => println!("client certificate of {} bytes", der.len()),
+    ///     None => println!("anonymous client"),
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn peer_certificate(&self) -> Option<Vec<u8>> {
+        self.stream.as_ref()?.peer_certificate()
+    }
+
+    /// The process at the other end of a Unix socket (pid, uid, gid).
+    ///
+    /// ```
+    /// # fn demo(socket: &mut atoll::Socket) -> Result<(), atoll::Error> {
+    /// let creds = socket.peer_credentials()?;
+    /// println!("uid {}", creds.uid);
+    /// # Ok(()) }
+    /// ```
+    pub fn peer_credentials(&self) -> Result<Credentials, Error> {
+        let stream = self.stream.as_ref().ok_or(Error::Closed)?;
+        Ok(stream.io().peer_credentials()?)
+    }
+
+    /// Upgrades a plain connection to TLS in place (STARTTLS, the seed's
+    /// `switch_transport`): runs `transport`'s handshake on the live socket,
+    /// waiting up to the server's `handshake_timeout`, and goes on over the
+    /// new stream. If the handshake fails the connection is closed and ends
+    /// with [`Handler::handle_error`](crate::Handler::handle_error).
+    ///
+    /// ```no_run
+    /// # #[cfg(feature = "tls")]
+    /// # fn demo(socket: &mut atoll::Socket, tls: &atoll::transport::NativeTls) -> Result<(), atoll::Error> {
+    /// socket.send(b"220 go ahead\r\n")?;
+    /// socket.upgrade(tls)?;
+    /// assert!(socket.is_secure());
+    /// # Ok(()) }
+    /// ```
+    pub fn upgrade(&mut self, transport: &dyn Transport) -> Result<(), Error> {
+        if !self.unread.is_empty() {
+            return Err(Error::Config(
+                "bytes read ahead of the upgrade would be lost".into(),
+            ));
+        }
+        let stream = self.stream.take().ok_or(Error::Closed)?;
+        let Some(io) = stream.into_io() else {
+            let err = "only a plain connection can be upgraded";
+            self.fatal = Some(Error::Handshake(err.into()));
+            return Err(Error::Handshake(err.into()));
+        };
+        let deadline = self.handshake_timeout.map(|t| Instant::now() + t);
+        match handshake_blocking(transport.handshake(io), deadline) {
+            Ok(stream) => {
+                self.attach(stream);
+                self.secure = transport.is_secure();
+                Ok(())
+            }
+            Err(e) => {
+                self.fatal = Some(Error::Handshake(e.to_string().into()));
+                Err(e)
+            }
+        }
     }
 
     /// The traffic counters of this connection (Thousand Island's `getstat`).
@@ -327,8 +444,10 @@ impl Socket {
 
     /// Waits for readiness; `Error::Timeout` when the deadline passes.
     fn wait(&self, what: Wait, deadline: Option<Instant>) -> Result<(), Error> {
-        let stream = self.stream.as_ref().ok_or(Error::Closed)?;
-        if sys::wait_fd(stream.as_raw_fd(), what, deadline)? {
+        if self.stream.is_none() {
+            return Err(Error::Closed);
+        }
+        if sys::wait_fd(self.fd, what, deadline)? {
             Ok(())
         } else {
             Err(Error::Timeout)
@@ -337,11 +456,11 @@ impl Socket {
 
     /// One non-blocking read from the kernel. `Ok(0)` is end of stream.
     pub(crate) fn try_read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let stream = self.stream.as_ref().ok_or_else(closed_io)?;
+        let stream = self.stream.as_mut().ok_or_else(closed_io)?;
         loop {
-            match (&**stream).read(buf) {
+            match stream.read(buf) {
                 Ok(n) => {
-                    self.maybe_more = n == buf.len() && n > 0;
+                    self.maybe_more = n > 0 && (n == buf.len() || !stream.short_read_drains());
                     if n > 0 {
                         self.stats.recv_bytes += n as u64;
                         self.stats.recv_count += 1;
@@ -357,9 +476,9 @@ impl Socket {
         }
     }
 
-    /// Whether a send timed out and closed the socket.
-    pub(crate) fn send_timed_out(&self) -> bool {
-        self.send_timed_out
+    /// Why the socket closed itself, if it did.
+    pub(crate) fn take_fatal(&mut self) -> Option<Error> {
+        self.fatal.take()
     }
 
     /// Takes the bytes a synchronous `recv` read ahead, if any.
@@ -402,7 +521,7 @@ impl Socket {
             let n = self.write_blocking(bufs, deadline)?;
             IoSlice::advance_slices(&mut bufs, n);
         }
-        Ok(())
+        self.flush_blocking(deadline)
     }
 
     /// One write of at least one byte, waiting until `deadline`. A timeout
@@ -412,18 +531,27 @@ impl Socket {
         bufs: &[IoSlice<'_>],
         deadline: Option<Instant>,
     ) -> Result<usize, Error> {
-        let stream = self.stream.clone().ok_or(Error::Closed)?;
-        let sock = SockRef::from(&*stream);
         loop {
-            // MSG_NOSIGNAL: a peer that went away is an error, not SIGPIPE.
-            // The kernel takes at most IOV_MAX slices per call.
-            let bufs = &bufs[..bufs.len().min(IOV_MAX)];
-            match sock.send_vectored_with_flags(bufs, libc::MSG_NOSIGNAL) {
+            let stream = self.stream.as_mut().ok_or(Error::Closed)?;
+            match stream.write_vectored(bufs) {
                 Ok(0) => return Err(Error::Closed),
                 Ok(n) => {
                     self.count_sent(n);
                     return Ok(n);
                 }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.wait_writable(deadline)?,
+                Err(e) => return Err(io_error(e)),
+            }
+        }
+    }
+
+    /// Waits until the stream has pushed out what it buffered.
+    fn flush_blocking(&mut self, deadline: Option<Instant>) -> Result<(), Error> {
+        loop {
+            let stream = self.stream.as_mut().ok_or(Error::Closed)?;
+            match stream.flush() {
+                Ok(()) => return Ok(()),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.wait_writable(deadline)?,
                 Err(e) => return Err(io_error(e)),
@@ -441,7 +569,7 @@ impl Socket {
     fn wait_writable(&mut self, deadline: Option<Instant>) -> Result<(), Error> {
         let res = self.wait(Wait::Write, deadline);
         if matches!(res, Err(Error::Timeout)) {
-            self.send_timed_out = true;
+            self.fatal = Some(Error::Timeout);
             self.close();
         }
         res
@@ -466,20 +594,42 @@ impl Socket {
         } else {
             offset.saturating_add(len)
         };
+        let splice = self.stream.as_ref().ok_or(Error::Closed)?.splice_fd();
+        let Some(out_fd) = splice else {
+            return self.sendfile_by_chunks(file, offset, end);
+        };
         let deadline = self.send_timeout.map(|t| Instant::now() + t);
-        let stream = self.stream.clone().ok_or(Error::Closed)?;
         let mut pos = offset;
         while pos < end {
             let chunk = usize::try_from(end - pos)
                 .unwrap_or(usize::MAX)
                 .min(1 << 30);
-            match sys::sendfile(stream.as_raw_fd(), file.as_raw_fd(), &mut pos, chunk) {
+            match sys::sendfile(out_fd, file.as_raw_fd(), &mut pos, chunk) {
                 Ok(0) => break, // the file is shorter than asked
                 Ok(n) => self.count_sent(n),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.wait_writable(deadline)?,
                 Err(e) => return Err(io_error(e)),
             }
+        }
+        Ok(pos - offset)
+    }
+
+    /// `sendfile` for streams that transform bytes: read and send in
+    /// bounded chunks, never the whole file in memory.
+    fn sendfile_by_chunks(&mut self, file: &File, offset: u64, end: u64) -> Result<u64, Error> {
+        let mut buf = vec![0u8; end.saturating_sub(offset).min(SENDFILE_CHUNK) as usize];
+        let mut pos = offset;
+        while pos < end {
+            let want = (end - pos).min(buf.len() as u64) as usize;
+            let n = match file.read_at(&mut buf[..want], pos) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(Error::Io(e)),
+            };
+            self.send(&buf[..n])?;
+            pos += n as u64;
         }
         Ok(pos - offset)
     }
@@ -493,7 +643,7 @@ impl Socket {
     /// # Ok(()) }
     /// ```
     pub fn shutdown(&mut self, how: Shutdown) -> Result<(), Error> {
-        let stream = self.stream.as_ref().ok_or(Error::Closed)?;
+        let stream = self.stream.as_mut().ok_or(Error::Closed)?;
         stream.shutdown(how).map_err(io_error)
     }
 
@@ -513,8 +663,8 @@ impl Socket {
 
     fn sock(&self) -> Result<SockRef<'_>, Error> {
         self.stream
-            .as_deref()
-            .map(SockRef::from)
+            .as_ref()
+            .map(|s| SockRef::from(s.io().sock()))
             .ok_or(Error::Closed)
     }
 
@@ -628,8 +778,8 @@ impl Socket {
         Ok(self.sock()?.set_send_buffer_size(size)?)
     }
 
-    pub(crate) fn raw_fd(&self) -> Option<std::os::fd::RawFd> {
-        self.stream.as_ref().map(|s| s.as_raw_fd())
+    pub(crate) fn raw_fd(&self) -> Option<RawFd> {
+        self.stream.as_ref().map(|_| self.fd)
     }
 
     /// Makes this socket end its connection when dropped (detached mode).

@@ -78,3 +78,28 @@ pub(crate) fn sendfile(
     *offset = off as u64;
     Ok(rc as usize)
 }
+
+/// `SO_PEERCRED` of a Unix socket: the peer's pid, uid and gid.
+pub(crate) fn peer_credentials(fd: RawFd) -> io::Result<(i32, u32, u32)> {
+    let mut cred = libc::ucred {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+    };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: `cred` is a valid ucred and `len` its exact size; the kernel
+    // writes at most `len` bytes into it.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut cred as *mut libc::ucred).cast(),
+            &mut len,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok((cred.pid, cred.uid, cred.gid))
+}

@@ -9,7 +9,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use atoll::{Flow, Handler, Socket};
-use util::{builder, connect, round_trip};
+use util::{builder, connect, round_trip, tcp_addr};
 
 /// Echoes short messages, swallows bulk data slowly, so that the flood
 /// always has more waiting in the kernel than one read takes.
@@ -35,7 +35,7 @@ fn a_flooding_client_does_not_starve_another_on_a_single_worker() {
         .num_acceptors(1)
         .start(|_| Ok(PingOrSink))
         .unwrap();
-    let addr = server.local_addr().unwrap();
+    let addr = tcp_addr(&server);
 
     // The flood: as fast as loopback takes it, for at most 20 s, until told.
     let stop = Arc::new(AtomicBool::new(false));

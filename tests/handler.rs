@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 
 use atoll::{BoxError, Builder, Connection, Error, Flow, Handler, Socket, Status};
 use util::{
-    connect, read_n, read_to_close, round_trip, wait_no_connections, wait_until, CallLog, PATIENCE,
+    connect, read_n, read_to_close, round_trip, tcp_addr, wait_no_connections, wait_until, CallLog,
+    PATIENCE,
 };
 
 /// A small server: two workers, and a short drain at the end of a test.
@@ -140,7 +141,7 @@ fn handle_connection_sends_hello_world_and_flow_close_runs_handle_close() {
     }
     let log = CallLog::new();
     let server = builder().start(scripted(&log, hello, echo)).unwrap();
-    let mut client = connect(server.local_addr().unwrap());
+    let mut client = connect(tcp_addr(&server));
     assert_eq!(read_to_close(&mut client), b"Hello, World");
     wait_no_connections(&server);
     assert_eq!(log.entries(), ["connection", "close"]);
@@ -153,7 +154,7 @@ fn handle_data_echoes_several_messages_byte_exact_on_one_connection() {
     let server = builder()
         .start(scripted(&log, wait_for_data, echo))
         .unwrap();
-    let mut client = connect(server.local_addr().unwrap());
+    let mut client = connect(tcp_addr(&server));
     round_trip(&mut client, b"first");
     round_trip(&mut client, b"second message");
     let all_bytes: Vec<u8> = (0..=255u8).collect();
@@ -176,7 +177,7 @@ fn callbacks_run_in_order_connection_then_data_then_close_when_peer_closes() {
     let server = builder()
         .start(scripted(&log, wait_for_data, echo))
         .unwrap();
-    let mut client = connect(server.local_addr().unwrap());
+    let mut client = connect(tcp_addr(&server));
     round_trip(&mut client, b"one");
     round_trip(&mut client, b"two");
     round_trip(&mut client, b"three");
@@ -195,7 +196,7 @@ fn data_sent_right_before_the_peer_closes_reaches_handle_data_before_handle_clos
     let server = builder()
         .start(scripted(&log, wait_for_data, |_, _| Flow::Continue))
         .unwrap();
-    let mut client = connect(server.local_addr().unwrap());
+    let mut client = connect(tcp_addr(&server));
     client.write_all(b"last words").unwrap();
     drop(client);
     log.wait_for("close");
@@ -257,7 +258,7 @@ fn all_data_sent_before_the_peer_closes_arrives_even_beyond_one_read_round() {
     let checksum = data
         .iter()
         .fold(0u64, |s, &b| s.wrapping_mul(31).wrapping_add(u64::from(b)));
-    let mut client = connect(server.local_addr().unwrap());
+    let mut client = connect(tcp_addr(&server));
     client.write_all(&data).unwrap();
     drop(client);
     let expected = format!("close after {} bytes, sum {checksum}", data.len());
@@ -291,7 +292,7 @@ fn half_closed_peer_gets_a_last_reply_sent_from_handle_close() {
     let server = builder()
         .start(move |_: &Connection| Ok(LastWord { log: l.clone() }))
         .unwrap();
-    let mut client = connect(server.local_addr().unwrap());
+    let mut client = connect(tcp_addr(&server));
     round_trip(&mut client, b"request");
     client.shutdown(NetShutdown::Write).unwrap();
     assert_eq!(read_to_close(&mut client), b"|bye");
@@ -317,7 +318,7 @@ fn flow_error_reaches_handle_error_as_handler_error_and_server_keeps_serving() {
         .silent_terminate_on_error(true)
         .start(scripted(&log, wait_for_data, fail_on_bad))
         .unwrap();
-    let addr = server.local_addr().unwrap();
+    let addr = tcp_addr(&server);
     let mut first = connect(addr);
     round_trip(&mut first, b"fine");
     first.write_all(b"bad").unwrap();
@@ -352,7 +353,7 @@ fn panic_in_handle_data_closes_connection_reports_panic_and_worker_survives() {
         .num_workers(1)
         .start(scripted(&log, wait_for_data, panic_on_boom))
         .unwrap();
-    let addr = server.local_addr().unwrap();
+    let addr = tcp_addr(&server);
     let mut first = connect(addr);
     round_trip(&mut first, b"before");
     first.write_all(b"boom").unwrap();
@@ -385,7 +386,7 @@ fn panic_in_handle_connection_closes_connection_and_reports_panic() {
         .num_workers(1)
         .start(scripted(&log, panic_at_once, echo))
         .unwrap();
-    let addr = server.local_addr().unwrap();
+    let addr = tcp_addr(&server);
     let mut first = connect(addr);
     assert_eq!(read_to_close(&mut first), b"");
     wait_no_connections(&server);
@@ -421,7 +422,7 @@ fn flow_error_after_a_send_timeout_reaches_handle_error() {
         .start(scripted(&log, flood, echo))
         .unwrap();
     // The client never reads until the server gives up.
-    let mut client = connect(server.local_addr().unwrap());
+    let mut client = connect(tcp_addr(&server));
     log.wait_for("connection");
     wait_no_connections(&server);
     read_to_close(&mut client);
@@ -439,7 +440,7 @@ fn panic_in_a_detach_function_releases_the_connection_and_is_counted() {
         .num_workers(1)
         .start(scripted(&log, detach_and_panic, echo))
         .unwrap();
-    let addr = server.local_addr().unwrap();
+    let addr = tcp_addr(&server);
     let mut first = connect(addr);
     assert_eq!(read_to_close(&mut first), b"");
     wait_no_connections(&server);
@@ -468,7 +469,7 @@ fn panic_in_handle_close_is_counted_and_the_worker_survives() {
         .num_workers(1)
         .start(|_: &Connection| Ok(PanicOnClose))
         .unwrap();
-    let addr = server.local_addr().unwrap();
+    let addr = tcp_addr(&server);
     let mut first = connect(addr);
     round_trip(&mut first, b"x");
     drop(first);
@@ -485,7 +486,7 @@ fn peer_reset_reaches_handle_error_as_io_error() {
     let server = builder()
         .start(scripted(&log, wait_for_data, echo))
         .unwrap();
-    let mut client = connect(server.local_addr().unwrap());
+    let mut client = connect(tcp_addr(&server));
     round_trip(&mut client, b"hi");
     // SO_LINGER 0: the close sends a reset instead of a FIN.
     socket2::SockRef::from(&client)
@@ -513,7 +514,7 @@ fn factory_refusal_closes_the_connection_counts_it_and_serves_the_next() {
             make(conn)
         })
         .unwrap();
-    let addr = server.local_addr().unwrap();
+    let addr = tcp_addr(&server);
     let mut refused = connect(addr);
     assert_eq!(read_to_close(&mut refused), b"");
     wait_until("the refusal to be counted", || server.stats().refused == 1);
@@ -544,7 +545,7 @@ fn panic_in_the_factory_closes_the_connection_and_is_counted() {
             make(conn)
         })
         .unwrap();
-    let addr = server.local_addr().unwrap();
+    let addr = tcp_addr(&server);
     let mut first = connect(addr);
     assert_eq!(read_to_close(&mut first), b"");
     wait_no_connections(&server);
@@ -566,7 +567,7 @@ fn idle_timeout_closes_a_silent_client_via_handle_timeout_not_before_read_timeou
         .start(scripted(&log, wait_for_data, echo))
         .unwrap();
     let started = Instant::now();
-    let mut client = connect(server.local_addr().unwrap());
+    let mut client = connect(tcp_addr(&server));
     assert_eq!(read_to_close(&mut client), b"");
     let elapsed = started.elapsed();
     assert!(
@@ -585,7 +586,7 @@ fn data_restarts_the_idle_timer() {
         .read_timeout(Some(Duration::from_millis(300)))
         .start(scripted(&log, wait_for_data, echo))
         .unwrap();
-    let mut client = connect(server.local_addr().unwrap());
+    let mut client = connect(tcp_addr(&server));
     let started = Instant::now();
     // 6 round trips 100 ms apart: 600 ms in all, never 300 ms of silence.
     for i in 0..6 {
@@ -616,7 +617,7 @@ fn one_shot_timeout_fires_for_a_silent_client() {
         ))
         .unwrap();
     let started = Instant::now();
-    let mut client = connect(server.local_addr().unwrap());
+    let mut client = connect(tcp_addr(&server));
     assert_eq!(read_to_close(&mut client), b"");
     assert!(started.elapsed() >= Duration::from_millis(300));
     wait_no_connections(&server);
@@ -635,7 +636,7 @@ fn one_shot_timeout_applies_once_then_read_timeout_returns() {
             echo,
         ))
         .unwrap();
-    let mut client = connect(server.local_addr().unwrap());
+    let mut client = connect(tcp_addr(&server));
     // Sent at once: the data reaches handle_data, whose Continue puts the
     // 5 s read_timeout back in place of the one-shot 150 ms.
     round_trip(&mut client, b"first");
@@ -676,7 +677,7 @@ fn persistent_timeout_keeps_applying_after_data() {
         .read_timeout(Some(Duration::from_secs(60)))
         .start(move |_: &Connection| Ok(Persistent { log: l.clone() }))
         .unwrap();
-    let mut client = connect(server.local_addr().unwrap());
+    let mut client = connect(tcp_addr(&server));
     round_trip(&mut client, b"a");
     round_trip(&mut client, b"b");
     let last = Instant::now();
@@ -705,7 +706,7 @@ fn continue_timeout_none_disables_the_idle_timeout() {
         .read_timeout(Some(Duration::from_millis(100)))
         .start(scripted(&log, |_| Flow::ContinueTimeout(None), echo))
         .unwrap();
-    let mut client = connect(server.local_addr().unwrap());
+    let mut client = connect(tcp_addr(&server));
     std::thread::sleep(Duration::from_millis(500));
     round_trip(&mut client, b"alive after 500 ms");
     // The next Continue brings the 100 ms read_timeout back.
@@ -725,7 +726,7 @@ fn read_timeout_none_never_times_out() {
         .read_timeout(None)
         .start(scripted(&log, wait_for_data, echo))
         .unwrap();
-    let mut client = connect(server.local_addr().unwrap());
+    let mut client = connect(tcp_addr(&server));
     std::thread::sleep(Duration::from_millis(500));
     round_trip(&mut client, b"alive");
     std::thread::sleep(Duration::from_millis(300));
@@ -836,7 +837,7 @@ fn mailbox_server(
 #[test]
 fn messages_arrive_in_order_never_concurrently_and_are_refused_after_the_end() {
     let (server, handles, overlaps, log) = mailbox_server(builder().num_workers(3));
-    let client = connect(server.local_addr().unwrap());
+    let client = connect(tcp_addr(&server));
     let conn = handles.recv_timeout(PATIENCE).unwrap();
     assert!(conn.is_alive());
     assert_eq!(conn.peer_addr(), client.local_addr().unwrap());
@@ -911,7 +912,7 @@ fn flow_close_from_handle_message_runs_handle_close() {
             Ok(CloseOnMessage { log: l.clone() })
         })
         .unwrap();
-    let mut client = connect(server.local_addr().unwrap());
+    let mut client = connect(tcp_addr(&server));
     assert_eq!(read_to_close(&mut client), b"from the factory|closing");
     wait_no_connections(&server);
     assert_eq!(log.entries(), ["from the factory", "close"]);
@@ -923,7 +924,7 @@ fn messages_do_not_restart_the_idle_timer() {
     let (server, handles, overlaps, log) =
         mailbox_server(builder().read_timeout(Some(Duration::from_millis(300))));
     let started = Instant::now();
-    let mut client = connect(server.local_addr().unwrap());
+    let mut client = connect(tcp_addr(&server));
     let conn = handles.recv_timeout(PATIENCE).unwrap();
     let mut sent = 0;
     while conn.send(format!("tick{sent}")).is_ok() {
@@ -971,7 +972,7 @@ fn messenger_pushes_a_message_to_every_live_connection() {
     let server = builder()
         .start(move |_: &Connection<String>| Ok(Messenger { log: l.clone() }))
         .unwrap();
-    let addr = server.local_addr().unwrap();
+    let addr = tcp_addr(&server);
     let mut clients: Vec<TcpStream> = (0..3).map(|_| connect(addr)).collect();
     for (i, client) in clients.iter_mut().enumerate() {
         client
@@ -1020,7 +1021,7 @@ fn bytes_left_by_a_synchronous_recv_reach_handle_data_at_once() {
     let server = builder()
         .start(scripted(&log, recv_five, |_, _| Flow::Continue))
         .unwrap();
-    let mut client = connect(server.local_addr().unwrap());
+    let mut client = connect(tcp_addr(&server));
     client.write_all(b"0123456789").unwrap();
     assert_eq!(read_n(&mut client, 5), b"01234");
     // Nothing more is sent: the rest must come from what is already there.
@@ -1045,7 +1046,7 @@ fn recv_zero_returns_the_bytes_available() {
     let server = builder()
         .start(scripted(&log, ready_then_recv_any, echo))
         .unwrap();
-    let mut client = connect(server.local_addr().unwrap());
+    let mut client = connect(tcp_addr(&server));
     assert_eq!(read_n(&mut client, 5), b"ready");
     client.write_all(b"abc").unwrap();
     assert_eq!(read_to_close(&mut client), b"got:abc");
@@ -1065,7 +1066,7 @@ fn recv_n_waits_for_exactly_n_bytes_sent_in_pieces() {
     let server = builder()
         .start(scripted(&log, ready_then_recv_nine, |_, _| Flow::Continue))
         .unwrap();
-    let mut client = connect(server.local_addr().unwrap());
+    let mut client = connect(tcp_addr(&server));
     assert_eq!(read_n(&mut client, 5), b"ready");
     for piece in [&b"12"[..], b"345", b"6789XY"] {
         client.write_all(piece).unwrap();
@@ -1108,7 +1109,7 @@ fn recv_timeout_fails_with_timeout_and_keeps_the_partial_bytes_for_the_next_recv
     let server = builder()
         .start(move |_: &Connection| Ok(Partial { log: l.clone() }))
         .unwrap();
-    let mut client = connect(server.local_addr().unwrap());
+    let mut client = connect(tcp_addr(&server));
     assert_eq!(read_n(&mut client, 5), b"ready");
     client.write_all(b"abcd").unwrap();
     assert_eq!(read_n(&mut client, 1), b"T");
@@ -1137,7 +1138,7 @@ fn bytes_of_a_timed_out_recv_reach_handle_data_after_the_callback() {
     let server = builder()
         .start(scripted(&log, recv_ten_briefly, |_, _| Flow::Continue))
         .unwrap();
-    let mut client = connect(server.local_addr().unwrap());
+    let mut client = connect(tcp_addr(&server));
     assert_eq!(read_n(&mut client, 5), b"ready");
     client.write_all(b"abcd").unwrap();
     wait_until("the four bytes in handle_data", || {
@@ -1175,7 +1176,7 @@ fn detach_echo(_: &mut Socket) -> Flow {
 fn detached_connection_is_echoed_by_the_app_thread_counted_and_released_on_drop() {
     let log = CallLog::new();
     let server = builder().start(scripted(&log, detach_echo, echo)).unwrap();
-    let mut client = connect(server.local_addr().unwrap());
+    let mut client = connect(tcp_addr(&server));
     round_trip(&mut client, b"echoed by the detached thread");
     round_trip(&mut client, &[7u8; 100_000]);
     assert_eq!(server.connection_count(), 1);
@@ -1199,7 +1200,7 @@ fn detached_connection_is_echoed_by_the_app_thread_counted_and_released_on_drop(
 fn stop_closes_a_detached_connection_after_its_wait() {
     let log = CallLog::new();
     let server = builder().start(scripted(&log, detach_echo, echo)).unwrap();
-    let mut client = connect(server.local_addr().unwrap());
+    let mut client = connect(tcp_addr(&server));
     round_trip(&mut client, b"detached");
     let wait = Duration::from_millis(300);
     std::thread::scope(|s| {
@@ -1232,7 +1233,7 @@ fn detach_hands_over_the_bytes_a_timed_out_recv_kept() {
     let server = builder()
         .start(scripted(&log, recv_then_detach, echo))
         .unwrap();
-    let mut client = connect(server.local_addr().unwrap());
+    let mut client = connect(tcp_addr(&server));
     assert_eq!(read_n(&mut client, 5), b"ready");
     client.write_all(b"hi:rest").unwrap();
     // The detached thread's first read gets the kept bytes.

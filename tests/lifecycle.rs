@@ -13,7 +13,9 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
 use atoll::{BoxError, Builder, Connection, Error, Flow, Handler, Server, Socket, Status};
-use util::{builder, connect, is_closed, read_n, read_to_close, round_trip, wait_until, PATIENCE};
+use util::{
+    builder, connect, is_closed, read_n, read_to_close, round_trip, tcp_addr, wait_until, PATIENCE,
+};
 
 /// Sends back every byte it receives.
 struct Echo;
@@ -79,7 +81,7 @@ impl Log {
         self.0
             .lock()
             .unwrap()
-            .push((socket.peer_addr(), event.into()));
+            .push((socket.peer_addr().inet().unwrap(), event.into()));
     }
 
     /// The events of the connection whose client is `client`.
@@ -109,7 +111,7 @@ impl Log {
 #[test]
 fn port_zero_reports_the_bound_port_and_a_taken_port_fails_with_a_bind_error() {
     let server = echo_server(builder().num_workers(2));
-    let addr = server.local_addr().unwrap();
+    let addr = tcp_addr(&server);
     assert_eq!(addr.ip(), std::net::IpAddr::from([127, 0, 0, 1]));
     assert_ne!(addr.port(), 0, "port 0 must be replaced by the real port");
     round_trip(&mut connect(addr), b"ping");
@@ -152,7 +154,7 @@ fn invalid_configurations_are_refused_with_config_errors_before_binding() {
     // A taken port: a configuration error must win over the bind error,
     // which shows the configuration is checked before anything is bound.
     let taken = echo_server(builder().num_workers(2));
-    let port = taken.local_addr().unwrap().port();
+    let port = tcp_addr(&taken).port();
     let cases = [
         ("num_workers", builder().port(port).num_workers(0)),
         ("num_acceptors", builder().port(port).num_acceptors(0)),
@@ -181,7 +183,7 @@ fn invalid_configurations_are_refused_with_config_errors_before_binding() {
     }
     let clients: Vec<TcpStream> = (0..3)
         .map(|i| {
-            let mut c = connect(taken.local_addr().unwrap());
+            let mut c = connect(tcp_addr(&taken));
             round_trip(&mut c, format!("client {i}").as_bytes());
             c
         })
@@ -201,7 +203,7 @@ fn over_limit_client_is_not_served_until_a_slot_frees() {
             .max_connections_retry_count(1000)
             .max_connections_retry_wait(ms(100)),
     );
-    let addr = server.local_addr().unwrap();
+    let addr = tcp_addr(&server);
     let mut c1 = connect(addr);
     round_trip(&mut c1, b"one");
     let mut c2 = connect(addr);
@@ -233,7 +235,7 @@ fn freed_slot_admits_a_waiting_client_at_once_not_at_the_next_retry() {
             .max_connections_retry_count(5)
             .max_connections_retry_wait(Duration::from_secs(60)),
     );
-    let addr = server.local_addr().unwrap();
+    let addr = tcp_addr(&server);
     let mut c1 = connect(addr);
     round_trip(&mut c1, b"one");
     let mut c2 = connect(addr);
@@ -253,7 +255,7 @@ fn over_limit_client_is_closed_after_its_retries_and_counted_as_rejected() {
             .max_connections_retry_count(2)
             .max_connections_retry_wait(ms(100)),
     );
-    let addr = server.local_addr().unwrap();
+    let addr = tcp_addr(&server);
     let mut c1 = connect(addr);
     round_trip(&mut c1, b"one");
     let mut c2 = connect(addr);
@@ -287,7 +289,7 @@ fn over_limit_client_is_closed_at_once_without_retries() {
             .max_connections_retry_count(0)
             .max_connections_retry_wait(Duration::from_secs(60)),
     );
-    let addr = server.local_addr().unwrap();
+    let addr = tcp_addr(&server);
     let mut c1 = connect(addr);
     round_trip(&mut c1, b"one");
     let mut c2 = connect(addr);
@@ -310,7 +312,7 @@ fn raising_the_limit_admits_a_waiting_client_at_once() {
             .max_connections_retry_count(5)
             .max_connections_retry_wait(Duration::from_secs(60)),
     );
-    let addr = server.local_addr().unwrap();
+    let addr = tcp_addr(&server);
     let mut c1 = connect(addr);
     round_trip(&mut c1, b"one");
     let mut c2 = connect(addr);
@@ -343,7 +345,7 @@ fn lowering_the_limit_closes_nobody_and_admits_nobody_until_under_it() {
             .max_connections_retry_count(5)
             .max_connections_retry_wait(Duration::from_secs(60)),
     );
-    let addr = server.local_addr().unwrap();
+    let addr = tcp_addr(&server);
     let mut open: Vec<TcpStream> = (0..3)
         .map(|_| {
             let mut c = connect(addr);
@@ -374,7 +376,7 @@ fn lowering_the_limit_closes_nobody_and_admits_nobody_until_under_it() {
 fn connection_list_has_unique_ids_and_client_addresses_and_shrinks_as_clients_leave() {
     let before = SystemTime::now();
     let server = echo_server(builder().num_workers(2));
-    let addr = server.local_addr().unwrap();
+    let addr = tcp_addr(&server);
     assert_eq!(server.connection_count(), 0);
     assert!(server.connections().is_empty());
 
@@ -393,7 +395,7 @@ fn connection_list_has_unique_ids_and_client_addresses_and_shrinks_as_clients_le
     assert_eq!(list.len(), 5);
     let ids: HashSet<u64> = list.iter().map(Connection::id).collect();
     assert_eq!(ids.len(), 5, "ids must be unique: {list:?}");
-    let listed: HashSet<SocketAddr> = list.iter().map(Connection::peer_addr).collect();
+    let listed: HashSet<SocketAddr> = list.iter().filter_map(|c| c.peer_addr().inet()).collect();
     assert_eq!(listed, peers(&clients));
     for conn in &list {
         assert_eq!(conn.local_addr(), addr);
@@ -406,12 +408,12 @@ fn connection_list_has_unique_ids_and_client_addresses_and_shrinks_as_clients_le
     drop(gone);
     wait_until("count == 3", || server.connection_count() == 3);
     let list2 = server.connections();
-    let listed: HashSet<SocketAddr> = list2.iter().map(Connection::peer_addr).collect();
+    let listed: HashSet<SocketAddr> = list2.iter().filter_map(|c| c.peer_addr().inet()).collect();
     assert_eq!(listed, peers(&clients));
     for conn in &list {
         assert_eq!(
             conn.is_alive(),
-            !gone_peers.contains(&conn.peer_addr()),
+            !gone_peers.contains(&conn.peer_addr().inet().unwrap()),
             "{conn:?}"
         );
     }
@@ -440,7 +442,7 @@ fn connection_list_has_unique_ids_and_client_addresses_and_shrinks_as_clients_le
 fn suspended_server_refuses_new_clients_keeps_serving_open_ones_and_resumes() {
     // Two acceptors: each holds a clone of the listener, and all must let go.
     let server = echo_server(builder().num_workers(2).num_acceptors(2));
-    let addr = server.local_addr().unwrap();
+    let addr = tcp_addr(&server);
     let mut c1 = connect(addr);
     round_trip(&mut c1, b"before");
 
@@ -456,14 +458,14 @@ fn suspended_server_refuses_new_clients_keeps_serving_open_ones_and_resumes() {
     // Port 0 configured: resume listens on a free port, maybe a new one.
     server.resume().unwrap();
     assert_eq!(server.status(), Status::Running);
-    let addr2 = server.local_addr().unwrap();
+    let addr2 = tcp_addr(&server);
     assert_eq!(addr2.ip(), addr.ip());
     assert_ne!(addr2.port(), 0);
     let mut c2 = connect(addr2);
     round_trip(&mut c2, b"after");
     round_trip(&mut c1, b"after too");
     server.resume().unwrap(); // twice is harmless
-    assert_eq!(server.local_addr().unwrap(), addr2);
+    assert_eq!(tcp_addr(&server), addr2);
     assert_eq!(server.connection_count(), 2);
 }
 
@@ -471,7 +473,7 @@ fn suspended_server_refuses_new_clients_keeps_serving_open_ones_and_resumes() {
 fn resume_listens_again_on_the_configured_port() {
     let port = free_port();
     let server = echo_server(builder().num_workers(2).port(port));
-    let addr = server.local_addr().unwrap();
+    let addr = tcp_addr(&server);
     assert_eq!(addr.port(), port);
     let mut c1 = connect(addr);
     round_trip(&mut c1, b"before");
@@ -481,7 +483,7 @@ fn resume_listens_again_on_the_configured_port() {
     // With reuse_address (the default) the port binds again although an
     // accepted connection still uses it.
     server.resume().unwrap();
-    assert_eq!(server.local_addr().unwrap(), addr);
+    assert_eq!(tcp_addr(&server), addr);
     let mut c2 = connect(addr);
     round_trip(&mut c2, b"after");
     round_trip(&mut c1, b"old one too");
@@ -491,7 +493,7 @@ fn resume_listens_again_on_the_configured_port() {
 fn resume_fails_with_a_bind_error_and_stays_suspended_while_the_port_is_taken() {
     let port = free_port();
     let server = echo_server(builder().num_workers(2).port(port));
-    let addr = server.local_addr().unwrap();
+    let addr = tcp_addr(&server);
     let mut c1 = connect(addr);
     round_trip(&mut c1, b"before");
     server.suspend().unwrap();
@@ -514,7 +516,7 @@ fn resume_fails_with_a_bind_error_and_stays_suspended_while_the_port_is_taken() 
     drop(squatter);
     server.resume().unwrap();
     assert_eq!(server.status(), Status::Running);
-    assert_eq!(server.local_addr().unwrap(), addr);
+    assert_eq!(tcp_addr(&server), addr);
     round_trip(&mut connect(addr), b"after");
 }
 
@@ -568,7 +570,7 @@ fn stop_says_goodbye_to_idle_clients_and_lets_busy_ones_finish_their_reply() {
             })
         })
         .unwrap();
-    let addr = server.local_addr().unwrap();
+    let addr = tcp_addr(&server);
     let mut idle = connect(addr);
     round_trip(&mut idle, b"hello");
     let mut busy = connect(addr);
@@ -664,7 +666,7 @@ fn blocker_server(b: Builder, log: &Log, ignore_errors: bool) -> Server {
 fn stop_forces_closed_a_handler_blocked_in_recv_after_the_wait() {
     let log = Log::default();
     let server = blocker_server(builder().num_workers(2), &log, false);
-    let addr = server.local_addr().unwrap();
+    let addr = tcp_addr(&server);
     let mut client = connect(addr);
     client.write_all(b"go").unwrap();
     wait_until("the handler blocks", || log.all().len() == 1);
@@ -695,7 +697,7 @@ fn stop_forces_closed_a_handler_blocked_in_recv_after_the_wait() {
 fn forced_close_then_runs_handle_shutdown_if_the_blocked_handler_carries_on() {
     let log = Log::default();
     let server = blocker_server(builder().num_workers(2), &log, true);
-    let addr = server.local_addr().unwrap();
+    let addr = tcp_addr(&server);
     let mut client = connect(addr);
     client.write_all(b"go").unwrap();
     wait_until("the handler blocks", || log.all().len() == 1);
@@ -724,7 +726,7 @@ fn forced_close_then_runs_handle_shutdown_if_the_blocked_handler_carries_on() {
 fn status_and_local_addr_answer_while_a_stop_drains() {
     let log = Log::default();
     let server = Arc::new(blocker_server(builder().num_workers(2), &log, false));
-    let addr = server.local_addr().unwrap();
+    let addr = tcp_addr(&server);
     let mut client = connect(addr);
     client.write_all(b"go").unwrap();
     wait_until("the handler blocks", || log.all().len() == 1);
@@ -761,7 +763,7 @@ fn shutdown_waits_the_configured_shutdown_timeout_then_forces_the_close() {
         &log,
         false,
     );
-    let mut client = connect(server.local_addr().unwrap());
+    let mut client = connect(tcp_addr(&server));
     client.write_all(b"go").unwrap();
     wait_until("the handler blocks", || log.all().len() == 1);
     let t0 = Instant::now();
@@ -783,7 +785,7 @@ fn stop_closes_a_client_waiting_for_a_slot() {
             .max_connections_retry_count(5)
             .max_connections_retry_wait(Duration::from_secs(60)),
     );
-    let addr = server.local_addr().unwrap();
+    let addr = tcp_addr(&server);
     let mut c1 = connect(addr);
     round_trip(&mut c1, b"one");
     let mut waiting = connect(addr);
@@ -812,7 +814,7 @@ fn wait_returns_once_another_thread_stops_the_server() {
         rx.recv_timeout(ms(200)).is_err(),
         "wait returned while the server runs"
     );
-    round_trip(&mut connect(server.local_addr().unwrap()), b"running");
+    round_trip(&mut connect(tcp_addr(&server)), b"running");
     server.stop(PATIENCE);
     assert_eq!(rx.recv_timeout(PATIENCE), Ok(Status::Stopped));
     waiter.join().unwrap();
@@ -842,7 +844,7 @@ fn dropping_the_server_stops_it() {
         .num_workers(2)
         .start(move |_| Ok(CountShutdown(s.clone())))
         .unwrap();
-    let addr = server.local_addr().unwrap();
+    let addr = tcp_addr(&server);
     let mut client = connect(addr);
     round_trip(&mut client, b"hi");
     let t0 = Instant::now();
@@ -869,7 +871,7 @@ fn accepting_goes_on_after_a_factory_refusal() {
             }
         })
         .unwrap();
-    let addr = server.local_addr().unwrap();
+    let addr = tcp_addr(&server);
     let mut refused = connect(addr);
     assert!(is_closed(&mut refused), "a refused client sees a close");
     wait_until("refused == 1", || server.stats().refused == 1);
@@ -902,7 +904,7 @@ fn accepting_goes_on_after_a_factory_panic() {
             Ok(Echo)
         })
         .unwrap();
-    let addr = server.local_addr().unwrap();
+    let addr = tcp_addr(&server);
     let mut first = connect(addr);
     assert!(
         is_closed(&mut first),

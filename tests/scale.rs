@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use atoll::{Builder, Flow, Handler, Server, Socket};
 use util::{
     builder, connect, is_closed, open_fds, read_to_close, round_trip, settled_thread_count,
-    thread_count, threads_named, wait_until, PATIENCE,
+    tcp_addr, thread_count, threads_named, wait_until, PATIENCE,
 };
 
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -86,7 +86,7 @@ fn thousand_concurrent_clients_each_echo_100_messages_byte_exact() {
 
     let t0 = Instant::now();
     let server = echo_server(builder().num_workers(4));
-    let addr = server.local_addr().unwrap();
+    let addr = tcp_addr(&server);
 
     let (ready_tx, ready_rx) = mpsc::channel::<()>();
     let mut go = Vec::new();
@@ -177,7 +177,7 @@ fn ten_thousand_connect_close_cycles_leak_no_descriptors_or_threads() {
     let fds_before = open_fds();
 
     let server = echo_server(builder().num_workers(2).num_acceptors(1));
-    let addr = server.local_addr().unwrap();
+    let addr = tcp_addr(&server);
     // One cycle first, so that anything made once (not per connection)
     // exists before the baseline.
     round_trip(&mut connect(addr), b"warm-up");
@@ -232,7 +232,7 @@ fn thread_count_is_fixed_with_500_connections_open() {
             .num_acceptors(ACCEPTORS)
             .num_connections(None),
     );
-    let addr = server.local_addr().unwrap();
+    let addr = tcp_addr(&server);
     let mut conns: Vec<TcpStream> = (0..CONNS).map(|_| connect(addr)).collect();
     for (i, c) in conns.iter_mut().enumerate() {
         round_trip(c, format!("connection {i}").as_bytes());
@@ -316,7 +316,7 @@ fn suspend_and_resume_start_no_threads_and_stop_joins_every_thread() {
         .start(move |_| Ok(Slow(busy_tx.lock().unwrap().clone())))
         .unwrap();
     assert_eq!(thread_count(), before + WORKERS + 2);
-    let mut idle = connect(server.local_addr().unwrap());
+    let mut idle = connect(tcp_addr(&server));
     round_trip(&mut idle, b"idle");
     for _ in 0..3 {
         server.suspend().unwrap();
@@ -327,9 +327,7 @@ fn suspend_and_resume_start_no_threads_and_stop_joins_every_thread() {
 
     // One slow request per worker: all busy at once, so every worker thread
     // is watched.
-    let mut busy: Vec<TcpStream> = (0..WORKERS)
-        .map(|_| connect(server.local_addr().unwrap()))
-        .collect();
+    let mut busy: Vec<TcpStream> = (0..WORKERS).map(|_| connect(tcp_addr(&server))).collect();
     for c in &mut busy {
         c.write_all(b"slow").unwrap();
     }

@@ -6,14 +6,17 @@ mod util;
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, IoSlice, Read, Write};
-use std::net::{Shutdown as NetShutdown, SocketAddr};
+use std::net::{Shutdown as NetShutdown};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use atoll::transport::Addr;
 use atoll::{BoxError, Builder, Connection, Error, Flow, Handler, Shutdown, Socket, SocketStats};
-use util::{connect, read_n, read_to_close, round_trip, wait_no_connections, CallLog, PATIENCE};
+use util::{
+    connect, read_n, read_to_close, round_trip, tcp_addr, wait_no_connections, CallLog, PATIENCE,
+};
 
 /// A small server: two workers, and a short drain at the end of a test.
 fn builder() -> Builder {
@@ -132,7 +135,7 @@ fn send_vectored_and_read(slices: Vec<Vec<u8>>) -> Vec<u8> {
             }
         }))
         .unwrap();
-    let mut client = connect(server.local_addr().unwrap());
+    let mut client = connect(tcp_addr(&server));
     let received = read_to_close(&mut client);
     assert_eq!(rx.recv_timeout(PATIENCE).unwrap(), Ok(()));
     server.stop(PATIENCE);
@@ -198,7 +201,7 @@ fn sendfile_and_read(file: &TempFile, offset: u64, len: u64) -> (Vec<u8>, Result
             }
         }))
         .unwrap();
-    let mut client = connect(server.local_addr().unwrap());
+    let mut client = connect(tcp_addr(&server));
     let received = read_to_close(&mut client);
     let sent = rx.recv_timeout(PATIENCE).unwrap();
     server.stop(PATIENCE);
@@ -265,7 +268,7 @@ fn stats_count_the_bytes_received_and_sent() {
     let server = builder()
         .start(move |_: &Connection| Ok(Counted { stats: tx.clone() }))
         .unwrap();
-    let mut client = connect(server.local_addr().unwrap());
+    let mut client = connect(tcp_addr(&server));
     let messages = [
         pattern(1, 0),
         pattern(100, 1),
@@ -323,7 +326,7 @@ fn read_and_write_traits_drive_a_line_protocol_through_a_bufreader() {
             move |socket: &mut Socket| lines(socket, &log)
         }))
         .unwrap();
-    let addr = server.local_addr().unwrap();
+    let addr = tcp_addr(&server);
 
     let mut client = connect(addr);
     let mut reader = BufReader::new(client.try_clone().unwrap());
@@ -404,7 +407,7 @@ fn options_seen(b: Builder, change: fn(&mut Socket) -> Result<(), Error>) -> (Op
             }
         }))
         .unwrap();
-    let mut client = connect(server.local_addr().unwrap());
+    let mut client = connect(tcp_addr(&server));
     assert_eq!(read_to_close(&mut client), b"");
     let seen = rx.recv_timeout(PATIENCE).unwrap().unwrap();
     server.stop(PATIENCE);
@@ -474,7 +477,7 @@ fn set_read_timeout_in_a_callback_replaces_the_idle_timeout() {
         }))
         .unwrap();
     let started = Instant::now();
-    let mut client = connect(server.local_addr().unwrap());
+    let mut client = connect(tcp_addr(&server));
     round_trip(&mut client, b"x");
     assert_eq!(read_to_close(&mut client), b"");
     assert!(started.elapsed() >= Duration::from_millis(200));
@@ -510,7 +513,7 @@ fn read_trait_times_out_with_timed_out_after_the_read_timeout() {
             }
         }))
         .unwrap();
-    let mut client = connect(server.local_addr().unwrap());
+    let mut client = connect(tcp_addr(&server));
     assert_eq!(read_to_close(&mut client), b"still here");
     wait_no_connections(&server);
     assert_eq!(
@@ -553,7 +556,7 @@ fn shutdown_write_from_the_handler_gives_the_client_eof_after_the_data() {
     let server = builder()
         .start(move |_: &Connection| Ok(HalfClose { log: l.clone() }))
         .unwrap();
-    let mut client = connect(server.local_addr().unwrap());
+    let mut client = connect(tcp_addr(&server));
     let mut received = Vec::new();
     // A clean end of stream (not a reset) right after the data.
     client.read_to_end(&mut received).unwrap();
@@ -606,7 +609,7 @@ fn close_inside_handle_data_closes_the_connection_without_handle_close() {
     let server = builder()
         .start(move |_: &Connection| Ok(Closer { log: l.clone() }))
         .unwrap();
-    let mut client = connect(server.local_addr().unwrap());
+    let mut client = connect(tcp_addr(&server));
     client.write_all(b"close me").unwrap();
     assert_eq!(read_to_close(&mut client), b"");
     wait_no_connections(&server);
@@ -648,7 +651,7 @@ fn send_to_a_client_that_never_reads_times_out_closes_and_reaches_handle_error()
             }
         }))
         .unwrap();
-    let mut client = connect(server.local_addr().unwrap());
+    let mut client = connect(tcp_addr(&server));
     let (result, closed, sent, waited) = rx.recv_timeout(PATIENCE).unwrap();
     assert_eq!(result, "timeout");
     assert!(closed, "the socket is closed after a send timeout");
@@ -674,18 +677,18 @@ fn send_to_a_client_that_never_reads_times_out_closes_and_reaches_handle_error()
 fn peer_and_local_addresses_match_what_the_client_sees() {
     struct Addrs {
         conn: Connection,
-        tx: mpsc::Sender<(u64, SocketAddr, SocketAddr, u64, SocketAddr, SocketAddr)>,
+        tx: mpsc::Sender<(u64, Addr, Addr, u64, Addr, Addr)>,
     }
     impl Handler for Addrs {
         fn handle_connection(&mut self, socket: &mut Socket) -> Flow {
             let c = &self.conn;
             let _ = self.tx.send((
                 socket.id(),
-                socket.peer_addr(),
-                socket.local_addr(),
+                socket.peer_addr().clone(),
+                socket.local_addr().clone(),
                 c.id(),
-                c.peer_addr(),
-                c.local_addr(),
+                c.peer_addr().clone(),
+                c.local_addr().clone(),
             ));
             Flow::Continue
         }
@@ -699,7 +702,7 @@ fn peer_and_local_addresses_match_what_the_client_sees() {
             })
         })
         .unwrap();
-    let addr = server.local_addr().unwrap();
+    let addr = tcp_addr(&server);
     let first = connect(addr);
     let second = connect(addr);
     let mut ids = Vec::new();
@@ -711,7 +714,7 @@ fn peer_and_local_addresses_match_what_the_client_sees() {
         );
         assert_eq!(local, addr);
         assert_eq!(local, first.peer_addr().unwrap());
-        assert_eq!((conn_id, conn_peer, conn_local), (id, peer, local));
+        assert_eq!((conn_id, &conn_peer, &conn_local), (id, &peer, &local));
         ids.push(id);
     }
     assert_ne!(ids[0], ids[1], "connection ids are unique");
@@ -732,7 +735,7 @@ fn ipv6_loopback_echo() {
         }
         Err(e) => panic!("unexpected error starting on ::1: {e}"),
     };
-    let addr = server.local_addr().unwrap();
+    let addr = tcp_addr(&server);
     assert!(addr.is_ipv6());
     let mut client = connect(addr);
     round_trip(&mut client, b"over IPv6");
@@ -756,7 +759,7 @@ fn client_reads_everything_sent_before_a_flow_close() {
             }
         }))
         .unwrap();
-    let mut client = connect(server.local_addr().unwrap());
+    let mut client = connect(tcp_addr(&server));
     let received = read_n(&mut client, expected.len());
     assert!(received == expected, "the bytes differ");
     assert_eq!(read_to_close(&mut client), b"");

@@ -157,3 +157,9 @@ impl CallLog {
 pub fn wait_no_connections<M: Send + 'static>(server: &atoll::Server<M>) {
     wait_until("no live connections", || server.connection_count() == 0);
 }
+
+/// The TCP address a server listens on.
+pub fn tcp_addr<M: Send + 'static>(server: &atoll::Server<M>) -> std::net::SocketAddr {
+    let addr = server.local_addr().expect("listening");
+    addr.inet().expect("a TCP listener")
+}

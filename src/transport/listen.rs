@@ -1,0 +1,667 @@
+//! Listening: [`ListenOptions`], the listening socket the poll threads
+//! watch, and the standalone [`Listener`].
+
+use std::fmt;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::FileTypeExt;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mio::event::Source;
+use mio::{Interest, Registry, Token};
+use socket2::{Domain, SockAddr, Socket as RawSocket, Type};
+
+use super::{Addr, Handshake, Io, Stream, Transport};
+use crate::error::Error;
+use crate::socket::Socket;
+use crate::sys::{self, Wait};
+
+/// Where to listen.
+#[derive(Clone, Debug)]
+enum Bind {
+    Inet(SocketAddr),
+    Unix(PathBuf),
+}
+
+/// How to listen, and the options of every accepted socket: the listen
+/// options of the seeds (`gen_tcp`'s and Pool's), the Rust way.
+///
+/// [`Builder`](crate::Builder) has a setter for each; use this type directly
+/// for a standalone [`Listener`].
+///
+/// ```
+/// use std::time::Duration;
+/// use atoll::transport::ListenOptions;
+///
+/// let options = ListenOptions::new()
+///     .ip("::".parse().unwrap())
+///     .port(8080)
+///     .only_v6(false) // dual-stack: IPv4 clients too
+///     .backlog(4096)
+///     .reuse_port(true)
+///     .keepalive(true);
+/// ```
+#[derive(Clone, Debug)]
+pub struct ListenOptions {
+    bind: Bind,
+    pub(crate) backlog: u32,
+    only_v6: Option<bool>,
+    reuse_address: bool,
+    reuse_port: bool,
+    pub(crate) nodelay: bool,
+    pub(crate) linger: Option<Duration>,
+    pub(crate) send_timeout: Option<Duration>,
+    pub(crate) keepalive: bool,
+    pub(crate) recv_buffer_size: Option<usize>,
+    pub(crate) send_buffer_size: Option<usize>,
+    remove_stale_socket: bool,
+    nonblocking: bool,
+}
+
+impl Default for ListenOptions {
+    fn default() -> ListenOptions {
+        ListenOptions {
+            bind: Bind::Inet(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 4000)),
+            backlog: 1024,
+            only_v6: None,
+            reuse_address: true,
+            reuse_port: false,
+            nodelay: true,
+            linger: None,
+            send_timeout: Some(Duration::from_secs(30)),
+            keepalive: false,
+            recv_buffer_size: None,
+            send_buffer_size: None,
+            remove_stale_socket: false,
+            nonblocking: true,
+        }
+    }
+}
+
+impl ListenOptions {
+    /// The defaults: `0.0.0.0:4000`, backlog 1024, `SO_REUSEADDR` and
+    /// `TCP_NODELAY` on, a 30 s send timeout.
+    ///
+    /// ```
+    /// let options = atoll::transport::ListenOptions::new();
+    /// ```
+    pub fn new() -> ListenOptions {
+        ListenOptions::default()
+    }
+
+    /// The IP address to listen on (any, loopback, or one interface's).
+    /// Default is `0.0.0.0`.
+    ///
+    /// ```
+    /// let options = atoll::transport::ListenOptions::new().ip([127, 0, 0, 1].into());
+    /// ```
+    pub fn ip(mut self, ip: IpAddr) -> ListenOptions {
+        let port = self.inet_port();
+        self.bind = Bind::Inet(SocketAddr::new(ip, port));
+        self
+    }
+
+    /// The port; 0 picks a free one. Default is 4000.
+    ///
+    /// ```
+    /// let options = atoll::transport::ListenOptions::new().port(0);
+    /// ```
+    pub fn port(mut self, port: u16) -> ListenOptions {
+        let ip = match &self.bind {
+            Bind::Inet(a) => a.ip(),
+            Bind::Unix(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        };
+        self.bind = Bind::Inet(SocketAddr::new(ip, port));
+        self
+    }
+
+    /// Listens on a Unix socket at `path` instead of TCP (the seeds'
+    /// `{:local, path}`). The file is removed when the listener closes.
+    ///
+    /// ```
+    /// let options = atoll::transport::ListenOptions::new().unix("/run/app.sock");
+    /// ```
+    pub fn unix(mut self, path: impl Into<PathBuf>) -> ListenOptions {
+        self.bind = Bind::Unix(path.into());
+        self
+    }
+
+    /// Removes a file left at the Unix socket path by a process that did
+    /// not clean up, before binding. Only a socket file is removed. Default
+    /// is `false`.
+    ///
+    /// ```
+    /// let options = atoll::transport::ListenOptions::new().unix("/run/app.sock").remove_stale_socket(true);
+    /// ```
+    pub fn remove_stale_socket(mut self, remove: bool) -> ListenOptions {
+        self.remove_stale_socket = remove;
+        self
+    }
+
+    /// The listen backlog. Default is 1024.
+    ///
+    /// ```
+    /// let options = atoll::transport::ListenOptions::new().backlog(16);
+    /// ```
+    pub fn backlog(mut self, backlog: u32) -> ListenOptions {
+        self.backlog = backlog;
+        self
+    }
+
+    /// `IPV6_V6ONLY` on an IPv6 listener: `true` takes IPv6 clients only,
+    /// `false` IPv4 ones too (dual-stack). Default is the system's.
+    ///
+    /// ```
+    /// let options = atoll::transport::ListenOptions::new().ip("::".parse().unwrap()).only_v6(true);
+    /// ```
+    pub fn only_v6(mut self, only_v6: bool) -> ListenOptions {
+        self.only_v6 = Some(only_v6);
+        self
+    }
+
+    /// `SO_REUSEADDR`. Default is `true`.
+    ///
+    /// ```
+    /// let options = atoll::transport::ListenOptions::new().reuse_address(false);
+    /// ```
+    pub fn reuse_address(mut self, reuse: bool) -> ListenOptions {
+        self.reuse_address = reuse;
+        self
+    }
+
+    /// `SO_REUSEPORT`: several listeners (processes) on one port, the
+    /// kernel spreading connections. Default is `false`.
+    ///
+    /// ```
+    /// let options = atoll::transport::ListenOptions::new().reuse_port(true);
+    /// ```
+    pub fn reuse_port(mut self, reuse: bool) -> ListenOptions {
+        self.reuse_port = reuse;
+        self
+    }
+
+    /// `TCP_NODELAY` on accepted sockets. Default is `true`.
+    ///
+    /// ```
+    /// let options = atoll::transport::ListenOptions::new().nodelay(false);
+    /// ```
+    pub fn nodelay(mut self, nodelay: bool) -> ListenOptions {
+        self.nodelay = nodelay;
+        self
+    }
+
+    /// `SO_LINGER` on accepted sockets. Default is off.
+    ///
+    /// ```
+    /// let options = atoll::transport::ListenOptions::new().linger(Some(std::time::Duration::from_secs(1)));
+    /// ```
+    pub fn linger(mut self, linger: Option<Duration>) -> ListenOptions {
+        self.linger = linger;
+        self
+    }
+
+    /// How long a send may wait for the peer; then it fails and the
+    /// connection closes. Default is 30 s.
+    ///
+    /// ```
+    /// let options = atoll::transport::ListenOptions::new().send_timeout(None);
+    /// ```
+    pub fn send_timeout(mut self, timeout: Option<Duration>) -> ListenOptions {
+        self.send_timeout = timeout;
+        self
+    }
+
+    /// `SO_KEEPALIVE` on accepted sockets. Default is `false`.
+    ///
+    /// ```
+    /// let options = atoll::transport::ListenOptions::new().keepalive(true);
+    /// ```
+    pub fn keepalive(mut self, keepalive: bool) -> ListenOptions {
+        self.keepalive = keepalive;
+        self
+    }
+
+    /// `SO_RCVBUF` on accepted sockets. Default is the system's.
+    ///
+    /// ```
+    /// let options = atoll::transport::ListenOptions::new().recv_buffer_size(Some(1 << 20));
+    /// ```
+    pub fn recv_buffer_size(mut self, size: Option<usize>) -> ListenOptions {
+        self.recv_buffer_size = size;
+        self
+    }
+
+    /// `SO_SNDBUF` on accepted sockets. Default is the system's.
+    ///
+    /// ```
+    /// let options = atoll::transport::ListenOptions::new().send_buffer_size(Some(1 << 20));
+    /// ```
+    pub fn send_buffer_size(mut self, size: Option<usize>) -> ListenOptions {
+        self.send_buffer_size = size;
+        self
+    }
+
+    /// Asks for blocking sockets. The server drives its sockets with
+    /// readiness and needs them non-blocking, so `false` makes binding fail
+    /// with [`Error::Config`] rather than being silently ignored. Default
+    /// is `true`.
+    ///
+    /// ```
+    /// let options = atoll::transport::ListenOptions::new().nonblocking(false);
+    /// let err = atoll::transport::Listener::bind(atoll::transport::Tcp, &options.port(0)).unwrap_err();
+    /// assert!(matches!(err, atoll::Error::Config(_)));
+    /// ```
+    pub fn nonblocking(mut self, nonblocking: bool) -> ListenOptions {
+        self.nonblocking = nonblocking;
+        self
+    }
+
+    fn inet_port(&self) -> u16 {
+        match &self.bind {
+            Bind::Inet(a) => a.port(),
+            Bind::Unix(_) => 4000,
+        }
+    }
+
+    /// The address this binds, for error messages.
+    pub(crate) fn bind_addr(&self) -> Addr {
+        match &self.bind {
+            Bind::Inet(a) => Addr::Inet(*a),
+            Bind::Unix(p) => Addr::Unix(Some(p.clone())),
+        }
+    }
+
+    pub(crate) fn unix_path(&self) -> Option<&PathBuf> {
+        match &self.bind {
+            Bind::Unix(p) => Some(p),
+            Bind::Inet(_) => None,
+        }
+    }
+
+    pub(crate) fn validate(&self) -> Result<(), Error> {
+        if !self.nonblocking {
+            return Err(Error::Config(
+                "atoll drives its sockets by readiness and needs them non-blocking; \
+                 Socket's methods already block with timeouts"
+                    .into(),
+            ));
+        }
+        if self.send_timeout == Some(Duration::ZERO) {
+            return Err(Error::Config(
+                "send_timeout must be positive or None".into(),
+            ));
+        }
+        if self.only_v6.is_some() && !matches!(&self.bind, Bind::Inet(SocketAddr::V6(_))) {
+            return Err(Error::Config(
+                "only_v6 applies to an IPv6 listen address".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Binds and listens; the socket is non-blocking.
+    pub(crate) fn bind(&self) -> Result<RawSocket, Error> {
+        self.validate()?;
+        let addr = self.bind_addr();
+        let fail = |source| Error::Bind {
+            addr: addr.clone(),
+            source,
+        };
+        let socket = match &self.bind {
+            Bind::Inet(inet) => {
+                let socket =
+                    RawSocket::new(Domain::for_address(*inet), Type::STREAM, None).map_err(fail)?;
+                socket.set_reuse_address(self.reuse_address).map_err(fail)?;
+                if self.reuse_port {
+                    socket.set_reuse_port(true).map_err(fail)?;
+                }
+                if let Some(only) = self.only_v6 {
+                    socket.set_only_v6(only).map_err(fail)?;
+                }
+                socket.bind(&(*inet).into()).map_err(fail)?;
+                socket
+            }
+            Bind::Unix(path) => {
+                if self.remove_stale_socket {
+                    remove_socket_file(path).map_err(fail)?;
+                }
+                let socket = RawSocket::new(Domain::UNIX, Type::STREAM, None).map_err(fail)?;
+                socket
+                    .bind(&SockAddr::unix(path).map_err(fail)?)
+                    .map_err(fail)?;
+                socket
+            }
+        };
+        let backlog = i32::try_from(self.backlog).unwrap_or(i32::MAX);
+        socket.listen(backlog).map_err(fail)?;
+        socket.set_nonblocking(true).map_err(fail)?;
+        Ok(socket)
+    }
+
+    /// Applies the accepted-socket options. Failures are not fatal: the
+    /// peer may already have gone, or the option not apply (no Nagle on a
+    /// Unix socket).
+    pub(crate) fn apply(&self, sock: &RawSocket, inet: bool) {
+        let results = [
+            if inet && self.nodelay {
+                sock.set_tcp_nodelay(true)
+            } else {
+                Ok(())
+            },
+            if self.linger.is_some() {
+                sock.set_linger(self.linger)
+            } else {
+                Ok(())
+            },
+            if inet && self.keepalive {
+                sock.set_keepalive(true)
+            } else {
+                Ok(())
+            },
+            self.recv_buffer_size
+                .map_or(Ok(()), |s| sock.set_recv_buffer_size(s)),
+            self.send_buffer_size
+                .map_or(Ok(()), |s| sock.set_send_buffer_size(s)),
+        ];
+        for e in results.into_iter().filter_map(Result::err) {
+            log::debug!("atoll: socket option not applied: {e}");
+        }
+    }
+}
+
+/// Removes `path` if it is a socket file; a missing file is fine.
+fn remove_socket_file(path: &PathBuf) -> io::Result<()> {
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => std::fs::remove_file(path),
+        Ok(_) => Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            "the path exists and is not a socket; not removed",
+        )),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// A bound listening socket in the form a poll thread registers.
+pub(crate) enum ListenSocket {
+    Tcp(mio::net::TcpListener),
+    Unix(mio::net::UnixListener),
+}
+
+impl ListenSocket {
+    /// One clone per poll thread; each accepts from the same queue.
+    pub(crate) fn clones(
+        socket: &RawSocket,
+        n: usize,
+        unix: bool,
+    ) -> io::Result<Vec<ListenSocket>> {
+        (0..n)
+            .map(|_| {
+                let fd = OwnedFd::from(socket.try_clone()?);
+                Ok(if unix {
+                    ListenSocket::Unix(mio::net::UnixListener::from(fd))
+                } else {
+                    ListenSocket::Tcp(mio::net::TcpListener::from(fd))
+                })
+            })
+            .collect()
+    }
+
+    /// Accepts one connection: a non-blocking socket and its peer.
+    pub(crate) fn accept(&self) -> io::Result<(RawSocket, Addr)> {
+        match self {
+            ListenSocket::Tcp(l) => {
+                let (stream, peer) = l.accept()?;
+                Ok((RawSocket::from(OwnedFd::from(stream)), Addr::Inet(peer)))
+            }
+            ListenSocket::Unix(l) => {
+                let (stream, peer) = l.accept()?;
+                let path = peer.as_pathname().map(|p| p.to_path_buf());
+                Ok((RawSocket::from(OwnedFd::from(stream)), Addr::Unix(path)))
+            }
+        }
+    }
+
+    /// The address every accepted connection has as its local address,
+    /// when that is fixed (a listener on one IP, or a Unix path).
+    pub(crate) fn fixed_local(&self) -> Option<Addr> {
+        match self {
+            ListenSocket::Tcp(l) => l
+                .local_addr()
+                .ok()
+                .filter(|a| !a.ip().is_unspecified())
+                .map(Addr::Inet),
+            ListenSocket::Unix(l) => {
+                let addr = l.local_addr().ok()?;
+                Some(Addr::Unix(addr.as_pathname().map(|p| p.to_path_buf())))
+            }
+        }
+    }
+}
+
+impl Source for ListenSocket {
+    fn register(
+        &mut self,
+        registry: &Registry,
+        token: Token,
+        interests: Interest,
+    ) -> io::Result<()> {
+        match self {
+            ListenSocket::Tcp(l) => l.register(registry, token, interests),
+            ListenSocket::Unix(l) => l.register(registry, token, interests),
+        }
+    }
+
+    fn reregister(
+        &mut self,
+        registry: &Registry,
+        token: Token,
+        interests: Interest,
+    ) -> io::Result<()> {
+        match self {
+            ListenSocket::Tcp(l) => l.reregister(registry, token, interests),
+            ListenSocket::Unix(l) => l.reregister(registry, token, interests),
+        }
+    }
+
+    fn deregister(&mut self, registry: &Registry) -> io::Result<()> {
+        match self {
+            ListenSocket::Tcp(l) => l.deregister(registry),
+            ListenSocket::Unix(l) => l.deregister(registry),
+        }
+    }
+}
+
+/// Why [`Listener::accept`] returned no connection.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum AcceptError {
+    /// No connection came within the timeout.
+    Timeout,
+    /// The listening socket is closed.
+    Closed,
+    /// The process or system is out of descriptors or memory (`EMFILE`,
+    /// `ENFILE`, `ENOBUFS`, `ENOMEM`); accepting later may work.
+    SystemLimit(io::Error),
+    /// The peer gave up before the connection was accepted
+    /// (`ECONNABORTED`); accept again.
+    Aborted,
+    /// The transport's handshake failed.
+    Handshake(Error),
+    /// Another error.
+    Io(io::Error),
+}
+
+impl fmt::Display for AcceptError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AcceptError::Timeout => f.write_str("no connection within the timeout"),
+            AcceptError::Closed => f.write_str("the listener is closed"),
+            AcceptError::SystemLimit(e) => write!(f, "out of descriptors or memory: {e}"),
+            AcceptError::Aborted => {
+                f.write_str("the connection was aborted before it was accepted")
+            }
+            AcceptError::Handshake(e) => write!(f, "handshake failed: {e}"),
+            AcceptError::Io(e) => write!(f, "accept failed: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for AcceptError {}
+
+impl AcceptError {
+    fn from_io(e: io::Error) -> AcceptError {
+        match e.raw_os_error() {
+            Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM) => {
+                AcceptError::SystemLimit(e)
+            }
+            Some(libc::ECONNABORTED) => AcceptError::Aborted,
+            Some(libc::EBADF | libc::EINVAL | libc::ENOTSOCK) => AcceptError::Closed,
+            _ => AcceptError::Io(e),
+        }
+    }
+}
+
+/// A listening socket used on its own, without a server: the Pool
+/// reference's transport. Accepted connections come back as ready
+/// [`Socket`]s with blocking, timed `recv` and `send`.
+///
+/// ```
+/// use std::io::Write;
+/// use std::time::Duration;
+/// use atoll::transport::{ListenOptions, Listener, Tcp};
+///
+/// let listener = Listener::bind(Tcp, &ListenOptions::new().ip([127, 0, 0, 1].into()).port(0))?;
+/// let mut client = std::net::TcpStream::connect(listener.local_addr()?)?;
+/// client.write_all(b"hi")?;
+/// let mut socket = listener.accept(Some(Duration::from_secs(5)))?;
+/// assert_eq!(socket.recv(2)?, b"hi");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct Listener {
+    socket: RawSocket,
+    transport: Arc<dyn Transport>,
+    options: ListenOptions,
+    handshake_timeout: Option<Duration>,
+    next_id: AtomicU64,
+}
+
+impl fmt::Debug for Listener {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Listener")
+            .field("transport", &self.transport.name())
+            .field("local_addr", &self.local_addr().ok())
+            .finish()
+    }
+}
+
+impl Listener {
+    /// Binds and listens with `options`; connections will go through
+    /// `transport`'s handshake when accepted.
+    ///
+    /// ```
+    /// use atoll::transport::{ListenOptions, Listener, Tcp};
+    /// let listener = Listener::bind(Tcp, &ListenOptions::new().port(0))?;
+    /// # Ok::<(), atoll::Error>(())
+    /// ```
+    pub fn bind(transport: impl Transport, options: &ListenOptions) -> Result<Listener, Error> {
+        Ok(Listener {
+            socket: options.bind()?,
+            transport: Arc::new(transport),
+            options: options.clone(),
+            handshake_timeout: Some(Duration::from_secs(5)),
+            next_id: AtomicU64::new(1),
+        })
+    }
+
+    /// The bound address (with port 0, the port the system picked).
+    ///
+    /// ```
+    /// use atoll::transport::{ListenOptions, Listener, Tcp};
+    /// let listener = Listener::bind(Tcp, &ListenOptions::new().port(0))?;
+    /// assert_ne!(listener.local_addr()?.port(), Some(0));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn local_addr(&self) -> io::Result<Addr> {
+        Ok(Addr::from_sock(&self.socket.local_addr()?))
+    }
+
+    /// Waits up to `timeout` (`None`: forever) for a connection, then runs
+    /// the transport's handshake (bounded by 5 s).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use atoll::transport::{AcceptError, ListenOptions, Listener, Tcp};
+    /// let listener = Listener::bind(Tcp, &ListenOptions::new().port(0))?;
+    /// assert!(matches!(listener.accept(Some(Duration::from_millis(10))), Err(AcceptError::Timeout)));
+    /// # Ok::<(), atoll::Error>(())
+    /// ```
+    pub fn accept(&self, timeout: Option<Duration>) -> Result<Socket, AcceptError> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let (sock, peer) = loop {
+            match self.socket.accept() {
+                Ok(accepted) => break accepted,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if !sys::wait_fd(self.socket.as_raw_fd(), Wait::Read, deadline)
+                        .map_err(AcceptError::from_io)?
+                    {
+                        return Err(AcceptError::Timeout);
+                    }
+                }
+                Err(e) => return Err(AcceptError::from_io(e)),
+            }
+        };
+        sock.set_nonblocking(true).map_err(AcceptError::Io)?;
+        let peer = Addr::from_sock(&peer);
+        self.options.apply(&sock, peer.inet().is_some());
+        let io = Io::new(sock);
+        let local = io.local_addr().map_err(AcceptError::Io)?;
+        let deadline = self.handshake_timeout.map(|t| Instant::now() + t);
+        let stream = handshake_blocking(self.transport.handshake(io), deadline)
+            .map_err(AcceptError::Handshake)?;
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        Ok(Socket::new(
+            stream,
+            id,
+            peer,
+            local,
+            None,
+            self.options.send_timeout,
+        ))
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        if let Some(path) = self.options.unix_path() {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// Drives a handshake to its end on the calling thread, waiting for
+/// readability between steps, until `deadline`.
+pub(crate) fn handshake_blocking(
+    mut state: Handshake,
+    deadline: Option<Instant>,
+) -> Result<Box<dyn Stream>, Error> {
+    loop {
+        match state {
+            Handshake::Done(stream) => return Ok(stream),
+            Handshake::Failed(e) => return Err(Error::Handshake(e)),
+            Handshake::Pending(pending) => {
+                if !sys::wait_fd(pending.io().raw_fd(), Wait::Read, deadline)? {
+                    return Err(Error::Handshake(
+                        "the handshake did not finish in time".into(),
+                    ));
+                }
+                state = pending.resume();
+            }
+        }
+    }
+}
