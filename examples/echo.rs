@@ -32,6 +32,7 @@ echo: an atoll echo server
 Options (defaults in brackets):
   --ip ADDR                 address to listen on [127.0.0.1]
   --port N                  port, 0 for a free one [4000]
+  --unix PATH               listen on a Unix socket at PATH instead
   --workers N               worker threads [2 x cores, at least 4]
   --acceptors N             poll threads [one per core, at most 16]
   --num-connections N       live connections per acceptor, 0 for no limit [16384]
@@ -72,6 +73,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         builder = match flag.as_str() {
             "--ip" => builder.ip(value.parse()?),
             "--port" => builder.port(num()?.try_into()?),
+            "--unix" => builder.unix(&value).remove_stale_socket(true),
             "--workers" => builder.num_workers(num()? as usize),
             "--acceptors" => builder.num_acceptors(num()? as usize),
             "--num-connections" => {
