@@ -59,11 +59,13 @@ mod connection;
 mod error;
 mod handler;
 mod limiter;
+pub mod logger;
 mod pool;
 mod reactor;
 mod server;
 mod socket;
 mod sys;
+pub mod telemetry;
 pub mod transport;
 
 pub use config::{default_num_acceptors, default_num_workers, Builder};

@@ -51,10 +51,6 @@ impl Limiter {
         self.wake_waiter();
     }
 
-    pub(crate) fn limit(&self) -> Option<usize> {
-        Some(self.limit.load(Ordering::Acquire)).filter(|&l| l != usize::MAX)
-    }
-
     pub(crate) fn live(&self) -> usize {
         self.live.load(Ordering::Acquire)
     }

@@ -17,6 +17,7 @@ use crate::connection::{
 use crate::error::{panic_message, Error};
 use crate::handler::{Flow, Handler};
 use crate::socket::{Release, Socket, READ_CHUNK};
+use crate::telemetry::{Kind, SpawnError};
 use crate::transport::Handshake;
 
 /// Reads per round before a connection yields to the others.
@@ -123,6 +124,7 @@ fn step<H: Handler<M>, M: Send + 'static>(
         if !handshake(conn, setup, socket, flags)? {
             return Ok(());
         }
+        socket.emit(|| Kind::Ready);
         let flow = guarded(conn, || handler.handle_connection(socket));
         after(conn, socket, flow, Source::Connection)?;
         want_read = true;
@@ -147,6 +149,7 @@ fn step<H: Handler<M>, M: Send + 'static>(
         }
         // Bytes a synchronous recv read ahead go first, without waiting.
         if let Some(data) = socket.take_unread_vec() {
+            socket.emit(|| Kind::AsyncRecv { data: &data });
             let flow = guarded(conn, || handler.handle_data(&data, socket));
             after(conn, socket, flow, Source::Data)?;
             continue;
@@ -168,6 +171,7 @@ fn step<H: Handler<M>, M: Send + 'static>(
                 // new edge. After a hang-up there is no new edge, so read on
                 // to the end of stream.
                 want_read = to_eof;
+                socket.emit(|| Kind::AsyncRecv { data: &buf[..n] });
                 let flow = guarded(conn, || handler.handle_data(&buf[..n], socket));
                 after(conn, socket, flow, Source::Data)?;
             }
@@ -311,24 +315,32 @@ fn finish<H: Handler<M>, M: Send + 'static>(
         (End::Error(err), handler) => {
             socket.close();
             match &err {
+                // Surfaced, as an abnormal exit is in Thousand Island.
                 Error::Handler(_) if !server.config.silent_terminate_on_error => {
-                    log::error!("atoll: connection {id} from {peer} ended: {err}")
+                    log::error!(target: "atoll", "connection {id} from {peer} ended: {err}")
                 }
                 Error::Refused(_) => {
                     server.stats.refused.fetch_add(1, Ordering::Relaxed);
-                    log::warn!("atoll: connection {id} from {peer} {err} (spawn_error)")
+                    if let Some(span) = socket.span() {
+                        span.emit_acceptor(Kind::SpawnError {
+                            peer,
+                            reason: SpawnError::Refused(&err),
+                        });
+                    }
                 }
-                _ => log::debug!("atoll: connection {id} from {peer} ended: {err}"),
+                _ => {}
             }
             if let Some(h) = handler {
                 let _ = guarded(conn, || h.handle_error(&err, &mut socket));
             }
+            socket.emit_stop(Some(&err));
         }
         (End::Close, Some(h)) => {
             let _ = guarded(conn, || h.handle_close(&mut socket));
         }
         (End::Timeout, Some(h)) => {
             let _ = guarded(conn, || h.handle_timeout(&mut socket));
+            socket.emit_stop(Some(&Error::Timeout));
         }
         (End::Shutdown, Some(h)) => {
             let _ = guarded(conn, || h.handle_shutdown(&mut socket));

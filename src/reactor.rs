@@ -22,6 +22,7 @@ use crate::handler::Handler;
 use crate::limiter::Limiter;
 use crate::server::Shared;
 use crate::socket::Socket;
+use crate::telemetry::{ConnSpan, Event, Kind, Span, SpanId, SpawnError, Telemetry};
 use crate::transport::{Addr, Io, ListenSocket};
 
 const LISTENER: Token = Token(usize::MAX);
@@ -40,8 +41,9 @@ const ACCEPT_ERRORS_BEFORE_BACKOFF: u32 = 16;
 /// Commands from the [`Server`](crate::Server) handle to a poll thread. Each
 /// is acknowledged so that the handle's call returns once it took effect.
 pub(crate) enum Control {
-    /// Accept from this listener.
-    Listen(ListenSocket, Sender<()>),
+    /// Accept from this listener, in an acceptor span under this listener
+    /// span.
+    Listen(ListenSocket, SpanId, Sender<()>),
     /// Close the listener; open connections carry on.
     Suspend(Sender<()>),
     /// Close the listener and the connection waiting for a slot.
@@ -191,6 +193,16 @@ pub(crate) struct Reactor<H, M> {
     listener_ready: bool,
     waiting: Option<Waiting>,
     backoff_until: Option<Instant>,
+    /// The acceptor span while a listener is open.
+    span: Option<AcceptorSpan>,
+}
+
+/// An acceptor span: this poll thread accepting from one listener.
+struct AcceptorSpan {
+    id: SpanId,
+    listener: SpanId,
+    started: Instant,
+    accepted: u64,
 }
 
 /// A poll thread's own half, made before the server's shared state exists.
@@ -256,6 +268,7 @@ impl<H: Handler<M>, M: Send + 'static> Reactor<H, M> {
             listener_ready: false,
             waiting: None,
             backoff_until: None,
+            span: None,
         }
     }
 
@@ -360,7 +373,7 @@ impl<H: Handler<M>, M: Send + 'static> Reactor<H, M> {
     fn handle_controls(&mut self) -> bool {
         while let Ok(control) = self.control.try_recv() {
             match control {
-                Control::Listen(mut listener, ack) => {
+                Control::Listen(mut listener, listener_span, ack) => {
                     match self
                         .poll
                         .registry()
@@ -370,6 +383,14 @@ impl<H: Handler<M>, M: Send + 'static> Reactor<H, M> {
                             self.fixed_local = listener.fixed_local();
                             self.listener = Some(listener);
                             self.listener_ready = true;
+                            let span = AcceptorSpan {
+                                id: SpanId::next(),
+                                listener: listener_span,
+                                started: Instant::now(),
+                                accepted: 0,
+                            };
+                            self.span = Some(span);
+                            self.emit(Kind::AcceptorStart);
                         }
                         Err(e) => log::error!("atoll: cannot watch the listener: {e}"),
                     }
@@ -397,6 +418,32 @@ impl<H: Handler<M>, M: Send + 'static> Reactor<H, M> {
             let _ = self.poll.registry().deregister(&mut listener);
         }
         self.listener_ready = false;
+        if let Some(span) = &self.span {
+            let (duration, connections) = (span.started.elapsed(), span.accepted);
+            self.emit(Kind::AcceptorStop {
+                duration,
+                connections,
+            });
+        }
+        self.span = None;
+    }
+
+    /// Emits an acceptor event, if a sink is attached and a span is open.
+    fn emit(&self, kind: Kind<'_>) {
+        if !Telemetry::enabled() {
+            return;
+        }
+        if let Some(span) = &self.span {
+            self.server.telemetry.emit(&Event {
+                span: Span::Acceptor,
+                id: span.id,
+                parent: Some(span.listener),
+                at: Instant::now(),
+                connection: None,
+                peer: None,
+                kind,
+            });
+        }
     }
 
     /// Pops due timers. An entry whose connection moved its deadline later
@@ -462,10 +509,10 @@ impl<H: Handler<M>, M: Send + 'static> Reactor<H, M> {
     fn reject(&self, stream: RawSocket, peer: Addr) {
         drop(stream);
         self.server.stats.rejected.fetch_add(1, Ordering::Relaxed);
-        log::warn!(
-            "atoll: connection from {peer} closed: all {:?} connection slots stayed busy (spawn_error)",
-            self.shared.limiter.limit()
-        );
+        self.emit(Kind::SpawnError {
+            peer: &peer,
+            reason: SpawnError::Limiter,
+        });
     }
 
     fn accept(&mut self) {
@@ -487,6 +534,9 @@ impl<H: Handler<M>, M: Send + 'static> Reactor<H, M> {
                 Ok((stream, peer)) => {
                     errors = 0;
                     self.server.stats.accepted.fetch_add(1, Ordering::Relaxed);
+                    if let Some(span) = &mut self.span {
+                        span.accepted += 1;
+                    }
                     self.admit(stream, peer);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -500,14 +550,18 @@ impl<H: Handler<M>, M: Send + 'static> Reactor<H, M> {
                         .accept_errors
                         .fetch_add(1, Ordering::Relaxed);
                     errors += 1;
-                    if is_exhaustion(&e) || errors >= ACCEPT_ERRORS_BEFORE_BACKOFF {
-                        log::error!(
-                            "atoll: accept failed: {e}; pausing accepts for {ACCEPT_BACKOFF:?}"
-                        );
+                    let exhausted = is_exhaustion(&e);
+                    self.emit(if exhausted {
+                        Kind::AcceptExhausted { error: &e }
+                    } else if e.raw_os_error() == Some(libc::ECONNABORTED) {
+                        Kind::ConnectionAborted
+                    } else {
+                        Kind::AcceptError { error: &e }
+                    });
+                    if exhausted || errors >= ACCEPT_ERRORS_BEFORE_BACKOFF {
                         self.backoff_until = Some(Instant::now() + ACCEPT_BACKOFF);
                         return;
                     }
-                    log::warn!("atoll: accept failed: {e}; skipped");
                 }
             }
         }
@@ -563,6 +617,16 @@ impl<H: Handler<M>, M: Send + 'static> Reactor<H, M> {
             config.listen.send_timeout,
         );
         socket.set_secure(config.transport.is_secure(), config.handshake_timeout);
+        if let Some(span) = &self.span {
+            socket.set_span(ConnSpan {
+                telemetry: self.server.telemetry.clone(),
+                id: SpanId::next(),
+                parent: span.id,
+                listener: span.listener,
+                connection: id,
+                started: Instant::now(),
+            });
+        }
         let mut slab = self.shared.slab.lock();
         let token = slab.vacant_token();
         let conn = Arc::new(Conn {

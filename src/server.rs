@@ -15,6 +15,7 @@ use crate::error::{BoxError, Error};
 use crate::handler::Handler;
 use crate::pool::{worker_loop, Job, FORCE_GRACE};
 use crate::reactor::{self, AcceptorShared, Control, Reactor};
+use crate::telemetry::{Event, Kind, Sink, SinkId, Span, SpanId, Telemetry};
 use crate::transport::{Addr, ListenSocket};
 
 pub(crate) type Factory<H, M> = Box<dyn Fn(&Connection<M>) -> Result<H, BoxError> + Send + Sync>;
@@ -69,6 +70,7 @@ pub(crate) struct Shared<H, M> {
     jobs: Sender<Job<H, M>>,
     pub(crate) next_id: AtomicU64,
     pub(crate) stats: Counters,
+    pub(crate) telemetry: Arc<Telemetry>,
     acceptors: Vec<Arc<AcceptorShared<H, M>>>,
     drained: (Mutex<()>, Condvar),
 }
@@ -104,6 +106,7 @@ trait Backend<M>: Send + Sync {
     fn exit_acceptors(&self);
     fn exit_workers(&self, n: usize);
     fn config(&self) -> &Builder;
+    fn telemetry(&self) -> &Arc<Telemetry>;
 }
 
 impl<H: Handler<M>, M: Send + 'static> Backend<M> for Shared<H, M> {
@@ -199,11 +202,17 @@ impl<H: Handler<M>, M: Send + 'static> Backend<M> for Shared<H, M> {
     fn config(&self) -> &Builder {
         &self.config
     }
+
+    fn telemetry(&self) -> &Arc<Telemetry> {
+        &self.telemetry
+    }
 }
 
 struct Life {
     status: Status,
     local_addr: Option<Addr>,
+    /// The open listener span: its id and start.
+    listener_span: Option<(SpanId, Instant)>,
     threads: Vec<JoinHandle<()>>,
     workers: Vec<JoinHandle<()>>,
 }
@@ -276,6 +285,7 @@ impl<M: Send + 'static> Server<M> {
             jobs: jobs_tx,
             next_id: AtomicU64::new(1),
             stats: Counters::default(),
+            telemetry: Arc::new(Telemetry::default()),
             acceptors: parts.iter().map(|p| p.0.clone()).collect(),
             drained: (Mutex::new(()), Condvar::new()),
             config,
@@ -285,6 +295,7 @@ impl<M: Send + 'static> Server<M> {
             life: Mutex::new(Life {
                 status: Status::Running,
                 local_addr: None,
+                listener_span: None,
                 threads: Vec::new(),
                 workers: Vec::new(),
             }),
@@ -306,7 +317,7 @@ impl<M: Send + 'static> Server<M> {
                     .spawn(move || reactor.run())?;
                 life.threads.push(handle);
             }
-            life.local_addr = Some(listen(&*shared, listener)?);
+            listen(&*shared, &mut life, listener)?;
         }
         Ok(server)
     }
@@ -372,6 +383,41 @@ impl<M: Send + 'static> Server<M> {
         self.backend.connections()
     }
 
+    /// Attaches a telemetry sink to this server; see
+    /// [`telemetry`](crate::telemetry). Safe while traffic flows: the sink
+    /// sees every event that starts after this returns.
+    ///
+    /// ```
+    /// # use atoll::{Handler, Server};
+    /// # struct H;
+    /// # impl Handler for H {}
+    /// # let server = Server::builder().ip([127, 0, 0, 1].into()).port(0).start(|_| Ok(H))?;
+    /// let id = server.attach_sink(|event: &atoll::telemetry::Event<'_>| println!("{}", event.name()));
+    /// assert!(server.detach_sink(id));
+    /// # Ok::<(), atoll::Error>(())
+    /// ```
+    pub fn attach_sink(&self, sink: impl Sink) -> SinkId {
+        self.backend.telemetry().sinks.attach(Arc::new(sink))
+    }
+
+    /// Detaches a sink attached by [`attach_sink`](Server::attach_sink);
+    /// `false` if it was not attached. No event reaches it after this
+    /// returns.
+    ///
+    /// ```
+    /// # use atoll::{Handler, Server};
+    /// # struct H;
+    /// # impl Handler for H {}
+    /// # let server = Server::builder().ip([127, 0, 0, 1].into()).port(0).start(|_| Ok(H))?;
+    /// let id = server.attach_sink(|_: &atoll::telemetry::Event<'_>| {});
+    /// assert!(server.detach_sink(id));
+    /// assert!(!server.detach_sink(id));
+    /// # Ok::<(), atoll::Error>(())
+    /// ```
+    pub fn detach_sink(&self, id: SinkId) -> bool {
+        self.backend.telemetry().sinks.detach(id)
+    }
+
     /// What the acceptors did so far.
     ///
     /// ```
@@ -431,6 +477,7 @@ impl<M: Send + 'static> Server<M> {
             .control(&mut |ack| Some(Control::Suspend(ack)))?;
         life.status = Status::Suspended;
         life.local_addr = None;
+        end_listener_span(&*self.backend, &mut life);
         remove_unix_socket(self.backend.config());
         Ok(())
     }
@@ -455,7 +502,7 @@ impl<M: Send + 'static> Server<M> {
             return Ok(());
         }
         let listener = self.backend.config().listen.bind()?;
-        life.local_addr = Some(listen(&*self.backend, listener)?);
+        listen(&*self.backend, &mut life, listener)?;
         life.status = Status::Running;
         Ok(())
     }
@@ -549,6 +596,7 @@ fn stop<M>(server: &Server<M>, wait: Option<Duration>) {
         if life.status == Status::Running {
             remove_unix_socket(backend.config());
         }
+        end_listener_span(&**backend, &mut life);
         life.status = Status::Stopping;
         life.local_addr = None;
         (
@@ -612,12 +660,57 @@ fn remove_unix_socket(config: &Builder) {
     }
 }
 
-/// Gives each acceptor a clone of the listener; returns its address.
-fn listen<M>(backend: &dyn Backend<M>, listener: socket2::Socket) -> Result<Addr, Error> {
+/// Gives each acceptor a clone of the listener, in a new listener span.
+fn listen<M>(
+    backend: &dyn Backend<M>,
+    life: &mut Life,
+    listener: socket2::Socket,
+) -> Result<(), Error> {
     let addr = Addr::from_sock(&listener.local_addr()?);
     let config = backend.config();
     let unix = config.listen.unix_path().is_some();
+    let span = SpanId::next();
+    if Telemetry::enabled() {
+        backend.telemetry().emit(&Event {
+            span: Span::Listener,
+            id: span,
+            parent: None,
+            at: Instant::now(),
+            connection: None,
+            peer: None,
+            kind: Kind::ListenerStart {
+                local: &addr,
+                transport: config.transport.name(),
+                options: &config.listen,
+            },
+        });
+    }
     let mut clones = ListenSocket::clones(&listener, config.num_acceptors, unix)?.into_iter();
-    backend.control(&mut |ack| clones.next().map(|l| Control::Listen(l, ack)))?;
-    Ok(addr)
+    backend.control(&mut |ack| clones.next().map(|l| Control::Listen(l, span, ack)))?;
+    life.local_addr = Some(addr);
+    life.listener_span = Some((span, Instant::now()));
+    Ok(())
+}
+
+/// Ends the listener span once its acceptors stopped.
+fn end_listener_span<M>(backend: &dyn Backend<M>, life: &mut Life) {
+    let (Some((span, started)), Some(local)) =
+        (life.listener_span.take(), life.local_addr.as_ref())
+    else {
+        return;
+    };
+    if Telemetry::enabled() {
+        backend.telemetry().emit(&Event {
+            span: Span::Listener,
+            id: span,
+            parent: None,
+            at: Instant::now(),
+            connection: None,
+            peer: None,
+            kind: Kind::ListenerStop {
+                local,
+                duration: started.elapsed(),
+            },
+        });
+    }
 }

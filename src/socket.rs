@@ -13,6 +13,7 @@ use socket2::SockRef;
 
 use crate::error::Error;
 use crate::sys::{self, Wait};
+use crate::telemetry::{ConnSpan, Kind, Telemetry};
 use crate::transport::{handshake_blocking, Addr, Credentials, Stream, Transport};
 
 /// Bytes a worker reads per system call for
@@ -110,6 +111,9 @@ pub struct Socket {
     fatal: Option<Error>,
     stats: SocketStats,
     release: Option<Arc<dyn Release>>,
+    /// The connection span (none for a standalone listener's sockets);
+    /// taken when the stop event is emitted.
+    span: Option<ConnSpan>,
 }
 
 impl Socket {
@@ -149,6 +153,7 @@ impl Socket {
             fatal: None,
             stats: SocketStats::default(),
             release: None,
+            span: None,
         }
     }
 
@@ -156,6 +161,40 @@ impl Socket {
     pub(crate) fn attach(&mut self, stream: Box<dyn Stream>) {
         self.fd = stream.io().raw_fd();
         self.stream = Some(stream);
+    }
+
+    /// Joins the connection span and emits its start event.
+    pub(crate) fn set_span(&mut self, span: ConnSpan) {
+        span.emit(&self.peer, || Kind::ConnectionStart {
+            peer: &self.peer,
+            local: &self.local,
+        });
+        self.span = Some(span);
+    }
+
+    pub(crate) fn span(&self) -> Option<&ConnSpan> {
+        self.span.as_ref()
+    }
+
+    /// Emits a connection event if a sink is attached.
+    #[inline]
+    pub(crate) fn emit<'a>(&'a self, kind: impl FnOnce() -> Kind<'a>) {
+        if let Some(span) = &self.span {
+            span.emit(&self.peer, kind);
+        }
+    }
+
+    /// Ends the connection span: the stop event, once, with `error` only
+    /// for a real error.
+    pub(crate) fn emit_stop(&mut self, error: Option<&Error>) {
+        if let Some(span) = self.span.take() {
+            let stats = self.stats;
+            span.emit(&self.peer, || Kind::ConnectionStop {
+                duration: span.started.elapsed(),
+                stats,
+                error,
+            });
+        }
     }
 
     pub(crate) fn set_secure(&mut self, secure: bool, handshake_timeout: Option<Duration>) {
@@ -394,6 +433,15 @@ impl Socket {
         len: usize,
         timeout: Option<Duration>,
     ) -> Result<Vec<u8>, Error> {
+        let result = self.recv_inner(len, timeout);
+        match &result {
+            Ok(data) => self.emit(|| Kind::Recv { data }),
+            Err(error) => self.emit(|| Kind::RecvError { error }),
+        }
+        result
+    }
+
+    fn recv_inner(&mut self, len: usize, timeout: Option<Duration>) -> Result<Vec<u8>, Error> {
         let deadline = timeout.map(|t| Instant::now() + t);
         if len == 0 {
             if !self.unread.is_empty() {
@@ -514,7 +562,22 @@ impl Socket {
     /// socket.send_vectored(&mut [IoSlice::new(b"HTTP/1.1 200 OK\r\n\r\n"), IoSlice::new(b"hi")])?;
     /// # Ok(()) }
     /// ```
-    pub fn send_vectored(&mut self, mut bufs: &mut [IoSlice<'_>]) -> Result<(), Error> {
+    pub fn send_vectored(&mut self, bufs: &mut [IoSlice<'_>]) -> Result<(), Error> {
+        // The slices are advanced as they go out: keep them for the event,
+        // only when a sink wants it.
+        let data: Option<Vec<IoSlice<'_>>> =
+            (self.span.is_some() && Telemetry::enabled()).then(|| bufs.to_vec());
+        let result = self.send_inner(bufs);
+        if let Some(data) = &data {
+            match &result {
+                Ok(()) => self.emit(|| Kind::Send { data }),
+                Err(error) => self.emit(|| Kind::SendError { data, error }),
+            }
+        }
+        result
+    }
+
+    fn send_inner(&mut self, mut bufs: &mut [IoSlice<'_>]) -> Result<(), Error> {
         let deadline = self.send_timeout.map(|t| Instant::now() + t);
         IoSlice::advance_slices(&mut bufs, 0);
         while !bufs.is_empty() {
@@ -589,6 +652,24 @@ impl Socket {
     /// # Ok(()) }
     /// ```
     pub fn sendfile(&mut self, file: &File, offset: u64, len: u64) -> Result<u64, Error> {
+        let result = self.sendfile_inner(file, offset, len);
+        match &result {
+            Ok(bytes_written) => self.emit(|| Kind::Sendfile {
+                file,
+                offset,
+                bytes_written: *bytes_written,
+            }),
+            Err(error) => self.emit(|| Kind::SendfileError {
+                file,
+                offset,
+                length: len,
+                error,
+            }),
+        }
+        result
+    }
+
+    fn sendfile_inner(&mut self, file: &File, offset: u64, len: u64) -> Result<u64, Error> {
         let end = if len == 0 {
             file.metadata()?.len()
         } else {
@@ -644,7 +725,9 @@ impl Socket {
     /// ```
     pub fn shutdown(&mut self, how: Shutdown) -> Result<(), Error> {
         let stream = self.stream.as_mut().ok_or(Error::Closed)?;
-        stream.shutdown(how).map_err(io_error)
+        stream.shutdown(how).map_err(io_error)?;
+        self.emit(|| Kind::SocketShutdown { way: how });
+        Ok(())
     }
 
     /// Closes the connection now. Called inside a callback, the connection
@@ -798,9 +881,15 @@ impl Read for Socket {
         }
         let deadline = self.read_timeout.map(|t| Instant::now() + t);
         match self.read_blocking(buf, deadline) {
-            Ok(n) => Ok(n),
+            Ok(n) => {
+                self.emit(|| Kind::Recv { data: &buf[..n] });
+                Ok(n)
+            }
             Err(Error::Closed) => Ok(0),
-            Err(e) => Err(e.into()),
+            Err(error) => {
+                self.emit(|| Kind::RecvError { error: &error });
+                Err(error.into())
+            }
         }
     }
 }
@@ -831,6 +920,7 @@ impl Write for Socket {
 impl Drop for Socket {
     fn drop(&mut self) {
         self.close();
+        self.emit_stop(None);
         if let Some(release) = self.release.take() {
             release.release();
         }

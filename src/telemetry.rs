@@ -1,0 +1,439 @@
+//! Telemetry: spans and events that applications observe.
+//!
+//! As a low-level library atoll logs nothing inline; it emits events, the
+//! Rust form of Thousand Island's `:telemetry` spans:
+//!
+//! - the **listener** span: a listening socket, from bind to close (so a
+//!   suspend ends it and a resume starts a new one);
+//! - the **acceptor** span: a poll thread accepting from that listener, its
+//!   parent the listener span;
+//! - the **connection** span: one client connection, from accept to close,
+//!   its parent the acceptor span that accepted it.
+//!
+//! Each [`Event`] carries its span's id, the parent's id, a monotonic
+//! timestamp and what happened ([`Kind`]). Events that carry data lend it:
+//! a sink that wants to keep bytes copies them itself.
+//!
+//! A [`Sink`] (any `Fn(&Event)` closure too) is attached to one server with
+//! [`Server::attach_sink`](crate::Server::attach_sink) or to every server of
+//! the process with [`attach`], and detached by the [`SinkId`] it got.
+//! With no sink attached anywhere, each would-be event costs one relaxed
+//! atomic load. A sink that panics is detached and reported once, through
+//! the `log` crate; it never breaks a connection.
+//!
+//! ```
+//! use std::sync::atomic::{AtomicUsize, Ordering};
+//! use std::sync::Arc;
+//! use atoll::telemetry::{Event, Kind};
+//!
+//! let connections = Arc::new(AtomicUsize::new(0));
+//! let seen = connections.clone();
+//! let id = atoll::telemetry::attach(move |event: &Event<'_>| {
+//!     if let Kind::ConnectionStart { .. } = event.kind {
+//!         seen.fetch_add(1, Ordering::Relaxed);
+//!     }
+//! });
+//! // ... run servers ...
+//! atoll::telemetry::detach(id);
+//! ```
+
+use std::fmt;
+use std::fs::File;
+use std::io::{self, IoSlice};
+use std::net::Shutdown;
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::RwLock;
+
+use crate::error::Error;
+use crate::socket::SocketStats;
+use crate::transport::{Addr, ListenOptions};
+
+/// Sinks attached anywhere in the process: the one load on the hot path.
+static ACTIVE: AtomicUsize = AtomicUsize::new(0);
+/// Ids of spans and sinks.
+static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+/// The process-wide sinks.
+static GLOBAL: Sinks = Sinks::new();
+
+/// The id of a span, unique in the process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SpanId(pub u64);
+
+impl SpanId {
+    pub(crate) fn next() -> SpanId {
+        SpanId(NEXT_ID.fetch_add(1, Ordering::Relaxed))
+    }
+}
+
+/// Which of the three spans an event belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Span {
+    /// A listening socket.
+    Listener,
+    /// A poll thread accepting from a listener.
+    Acceptor,
+    /// A client connection.
+    Connection,
+}
+
+/// Why a connection was turned away (`spawn_error`).
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum SpawnError<'a> {
+    /// No limiter slot freed within the retries; the connection was closed.
+    Limiter,
+    /// The handler factory refused the connection, for this reason.
+    Refused(&'a Error),
+}
+
+/// What happened. The names follow Thousand Island's events.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Kind<'a> {
+    /// `[:listener, :start]`: the server listens.
+    ListenerStart {
+        /// Where.
+        local: &'a Addr,
+        /// The transport's name.
+        transport: &'static str,
+        /// The listen options.
+        options: &'a ListenOptions,
+    },
+    /// `[:listener, :stop]`: the listener closed (suspend or stop).
+    ListenerStop {
+        /// Where it listened.
+        local: &'a Addr,
+        /// How long it listened.
+        duration: Duration,
+    },
+    /// `[:acceptor, :start]`: a poll thread accepts from the listener.
+    AcceptorStart,
+    /// `[:acceptor, :stop]`: it stopped accepting.
+    AcceptorStop {
+        /// How long it accepted.
+        duration: Duration,
+        /// Connections it accepted.
+        connections: u64,
+    },
+    /// `[:acceptor, :spawn_error]`: a connection was turned away.
+    SpawnError {
+        /// The client.
+        peer: &'a Addr,
+        /// Why.
+        reason: SpawnError<'a>,
+    },
+    /// `[:acceptor, :econnaborted]`: a client gave up before its
+    /// connection was accepted.
+    ConnectionAborted,
+    /// The process or system ran out of descriptors or memory on accept
+    /// (`EMFILE`, `ENFILE`, ...); accepting pauses briefly.
+    AcceptExhausted {
+        /// The error.
+        error: &'a io::Error,
+    },
+    /// Another accept error, skipped.
+    AcceptError {
+        /// The error.
+        error: &'a io::Error,
+    },
+    /// `[:connection, :start]`: a connection was accepted.
+    ConnectionStart {
+        /// The client.
+        peer: &'a Addr,
+        /// The local end.
+        local: &'a Addr,
+    },
+    /// `[:connection, :stop]`: the connection ended. `error` only for real
+    /// errors: a peer close or a local close is none; an idle timeout is
+    /// [`Error::Timeout`].
+    ConnectionStop {
+        /// How long it lived.
+        duration: Duration,
+        /// Its traffic (`send_oct`, `send_cnt`, `recv_oct`, `recv_cnt`).
+        stats: SocketStats,
+        /// Why it ended, if in error.
+        error: Option<&'a Error>,
+    },
+    /// `[:connection, :ready]`: set up (after any handshake), before
+    /// `handle_connection`.
+    Ready,
+    /// `[:connection, :async_recv]`: data for `handle_data`.
+    AsyncRecv {
+        /// The bytes.
+        data: &'a [u8],
+    },
+    /// `[:connection, :recv]`: data read by a synchronous `recv`.
+    Recv {
+        /// The bytes.
+        data: &'a [u8],
+    },
+    /// `[:connection, :recv_error]`: a read failed.
+    RecvError {
+        /// The error.
+        error: &'a Error,
+    },
+    /// `[:connection, :send]`: data sent.
+    Send {
+        /// The bytes, as the slices given to `send_vectored`.
+        data: &'a [IoSlice<'a>],
+    },
+    /// `[:connection, :send_error]`: a send failed.
+    SendError {
+        /// The bytes that were being sent.
+        data: &'a [IoSlice<'a>],
+        /// The error.
+        error: &'a Error,
+    },
+    /// `[:connection, :sendfile]`: a file was sent.
+    Sendfile {
+        /// The file.
+        file: &'a File,
+        /// Where sending started.
+        offset: u64,
+        /// Bytes sent.
+        bytes_written: u64,
+    },
+    /// `[:connection, :sendfile_error]`: sending a file failed.
+    SendfileError {
+        /// The file.
+        file: &'a File,
+        /// Where sending started.
+        offset: u64,
+        /// Bytes asked for (0: to the end).
+        length: u64,
+        /// The error.
+        error: &'a Error,
+    },
+    /// `[:connection, :socket_shutdown]`: the handler shut the socket down.
+    SocketShutdown {
+        /// The direction.
+        way: Shutdown,
+    },
+}
+
+/// One telemetry event.
+#[derive(Debug)]
+pub struct Event<'a> {
+    /// The span the event belongs to.
+    pub span: Span,
+    /// That span's id.
+    pub id: SpanId,
+    /// The parent span's id (none for a listener).
+    pub parent: Option<SpanId>,
+    /// When (monotonic).
+    pub at: Instant,
+    /// The connection's id ([`Socket::id`](crate::Socket::id)), on
+    /// connection events.
+    pub connection: Option<u64>,
+    /// The connection's peer, on connection events.
+    pub peer: Option<&'a Addr>,
+    /// What happened.
+    pub kind: Kind<'a>,
+}
+
+impl Event<'_> {
+    /// The event's name as Thousand Island writes it, such as
+    /// `"connection.start"`.
+    ///
+    /// ```
+    /// # fn demo(event: &atoll::telemetry::Event<'_>) {
+    /// println!("{}", event.name());
+    /// # }
+    /// ```
+    pub fn name(&self) -> &'static str {
+        match self.kind {
+            Kind::ListenerStart { .. } => "listener.start",
+            Kind::ListenerStop { .. } => "listener.stop",
+            Kind::AcceptorStart => "acceptor.start",
+            Kind::AcceptorStop { .. } => "acceptor.stop",
+            Kind::SpawnError { .. } => "acceptor.spawn_error",
+            Kind::ConnectionAborted => "acceptor.econnaborted",
+            Kind::AcceptExhausted { .. } => "acceptor.exhausted",
+            Kind::AcceptError { .. } => "acceptor.accept_error",
+            Kind::ConnectionStart { .. } => "connection.start",
+            Kind::ConnectionStop { .. } => "connection.stop",
+            Kind::Ready => "connection.ready",
+            Kind::AsyncRecv { .. } => "connection.async_recv",
+            Kind::Recv { .. } => "connection.recv",
+            Kind::RecvError { .. } => "connection.recv_error",
+            Kind::Send { .. } => "connection.send",
+            Kind::SendError { .. } => "connection.send_error",
+            Kind::Sendfile { .. } => "connection.sendfile",
+            Kind::SendfileError { .. } => "connection.sendfile_error",
+            Kind::SocketShutdown { .. } => "connection.socket_shutdown",
+        }
+    }
+}
+
+/// Receives events. Closures `Fn(&Event)` are sinks too. Called on the
+/// thread where the event happened (a poll thread or a worker): keep it
+/// quick.
+pub trait Sink: Send + Sync + 'static {
+    /// One event.
+    fn event(&self, event: &Event<'_>);
+}
+
+impl<F: Fn(&Event<'_>) + Send + Sync + 'static> Sink for F {
+    fn event(&self, event: &Event<'_>) {
+        self(event)
+    }
+}
+
+/// The id an attached sink is detached by.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct SinkId(u64);
+
+/// A list of sinks.
+pub(crate) struct Sinks {
+    list: RwLock<Vec<(SinkId, Arc<dyn Sink>)>>,
+}
+
+impl fmt::Debug for Sinks {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Sinks")
+            .field("attached", &self.list.read().len())
+            .finish()
+    }
+}
+
+impl Sinks {
+    pub(crate) const fn new() -> Sinks {
+        Sinks {
+            list: RwLock::new(Vec::new()),
+        }
+    }
+
+    pub(crate) fn attach(&self, sink: Arc<dyn Sink>) -> SinkId {
+        let id = SinkId(NEXT_ID.fetch_add(1, Ordering::Relaxed));
+        self.list.write().push((id, sink));
+        ACTIVE.fetch_add(1, Ordering::Relaxed);
+        id
+    }
+
+    pub(crate) fn detach(&self, id: SinkId) -> bool {
+        let mut list = self.list.write();
+        let before = list.len();
+        list.retain(|(i, _)| *i != id);
+        let removed = list.len() < before;
+        if removed {
+            ACTIVE.fetch_sub(1, Ordering::Relaxed);
+        }
+        removed
+    }
+
+    fn deliver(&self, event: &Event<'_>) {
+        let mut panicked = Vec::new();
+        for (id, sink) in self.list.read().iter() {
+            if panic::catch_unwind(AssertUnwindSafe(|| sink.event(event))).is_err() {
+                panicked.push(*id);
+            }
+        }
+        for id in panicked {
+            if self.detach(id) {
+                log::error!(
+                    target: "atoll",
+                    "telemetry sink {id:?} panicked on {}; detached",
+                    event.name()
+                );
+            }
+        }
+    }
+}
+
+/// Attaches a sink to every server of the process.
+///
+/// ```
+/// let id = atoll::telemetry::attach(|event: &atoll::telemetry::Event<'_>| println!("{}", event.name()));
+/// assert!(atoll::telemetry::detach(id));
+/// ```
+pub fn attach(sink: impl Sink) -> SinkId {
+    GLOBAL.attach(Arc::new(sink))
+}
+
+/// Detaches a process-wide sink; `false` if it was not attached.
+///
+/// ```
+/// let id = atoll::telemetry::attach(|_: &atoll::telemetry::Event<'_>| {});
+/// assert!(atoll::telemetry::detach(id));
+/// assert!(!atoll::telemetry::detach(id));
+/// ```
+pub fn detach(id: SinkId) -> bool {
+    GLOBAL.detach(id)
+}
+
+/// A server's emitter: its own sinks, and the process-wide ones.
+#[derive(Debug, Default)]
+pub(crate) struct Telemetry {
+    pub(crate) sinks: Sinks,
+}
+
+impl Default for Sinks {
+    fn default() -> Sinks {
+        Sinks::new()
+    }
+}
+
+impl Telemetry {
+    /// Whether any sink is attached anywhere: the hot path's one load.
+    #[inline]
+    pub(crate) fn enabled() -> bool {
+        ACTIVE.load(Ordering::Relaxed) != 0
+    }
+
+    /// Delivers an event to this server's sinks and the process-wide ones.
+    /// Call only when [`enabled`](Telemetry::enabled).
+    pub(crate) fn emit(&self, event: &Event<'_>) {
+        self.sinks.deliver(event);
+        GLOBAL.deliver(event);
+    }
+}
+
+/// A connection's place in the span tree, kept by its socket.
+#[derive(Clone, Debug)]
+pub(crate) struct ConnSpan {
+    pub(crate) telemetry: Arc<Telemetry>,
+    pub(crate) id: SpanId,
+    pub(crate) parent: SpanId,
+    /// The acceptor's parent, for acceptor events about this connection.
+    pub(crate) listener: SpanId,
+    pub(crate) connection: u64,
+    pub(crate) started: Instant,
+}
+
+impl ConnSpan {
+    /// Emits an event of the acceptor that accepted this connection.
+    pub(crate) fn emit_acceptor(&self, kind: Kind<'_>) {
+        if Telemetry::enabled() {
+            self.telemetry.emit(&Event {
+                span: Span::Acceptor,
+                id: self.parent,
+                parent: Some(self.listener),
+                at: Instant::now(),
+                connection: None,
+                peer: None,
+                kind,
+            });
+        }
+    }
+
+    /// Emits a connection event if any sink is attached; `kind` is only
+    /// built then.
+    #[inline]
+    pub(crate) fn emit<'a>(&self, peer: &'a Addr, kind: impl FnOnce() -> Kind<'a>) {
+        if Telemetry::enabled() {
+            self.telemetry.emit(&Event {
+                span: Span::Connection,
+                id: self.id,
+                parent: Some(self.parent),
+                at: Instant::now(),
+                connection: Some(self.connection),
+                peer: Some(peer),
+                kind: kind(),
+            });
+        }
+    }
+}
