@@ -21,13 +21,17 @@ struct Echo;
 
 impl Handler for Echo {
     fn handle_connection(&mut self, socket: &mut Socket) -> Flow {
-        let alpn = socket.negotiated_protocol().map(|p| String::from_utf8_lossy(&p).into_owned());
+        let alpn = socket
+            .negotiated_protocol()
+            .map(|p| String::from_utf8_lossy(&p).into_owned());
         println!("{} connected, ALPN {alpn:?}", socket.peer_addr());
         Flow::Continue
     }
 
     fn handle_data(&mut self, data: &[u8], socket: &mut Socket) -> Flow {
-        socket.send(data).map_or_else(Flow::error, |()| Flow::Continue)
+        socket
+            .send(data)
+            .map_or_else(Flow::error, |()| Flow::Continue)
     }
 
     fn handle_error(&mut self, error: &atoll::Error, socket: &mut Socket) {
@@ -81,7 +85,9 @@ fn parse() -> Result<Option<Args>, Box<dyn std::error::Error>> {
             println!("{HELP}");
             return Ok(None);
         }
-        let value = args.next().ok_or_else(|| format!("{flag} needs a value (see --help)"))?;
+        let value = args
+            .next()
+            .ok_or_else(|| format!("{flag} needs a value (see --help)"))?;
         match flag.as_str() {
             "--port" => a.port = value.parse()?,
             "--cert" => a.cert = value,
@@ -115,7 +121,9 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         #[cfg(feature = "tls")]
         "native-tls" => {
             if args.client_ca.is_some() {
-                return Err("native-tls cannot ask for client certificates; use --backend rustls".into());
+                return Err(
+                    "native-tls cannot ask for client certificates; use --backend rustls".into(),
+                );
             }
             builder.transport(atoll::transport::NativeTls::from_pem(&cert, &key)?.with_alpn(&alpn)?)
         }

@@ -6,7 +6,7 @@ mod util;
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, IoSlice, Read, Write};
-use std::net::{Shutdown as NetShutdown};
+use std::net::Shutdown as NetShutdown;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
