@@ -11,6 +11,7 @@ use std::net::IpAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use atoll::logger::Level;
 use atoll::{Flow, Handler, Server, Socket};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
@@ -26,6 +27,25 @@ impl Handler for Echo {
     }
 }
 
+/// A tiny logger: atoll's records on stdout.
+struct Stdout;
+
+impl log::Log for Stdout {
+    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+        metadata.target() == "atoll"
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        if self.enabled(record.metadata()) {
+            println!("[{}] {}", record.level(), record.args());
+        }
+    }
+
+    fn flush(&self) {}
+}
+
+static STDOUT: Stdout = Stdout;
+
 const HELP: &str = "\
 echo: an atoll echo server
 
@@ -40,6 +60,7 @@ Options (defaults in brackets):
   --retry-wait-ms MS        length of each wait [1000]
   --read-timeout-ms MS      idle timeout, 0 for none [60000]
   --shutdown-timeout-ms MS  drain time on SIGINT/SIGTERM [15000]
+  --log LEVEL               log events at error, info, debug or trace [off]
   --help                    this text";
 
 fn main() -> ExitCode {
@@ -82,6 +103,19 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             "--retry-count" => builder.max_connections_retry_count(num()?.try_into()?),
             "--retry-wait-ms" => builder.max_connections_retry_wait(Duration::from_millis(num()?)),
             "--read-timeout-ms" => builder.read_timeout(ms(num()?)),
+            "--log" => {
+                let level = match value.as_str() {
+                    "error" => Level::Error,
+                    "info" => Level::Info,
+                    "debug" => Level::Debug,
+                    "trace" => Level::Trace,
+                    _ => return Err(format!("--log {value}: error, info, debug or trace").into()),
+                };
+                log::set_logger(&STDOUT).map_err(|e| e.to_string())?;
+                log::set_max_level(log::LevelFilter::Trace);
+                atoll::logger::attach_logger(level).map_err(|e| e.to_string())?;
+                builder
+            }
             "--shutdown-timeout-ms" => {
                 shutdown_timeout = Duration::from_millis(num()?);
                 builder

@@ -58,7 +58,12 @@ pub(crate) fn worker_loop<H: Handler<M>, M: Send + 'static>(jobs: Receiver<Job<H
     let mut buf = vec![0u8; READ_CHUNK];
     while let Ok(job) = jobs.recv() {
         match job {
-            Job::Run(conn) => run(&conn, &mut buf),
+            Job::Run(conn) => {
+                let busy = &conn.server.stats.busy_workers;
+                busy.fetch_add(1, Ordering::Relaxed);
+                run(&conn, &mut buf);
+                busy.fetch_sub(1, Ordering::Relaxed);
+            }
             Job::Exit => break,
         }
     }
@@ -70,7 +75,11 @@ fn run<H: Handler<M>, M: Send + 'static>(conn: &Arc<Conn<H, M>>, buf: &mut [u8])
     let mut state = conn.state.lock();
     for _ in 0..MAX_ROUNDS {
         let flags = conn.sched.fetch_and(SCHEDULED, Ordering::AcqRel) & !SCHEDULED;
-        if let Err(end) = step(conn, &mut state, flags, buf) {
+        let result = step(conn, &mut state, flags, buf);
+        if let Some(socket) = state.socket.as_mut() {
+            publish(conn, socket);
+        }
+        if let Err(end) = result {
             // SCHEDULED stays set: the connection is never run again.
             finish(conn, state, end);
             return;
@@ -85,6 +94,18 @@ fn run<H: Handler<M>, M: Send + 'static>(conn: &Arc<Conn<H, M>>, buf: &mut [u8])
     }
     drop(state);
     conn.server.schedule(conn.clone());
+}
+
+/// Adds the socket's traffic since the last call to the server's counters.
+fn publish<H, M>(conn: &Conn<H, M>, socket: &mut Socket) {
+    let (bytes_in, bytes_out) = socket.unpublished();
+    let stats = &conn.server.stats;
+    if bytes_in > 0 {
+        stats.bytes_in.fetch_add(bytes_in, Ordering::Relaxed);
+    }
+    if bytes_out > 0 {
+        stats.bytes_out.fetch_add(bytes_out, Ordering::Relaxed);
+    }
 }
 
 /// Handles the pending work in `flags`; `Err` when the connection ends.
@@ -347,6 +368,7 @@ fn finish<H: Handler<M>, M: Send + 'static>(
         }
         _ => {}
     }
+    publish(conn, &mut socket);
     drop(socket);
     // A handler's own Drop may panic too; it must not take the worker.
     let _ = guarded(conn, move || drop(handler));

@@ -33,7 +33,8 @@ pub enum Status {
     Stopped,
 }
 
-/// Counters of what the acceptors did, for monitoring and tests.
+/// A snapshot of the server's counters, for monitoring and tests: cheap to
+/// take (a few relaxed loads).
 ///
 /// ```
 /// let stats = atoll::ServerStats::default();
@@ -52,6 +53,17 @@ pub struct ServerStats {
     pub accept_errors: u64,
     /// Handler callbacks that panicked.
     pub panics: u64,
+    /// Live connections now.
+    pub live: u64,
+    /// Bytes received from clients (counted when a worker finishes a
+    /// dispatch, so a callback still running is not counted yet).
+    pub bytes_in: u64,
+    /// Bytes sent to clients (same rule).
+    pub bytes_out: u64,
+    /// Workers running a callback now.
+    pub busy_workers: u64,
+    /// Connections waiting for a worker now.
+    pub queued: u64,
 }
 
 #[derive(Default)]
@@ -61,6 +73,9 @@ pub(crate) struct Counters {
     pub(crate) refused: AtomicU64,
     pub(crate) accept_errors: AtomicU64,
     pub(crate) panics: AtomicU64,
+    pub(crate) bytes_in: AtomicU64,
+    pub(crate) bytes_out: AtomicU64,
+    pub(crate) busy_workers: AtomicU64,
 }
 
 /// What the server's threads share.
@@ -161,6 +176,11 @@ impl<H: Handler<M>, M: Send + 'static> Backend<M> for Shared<H, M> {
             refused: s.refused.load(Ordering::Relaxed),
             accept_errors: s.accept_errors.load(Ordering::Relaxed),
             panics: s.panics.load(Ordering::Relaxed),
+            live: self.live() as u64,
+            bytes_in: s.bytes_in.load(Ordering::Relaxed),
+            bytes_out: s.bytes_out.load(Ordering::Relaxed),
+            busy_workers: s.busy_workers.load(Ordering::Relaxed),
+            queued: self.jobs.len() as u64,
         }
     }
 

@@ -110,6 +110,8 @@ pub struct Socket {
     /// the connection's error, whatever the callback returns.
     fatal: Option<Error>,
     stats: SocketStats,
+    /// Bytes (in, out) already added to the server's counters.
+    published: (u64, u64),
     release: Option<Arc<dyn Release>>,
     /// The connection span (none for a standalone listener's sockets);
     /// taken when the stop event is emitted.
@@ -152,6 +154,7 @@ impl Socket {
             send_timeout,
             fatal: None,
             stats: SocketStats::default(),
+            published: (0, 0),
             release: None,
             span: None,
         }
@@ -170,6 +173,14 @@ impl Socket {
             local: &self.local,
         });
         self.span = Some(span);
+    }
+
+    /// Bytes (in, out) moved since the last call.
+    pub(crate) fn unpublished(&mut self) -> (u64, u64) {
+        let now = (self.stats.recv_bytes, self.stats.send_bytes);
+        let delta = (now.0 - self.published.0, now.1 - self.published.1);
+        self.published = now;
+        delta
     }
 
     pub(crate) fn span(&self) -> Option<&ConnSpan> {

@@ -478,3 +478,28 @@ fn a_panicking_sink_is_detached_and_never_breaks_a_connection() {
     assert!(!server.detach_sink(id), "already detached");
     server.stop(PATIENCE);
 }
+
+#[test]
+fn the_counters_snapshot_live_connections_bytes_and_workers() {
+    struct Echo;
+    impl Handler for Echo {
+        fn handle_data(&mut self, d: &[u8], s: &mut Socket) -> Flow {
+            s.send(d).map_or_else(Flow::error, |()| Flow::Continue)
+        }
+    }
+    let server = builder().start(|_| Ok(Echo)).unwrap();
+    let mut a = connect(tcp_addr(&server));
+    let mut b = connect(tcp_addr(&server));
+    round_trip(&mut a, &[1u8; 1000]);
+    round_trip(&mut b, &[2u8; 500]);
+    // Counted when the workers finish their dispatch, just after the reply.
+    wait_until("the bytes counted and the workers idle", || {
+        let s = server.stats();
+        (s.bytes_in, s.bytes_out, s.busy_workers, s.queued) == (1500, 1500, 0, 0)
+    });
+    let s = server.stats();
+    assert_eq!((s.live, s.accepted), (2, 2));
+    drop(a);
+    wait_until("one live", || server.stats().live == 1);
+    server.stop(PATIENCE);
+}
