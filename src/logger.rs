@@ -29,6 +29,10 @@ use parking_lot::Mutex;
 use crate::telemetry::{self, Event, Kind, SinkId};
 
 /// A log level of the logger; enabling one enables the more severe ones.
+///
+/// ```
+/// assert!(atoll::logger::Level::Error < atoll::logger::Level::Trace);
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Level {
     /// Failures.
@@ -42,6 +46,11 @@ pub enum Level {
 }
 
 /// Why [`attach_logger`] or [`detach_logger`] did nothing.
+///
+/// ```
+/// use atoll::logger::{detach_logger, Level, LoggerError};
+/// assert_eq!(detach_logger(Level::Trace), Err(LoggerError::NotFound));
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LoggerError {
     /// The level is already enabled (`{:error, :already_exists}`).

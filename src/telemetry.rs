@@ -60,6 +60,12 @@ static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new
 static GLOBAL: Sinks = Sinks::new();
 
 /// The id of a span, unique in the process.
+///
+/// ```
+/// # fn demo(event: &atoll::telemetry::Event<'_>) {
+/// println!("span {} under {:?}", event.id.0, event.parent.map(|p| p.0));
+/// # }
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SpanId(pub u64);
 
@@ -70,6 +76,14 @@ impl SpanId {
 }
 
 /// Which of the three spans an event belongs to.
+///
+/// ```
+/// # fn demo(event: &atoll::telemetry::Event<'_>) {
+/// if event.span == atoll::telemetry::Span::Connection {
+///     println!("connection {:?}: {}", event.connection, event.name());
+/// }
+/// # }
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Span {
     /// A listening socket.
@@ -81,6 +95,15 @@ pub enum Span {
 }
 
 /// Why a connection was turned away (`spawn_error`).
+///
+/// ```
+/// use atoll::telemetry::{Event, Kind, SpawnError};
+/// # fn demo(event: &Event<'_>) {
+/// if let Kind::SpawnError { peer, reason: SpawnError::Limiter } = &event.kind {
+///     eprintln!("{peer} turned away: raise num_connections?");
+/// }
+/// # }
+/// ```
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum SpawnError<'a> {
@@ -91,6 +114,19 @@ pub enum SpawnError<'a> {
 }
 
 /// What happened. The names follow Thousand Island's events.
+///
+/// ```
+/// use atoll::telemetry::{Event, Kind};
+/// # fn demo(event: &Event<'_>) {
+/// match &event.kind {
+///     Kind::ConnectionStop { duration, stats, error } => {
+///         println!("{:?} {} bytes in, error {:?}", duration, stats.recv_bytes, error);
+///     }
+///     Kind::AsyncRecv { data } => println!("{} bytes", data.len()),
+///     _ => {}
+/// }
+/// # }
+/// ```
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum Kind<'a> {
@@ -216,6 +252,13 @@ pub enum Kind<'a> {
 }
 
 /// One telemetry event.
+///
+/// ```
+/// let id = atoll::telemetry::attach(|event: &atoll::telemetry::Event<'_>| {
+///     println!("{:?} {} at {:?}", event.span, event.name(), event.at);
+/// });
+/// # atoll::telemetry::detach(id);
+/// ```
 #[derive(Debug)]
 pub struct Event<'a> {
     /// The span the event belongs to.
@@ -272,6 +315,25 @@ impl Event<'_> {
 /// Receives events. Closures `Fn(&Event)` are sinks too. Called on the
 /// thread where the event happened (a poll thread or a worker): keep it
 /// quick.
+///
+/// ```
+/// use std::sync::atomic::{AtomicU64, Ordering};
+/// use atoll::telemetry::{Event, Kind, Sink};
+///
+/// #[derive(Default)]
+/// struct BytesIn(AtomicU64);
+///
+/// impl Sink for BytesIn {
+///     fn event(&self, event: &Event<'_>) {
+///         if let Kind::AsyncRecv { data } = event.kind {
+///             self.0.fetch_add(data.len() as u64, Ordering::Relaxed);
+///         }
+///     }
+/// }
+///
+/// let id = atoll::telemetry::attach(BytesIn::default());
+/// # atoll::telemetry::detach(id);
+/// ```
 pub trait Sink: Send + Sync + 'static {
     /// One event.
     fn event(&self, event: &Event<'_>);
@@ -284,6 +346,11 @@ impl<F: Fn(&Event<'_>) + Send + Sync + 'static> Sink for F {
 }
 
 /// The id an attached sink is detached by.
+///
+/// ```
+/// let id: atoll::telemetry::SinkId = atoll::telemetry::attach(|_: &atoll::telemetry::Event<'_>| {});
+/// atoll::telemetry::detach(id);
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct SinkId(u64);
 
