@@ -30,22 +30,74 @@
 //! - `ATOLL_BENCH_CLIENTS`: client threads [2]
 //! - `ATOLL_BENCH_SERVERS`: servers to run, comma-separated [atoll,tokio,std]
 //! - `ATOLL_BENCH_CONNS`: connection counts, comma-separated [100,1000]
+//! - `ATOLL_BENCH_PLAIN`: 0 skips the plaintext part [1]
+//! - `ATOLL_BENCH_TLS`: 0 skips the TLS part [1]
+//! - `ATOLL_BENCH_TLS_CONNS`: TLS ping-pong connection counts [100]
+//! - `ATOLL_BENCH_HS_CLIENTS`: handshake client threads [2 W]
 //!
 //! Client and servers share the machine's cores, so absolute numbers
 //! include the client's cost, and a latency includes the time the reply
 //! waited for its client thread; the comparison is what matters.
+//!
+//! # TLS
+//!
+//! Then the same comparison over TLS, between atoll with
+//! `atoll::transport::NativeTls` and a tokio-native-tls echo server on a
+//! runtime of `W` workers, one task per connection that does the handshake
+//! and then echoes (the std server has no TLS counterpart: of
+//! `ATOLL_BENCH_SERVERS`, atoll and tokio take part). Both servers are
+//! native-tls (OpenSSL on Linux) with the same identity and TLS 1.2 at
+//! least, no ALPN; the identity is a throw-away P-256 certificate for
+//! localhost that the `openssl` tool makes at start in a temporary
+//! directory, deleted once read. The client is native-tls too, so the
+//! highest common version is measured (1.3 with OpenSSL 1.1.1 or later).
+//! Its connector is built once (it loads the system's roots, about 100 ms),
+//! with the bench's certificate added as a root. Two figures:
+//!
+//! - Ping-pong, at 100 connections by default, with the plaintext client.
+//!   Before the clock starts, the main thread opens every connection and
+//!   finishes its handshake, blocking (it is not measured, so nothing is
+//!   gained by driving it on readiness), then makes the socket under the
+//!   `TlsStream` non-blocking and hands the stream to the client threads.
+//!   They register its descriptor with mio, and native-tls's reads and
+//!   writes return `WouldBlock` as a plain socket's do. That is sound with
+//!   edge-triggered readiness: OpenSSL reports `WouldBlock` on a read only
+//!   once the kernel said so, so the socket is drained when the client
+//!   waits for the next edge (and a record half read is finished by the
+//!   next read); a retried write passes the same bytes, as OpenSSL asks.
+//!   So the load costs `ATOLL_BENCH_CLIENTS` threads, as plaintext, not one
+//!   blocking thread per connection (100 threads would take a small
+//!   machine's cores from the servers); rustls's client would allow the
+//!   same but is no dependency of this crate.
+//! - Handshakes per second: `ATOLL_BENCH_HS_CLIENTS` client threads, each
+//!   in a closed loop of blocking steps, each step within 5 s: connect, a
+//!   full handshake (no resumption: the connector keeps no session cache;
+//!   it checks the certificate every time), a close_notify, and a wait for
+//!   the server to close the connection. So a counted handshake is one the
+//!   server has finished with, and the server, closing first, keeps the
+//!   TIME_WAIT rather than the client's ports. Latencies time the whole
+//!   loop. With OpenSSL 3.0 the client's part costs about three times the
+//!   server's (perf: most of it decoding the server's certificate, through
+//!   `OSSL_DECODER_CTX_new_for_pkey`), so on a small machine this figure is
+//!   bounded by the client more than by either server, and a ratio near 1
+//!   says little more than that neither server is the bottleneck.
 
 use std::error::Error;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::process::Command;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+use atoll::transport::NativeTls;
 use atoll::{Flow, Handler, Server, Socket};
-use mio::{Events, Interest, Poll, Token};
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Registry, Token};
+use native_tls::{Certificate, Identity, Protocol, TlsAcceptor, TlsConnector, TlsStream};
 
 type BoxResult<T> = Result<T, Box<dyn Error>>;
 
@@ -71,6 +123,20 @@ const SERVER_BUF: usize = 4096;
 const STD_STACK: usize = 64 * 1024;
 /// How long stopping a server may take before the bench says so.
 const SLOW_STOP: Duration = Duration::from_millis(500);
+/// TLS ping-pong connection counts, by default.
+const TLS_LOADS: &str = "100";
+/// Most handshake client threads.
+const MAX_HS_CLIENTS: usize = 256;
+/// Longest a blocking client step (connect, handshake read or write, the
+/// wait for the server's close) may take before it counts as an error.
+const IO_LIMIT: Duration = Duration::from_secs(5);
+/// Failed handshakes after which a handshake client gives up its run.
+const MAX_HS_ERRORS: u64 = 100;
+/// Pause after a failed handshake, so that a broken server is not hammered.
+const HS_ERROR_PAUSE: Duration = Duration::from_millis(10);
+/// Reads a handshake client makes while waiting for the server to close
+/// (it sends session tickets first, a few hundred bytes).
+const CLOSE_READS: usize = 64;
 
 /// The request every connection sends; replies are checked against it.
 const REQUEST: [u8; PAYLOAD] = {
@@ -86,36 +152,64 @@ const REQUEST: [u8; PAYLOAD] = {
 fn main() -> BoxResult<()> {
     let settings = Settings::from_env()?;
     settings.print_header();
+    if settings.plain {
+        let label = |conns| format!("{conns} conns");
+        let table = measure(
+            &settings.servers,
+            &settings.loads,
+            label,
+            "rt/s",
+            &settings,
+            |kind, conns| run_once(kind, conns, &settings, None),
+        )?;
+        print_table(None, &table, RATE_COLUMN);
+    }
+    if settings.tls {
+        run_tls(&settings)?;
+    }
+    Ok(())
+}
+
+/// Runs every server at every load, alternating servers within each
+/// repetition, and gives the medians per load.
+fn measure(
+    servers: &[Kind],
+    loads: &[usize],
+    label: impl Fn(usize) -> String,
+    unit: &str,
+    settings: &Settings,
+    mut run: impl FnMut(Kind, usize) -> BoxResult<Sample>,
+) -> BoxResult<Table> {
     let mut table = Vec::new();
-    for &conns in &settings.loads {
-        let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); settings.servers.len()];
+    for &conns in loads {
+        let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); servers.len()];
         for rep in 1..=settings.reps {
-            for (k, &kind) in settings.servers.iter().enumerate() {
-                let sample = run_once(kind, conns, &settings)?;
+            for (k, &kind) in servers.iter().enumerate() {
+                let sample = run(kind, conns)?;
                 eprintln!(
-                    "[{conns} conns, rep {rep}/{}] {:<5} {:>10.0} rt/s  p50 {:>7.1} us  p99 {:>7.1} us{}",
+                    "[{}, rep {rep}/{}] {:<5} {:>10.0} {unit}  p50 {:>7.1} us  p99 {:>7.1} us{}",
+                    label(conns),
                     settings.reps,
                     kind.name(),
                     sample.rps,
                     sample.p50_us,
                     sample.p99_us,
-                    if sample.errors > 0 {
-                        format!("  ({} connection errors)", sample.errors)
-                    } else {
-                        String::new()
+                    match (&sample.first_error, sample.errors) {
+                        (_, 0) => String::new(),
+                        (Some(e), n) => format!("  ({n} connection errors; first: {e})"),
+                        (None, n) => format!("  ({n} connection errors)"),
                     }
                 );
                 samples[k].push(sample);
             }
         }
-        let summaries = settings.servers.iter().zip(&samples);
+        let summaries = servers.iter().zip(&samples);
         table.push((
             conns,
             summaries.map(|(&k, s)| (k, Summary::of(s))).collect(),
         ));
     }
-    print_table(&table);
-    Ok(())
+    Ok(table)
 }
 
 // ---------------------------------------------------------------------------
@@ -128,12 +222,19 @@ struct Settings {
     clients: usize,
     servers: Vec<Kind>,
     loads: Vec<usize>,
+    /// Run the plaintext part.
+    plain: bool,
+    /// Run the TLS part.
+    tls: bool,
+    tls_loads: Vec<usize>,
+    hs_clients: usize,
 }
 
 impl Settings {
     fn from_env() -> BoxResult<Settings> {
+        let workers = env_or("ATOLL_BENCH_WORKERS", 2)?;
         let settings = Settings {
-            workers: env_or("ATOLL_BENCH_WORKERS", 2)?,
+            workers,
             secs: env_or("ATOLL_BENCH_SECS", 3.0)?,
             reps: env_or("ATOLL_BENCH_REPS", 3)?,
             // One client thread tops out below the servers (about 95k round
@@ -141,14 +242,29 @@ impl Settings {
             clients: env_or("ATOLL_BENCH_CLIENTS", 2)?,
             servers: env_list("ATOLL_BENCH_SERVERS", "atoll,tokio,std")?,
             loads: env_list("ATOLL_BENCH_CONNS", LOADS)?,
+            plain: env_flag("ATOLL_BENCH_PLAIN")?,
+            tls: env_flag("ATOLL_BENCH_TLS")?,
+            tls_loads: env_list("ATOLL_BENCH_TLS_CONNS", TLS_LOADS)?,
+            // Two per server worker, so that a handshake waits for each
+            // worker while the clients do their part (with OpenSSL 3.0, the
+            // larger part: see the module docs).
+            hs_clients: env_or("ATOLL_BENCH_HS_CLIENTS", workers.saturating_mul(2))?,
         };
         if settings.servers.is_empty() || settings.loads.iter().any(|&n| n == 0 || n > MAX_CONNS) {
             return Err(
                 format!("ATOLL_BENCH_SERVERS and _CONNS need entries (1..={MAX_CONNS})").into(),
             );
         }
+        if settings.tls_loads.is_empty()
+            || settings.tls_loads.iter().any(|&n| n == 0 || n > MAX_CONNS)
+        {
+            return Err(format!("ATOLL_BENCH_TLS_CONNS needs entries (1..={MAX_CONNS})").into());
+        }
         if settings.workers == 0 || settings.reps == 0 || settings.clients == 0 {
             return Err("ATOLL_BENCH_WORKERS, _REPS and _CLIENTS must be at least 1".into());
+        }
+        if settings.hs_clients == 0 || settings.hs_clients > MAX_HS_CLIENTS {
+            return Err(format!("ATOLL_BENCH_HS_CLIENTS must be in 1..={MAX_HS_CLIENTS}").into());
         }
         if !(settings.secs > 0.0 && settings.secs <= 3600.0) {
             return Err("ATOLL_BENCH_SECS must be in (0, 3600]".into());
@@ -183,6 +299,15 @@ fn env_or<T: FromStr>(name: &str, default: T) -> BoxResult<T> {
             .parse()
             .map_err(|_| format!("{name}: cannot parse {v:?}").into()),
         Err(_) => Ok(default),
+    }
+}
+
+/// A switch from the environment: `0` is off, `1` is on; on when unset.
+fn env_flag(name: &str) -> BoxResult<bool> {
+    match env_or::<u8>(name, 1)? {
+        0 => Ok(false),
+        1 => Ok(true),
+        _ => Err(format!("{name}: 0 or 1").into()),
     }
 }
 
@@ -232,44 +357,82 @@ impl Kind {
     }
 }
 
-/// What one run measured.
-#[derive(Clone, Copy)]
+/// What one run measured: round trips (or handshakes) per second.
+#[derive(Clone)]
 struct Sample {
     rps: f64,
     p50_us: f64,
     p99_us: f64,
     errors: u64,
+    /// What went wrong first, when something did.
+    first_error: Option<String>,
 }
 
-fn run_once(kind: Kind, conns: usize, settings: &Settings) -> BoxResult<Sample> {
-    let server = Running::start(kind, settings.workers)?;
-    let result = load(server.addr(), conns, settings);
+impl Sample {
+    fn of(client: &Client, secs: f64) -> Sample {
+        Sample {
+            rps: client.round_trips as f64 / secs,
+            p50_us: client.hist.quantile_us(0.50),
+            p99_us: client.hist.quantile_us(0.99),
+            errors: client.errors,
+            first_error: client.first_error.clone(),
+        }
+    }
+}
+
+/// One ping-pong run; over TLS when `tls` is given.
+fn run_once(kind: Kind, conns: usize, settings: &Settings, tls: Option<&Tls>) -> BoxResult<Sample> {
+    let server = match tls {
+        None => Running::start(kind, settings.workers)?,
+        Some(tls) => Running::start_tls(kind, settings.workers, tls)?,
+    };
+    let result = load(server.addr(), conns, settings, tls.map(|t| &t.connector));
+    stop(server, kind);
+    Ok(Sample::of(&result?, settings.secs))
+}
+
+/// Stops a server, saying so when that is slow.
+fn stop(server: Running, kind: Kind) {
     let started = Instant::now();
     server.stop();
     let took = started.elapsed();
     if took > SLOW_STOP {
         eprintln!("warning: stopping {} took {took:?}", kind.name());
     }
-    let (round_trips, hist, errors) = result?;
-    Ok(Sample {
-        rps: round_trips as f64 / settings.secs,
-        p50_us: hist.quantile_us(0.50),
-        p99_us: hist.quantile_us(0.99),
-        errors,
-    })
 }
 
-/// Opens `conns` connections, drives them from the client threads through
-/// the warm-up and the measured window, and closes them.
-fn load(addr: SocketAddr, conns: usize, settings: &Settings) -> BoxResult<(u64, Histogram, u64)> {
+/// Opens `conns` connections (over TLS with `tls`), drives them from the
+/// client threads through the warm-up and the measured window, and closes
+/// them.
+fn load(
+    addr: SocketAddr,
+    conns: usize,
+    settings: &Settings,
+    tls: Option<&TlsConnector>,
+) -> BoxResult<Client> {
     // Connect before the clock starts, so that slow accepting (the std
-    // server spawns a thread per connection) is not measured.
-    let mut shares: Vec<Vec<TcpStream>> = (0..settings.clients).map(|_| Vec::new()).collect();
+    // server spawns a thread per connection) is not measured; and so are
+    // TLS handshakes.
+    let mut shares: Vec<Vec<Wire>> = (0..settings.clients).map(|_| Vec::new()).collect();
     for i in 0..conns {
-        let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+        let stream = TcpStream::connect_timeout(&addr, IO_LIMIT)?;
         stream.set_nodelay(true)?;
-        stream.set_nonblocking(true)?;
-        shares[i % settings.clients].push(stream);
+        let wire = match tls {
+            None => {
+                stream.set_nonblocking(true)?;
+                Wire::Plain(mio::net::TcpStream::from_std(stream))
+            }
+            Some(connector) => {
+                stream.set_read_timeout(Some(IO_LIMIT))?;
+                stream.set_write_timeout(Some(IO_LIMIT))?;
+                let tls = connector
+                    .connect("localhost", stream)
+                    .map_err(|e| format!("TLS handshake of connection {i}: {e}"))?;
+                tls.get_ref().set_nonblocking(true)?;
+                Wire::Tls(Box::new(tls))
+            }
+        };
+        shares[i % settings.clients].push(wire);
     }
     let from = Instant::now() + WARMUP;
     let window = Window {
@@ -287,12 +450,9 @@ fn load(addr: SocketAddr, conns: usize, settings: &Settings) -> BoxResult<(u64, 
         .collect::<io::Result<_>>()?;
     let mut total = Client::new();
     for client in clients {
-        let client = client.join().map_err(|_| "a client thread panicked")??;
-        total.round_trips += client.round_trips;
-        total.errors += client.errors;
-        total.hist.merge(&client.hist);
+        total.merge(client.join().map_err(|_| "a client thread panicked")??);
     }
-    Ok((total.round_trips, total.hist, total.errors))
+    Ok(total)
 }
 
 // ---------------------------------------------------------------------------
@@ -339,6 +499,38 @@ impl Running {
         })
     }
 
+    /// The TLS echo server of `kind`: atoll with `NativeTls`, or tokio with
+    /// tokio-native-tls; both with `tls`'s identity.
+    fn start_tls(kind: Kind, workers: usize, tls: &Tls) -> BoxResult<Running> {
+        Ok(match kind {
+            Kind::Atoll => {
+                let server = Server::builder()
+                    .ip([127, 0, 0, 1].into())
+                    .port(0)
+                    .num_workers(workers)
+                    .num_acceptors(acceptors())
+                    .read_timeout(None)
+                    .transport(tls.atoll.clone())
+                    .start(|_conn| Ok(AtollEcho))?;
+                let addr = server.local_addr()?.inet().ok_or("atoll listens on TCP")?;
+                Running::Atoll(server, addr)
+            }
+            Kind::Tokio => {
+                let runtime = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(workers)
+                    .thread_name("tokio-tls-echo")
+                    .enable_all()
+                    .build()?;
+                let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
+                let addr = listener.local_addr()?;
+                let acceptor = tokio_native_tls::TlsAcceptor::from(tls.tokio.clone());
+                runtime.spawn(tokio_tls_accept(listener, acceptor));
+                Running::Tokio(runtime, addr)
+            }
+            Kind::Std => return Err("the std server has no TLS".into()),
+        })
+    }
+
     fn addr(&self) -> SocketAddr {
         match self {
             Running::Atoll(_, addr) | Running::Tokio(_, addr) => *addr,
@@ -379,7 +571,31 @@ async fn tokio_accept(listener: tokio::net::TcpListener) {
     }
 }
 
-async fn tokio_echo(mut stream: tokio::net::TcpStream) {
+async fn tokio_tls_accept(
+    listener: tokio::net::TcpListener,
+    acceptor: tokio_native_tls::TlsAcceptor,
+) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                let _ = stream.set_nodelay(true);
+                let acceptor = acceptor.clone();
+                // The handshake runs in the connection's task, on a worker.
+                tokio::spawn(async move {
+                    if let Ok(stream) = acceptor.accept(stream).await {
+                        tokio_echo(stream).await;
+                    }
+                });
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+        }
+    }
+}
+
+async fn tokio_echo<S>(mut stream: S)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut buf = vec![0u8; SERVER_BUF];
     loop {
@@ -493,9 +709,52 @@ struct Window {
     until: Instant,
 }
 
+/// A client connection: plain, or TLS over a non-blocking socket.
+enum Wire {
+    Plain(mio::net::TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl Wire {
+    fn register(&mut self, registry: &Registry, token: Token) -> io::Result<()> {
+        let interest = Interest::READABLE | Interest::WRITABLE;
+        match self {
+            Wire::Plain(stream) => registry.register(stream, token, interest),
+            Wire::Tls(tls) => {
+                registry.register(&mut SourceFd(&tls.get_ref().as_raw_fd()), token, interest)
+            }
+        }
+    }
+}
+
+impl Read for Wire {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Wire::Plain(stream) => stream.read(buf),
+            Wire::Tls(tls) => tls.read(buf),
+        }
+    }
+}
+
+impl Write for Wire {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Wire::Plain(stream) => stream.write(buf),
+            Wire::Tls(tls) => tls.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Wire::Plain(stream) => stream.flush(),
+            Wire::Tls(tls) => tls.flush(),
+        }
+    }
+}
+
 /// One client connection's place in its ping-pong.
 struct Conn {
-    stream: mio::net::TcpStream,
+    stream: Wire,
     /// Bytes of the current request written.
     sent: usize,
     /// Bytes of the current reply read.
@@ -505,10 +764,11 @@ struct Conn {
     open: bool,
 }
 
-/// What one client thread counted.
+/// What one client thread counted (round trips, or handshakes).
 struct Client {
     round_trips: u64,
     errors: u64,
+    first_error: Option<String>,
     hist: Histogram,
 }
 
@@ -517,24 +777,34 @@ impl Client {
         Client {
             round_trips: 0,
             errors: 0,
+            first_error: None,
             hist: Histogram::new(),
         }
     }
 
+    fn error(&mut self, e: impl std::fmt::Display) {
+        self.errors += 1;
+        if self.first_error.is_none() {
+            self.first_error = Some(e.to_string());
+        }
+    }
+
+    fn merge(&mut self, other: Client) {
+        self.round_trips += other.round_trips;
+        self.errors += other.errors;
+        self.first_error = self.first_error.take().or(other.first_error);
+        self.hist.merge(&other.hist);
+    }
+
     /// Drives `streams` in a closed loop until the window ends.
-    fn run(streams: Vec<TcpStream>, window: Window) -> io::Result<Client> {
+    fn run(streams: Vec<Wire>, window: Window) -> io::Result<Client> {
         let mut client = Client::new();
         let mut poll = Poll::new()?;
         let mut events = Events::with_capacity(1024);
         let now = Instant::now();
         let mut conns = Vec::with_capacity(streams.len());
-        for (i, stream) in streams.into_iter().enumerate() {
-            let mut stream = mio::net::TcpStream::from_std(stream);
-            poll.registry().register(
-                &mut stream,
-                Token(i),
-                Interest::READABLE | Interest::WRITABLE,
-            )?;
+        for (i, mut stream) in streams.into_iter().enumerate() {
+            stream.register(poll.registry(), Token(i))?;
             conns.push(Conn {
                 stream,
                 sent: 0,
@@ -604,9 +874,9 @@ impl Client {
                     conn.received = 0;
                     conn.started = done;
                 }
-                Err(_) => {
+                Err(e) => {
                     conn.open = false;
-                    self.errors += 1;
+                    self.error(e);
                     return;
                 }
             }
@@ -642,6 +912,219 @@ impl Conn {
         }
         Ok(true)
     }
+}
+
+// ---------------------------------------------------------------------------
+// TLS
+
+/// The TLS side of the bench: both servers' configuration, from one
+/// throw-away identity, and the client's connector, built once.
+struct Tls {
+    atoll: NativeTls,
+    tokio: TlsAcceptor,
+    connector: TlsConnector,
+}
+
+impl Tls {
+    fn new() -> BoxResult<Tls> {
+        let (cert, key) = make_cert()?;
+        let atoll = NativeTls::from_pem(&cert, &key)?;
+        // As atoll's acceptor: TLS 1.2 at least, no ALPN.
+        let tokio = TlsAcceptor::builder(Identity::from_pkcs8(&cert, &key)?)
+            .min_protocol_version(Some(Protocol::Tlsv12))
+            .build()?;
+        let connector = TlsConnector::builder()
+            .add_root_certificate(Certificate::from_pem(&cert)?)
+            .min_protocol_version(Some(Protocol::Tlsv12))
+            .build()?;
+        Ok(Tls {
+            atoll,
+            tokio,
+            connector,
+        })
+    }
+}
+
+/// A P-256 certificate for localhost and 127.0.0.1 and its PKCS#8 key, in
+/// PEM, made by the openssl tool in a temporary directory that is gone
+/// when this returns.
+fn make_cert() -> BoxResult<(Vec<u8>, Vec<u8>)> {
+    let dir = std::env::temp_dir().join(format!("atoll-bench-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let made = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec"])
+        .args(["-pkeyopt", "ec_paramgen_curve:prime256v1"])
+        .args(["-nodes", "-days", "2", "-subj", "/CN=localhost"])
+        .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output();
+    let pair = match made {
+        Ok(out) if out.status.success() => {
+            std::fs::read(&cert).and_then(|c| Ok((c, std::fs::read(&key)?)))
+        }
+        Ok(out) => Err(io::Error::other(format!(
+            "openssl req failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))),
+        Err(e) => Err(e),
+    };
+    let _ = std::fs::remove_dir_all(&dir);
+    pair.map_err(|e| {
+        format!("making a certificate with the openssl tool (ATOLL_BENCH_TLS=0 skips TLS): {e}")
+            .into()
+    })
+}
+
+/// The TLS part: ping-pong, then handshakes, atoll against tokio.
+fn run_tls(settings: &Settings) -> BoxResult<()> {
+    let servers: Vec<Kind> = settings
+        .servers
+        .iter()
+        .copied()
+        .filter(|&k| k != Kind::Std)
+        .collect();
+    if servers.is_empty() {
+        println!("\nTLS: skipped (ATOLL_BENCH_SERVERS has neither atoll nor tokio)");
+        return Ok(());
+    }
+    let tls = Tls::new()?;
+    println!(
+        "\nTLS: native-tls (OpenSSL) at both ends, P-256 certificate, no session resumption; \
+         tokio = tokio-native-tls on W workers"
+    );
+    let label = |conns| format!("tls, {conns} conns");
+    let table = measure(
+        &servers,
+        &settings.tls_loads,
+        label,
+        "rt/s",
+        settings,
+        |kind, conns| run_once(kind, conns, settings, Some(&tls)),
+    )?;
+    let title = format!("TLS echo, {PAYLOAD}-byte ping-pong:");
+    print_table(Some(&title), &table, RATE_COLUMN);
+    let label = |clients| format!("handshakes, {clients} clients");
+    let loads = [settings.hs_clients];
+    let table = measure(
+        &servers,
+        &loads,
+        label,
+        "hs/s",
+        settings,
+        |kind, clients| handshakes(kind, clients, settings, &tls),
+    )?;
+    let title = "TLS handshakes: connect, full handshake, close_notify, server's close, \
+                 one at a time per client thread (conns = client threads); \
+                 latencies of the whole";
+    print_table(Some(title), &table, "handshakes/s");
+    Ok(())
+}
+
+/// One handshake run: `clients` threads connect, shake hands and close
+/// against a TLS server of `kind`, in a closed loop.
+fn handshakes(kind: Kind, clients: usize, settings: &Settings, tls: &Tls) -> BoxResult<Sample> {
+    let server = Running::start_tls(kind, settings.workers, tls)?;
+    let addr = server.addr();
+    let from = Instant::now() + WARMUP;
+    let window = Window {
+        from,
+        until: from + settings.measured(),
+    };
+    let mut threads = Vec::with_capacity(clients);
+    let mut failed = None;
+    for i in 0..clients {
+        let connector = tls.connector.clone();
+        let spawned = thread::Builder::new()
+            .name(format!("bench-handshake-{i}"))
+            .spawn(move || shake_hands(addr, &connector, window));
+        match spawned {
+            Ok(thread) => threads.push(thread),
+            Err(e) => {
+                failed = Some(e);
+                break;
+            }
+        }
+    }
+    // Every client is joined (each ends with the window) before the server
+    // stops, whatever happened.
+    let mut total = Client::new();
+    let mut panicked = false;
+    for thread in threads {
+        match thread.join() {
+            Ok(client) => total.merge(client),
+            Err(_) => panicked = true,
+        }
+    }
+    stop(server, kind);
+    if let Some(e) = failed {
+        return Err(format!("starting a handshake client: {e}").into());
+    }
+    if panicked {
+        return Err("a handshake client thread panicked".into());
+    }
+    Ok(Sample::of(&total, settings.secs))
+}
+
+/// A handshake client: handshakes, one at a time, until the window ends.
+fn shake_hands(addr: SocketAddr, connector: &TlsConnector, window: Window) -> Client {
+    let mut client = Client::new();
+    let mut junk = [0u8; 4096];
+    loop {
+        let started = Instant::now();
+        if started >= window.until {
+            break;
+        }
+        match handshake_once(addr, connector, &mut junk) {
+            Ok(()) => {
+                let done = Instant::now();
+                if done >= window.from && done < window.until {
+                    client.round_trips += 1;
+                    client.hist.record(done - started);
+                }
+            }
+            Err(e) => {
+                client.error(e);
+                if client.errors >= MAX_HS_ERRORS {
+                    break;
+                }
+                thread::sleep(HS_ERROR_PAUSE);
+            }
+        }
+    }
+    client
+}
+
+/// Connect, a full handshake, close_notify, and the server's close.
+fn handshake_once(addr: SocketAddr, connector: &TlsConnector, junk: &mut [u8]) -> io::Result<()> {
+    let stream = TcpStream::connect_timeout(&addr, IO_LIMIT)?;
+    stream.set_nodelay(true)?;
+    stream.set_read_timeout(Some(IO_LIMIT))?;
+    stream.set_write_timeout(Some(IO_LIMIT))?;
+    let mut tls = connector
+        .connect("localhost", stream)
+        .map_err(|e| io::Error::other(format!("handshake: {e}")))?;
+    tls.shutdown()?;
+    // The server answers the close_notify by closing. What comes before
+    // (session tickets, its own close_notify) is read past, not decrypted.
+    let stream = tls.get_mut();
+    for _ in 0..CLOSE_READS {
+        match stream.read(junk) {
+            Ok(0) => return Ok(()),
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                return Err(io::Error::new(
+                    e.kind(),
+                    format!("waiting for the server's close: {e}"),
+                ))
+            }
+        }
+    }
+    Err(io::Error::other("the server sent on after close_notify"))
 }
 
 // ---------------------------------------------------------------------------
@@ -751,11 +1234,21 @@ fn median(values: impl Iterator<Item = f64>) -> f64 {
     }
 }
 
-fn print_table(table: &[(usize, Vec<(Kind, Summary)>)]) {
+/// Per load, each server's medians.
+type Table = Vec<(usize, Vec<(Kind, Summary)>)>;
+
+/// The throughput column of the ping-pong tables.
+const RATE_COLUMN: &str = "round trips/s";
+
+/// The table, under `title` when there is one, then atoll's ratios.
+fn print_table(title: Option<&str>, table: &[(usize, Vec<(Kind, Summary)>)], rate: &str) {
     println!();
+    if let Some(title) = title {
+        println!("{title}");
+    }
     println!(
         "{:>6}  {:<6} {:>14} {:>10} {:>10} {:>8}",
-        "conns", "server", "round trips/s", "p50 us", "p99 us", "errors"
+        "conns", "server", rate, "p50 us", "p99 us", "errors"
     );
     for (conns, summaries) in table {
         for (kind, s) in summaries {
