@@ -48,6 +48,11 @@
 //! - [`Connection`] is a handle to a live connection for other threads, to
 //!   send it messages.
 //! - [`Error`] is the one error type.
+//! - [`transport`] holds the transports (TCP, TLS, Unix sockets, your own)
+//!   and a standalone listener.
+//! - [`telemetry`] and [`logger`] let the application observe a running
+//!   server.
+//! - [`client`] is a blocking TCP client (with TLS) for threaded code.
 //!
 //! See `docs/ARCHITECTURE.md` for the threads and the life of a connection.
 #![warn(missing_docs, missing_debug_implementations)]

@@ -1,6 +1,9 @@
 //! The few system calls std and mio do not wrap: `poll(2)` on one descriptor
-//! (to block a worker on a non-blocking socket with a timeout) and
-//! `sendfile(2)`. Every `unsafe` block of the crate lives here.
+//! (to block a worker on a non-blocking socket with a timeout),
+//! `sendfile(2)` and `SO_PEERCRED`. Every `unsafe` block of the crate lives
+//! here, except the client's `getaddrinfo` (in `client/resolve.rs`, which
+//! needs std's lookup's missing distinction between "no such name" and "try
+//! again").
 
 use std::io;
 use std::os::fd::RawFd;

@@ -1,1 +1,120 @@
-//! The blocking TCP client (mug for Rust). Under construction.
+//! A blocking TCP client for threaded code: mug for Rust, with TLS and
+//! happy eyeballs.
+//!
+//! The behaviour and error model are those of Gleam's mug: connect with a
+//! per-family timeout and an IP version preference, send, receive with a
+//! timeout, receive exactly `n` bytes, shut down; or arm the connection so
+//! that its next packet arrives as a message on a channel. Beyond mug: TLS
+//! (connect, or upgrade a live connection), RFC 8305 happy eyeballs, a
+//! name-resolution timeout, and `Read`/`Write`.
+//!
+//! # Connecting
+//!
+//! [`connect`] takes a host and a port; [`Options`] holds everything else,
+//! each option with its default (a 1 s connect timeout per address family,
+//! IPv6 preferred). A failure says which family failed and why:
+//!
+//! ```
+//! use std::time::Duration;
+//! use atoll::client::{ConnectError, Error, IpVersionPreference, Options};
+//!
+//! // Nothing listens on this port of the loopback address.
+//! # let port = { let l = std::net::TcpListener::bind("127.0.0.1:0")?; l.local_addr()?.port() };
+//! let err = Options::new("127.0.0.1", port)
+//!     .ip_version_preference(IpVersionPreference::Ipv4Only)
+//!     .connect_timeout(Some(Duration::from_millis(500)))
+//!     .connect()
+//!     .unwrap_err();
+//! assert_eq!(err, ConnectError::Ipv4(Error::Econnrefused));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Sending and receiving
+//!
+//! [`Connection::send`] writes every byte; [`Connection::receive`] returns
+//! whatever arrives next, [`Connection::receive_exact`] exactly `n` bytes.
+//! Timeouts are `Option<Duration>`: `None` waits forever, a zero timeout
+//! makes one non-blocking attempt.
+//!
+//! ```
+//! use std::time::Duration;
+//! use atoll::{Flow, Handler, Server, Socket};
+//! use atoll::client::{self, Error};
+//!
+//! struct Echo;
+//!
+//! impl Handler for Echo {
+//!     fn handle_data(&mut self, data: &[u8], socket: &mut Socket) -> Flow {
+//!         socket.send(data).map_or_else(Flow::error, |()| Flow::Continue)
+//!     }
+//! }
+//!
+//! let server = Server::builder().ip([127, 0, 0, 1].into()).port(0).start(|_| Ok(Echo))?;
+//! let port = server.local_addr()?.port().ok_or("not a TCP listener")?;
+//!
+//! let mut conn = client::connect("127.0.0.1", port)?;
+//! assert_eq!(conn.receive(Some(Duration::ZERO)), Err(Error::Timeout));
+//! conn.send(b"hello")?;
+//! assert_eq!(conn.receive_exact(5, Some(Duration::from_secs(5)))?, b"hello");
+//! conn.shutdown()?;
+//! assert_eq!(conn.receive(None), Err(Error::Closed));
+//!
+//! server.stop(Duration::from_secs(1));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Active mode
+//!
+//! [`Connection::arm`] makes the connection deliver its next packet, its
+//! close, or its error as one [`Packet`] on a crossbeam channel the caller
+//! chose ([`Connection::arm_with`] maps it into the channel's own type).
+//! One thread can then `select!` over many connections and its other
+//! channels, the way an actor waits on its mailbox. One message per
+//! arming: arm again to get the next one. See [`Packet`] for a `select!`
+//! loop.
+//!
+//! ## Implementation notes
+//!
+//! One background thread, `atoll-client-poll`, serves every armed
+//! connection of the process. It starts with the first arming and lives as
+//! long as the process; between armings a connection costs it nothing. It
+//! reads an armed connection once when it is armed (bytes may already be
+//! waiting) and again on each readiness event, and it is the only reader
+//! while the connection is armed, so a message is never duplicated and
+//! no byte is lost. A send from the owner while armed is fine: both sides
+//! hold the connection's lock only for one non-blocking system call. The
+//! thread waits while a full bounded channel has no room, holding up
+//! every armed connection: use an unbounded channel, or one with room.
+//!
+//! # TLS
+//!
+//! With the `tls` feature (on by default), [`Options::tls`] connects over
+//! TLS with SNI and the system's roots or given ones ([`TlsConfig`]), and
+//! [`Connection::upgrade_tls`] upgrades a live plain connection
+//! (STARTTLS). ALPN is requested with [`TlsConfig::alpn_protocols`] and its
+//! result read with [`Connection::alpn_protocol`]. Everything else works
+//! the same over TLS, active mode included.
+//!
+//! # Errors
+//!
+//! [`Error`] is mug's error: [`Error::Closed`], [`Error::Timeout`],
+//! [`Error::Nxdomain`] and one variant per POSIX code of mug's list, plus
+//! a catch-all so that converting any [`std::io::Error`] always succeeds.
+//! [`ConnectError`] says which address family failed. The server's
+//! [`atoll::Error`](crate::Error) is a different type.
+
+mod active;
+mod connection;
+mod error;
+mod establish;
+mod options;
+mod resolve;
+#[cfg(feature = "tls")]
+mod tls;
+
+pub use active::{ConnId, Packet};
+pub use connection::Connection;
+pub use error::{ConnectError, Error};
+pub use options::{connect, IpVersionPreference, Options, CONNECTION_ATTEMPT_DELAY};
+#[cfg(feature = "tls")]
+pub use tls::TlsConfig;

@@ -1,0 +1,763 @@
+//! [`Connection`]: a client connection, passive by default, armable for
+//! active mode, plain or TLS.
+
+use std::fmt;
+use std::io::{self, IoSlice, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Sender;
+use parking_lot::Mutex;
+use socket2::SockRef;
+
+use super::active::{self, ConnId, Packet};
+use super::error::Error;
+use super::options::Options;
+use crate::sys::{self, Wait};
+
+/// Bytes one read asks the kernel for.
+pub(super) const READ_CHUNK: usize = 64 * 1024;
+
+/// The most slices one `sendmsg(2)` takes on Linux (`UIO_MAXIOV`).
+const IOV_MAX: usize = 1024;
+
+/// A peer that went away is an error, not a `SIGPIPE` that kills the
+/// process.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+const SEND_FLAGS: libc::c_int = libc::MSG_NOSIGNAL;
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+const SEND_FLAGS: libc::c_int = 0;
+
+/// A connected, non-blocking TCP socket whose writes never raise
+/// `SIGPIPE`; also the transport under TLS.
+#[derive(Debug)]
+pub(super) struct Tcp(pub(super) TcpStream);
+
+impl Read for Tcp {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            match self.0.read(buf) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                other => return other,
+            }
+        }
+    }
+}
+
+impl Write for Tcp {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.write_vectored(&[IoSlice::new(buf)])
+    }
+
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        let bufs = &bufs[..bufs.len().min(IOV_MAX)];
+        loop {
+            match SockRef::from(&self.0).send_vectored_with_flags(bufs, SEND_FLAGS) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                other => return other,
+            }
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The transport of a connection. Every operation on it is non-blocking:
+/// it is locked only for the length of one system call (or one TLS record),
+/// so that the shared poll thread never waits on a user's blocking send.
+pub(super) enum Stream {
+    Plain(Tcp),
+    #[cfg(feature = "tls")]
+    Tls(Box<native_tls::TlsStream<Tcp>>),
+    /// Shut down; the socket is closed.
+    Closed,
+}
+
+impl Stream {
+    /// One non-blocking read. `Ok(0)` is the end of the stream.
+    pub(super) fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(tcp) => tcp.read(buf),
+            #[cfg(feature = "tls")]
+            Stream::Tls(tls) => tls.read(buf),
+            Stream::Closed => Err(Error::Closed.into()),
+        }
+    }
+
+    /// One non-blocking write of some of `bufs`.
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(tcp) => tcp.write_vectored(bufs),
+            #[cfg(feature = "tls")]
+            Stream::Tls(tls) => tls.write_vectored(bufs),
+            Stream::Closed => Err(Error::Closed.into()),
+        }
+    }
+}
+
+/// What a connection shares with the active-mode poll thread.
+pub(super) struct Shared {
+    pub(super) id: ConnId,
+    /// The socket's descriptor, valid while `stream` is not `Closed`.
+    pub(super) fd: RawFd,
+    pub(super) stream: Mutex<Stream>,
+    /// Armed, and the message not yet taken by the poll thread.
+    pub(super) armed: AtomicBool,
+}
+
+/// A TCP connection to a server, plain or TLS (mug's `Socket`).
+///
+/// Made by [`Options::connect`] or [`connect`](super::connect). The socket
+/// underneath is non-blocking, but every method blocks the caller as a
+/// blocking socket would, bounded by the timeout it is given.
+///
+/// # Passive mode
+///
+/// A new connection is passive: read it with
+/// [`receive`](Connection::receive) (whatever arrives next),
+/// [`receive_exact`](Connection::receive_exact) (exactly `n` bytes), or the
+/// [`Read`] impl, and write it with [`send`](Connection::send),
+/// [`send_vectored`](Connection::send_vectored) or the [`Write`] impl.
+///
+/// # Active mode
+///
+/// [`arm`](Connection::arm) hands the next packet, the peer's close, or an
+/// error to a background poll thread, which sends it as one [`Packet`] on a
+/// channel of the caller's choice; one thread can then `select!` over many
+/// connections and its other channels. One message per arming, so a fast
+/// peer cannot flood the receiver; arm again for the next one. While
+/// armed, reading directly fails with [`Error::Armed`]; sending is allowed.
+///
+/// # Closing
+///
+/// [`shutdown`](Connection::shutdown) closes the connection; afterwards
+/// sends and receives fail with [`Error::Closed`]. Dropping the connection
+/// closes it too (and cancels an arming).
+///
+/// # Examples
+///
+/// ```
+/// use std::io::{Read, Write};
+/// use std::time::Duration;
+/// use atoll::client;
+///
+/// # let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+/// # let port = listener.local_addr()?.port();
+/// # std::thread::spawn(move || -> std::io::Result<()> {
+/// #     let (mut s, _) = listener.accept()?;
+/// #     let mut buf = [0u8; 4];
+/// #     s.read_exact(&mut buf)?;
+/// #     s.write_all(&buf)
+/// # });
+/// let mut conn = client::connect("127.0.0.1", port)?;
+/// conn.send(b"ping")?;
+/// let reply = conn.receive_exact(4, Some(Duration::from_secs(5)))?;
+/// assert_eq!(reply, b"ping");
+/// conn.shutdown()?;
+/// assert_eq!(conn.send(b"more"), Err(client::Error::Closed));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct Connection {
+    shared: Arc<Shared>,
+    host: String,
+    peer: SocketAddr,
+    local: SocketAddr,
+    /// Bytes read but not yet returned: what a `receive_exact` that timed
+    /// out had gathered.
+    unread: Vec<u8>,
+    send_timeout: Option<Duration>,
+}
+
+/// Ids are unique in the process.
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+impl Connection {
+    /// Wraps a freshly connected stream.
+    pub(super) fn from_stream(
+        stream: TcpStream,
+        peer: SocketAddr,
+        options: &Options,
+    ) -> Result<Connection, Error> {
+        stream.set_nonblocking(true)?;
+        if options.nodelay {
+            stream.set_nodelay(true)?;
+        }
+        let local = stream.local_addr()?;
+        let id = ConnId::new(NEXT_ID.fetch_add(1, Ordering::Relaxed));
+        Ok(Connection {
+            shared: Arc::new(Shared {
+                id,
+                fd: stream.as_raw_fd(),
+                stream: Mutex::new(Stream::Plain(Tcp(stream))),
+                armed: AtomicBool::new(false),
+            }),
+            host: options.host.clone(),
+            peer,
+            local,
+            unread: Vec::new(),
+            send_timeout: options.send_timeout,
+        })
+    }
+
+    /// This connection's id, unique in the process: the one its active-mode
+    /// [`Packet`]s carry.
+    ///
+    /// ```
+    /// # let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    /// # let port = listener.local_addr()?.port();
+    /// let a = atoll::client::connect("127.0.0.1", port)?;
+    /// let b = atoll::client::connect("127.0.0.1", port)?;
+    /// assert_ne!(a.id(), b.id());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn id(&self) -> ConnId {
+        self.shared.id
+    }
+
+    /// The host this connection was made to, as given to [`Options::new`].
+    ///
+    /// ```
+    /// # let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    /// # let port = listener.local_addr()?.port();
+    /// let conn = atoll::client::connect("127.0.0.1", port)?;
+    /// assert_eq!(conn.host(), "127.0.0.1");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// The server's address.
+    ///
+    /// ```
+    /// # let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    /// let conn = atoll::client::connect("127.0.0.1", listener.local_addr()?.port())?;
+    /// assert_eq!(conn.peer_addr(), listener.local_addr()?);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.peer
+    }
+
+    /// The local address of the connection.
+    ///
+    /// ```
+    /// # let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    /// let conn = atoll::client::connect("127.0.0.1", listener.local_addr()?.port())?;
+    /// let (_, from) = listener.accept()?;
+    /// assert_eq!(conn.local_addr(), from);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// Whether the connection runs over TLS.
+    ///
+    /// ```
+    /// # let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    /// let conn = atoll::client::connect("127.0.0.1", listener.local_addr()?.port())?;
+    /// assert!(!conn.is_tls());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn is_tls(&self) -> bool {
+        match &*self.shared.stream.lock() {
+            #[cfg(feature = "tls")]
+            Stream::Tls(_) => true,
+            _ => false,
+        }
+    }
+
+    /// Whether the connection has been [shut down](Connection::shutdown).
+    ///
+    /// ```
+    /// # let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    /// let mut conn = atoll::client::connect("127.0.0.1", listener.local_addr()?.port())?;
+    /// conn.shutdown()?;
+    /// assert!(conn.is_closed());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn is_closed(&self) -> bool {
+        matches!(&*self.shared.stream.lock(), Stream::Closed)
+    }
+
+    /// The send timeout of [`send`](Connection::send), [`send_vectored`](Connection::send_vectored)
+    /// and [`Write`], from [`Options::send_timeout`].
+    ///
+    /// ```
+    /// # let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    /// let conn = atoll::client::connect("127.0.0.1", listener.local_addr()?.port())?;
+    /// assert_eq!(conn.send_timeout(), None);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn send_timeout(&self) -> Option<Duration> {
+        self.send_timeout
+    }
+
+    /// Replaces the send timeout; `None` waits forever.
+    ///
+    /// ```
+    /// # let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    /// let mut conn = atoll::client::connect("127.0.0.1", listener.local_addr()?.port())?;
+    /// conn.set_send_timeout(Some(std::time::Duration::from_secs(5)));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn set_send_timeout(&mut self, timeout: Option<Duration>) {
+        self.send_timeout = timeout;
+    }
+
+    /// Sends all of `data`, waiting for room as long as the send timeout
+    /// allows (mug's `send`). Allowed while armed.
+    ///
+    /// Fails with [`Error::Closed`] after [`shutdown`](Connection::shutdown),
+    /// [`Error::Timeout`] when the send timeout passes (an unknown part of
+    /// the bytes was sent), and [`Error::Epipe`] or [`Error::Econnreset`]
+    /// when the peer has gone away.
+    ///
+    /// ```
+    /// # let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    /// let mut conn = atoll::client::connect("127.0.0.1", listener.local_addr()?.port())?;
+    /// conn.send(b"hello")?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn send(&mut self, data: &[u8]) -> Result<(), Error> {
+        self.send_vectored(&[IoSlice::new(data)])
+    }
+
+    /// Sends all of the slices, in order, with as few system calls as the
+    /// kernel allows (mug's `send_builder`): a header and a body go out
+    /// together without being copied into one buffer first.
+    ///
+    /// ```
+    /// use std::io::IoSlice;
+    ///
+    /// # let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    /// let mut conn = atoll::client::connect("127.0.0.1", listener.local_addr()?.port())?;
+    /// conn.send_vectored(&[IoSlice::new(b"GET / HTTP/1.1\r\n"), IoSlice::new(b"\r\n")])?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn send_vectored(&mut self, bufs: &[IoSlice<'_>]) -> Result<(), Error> {
+        let deadline = self.send_timeout.map(|t| Instant::now() + t);
+        let mut owned: Vec<IoSlice<'_>> = bufs.to_vec();
+        let mut rest = &mut owned[..];
+        IoSlice::advance_slices(&mut rest, 0);
+        while !rest.is_empty() {
+            let n = self.write_some(rest, deadline)?;
+            IoSlice::advance_slices(&mut rest, n);
+        }
+        Ok(())
+    }
+
+    /// One write of at least one byte, waiting until `deadline`.
+    fn write_some(
+        &mut self,
+        bufs: &[IoSlice<'_>],
+        deadline: Option<Instant>,
+    ) -> Result<usize, Error> {
+        loop {
+            let result = self.shared.stream.lock().write_vectored(bufs);
+            match result {
+                Ok(0) => return Err(Error::Closed),
+                Ok(n) => return Ok(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.wait(Wait::Write, deadline)?
+                }
+                Err(e) => return Err(Error::from(e)),
+            }
+        }
+    }
+
+    /// Receives whatever arrives next, at least one byte, waiting up to
+    /// `timeout` (mug's `receive`); `None` waits forever.
+    ///
+    /// A zero timeout makes one non-blocking attempt: the bytes already
+    /// there, or [`Error::Timeout`]. Fails with [`Error::Closed`] once the
+    /// peer has closed and everything it sent has been received, and with
+    /// [`Error::Armed`] while the connection is armed.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use atoll::client::Error;
+    ///
+    /// # let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    /// let mut conn = atoll::client::connect("127.0.0.1", listener.local_addr()?.port())?;
+    /// // Nothing has been sent yet.
+    /// assert_eq!(conn.receive(Some(Duration::ZERO)), Err(Error::Timeout));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn receive(&mut self, timeout: Option<Duration>) -> Result<Vec<u8>, Error> {
+        self.check_passive()?;
+        if !self.unread.is_empty() {
+            return Ok(std::mem::take(&mut self.unread));
+        }
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let mut buf = vec![0u8; READ_CHUNK];
+        let n = self.read_some(&mut buf, deadline)?;
+        buf.truncate(n);
+        buf.shrink_to_fit();
+        Ok(buf)
+    }
+
+    /// Receives exactly `n` bytes, waiting up to `timeout` for all of them
+    /// (mug's `receive_exact`); `None` waits forever.
+    ///
+    /// No byte is ever lost: when the timeout passes with only part of the
+    /// bytes received, it fails with [`Error::Timeout`] and keeps them, and
+    /// the next receive returns them first. As in mug, when the peer closes
+    /// before `n` bytes came, the bytes that did come are returned (fewer
+    /// than `n`), and the next receive fails with [`Error::Closed`]. `n == 0`
+    /// returns no bytes at once.
+    ///
+    /// ```
+    /// use std::io::Write;
+    /// use std::time::Duration;
+    /// use atoll::client::Error;
+    ///
+    /// # let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    /// let mut conn = atoll::client::connect("127.0.0.1", listener.local_addr()?.port())?;
+    /// let (mut server, _) = listener.accept()?;
+    /// server.write_all(b"hel")?;
+    /// let wait = Some(Duration::from_millis(50));
+    /// assert_eq!(conn.receive_exact(5, wait), Err(Error::Timeout));
+    /// server.write_all(b"lo")?;
+    /// assert_eq!(conn.receive_exact(5, Some(Duration::from_secs(5)))?, b"hello");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn receive_exact(&mut self, n: usize, timeout: Option<Duration>) -> Result<Vec<u8>, Error> {
+        self.check_passive()?;
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let mut out = std::mem::take(&mut self.unread);
+        if out.len() >= n {
+            self.unread = out.split_off(n);
+            return Ok(out);
+        }
+        while out.len() < n {
+            let filled = out.len();
+            // Grow as bytes arrive rather than by `n` at once: `n` may be a
+            // length the peer sent.
+            out.resize(filled + (n - filled).min(READ_CHUNK), 0);
+            match self.read_some(&mut out[filled..], deadline) {
+                Ok(k) => out.truncate(filled + k),
+                Err(Error::Closed) if filled > 0 => {
+                    out.truncate(filled);
+                    return Ok(out);
+                }
+                Err(e) => {
+                    out.truncate(filled);
+                    self.unread = out;
+                    return Err(e);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Closed or armed connections cannot be read.
+    fn check_passive(&self) -> Result<(), Error> {
+        if self.shared.armed.load(Ordering::Acquire) {
+            return Err(Error::Armed);
+        }
+        if matches!(&*self.shared.stream.lock(), Stream::Closed) {
+            return Err(Error::Closed);
+        }
+        Ok(())
+    }
+
+    /// Reads at least one byte into `buf`, waiting until `deadline`.
+    fn read_some(&mut self, buf: &mut [u8], deadline: Option<Instant>) -> Result<usize, Error> {
+        loop {
+            let result = self.shared.stream.lock().read(buf);
+            match result {
+                Ok(0) => return Err(Error::Closed),
+                Ok(n) => return Ok(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.wait(Wait::Read, deadline)?
+                }
+                Err(e) => return Err(Error::from(e)),
+            }
+        }
+    }
+
+    /// Waits for the socket to be ready; [`Error::Timeout`] at the deadline.
+    fn wait(&self, what: Wait, deadline: Option<Instant>) -> Result<(), Error> {
+        // `&mut self` methods are the only ones that close the socket, so
+        // the descriptor stays open while we wait on it.
+        if sys::wait_fd(self.shared.fd, what, deadline)? {
+            Ok(())
+        } else {
+            Err(Error::Timeout)
+        }
+    }
+
+    /// Closes the connection (mug's `shutdown`): a TLS connection sends its
+    /// close notification, then the socket is shut down in both directions
+    /// (what was sent still reaches the peer) and closed. Cancels an arming
+    /// without a message. Afterwards [`send`](Connection::send) and
+    /// [`receive`](Connection::receive) fail with [`Error::Closed`]; calling
+    /// `shutdown` again does nothing.
+    ///
+    /// ```
+    /// use atoll::client::Error;
+    ///
+    /// # let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    /// let mut conn = atoll::client::connect("127.0.0.1", listener.local_addr()?.port())?;
+    /// conn.shutdown()?;
+    /// assert_eq!(conn.receive(None), Err(Error::Closed));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn shutdown(&mut self) -> Result<(), Error> {
+        self.disarm();
+        self.unread = Vec::new();
+        let stream = std::mem::replace(&mut *self.shared.stream.lock(), Stream::Closed);
+        let tcp = match stream {
+            Stream::Closed => return Ok(()),
+            Stream::Plain(tcp) => tcp,
+            #[cfg(feature = "tls")]
+            Stream::Tls(mut tls) => {
+                // Best effort: the alert fits in an empty send buffer, and a
+                // peer that is gone does not need it.
+                let _ = tls.shutdown();
+                let tcp = tls.get_ref();
+                return match tcp.0.shutdown(Shutdown::Both) {
+                    Err(e) if e.kind() != io::ErrorKind::NotConnected => Err(e.into()),
+                    _ => Ok(()),
+                };
+            }
+        };
+        match tcp.0.shutdown(Shutdown::Both) {
+            Err(e) if e.kind() != io::ErrorKind::NotConnected => Err(e.into()),
+            _ => Ok(()),
+        }
+    }
+
+    /// Arms the connection: its next packet, the peer's close, or an error
+    /// arrives as one [`Packet`] on `tx` (mug's
+    /// `receive_next_packet_as_message`). Arm again after each message for
+    /// the next one.
+    ///
+    /// The message is sent by a background poll thread shared by all
+    /// connections (see the module's "Active mode" section); give it an
+    /// unbounded channel or one with room, as the thread waits while the
+    /// channel is full. Bytes left over by a
+    /// [`receive_exact`](Connection::receive_exact) that timed out are sent
+    /// at once. Fails with [`Error::Armed`] if already armed and
+    /// [`Error::Closed`] after [`shutdown`](Connection::shutdown).
+    ///
+    /// ```
+    /// use std::io::Write;
+    /// use std::time::Duration;
+    /// use atoll::client::{self, Packet};
+    ///
+    /// # let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    /// let mut conn = client::connect("127.0.0.1", listener.local_addr()?.port())?;
+    /// let (mut server, _) = listener.accept()?;
+    /// let (tx, rx) = crossbeam_channel::unbounded();
+    /// conn.arm(&tx)?;
+    /// server.write_all(b"news")?;
+    /// let packet = rx.recv_timeout(Duration::from_secs(5))?;
+    /// assert_eq!(packet, Packet::Data(conn.id(), b"news".to_vec()));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn arm(&mut self, tx: &Sender<Packet>) -> Result<(), Error> {
+        self.arm_with(tx, |packet| packet)
+    }
+
+    /// [`arm`](Connection::arm), with the packet turned into the channel's
+    /// own message type by `map` (mug's `select_tcp_messages` mapper), so
+    /// that connections and other events can share one channel.
+    ///
+    /// ```
+    /// use std::io::Write;
+    /// use std::time::Duration;
+    /// use atoll::client::{self, Packet};
+    ///
+    /// enum Event {
+    ///     Net(Packet),
+    ///     Tick,
+    /// }
+    ///
+    /// # let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    /// let mut conn = client::connect("127.0.0.1", listener.local_addr()?.port())?;
+    /// let (tx, rx) = crossbeam_channel::unbounded();
+    /// conn.arm_with(&tx, Event::Net)?;
+    /// tx.send(Event::Tick)?;
+    /// drop(listener.accept()?); // the server closes
+    /// let mut closed = false;
+    /// while !closed {
+    ///     match rx.recv_timeout(Duration::from_secs(5))? {
+    ///         Event::Net(Packet::Closed(id)) => closed = id == conn.id(),
+    ///         Event::Net(other) => panic!("unexpected {other:?}"),
+    ///         Event::Tick => {}
+    ///     }
+    /// }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn arm_with<T, F>(&mut self, tx: &Sender<T>, map: F) -> Result<(), Error>
+    where
+        T: Send + 'static,
+        F: FnOnce(Packet) -> T + Send + 'static,
+    {
+        if self.shared.armed.load(Ordering::Acquire) {
+            return Err(Error::Armed);
+        }
+        if matches!(&*self.shared.stream.lock(), Stream::Closed) {
+            return Err(Error::Closed);
+        }
+        if !self.unread.is_empty() {
+            let data = std::mem::take(&mut self.unread);
+            let _ = tx.send(map(Packet::Data(self.id(), data)));
+            return Ok(());
+        }
+        let tx = tx.clone();
+        active::arm(
+            &self.shared,
+            Box::new(move |packet| {
+                // A receiver that is gone no longer wants the message.
+                let _ = tx.send(map(packet));
+            }),
+        )
+    }
+
+    /// Cancels an arming. Returns `true` if it was cancelled before anything
+    /// was read, so no message will come; `false` if the connection was not
+    /// armed, or its message has already been taken (it is on the channel,
+    /// or about to be).
+    ///
+    /// ```
+    /// # let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    /// let mut conn = atoll::client::connect("127.0.0.1", listener.local_addr()?.port())?;
+    /// let (tx, _rx) = crossbeam_channel::unbounded();
+    /// conn.arm(&tx)?;
+    /// assert!(conn.disarm());
+    /// assert!(!conn.is_armed());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn disarm(&mut self) -> bool {
+        self.shared.armed.load(Ordering::Acquire) && active::disarm(&self.shared)
+    }
+
+    /// Whether the connection is armed and its message not yet taken.
+    ///
+    /// ```
+    /// # let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    /// let conn = atoll::client::connect("127.0.0.1", listener.local_addr()?.port())?;
+    /// assert!(!conn.is_armed());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn is_armed(&self) -> bool {
+        self.shared.armed.load(Ordering::Acquire)
+    }
+
+    /// Whether bytes were received but not yet returned.
+    #[cfg(feature = "tls")]
+    pub(super) fn has_unread(&self) -> bool {
+        !self.unread.is_empty()
+    }
+
+    /// Gives the TLS module the stream, for a handshake.
+    #[cfg(feature = "tls")]
+    pub(super) fn stream(&self) -> &Mutex<Stream> {
+        &self.shared.stream
+    }
+
+    /// The socket's descriptor, for the TLS handshake to wait on.
+    #[cfg(feature = "tls")]
+    pub(super) fn fd(&self) -> RawFd {
+        self.shared.fd
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        // The poll thread must let go of the descriptor before it closes.
+        self.disarm();
+    }
+}
+
+impl fmt::Debug for Connection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Connection")
+            .field("id", &self.shared.id)
+            .field("host", &self.host)
+            .field("peer", &self.peer)
+            .field("local", &self.local)
+            .field("tls", &self.is_tls())
+            .field("armed", &self.is_armed())
+            .finish()
+    }
+}
+
+/// Blocks without a timeout; the end of the stream (the peer closed, or
+/// [`shutdown`](Connection::shutdown)) reads as `Ok(0)`. Use
+/// [`receive`](Connection::receive) for a timeout.
+///
+/// ```
+/// use std::io::{BufRead, BufReader, Write};
+///
+/// # let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+/// let conn = atoll::client::connect("127.0.0.1", listener.local_addr()?.port())?;
+/// listener.accept()?.0.write_all(b"line one\nline two\n")?;
+/// let mut lines = BufReader::new(conn).lines();
+/// assert_eq!(lines.next().transpose()?.as_deref(), Some("line one"));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+impl Read for Connection {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        match self.check_passive() {
+            Err(Error::Closed) => return Ok(0),
+            Err(e) => return Err(e.into()),
+            Ok(()) => {}
+        }
+        if !self.unread.is_empty() {
+            let n = self.unread.len().min(buf.len());
+            buf[..n].copy_from_slice(&self.unread[..n]);
+            self.unread.drain(..n);
+            return Ok(n);
+        }
+        match self.read_some(buf, None) {
+            Ok(n) => Ok(n),
+            Err(Error::Closed) => Ok(0),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// Each write waits for room as long as the send timeout allows; an error
+/// converts back to the same [`Error`] with `Error::from`.
+///
+/// ```
+/// use std::io::Write;
+///
+/// # let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+/// let mut conn = atoll::client::connect("127.0.0.1", listener.local_addr()?.port())?;
+/// writeln!(conn, "HELLO {}", 42)?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+impl Write for Connection {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.write_vectored(&[IoSlice::new(buf)])
+    }
+
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        if bufs.iter().all(|b| b.is_empty()) {
+            return Ok(0);
+        }
+        let deadline = self.send_timeout.map(|t| Instant::now() + t);
+        Ok(self.write_some(bufs, deadline)?)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}

@@ -1,0 +1,482 @@
+//! [`Error`] and [`ConnectError`]: what can go wrong on a client connection.
+
+use std::fmt;
+use std::io;
+
+/// Declares [`Error`] with mug's POSIX cases, each with its `libc` code and
+/// a short description, so that the variant list, the code table and the
+/// descriptions cannot drift apart.
+macro_rules! client_error {
+    ($( $(#[$cfg:meta])* $variant:ident = $code:ident, $desc:literal; )*) => {
+        /// Everything that can go wrong on a client [`Connection`](super::Connection),
+        /// as one flat enum: mug's error type.
+        ///
+        /// Beside [`Closed`](Error::Closed), [`Timeout`](Error::Timeout) and
+        /// [`Nxdomain`](Error::Nxdomain) there is one variant per POSIX code
+        /// of mug's list, named as mug (and Erlang) name it, so
+        /// `Error::Econnrefused` is `ECONNREFUSED`. `Display` gives a short
+        /// description ("connection refused").
+        ///
+        /// # Converting from `std::io::Error`
+        ///
+        /// `From<io::Error>` looks at the raw OS code first, then at the
+        /// [`io::ErrorKind`] of errors that carry no code, and keeps anything
+        /// else in [`Error::Other`], so no error ever fails to convert. Where
+        /// two names share one code on a platform (`EAGAIN` and
+        /// `EWOULDBLOCK`, `EDEADLK` and `EDEADLOCK`, `ENOTSUP` and
+        /// `EOPNOTSUPP` on Linux), the first in mug's list is returned:
+        /// `Ewouldblock`, `Edeadlk`, `Enotsup`. An `io::Error` made from an
+        /// `Error` (as the [`Read`](std::io::Read) and
+        /// [`Write`](std::io::Write) impls do) converts back to the same
+        /// `Error`.
+        ///
+        /// The enum is `#[non_exhaustive]`: match with a wildcard arm.
+        ///
+        /// # Examples
+        ///
+        /// ```
+        /// use atoll::client::Error;
+        ///
+        /// let refused = std::io::Error::from_raw_os_error(libc::ECONNREFUSED);
+        /// assert_eq!(Error::from(refused), Error::Econnrefused);
+        /// assert_eq!(Error::Econnrefused.to_string(), "connection refused");
+        ///
+        /// let eof = std::io::Error::from(std::io::ErrorKind::UnexpectedEof);
+        /// assert!(Error::from(eof).is_closed());
+        /// ```
+        #[derive(Clone, Debug, PartialEq, Eq)]
+        #[non_exhaustive]
+        pub enum Error {
+            /// The connection is closed: the peer closed it, or it was shut
+            /// down locally with [`shutdown`](super::Connection::shutdown).
+            Closed,
+            /// An operation did not complete within its timeout.
+            Timeout,
+            /// No such domain: the name does not resolve, or has no address
+            /// of the address family that was tried.
+            Nxdomain,
+            /// The connection is armed for active mode
+            /// ([`arm`](super::Connection::arm)), so it cannot be read
+            /// directly until its message has been delivered or it is
+            /// disarmed.
+            Armed,
+            $(
+                #[doc = concat!("`", stringify!($code), "`: ", $desc, ".")]
+                $variant,
+            )*
+            /// The TLS layer failed: a handshake that was refused, a
+            /// certificate that did not verify, a corrupt record. The text
+            /// is the TLS library's.
+            Tls(String),
+            /// Name resolution failed for another reason than "no such
+            /// name": the resolver answered "try again", or could not be
+            /// reached. The text is the resolver's.
+            Resolve(String),
+            /// An error this enum has no case for: an OS code outside mug's
+            /// list, or an `io::Error` without a code whose kind maps to no
+            /// case.
+            Other {
+                /// The kind of the original `io::Error`.
+                kind: io::ErrorKind,
+                /// The raw OS code, if it had one.
+                code: Option<i32>,
+                /// The original error's text.
+                message: String,
+            },
+        }
+
+        impl Error {
+            /// The case for a raw OS error code (an `errno`), if mug's list
+            /// has one.
+            ///
+            /// ```
+            /// use atoll::client::Error;
+            ///
+            /// assert_eq!(Error::from_raw_os_error(libc::EPIPE), Some(Error::Epipe));
+            /// assert_eq!(Error::from_raw_os_error(0), None);
+            /// ```
+            pub fn from_raw_os_error(code: i32) -> Option<Error> {
+                $(
+                    $(#[$cfg])*
+                    {
+                        if code == libc::$code {
+                            return Some(Error::$variant);
+                        }
+                    }
+                )*
+                None
+            }
+
+            /// The raw OS error code of this error, for the POSIX cases and
+            /// [`Error::Other`] errors that had one.
+            ///
+            /// ```
+            /// use atoll::client::Error;
+            ///
+            /// assert_eq!(Error::Econnreset.raw_os_error(), Some(libc::ECONNRESET));
+            /// assert_eq!(Error::Closed.raw_os_error(), None);
+            /// ```
+            pub fn raw_os_error(&self) -> Option<i32> {
+                match self {
+                    $(
+                        Error::$variant => {
+                            // Shadowed below where the platform has the code.
+                            #[allow(unused_variables)]
+                            let code: Option<i32> = None;
+                            $(#[$cfg])*
+                            let code = Some(libc::$code);
+                            code
+                        }
+                    )*
+                    Error::Other { code, .. } => *code,
+                    _ => None,
+                }
+            }
+
+            fn description(&self) -> Option<&'static str> {
+                match self {
+                    $( Error::$variant => Some($desc), )*
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+
+client_error! {
+    Eaddrinuse = EADDRINUSE, "address already in use";
+    Eaddrnotavail = EADDRNOTAVAIL, "cannot assign requested address";
+    Eafnosupport = EAFNOSUPPORT, "address family not supported";
+    Ealready = EALREADY, "operation already in progress";
+    Econnaborted = ECONNABORTED, "connection aborted";
+    Econnrefused = ECONNREFUSED, "connection refused";
+    Econnreset = ECONNRESET, "connection reset by peer";
+    Edestaddrreq = EDESTADDRREQ, "destination address required";
+    Ehostdown = EHOSTDOWN, "host is down";
+    Ehostunreach = EHOSTUNREACH, "no route to host";
+    Einprogress = EINPROGRESS, "operation in progress";
+    Eisconn = EISCONN, "socket is already connected";
+    Emsgsize = EMSGSIZE, "message too long";
+    Enetdown = ENETDOWN, "network is down";
+    Enetunreach = ENETUNREACH, "network is unreachable";
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    Enopkg = ENOPKG, "package not installed";
+    Enoprotoopt = ENOPROTOOPT, "protocol not available";
+    Enotconn = ENOTCONN, "socket is not connected";
+    Enotty = ENOTTY, "inappropriate ioctl for device";
+    Enotsock = ENOTSOCK, "not a socket";
+    Eproto = EPROTO, "protocol error";
+    Eprotonosupport = EPROTONOSUPPORT, "protocol not supported";
+    Eprototype = EPROTOTYPE, "wrong protocol type for socket";
+    Esocktnosupport = ESOCKTNOSUPPORT, "socket type not supported";
+    Etimedout = ETIMEDOUT, "connection timed out";
+    Ewouldblock = EWOULDBLOCK, "operation would block";
+    Eacces = EACCES, "permission denied";
+    Eagain = EAGAIN, "resource temporarily unavailable";
+    Ebadf = EBADF, "bad file descriptor";
+    Ebadmsg = EBADMSG, "bad message";
+    Ebusy = EBUSY, "device or resource busy";
+    Edeadlk = EDEADLK, "resource deadlock avoided";
+    Edeadlock = EDEADLOCK, "resource deadlock avoided";
+    Edquot = EDQUOT, "disk quota exceeded";
+    Eexist = EEXIST, "file exists";
+    Efault = EFAULT, "bad address";
+    Efbig = EFBIG, "file too large";
+    #[cfg(any(
+        target_vendor = "apple",
+        target_os = "freebsd",
+        target_os = "netbsd",
+        target_os = "openbsd",
+        target_os = "dragonfly"
+    ))]
+    Eftype = EFTYPE, "inappropriate file type or format";
+    Eintr = EINTR, "interrupted system call";
+    Einval = EINVAL, "invalid argument";
+    Eio = EIO, "input/output error";
+    Eisdir = EISDIR, "is a directory";
+    Eloop = ELOOP, "too many levels of symbolic links";
+    Emfile = EMFILE, "too many open files";
+    Emlink = EMLINK, "too many links";
+    Emultihop = EMULTIHOP, "multihop attempted";
+    Enametoolong = ENAMETOOLONG, "file name too long";
+    Enfile = ENFILE, "too many open files in system";
+    Enobufs = ENOBUFS, "no buffer space available";
+    Enodev = ENODEV, "no such device";
+    Enolck = ENOLCK, "no locks available";
+    Enolink = ENOLINK, "link has been severed";
+    Enoent = ENOENT, "no such file or directory";
+    Enomem = ENOMEM, "cannot allocate memory";
+    Enospc = ENOSPC, "no space left on device";
+    Enosr = ENOSR, "out of streams resources";
+    Enostr = ENOSTR, "device not a stream";
+    Enosys = ENOSYS, "function not implemented";
+    Enotblk = ENOTBLK, "block device required";
+    Enotdir = ENOTDIR, "not a directory";
+    Enotsup = ENOTSUP, "operation not supported";
+    Enxio = ENXIO, "no such device or address";
+    Eopnotsupp = EOPNOTSUPP, "operation not supported on socket";
+    Eoverflow = EOVERFLOW, "value too large for defined data type";
+    Eperm = EPERM, "operation not permitted";
+    Epipe = EPIPE, "broken pipe";
+    Erange = ERANGE, "numerical result out of range";
+    Erofs = EROFS, "read-only file system";
+    Espipe = ESPIPE, "illegal seek";
+    Esrch = ESRCH, "no such process";
+    Estale = ESTALE, "stale file handle";
+    Etxtbsy = ETXTBSY, "text file busy";
+    Exdev = EXDEV, "invalid cross-device link";
+}
+
+impl Error {
+    /// Whether this is [`Error::Closed`].
+    ///
+    /// ```
+    /// assert!(atoll::client::Error::Closed.is_closed());
+    /// ```
+    pub fn is_closed(&self) -> bool {
+        matches!(self, Error::Closed)
+    }
+
+    /// Whether this is [`Error::Timeout`].
+    ///
+    /// ```
+    /// assert!(atoll::client::Error::Timeout.is_timeout());
+    /// ```
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, Error::Timeout)
+    }
+
+    /// The [`io::ErrorKind`] this error converts to.
+    ///
+    /// ```
+    /// use atoll::client::Error;
+    /// use std::io::ErrorKind;
+    ///
+    /// assert_eq!(Error::Econnrefused.kind(), ErrorKind::ConnectionRefused);
+    /// assert_eq!(Error::Timeout.kind(), ErrorKind::TimedOut);
+    /// ```
+    pub fn kind(&self) -> io::ErrorKind {
+        match self {
+            Error::Closed => io::ErrorKind::NotConnected,
+            Error::Timeout => io::ErrorKind::TimedOut,
+            Error::Nxdomain => io::ErrorKind::NotFound,
+            Error::Armed | Error::Resolve(_) => io::ErrorKind::Other,
+            Error::Tls(_) => io::ErrorKind::InvalidData,
+            Error::Other { kind, .. } => *kind,
+            posix => posix.raw_os_error().map_or(io::ErrorKind::Other, |c| {
+                io::Error::from_raw_os_error(c).kind()
+            }),
+        }
+    }
+
+    /// The case for an `io::Error` that has no raw OS code, by its kind.
+    fn from_kind(kind: io::ErrorKind) -> Option<Error> {
+        use io::ErrorKind as K;
+        Some(match kind {
+            K::NotFound => Error::Enoent,
+            K::PermissionDenied => Error::Eacces,
+            K::ConnectionRefused => Error::Econnrefused,
+            K::ConnectionReset => Error::Econnreset,
+            K::ConnectionAborted => Error::Econnaborted,
+            K::NotConnected => Error::Enotconn,
+            K::AddrInUse => Error::Eaddrinuse,
+            K::AddrNotAvailable => Error::Eaddrnotavail,
+            K::BrokenPipe => Error::Epipe,
+            K::AlreadyExists => Error::Eexist,
+            K::WouldBlock => Error::Ewouldblock,
+            K::InvalidInput => Error::Einval,
+            K::TimedOut => Error::Timeout,
+            K::Interrupted => Error::Eintr,
+            K::Unsupported => Error::Enotsup,
+            K::UnexpectedEof => Error::Closed,
+            K::OutOfMemory => Error::Enomem,
+            _ => return None,
+        })
+    }
+
+    /// The error a failed connect attempt reports: as mug, a timeout from
+    /// the operating system is a [`Error::Timeout`] too.
+    pub(super) fn from_connect(err: io::Error) -> Error {
+        match Error::from(err) {
+            Error::Etimedout => Error::Timeout,
+            other => other,
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(desc) = self.description() {
+            return f.write_str(desc);
+        }
+        match self {
+            Error::Closed => f.write_str("connection closed"),
+            Error::Timeout => f.write_str("timed out"),
+            Error::Nxdomain => f.write_str("no such domain"),
+            Error::Armed => f.write_str("connection is armed for active mode"),
+            Error::Tls(msg) => write!(f, "TLS error: {msg}"),
+            Error::Resolve(msg) => write!(f, "name resolution failed: {msg}"),
+            Error::Other { message, .. } => f.write_str(message),
+            // Every POSIX case has a description, returned above.
+            _ => f.write_str("socket error"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl From<io::Error> for Error {
+    fn from(err: io::Error) -> Error {
+        if let Some(code) = err.raw_os_error() {
+            if let Some(e) = Error::from_raw_os_error(code) {
+                return e;
+            }
+        } else {
+            if let Some(inner) = err.get_ref().and_then(|e| e.downcast_ref::<Error>()) {
+                return inner.clone();
+            }
+            if let Some(e) = Error::from_kind(err.kind()) {
+                return e;
+            }
+        }
+        Error::Other {
+            kind: err.kind(),
+            code: err.raw_os_error(),
+            message: err.to_string(),
+        }
+    }
+}
+
+impl From<Error> for io::Error {
+    fn from(err: Error) -> io::Error {
+        io::Error::new(err.kind(), err)
+    }
+}
+
+/// Why [`connect`](super::Options::connect) failed: which address family
+/// failed and why (mug's `ConnectError`), or the TLS handshake after a TCP
+/// connection was made.
+///
+/// A family that was allowed but has no address for the host failed with
+/// [`Error::Nxdomain`]; an attempt that ran out of its
+/// [`connect_timeout`](super::Options::connect_timeout) failed with
+/// [`Error::Timeout`].
+///
+/// # Examples
+///
+/// ```
+/// use atoll::client::{ConnectError, Error, IpVersionPreference, Options};
+///
+/// // A literal IPv4 address has no IPv6 address: IPv6-only fails at once.
+/// let err = Options::new("127.0.0.1", 9)
+///     .ip_version_preference(IpVersionPreference::Ipv6Only)
+///     .connect()
+///     .unwrap_err();
+/// assert_eq!(err, ConnectError::Ipv6(Error::Nxdomain));
+/// assert_eq!(err.ipv6(), Some(&Error::Nxdomain));
+/// assert_eq!(err.ipv4(), None);
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConnectError {
+    /// Only IPv4 was tried, and it failed.
+    Ipv4(Error),
+    /// Only IPv6 was tried, and it failed.
+    Ipv6(Error),
+    /// Both families were tried and both failed.
+    Both {
+        /// Why IPv4 failed.
+        ipv4: Error,
+        /// Why IPv6 failed.
+        ipv6: Error,
+    },
+    /// The TCP connection was made but the TLS handshake failed.
+    Tls(Error),
+}
+
+impl ConnectError {
+    /// Why IPv4 failed, if it was tried and failed.
+    ///
+    /// ```
+    /// use atoll::client::{ConnectError, Error};
+    ///
+    /// let err = ConnectError::Both { ipv4: Error::Econnrefused, ipv6: Error::Nxdomain };
+    /// assert_eq!(err.ipv4(), Some(&Error::Econnrefused));
+    /// ```
+    pub fn ipv4(&self) -> Option<&Error> {
+        match self {
+            ConnectError::Ipv4(e) | ConnectError::Both { ipv4: e, .. } => Some(e),
+            _ => None,
+        }
+    }
+
+    /// Why IPv6 failed, if it was tried and failed.
+    ///
+    /// ```
+    /// use atoll::client::{ConnectError, Error};
+    ///
+    /// let err = ConnectError::Ipv6(Error::Timeout);
+    /// assert_eq!(err.ipv6(), Some(&Error::Timeout));
+    /// ```
+    pub fn ipv6(&self) -> Option<&Error> {
+        match self {
+            ConnectError::Ipv6(e) | ConnectError::Both { ipv6: e, .. } => Some(e),
+            _ => None,
+        }
+    }
+
+    /// Whether every failure was a timeout.
+    ///
+    /// ```
+    /// use atoll::client::{ConnectError, Error};
+    ///
+    /// assert!(ConnectError::Both { ipv4: Error::Timeout, ipv6: Error::Timeout }.is_timeout());
+    /// assert!(!ConnectError::Ipv4(Error::Econnrefused).is_timeout());
+    /// ```
+    pub fn is_timeout(&self) -> bool {
+        match self {
+            ConnectError::Ipv4(e) | ConnectError::Ipv6(e) | ConnectError::Tls(e) => e.is_timeout(),
+            ConnectError::Both { ipv4, ipv6 } => ipv4.is_timeout() && ipv6.is_timeout(),
+        }
+    }
+
+    /// The error that best stands for the whole failure: the only one, or
+    /// the IPv4 one of two.
+    fn primary(&self) -> &Error {
+        match self {
+            ConnectError::Ipv4(e) | ConnectError::Ipv6(e) | ConnectError::Tls(e) => e,
+            ConnectError::Both { ipv4, .. } => ipv4,
+        }
+    }
+}
+
+impl fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConnectError::Ipv4(e) => write!(f, "IPv4 connection failed: {e}"),
+            ConnectError::Ipv6(e) => write!(f, "IPv6 connection failed: {e}"),
+            ConnectError::Both { ipv4, ipv6 } => {
+                write!(
+                    f,
+                    "IPv6 connection failed: {ipv6}; IPv4 connection failed: {ipv4}"
+                )
+            }
+            ConnectError::Tls(e) => write!(f, "TLS handshake failed: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for ConnectError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ConnectError::Ipv4(e) | ConnectError::Ipv6(e) | ConnectError::Tls(e) => Some(e),
+            ConnectError::Both { .. } => None,
+        }
+    }
+}
+
+impl From<ConnectError> for io::Error {
+    fn from(err: ConnectError) -> io::Error {
+        io::Error::new(err.primary().kind(), err)
+    }
+}
