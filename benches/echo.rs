@@ -32,6 +32,9 @@
 //! - `ATOLL_BENCH_CONNS`: connection counts, comma-separated [100,1000]
 //! - `ATOLL_BENCH_PLAIN`: 0 skips the plaintext part [1]
 //! - `ATOLL_BENCH_TLS`: 0 skips the TLS part [1]
+//! - `ATOLL_BENCH_TELEMETRY`: 0 skips the telemetry-overhead part [1]:
+//!   echo at 100 connections by atoll with no sink, with a counting sink
+//!   (`atoll+sink`) and with the logger at info (`atoll+log`), and tokio
 //! - `ATOLL_BENCH_TLS_CONNS`: TLS ping-pong connection counts [100]
 //! - `ATOLL_BENCH_HS_CLIENTS`: handshake client threads [2 W]
 //!
@@ -167,7 +170,43 @@ fn main() -> BoxResult<()> {
     if settings.tls {
         run_tls(&settings)?;
     }
+    if settings.telemetry {
+        let servers = [Kind::Atoll, Kind::AtollSink, Kind::AtollLog, Kind::Tokio];
+        let table = measure(
+            &servers,
+            &[TELEMETRY_LOAD],
+            |conns| format!("telemetry, {conns} conns"),
+            "rt/s",
+            &settings,
+            |kind, conns| run_once(kind, conns, &settings, None),
+        )?;
+        print_table(
+            Some("Telemetry overhead: no sink, a counting sink, the logger at info; tokio for reference"),
+            &table,
+            RATE_COLUMN,
+        );
+    }
     Ok(())
+}
+
+/// Connections of the telemetry-overhead section.
+const TELEMETRY_LOAD: usize = 100;
+
+/// A `log` logger that takes info records and drops them, so that the
+/// logger's cost up to the `log` call is measured.
+fn install_null_logger() {
+    struct Null;
+    impl log::Log for Null {
+        fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+            metadata.level() <= log::Level::Info
+        }
+        fn log(&self, _: &log::Record<'_>) {}
+        fn flush(&self) {}
+    }
+    static NULL: Null = Null;
+    if log::set_logger(&NULL).is_ok() {
+        log::set_max_level(log::LevelFilter::Info);
+    }
 }
 
 /// Runs every server at every load, alternating servers within each
@@ -226,6 +265,8 @@ struct Settings {
     plain: bool,
     /// Run the TLS part.
     tls: bool,
+    /// Run the telemetry-overhead part.
+    telemetry: bool,
     tls_loads: Vec<usize>,
     hs_clients: usize,
 }
@@ -244,6 +285,7 @@ impl Settings {
             loads: env_list("ATOLL_BENCH_CONNS", LOADS)?,
             plain: env_flag("ATOLL_BENCH_PLAIN")?,
             tls: env_flag("ATOLL_BENCH_TLS")?,
+            telemetry: env_flag("ATOLL_BENCH_TELEMETRY")?,
             tls_loads: env_list("ATOLL_BENCH_TLS_CONNS", TLS_LOADS)?,
             // Two per server worker, so that a handshake waits for each
             // worker while the clients do their part (with OpenSSL 3.0, the
@@ -332,6 +374,11 @@ enum Kind {
     Atoll,
     Tokio,
     Std,
+    /// atoll with a counting telemetry sink attached.
+    AtollSink,
+    /// atoll with the logger at info (and a `log` logger that drops
+    /// records).
+    AtollLog,
 }
 
 impl FromStr for Kind {
@@ -342,6 +389,8 @@ impl FromStr for Kind {
             "atoll" => Ok(Kind::Atoll),
             "tokio" => Ok(Kind::Tokio),
             "std" => Ok(Kind::Std),
+            "atoll+sink" => Ok(Kind::AtollSink),
+            "atoll+log" => Ok(Kind::AtollLog),
             _ => Err(()),
         }
     }
@@ -353,6 +402,8 @@ impl Kind {
             Kind::Atoll => "atoll",
             Kind::Tokio => "tokio",
             Kind::Std => "std",
+            Kind::AtollSink => "atoll+sink",
+            Kind::AtollLog => "atoll+log",
         }
     }
 }
@@ -473,6 +524,22 @@ enum Running {
 impl Running {
     fn start(kind: Kind, workers: usize) -> BoxResult<Running> {
         Ok(match kind {
+            Kind::AtollSink | Kind::AtollLog => {
+                let Running::Atoll(server, addr) = Running::start(Kind::Atoll, workers)? else {
+                    return Err("atoll did not start".into());
+                };
+                if kind == Kind::AtollSink {
+                    let events = AtomicUsize::new(0);
+                    server.attach_sink(move |_: &atoll::telemetry::Event<'_>| {
+                        events.fetch_add(1, Ordering::Relaxed);
+                    });
+                } else {
+                    install_null_logger();
+                    atoll::logger::attach_logger(atoll::logger::Level::Info)
+                        .map_err(|e| e.to_string())?;
+                }
+                Running::Atoll(server, addr)
+            }
             Kind::Atoll => {
                 let server = Server::builder()
                     .ip([127, 0, 0, 1].into())
@@ -527,7 +594,9 @@ impl Running {
                 runtime.spawn(tokio_tls_accept(listener, acceptor));
                 Running::Tokio(runtime, addr)
             }
-            Kind::Std => return Err("the std server has no TLS".into()),
+            Kind::Std | Kind::AtollSink | Kind::AtollLog => {
+                return Err(format!("{} has no TLS variant here", kind.name()).into())
+            }
         })
     }
 
@@ -540,7 +609,11 @@ impl Running {
 
     fn stop(self) {
         match self {
-            Running::Atoll(server, _) => server.stop(Duration::from_secs(1)),
+            Running::Atoll(server, _) => {
+                server.stop(Duration::from_secs(1));
+                // The logger is process-wide: off again for the next run.
+                let _ = atoll::logger::detach_logger(atoll::logger::Level::Error);
+            }
             Running::Tokio(runtime, _) => runtime.shutdown_timeout(Duration::from_secs(1)),
             Running::Std(server) => server.stop(),
         }
@@ -1247,13 +1320,13 @@ fn print_table(title: Option<&str>, table: &[(usize, Vec<(Kind, Summary)>)], rat
         println!("{title}");
     }
     println!(
-        "{:>6}  {:<6} {:>14} {:>10} {:>10} {:>8}",
+        "{:>6}  {:<10} {:>14} {:>10} {:>10} {:>8}",
         "conns", "server", rate, "p50 us", "p99 us", "errors"
     );
     for (conns, summaries) in table {
         for (kind, s) in summaries {
             println!(
-                "{:>6}  {:<6} {:>14.0} {:>10.1} {:>10.1} {:>8}",
+                "{:>6}  {:<10} {:>14.0} {:>10.1} {:>10.1} {:>8}",
                 conns,
                 kind.name(),
                 s.rps,
@@ -1278,7 +1351,7 @@ fn print_ratios(table: &[(usize, Vec<(Kind, Summary)>)]) {
     println!();
     println!("atoll / other (throughput above 1 and p99 below 1 favour atoll):");
     println!(
-        "{:>6}  {:<6} {:>11} {:>8}",
+        "{:>6}  {:<10} {:>11} {:>8}",
         "conns", "vs", "throughput", "p99"
     );
     for (conns, summaries) in table {
@@ -1287,7 +1360,7 @@ fn print_ratios(table: &[(usize, Vec<(Kind, Summary)>)]) {
         };
         for (kind, other) in summaries.iter().filter(|(k, _)| *k != Kind::Atoll) {
             println!(
-                "{:>6}  {:<6} {:>10.2}x {:>7.2}x",
+                "{:>6}  {:<10} {:>10.2}x {:>7.2}x",
                 conns,
                 kind.name(),
                 atoll.rps / other.rps,
