@@ -127,6 +127,15 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             }
             builder.transport(atoll::transport::NativeTls::from_pem(&cert, &key)?.with_alpn(&alpn)?)
         }
+        #[cfg(feature = "rustls")]
+        "rustls" => {
+            use atoll::transport::{ClientAuth, Rustls};
+            let mut tls = Rustls::from_pem(&cert, &key)?.with_alpn(&alpn)?;
+            if let Some(ca) = &args.client_ca {
+                tls = tls.with_client_auth(ClientAuth::Required(std::fs::read(ca)?))?;
+            }
+            builder.transport(tls)
+        }
         other => return Err(format!("backend {other} is unknown or not built in").into()),
     };
     let server = builder.start(|_| Ok(Echo))?;

@@ -1,4 +1,4 @@
-//! A logger built on [`telemetry`](crate::telemetry), switched on and off at
+//! A logger built on [`crate::telemetry`] events, switched on and off at
 //! run time: Thousand Island's `ThousandIsland.Logger`.
 //!
 //! Records go through the `log` crate with the target `atoll`, one line per

@@ -331,6 +331,9 @@ impl Socket {
             Ok(stream) => {
                 self.attach(stream);
                 self.secure = transport.is_secure();
+                // The handshake may have read the client's first bytes
+                // ahead: read again before waiting for a new edge.
+                self.maybe_more = true;
                 Ok(())
             }
             Err(e) => {
@@ -924,7 +927,8 @@ impl Write for Socket {
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        Ok(())
+        let deadline = self.send_timeout.map(|t| Instant::now() + t);
+        Ok(self.flush_blocking(deadline)?)
     }
 }
 

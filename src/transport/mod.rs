@@ -9,7 +9,7 @@
 //!
 //! The same pieces work outside a server, as the Pool reference's transport
 //! does: [`Listener::bind`] listens with options, [`Listener::accept`]
-//! accepts with an optional timeout and returns a ready [`Socket`], whose
+//! accepts with an optional timeout and returns a ready [`Socket`](crate::Socket), whose
 //! `recv` and `send` block with timeouts.
 //!
 //! # Implementing a transport
@@ -81,6 +81,8 @@ mod io;
 mod listen;
 #[cfg(feature = "tls")]
 mod native;
+#[cfg(feature = "rustls")]
+mod rustls;
 
 use std::fmt;
 use std::io::IoSlice;
@@ -91,7 +93,9 @@ pub use self::io::{Credentials, Io};
 pub(crate) use self::listen::{handshake_blocking, ListenSocket};
 pub use self::listen::{AcceptError, ListenOptions, Listener};
 #[cfg(feature = "tls")]
-pub use self::native::{NativeTls, TlsVersion};
+pub use self::native::NativeTls;
+#[cfg(feature = "rustls")]
+pub use self::rustls::{ClientAuth, Rustls};
 
 use crate::error::BoxError;
 
@@ -206,6 +210,19 @@ pub trait Stream: Send {
     fn into_io(self: Box<Self>) -> Option<Io> {
         None
     }
+}
+
+/// The oldest TLS version a server accepts.
+///
+/// ```
+/// assert_ne!(atoll::transport::TlsVersion::Tls12, atoll::transport::TlsVersion::Tls13);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TlsVersion {
+    /// TLS 1.2 (the default minimum).
+    Tls12,
+    /// TLS 1.3.
+    Tls13,
 }
 
 /// Plain TCP (or Unix socket) bytes: the default transport.

@@ -8,24 +8,11 @@ use native_tls::{
     HandshakeError, Identity, MidHandshakeTlsStream, Protocol, TlsAcceptor, TlsStream,
 };
 
-use super::{Handshake, Io, PendingHandshake, Stream, Transport};
+use super::{Handshake, Io, PendingHandshake, Stream, TlsVersion, Transport};
 use crate::error::Error;
 
 /// Plaintext gathered from several slices into one TLS record at most.
 const GATHER: usize = 16 * 1024;
-
-/// The oldest TLS version a server accepts.
-///
-/// ```
-/// assert_ne!(atoll::transport::TlsVersion::Tls12, atoll::transport::TlsVersion::Tls13);
-/// ```
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum TlsVersion {
-    /// TLS 1.2 (the default minimum).
-    Tls12,
-    /// TLS 1.3.
-    Tls13,
-}
 
 /// TLS by the platform's library (OpenSSL on Linux) through `native-tls`:
 /// Thousand Island's SSL transport. Feature `tls`, on by default.

@@ -163,3 +163,97 @@ pub fn tcp_addr<M: Send + 'static>(server: &atoll::Server<M>) -> std::net::Socke
     let addr = server.local_addr().expect("listening");
     addr.inet().expect("a TCP listener")
 }
+
+/// A certificate issued by a [`TestCa`]: the PEM certificate, its PEM
+/// private key (PKCS#8) and the certificate in DER.
+#[derive(Clone, Debug)]
+pub struct Issued {
+    pub cert: Vec<u8>,
+    pub key: Vec<u8>,
+    pub der: Vec<u8>,
+}
+
+/// A throw-away certificate authority made by the `openssl` tool at test
+/// time (EC P-256, two days), working in `dir`, which the caller creates
+/// and removes once it has the certificates in memory. Never a key used
+/// anywhere else.
+#[derive(Debug)]
+pub struct TestCa {
+    dir: std::path::PathBuf,
+    name: String,
+    /// The CA certificate in PEM, the root to trust.
+    pub cert: Vec<u8>,
+}
+
+/// Runs `openssl` in `dir` with the whitespace-separated `args`; panics if
+/// it fails.
+pub fn openssl(dir: &std::path::Path, args: &str) {
+    let args: Vec<&str> = args.split_whitespace().collect();
+    let out = std::process::Command::new("openssl")
+        .args(&args)
+        .current_dir(dir)
+        .output()
+        .expect("the openssl tool");
+    assert!(
+        out.status.success(),
+        "openssl {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `openssl` arguments for a fresh EC P-256 key without a passphrase.
+const NEW_KEY: &str = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
+
+impl TestCa {
+    /// A new self-signed CA whose files in `dir` start with `name` (no
+    /// whitespace).
+    pub fn new(dir: &std::path::Path, name: &str) -> TestCa {
+        openssl(
+            dir,
+            &format!(
+                "req -x509 {NEW_KEY} -days 2 -subj /CN=atoll-test-{name} \
+                 -addext basicConstraints=critical,CA:TRUE \
+                 -addext keyUsage=critical,keyCertSign,cRLSign \
+                 -keyout {name}.key -out {name}.pem"
+            ),
+        );
+        TestCa {
+            dir: dir.to_path_buf(),
+            name: name.to_string(),
+            cert: std::fs::read(dir.join(format!("{name}.pem"))).unwrap(),
+        }
+    }
+
+    /// A leaf certificate for `cn` (no whitespace), signed by this CA, with
+    /// the given subjectAltName (`"DNS:localhost,IP:127.0.0.1"`, or `None`)
+    /// and extended key usage (`"serverAuth"`, `"clientAuth"`).
+    pub fn issue(&self, cn: &str, san: Option<&str>, usage: &str) -> Issued {
+        let (ca, base) = (&self.name, format!("{}-{cn}", self.name));
+        let mut extensions = format!("basicConstraints=CA:FALSE\nextendedKeyUsage={usage}\n");
+        if let Some(san) = san {
+            extensions.push_str(&format!("subjectAltName={san}\n"));
+        }
+        std::fs::write(self.dir.join(format!("{base}.ext")), extensions).unwrap();
+        openssl(
+            &self.dir,
+            &format!("req -new {NEW_KEY} -subj /CN={cn} -keyout {base}.key -out {base}.csr"),
+        );
+        openssl(
+            &self.dir,
+            &format!(
+                "x509 -req -in {base}.csr -CA {ca}.pem -CAkey {ca}.key -CAcreateserial \
+                 -days 2 -extfile {base}.ext -out {base}.pem"
+            ),
+        );
+        openssl(
+            &self.dir,
+            &format!("x509 -in {base}.pem -outform DER -out {base}.der"),
+        );
+        let read = |ext: &str| std::fs::read(self.dir.join(format!("{base}.{ext}"))).unwrap();
+        Issued {
+            cert: read("pem"),
+            key: read("key"),
+            der: read("der"),
+        }
+    }
+}
