@@ -1,7 +1,7 @@
 //! [`Builder`]: every option of a TCP server, with its default.
 
 use std::fmt;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,6 +11,7 @@ use crate::error::{BoxError, Error};
 use crate::handler::Handler;
 use crate::server::Server;
 use crate::transport::{ListenOptions, Tcp, Transport};
+use crate::udp::{SessionMode, UdpOptions};
 
 /// Configures and starts a TCP server.
 ///
@@ -250,6 +251,108 @@ impl Builder {
         self
     }
 
+    /// Makes this a UDP server (see [`crate::udp`]): datagrams instead of
+    /// connections, sessions made as `mode` says. The handler, flows,
+    /// limits, timeouts and lifecycle are the same; `num_acceptors` is the
+    /// number of listening sockets (`SO_REUSEPORT` on one port).
+    ///
+    /// ```
+    /// let builder = atoll::Server::builder().udp(atoll::udp::SessionMode::PerPeer);
+    /// ```
+    pub fn udp(mut self, mode: SessionMode) -> Builder {
+        self.listen.udp.get_or_insert_with(UdpOptions::default).mode = mode;
+        self
+    }
+
+    /// UDP: the largest datagram taken; larger ones are dropped whole and
+    /// reported. Default is 65,507 (the IPv4 maximum).
+    ///
+    /// ```
+    /// let builder = atoll::Server::builder().udp(Default::default()).max_datagram_size(1472);
+    /// ```
+    pub fn max_datagram_size(mut self, size: usize) -> Builder {
+        self.listen
+            .udp
+            .get_or_insert_with(UdpOptions::default)
+            .max_datagram_size = size;
+        self
+    }
+
+    /// UDP: `SO_BROADCAST`. Default is `false`.
+    ///
+    /// ```
+    /// let builder = atoll::Server::builder().udp(Default::default()).broadcast(true);
+    /// ```
+    pub fn broadcast(mut self, broadcast: bool) -> Builder {
+        self.listen
+            .udp
+            .get_or_insert_with(UdpOptions::default)
+            .broadcast = broadcast;
+        self
+    }
+
+    /// UDP: joins an IPv4 multicast group on an interface (`0.0.0.0`: the
+    /// system's choice). May be called for several groups.
+    ///
+    /// ```
+    /// let builder = atoll::Server::builder()
+    ///     .udp(Default::default())
+    ///     .join_multicast_v4([239, 1, 2, 3].into(), [0, 0, 0, 0].into());
+    /// ```
+    pub fn join_multicast_v4(mut self, group: Ipv4Addr, interface: Ipv4Addr) -> Builder {
+        self.listen
+            .udp
+            .get_or_insert_with(UdpOptions::default)
+            .multicast_v4
+            .push((group, interface));
+        self
+    }
+
+    /// UDP: joins an IPv6 multicast group on an interface index (0: any).
+    ///
+    /// ```
+    /// let builder = atoll::Server::builder()
+    ///     .ip("::".parse().unwrap())
+    ///     .udp(Default::default())
+    ///     .join_multicast_v6("ff02::1234".parse().unwrap(), 0);
+    /// ```
+    pub fn join_multicast_v6(mut self, group: Ipv6Addr, interface: u32) -> Builder {
+        self.listen
+            .udp
+            .get_or_insert_with(UdpOptions::default)
+            .multicast_v6
+            .push((group, interface));
+        self
+    }
+
+    /// UDP: whether multicast this host sends loops back to it. Default is
+    /// the system's (on).
+    ///
+    /// ```
+    /// let builder = atoll::Server::builder().udp(Default::default()).multicast_loop(false);
+    /// ```
+    pub fn multicast_loop(mut self, on: bool) -> Builder {
+        self.listen
+            .udp
+            .get_or_insert_with(UdpOptions::default)
+            .multicast_loop = Some(on);
+        self
+    }
+
+    /// UDP: the TTL (hop limit) of multicast sent. Default is the system's
+    /// (1).
+    ///
+    /// ```
+    /// let builder = atoll::Server::builder().udp(Default::default()).multicast_ttl(4);
+    /// ```
+    pub fn multicast_ttl(mut self, ttl: u32) -> Builder {
+        self.listen
+            .udp
+            .get_or_insert_with(UdpOptions::default)
+            .multicast_ttl = Some(ttl);
+        self
+    }
+
     /// The number of poll threads, each accepting from the listener and
     /// watching the readiness of the connections it accepted. Default is
     /// [`default_num_acceptors`] (Thousand Island's 100 acceptor processes
@@ -453,6 +556,19 @@ impl Builder {
         {
             return bad("read_timeout and handshake_timeout must be positive or None");
         }
+        if let Some(udp) = &self.listen.udp {
+            if self.listen.unix_path().is_some() {
+                return bad("a UDP server listens on an IP address, not a Unix socket path");
+            }
+            if self.transport.name() != "tcp" {
+                return bad(
+                    "a UDP server carries datagrams as they are: no transport but the default",
+                );
+            }
+            if udp.max_datagram_size == 0 || udp.max_datagram_size > 65_535 {
+                return bad("max_datagram_size is between 1 and 65,535");
+            }
+        }
         self.listen.validate()
     }
 
@@ -489,6 +605,11 @@ impl Builder {
         F: Fn(&Connection<M>) -> Result<H, BoxError> + Send + Sync + 'static,
     {
         self.validate()?;
-        Server::start(self, Box::new(factory))
+        let mut config = self;
+        if config.listen.udp.is_some() && config.num_acceptors > 1 {
+            // A socket per listener, all on one port.
+            config.listen = config.listen.reuse_port(true);
+        }
+        Server::start(config, Box::new(factory))
     }
 }

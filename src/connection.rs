@@ -65,6 +65,8 @@ pub(crate) enum Setup {
     Accepted(crate::transport::Io),
     /// Waiting for the peer.
     Handshaking(Box<dyn PendingHandshake>),
+    /// A stream that needs no handshake (a UDP session).
+    Stream(Box<dyn crate::transport::Stream>),
     /// The socket has its stream.
     Ready,
 }

@@ -72,6 +72,7 @@ mod socket;
 mod sys;
 pub mod telemetry;
 pub mod transport;
+pub mod udp;
 
 pub use config::{default_num_acceptors, default_num_workers, Builder};
 pub use connection::Connection;

@@ -146,6 +146,7 @@ fn level_of(kind: &Kind<'_>) -> Level {
         | Kind::RecvError { .. }
         | Kind::SendError { .. }
         | Kind::SendfileError { .. }
+        | Kind::DatagramDropped { .. }
         | Kind::ConnectionStop { error: Some(_), .. } => Level::Error,
         Kind::ListenerStart { .. } | Kind::ListenerStop { .. } => Level::Info,
         Kind::AcceptorStart
@@ -238,6 +239,9 @@ impl fmt::Display for Details<'_, '_> {
                 write!(f, " offset={offset} length={length} error=\"{error}\"")
             }
             Kind::SocketShutdown { way } => write!(f, " way={way:?}"),
+            Kind::DatagramDropped { peer, len, reason } => {
+                write!(f, " peer={peer} len={len} reason={reason:?}")
+            }
             _ => Ok(()),
         }
     }

@@ -229,6 +229,7 @@ fn handshake<H: Handler<M>, M: Send + 'static>(
             let transport = &config.transport;
             guarded(conn, || transport.handshake(io))?
         }
+        Setup::Stream(stream) => Handshake::Done(stream),
         Setup::Handshaking(pending) if flags & (READABLE | HANGUP) != 0 => {
             guarded(conn, || pending.resume())?
         }

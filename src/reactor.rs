@@ -3,8 +3,9 @@
 //! and the wait for a free slot of its limiter.
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, VecDeque};
 use std::io;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -44,8 +45,12 @@ pub(crate) enum Control {
     /// Accept from this listener, in an acceptor span under this listener
     /// span.
     Listen(ListenSocket, SpanId, Sender<()>),
-    /// Close the listener; open connections carry on.
+    /// Close the listener; open connections carry on. A UDP socket is
+    /// kept (its sessions send on it) and only stops being read.
     Suspend(Sender<()>),
+    /// Read the kept UDP socket again, in a new acceptor span under this
+    /// listener span.
+    Resume(SpanId, Sender<()>),
     /// Close the listener and the connection waiting for a slot.
     Stop(Sender<()>),
     /// Leave the loop.
@@ -167,34 +172,59 @@ impl<H: Handler<M>, M: Send + 'static> AcceptorShared<H, M> {
     }
 }
 
-/// A connection accepted while the limiter was full, waiting for a slot.
+/// What arrived: an accepted connection, or a datagram that starts a UDP
+/// session.
+pub(crate) enum Arrival {
+    Stream(RawSocket, Addr),
+    Datagram(SocketAddr, Vec<u8>),
+}
+
+impl Arrival {
+    fn peer(&self) -> Addr {
+        match self {
+            Arrival::Stream(_, peer) => peer.clone(),
+            Arrival::Datagram(peer, _) => Addr::Inet(*peer),
+        }
+    }
+}
+
+/// An arrival waiting for a slot of the limiter.
 struct Waiting {
-    stream: RawSocket,
-    peer: Addr,
+    arrival: Arrival,
     attempts: u32,
     next_try: Instant,
 }
 
+/// Datagrams that may wait for a session slot at once; more are dropped.
+const DATAGRAMS_WAITING: usize = 1024;
+
 /// The state a poll thread keeps to itself.
 pub(crate) struct Reactor<H, M> {
-    shared: Arc<AcceptorShared<H, M>>,
-    server: Arc<Shared<H, M>>,
+    pub(crate) shared: Arc<AcceptorShared<H, M>>,
+    pub(crate) server: Arc<Shared<H, M>>,
     poll: Poll,
     control: Receiver<Control>,
     timer_rx: Receiver<(Instant, Token)>,
     heap: BinaryHeap<Reverse<(Instant, Token)>>,
-    listener: Option<ListenSocket>,
+    pub(crate) listener: Option<ListenSocket>,
     /// The listener's address when it is bound to one IP or a Unix path,
     /// which is then every connection's local address (saves a system call
     /// per accept).
-    fixed_local: Option<Addr>,
+    pub(crate) fixed_local: Option<Addr>,
     /// The listener may have connections queued (edge-triggered readiness
     /// is not repeated, so we remember it).
-    listener_ready: bool,
-    waiting: Option<Waiting>,
+    pub(crate) listener_ready: bool,
+    /// Arrivals waiting for a limiter slot: at most one connection (the
+    /// acceptor accepts no other meanwhile), or many datagrams (reception
+    /// goes on).
+    waiting: VecDeque<Waiting>,
     backoff_until: Option<Instant>,
     /// The acceptor span while a listener is open.
     span: Option<AcceptorSpan>,
+    /// UDP: the receive buffer and the sessions by peer.
+    pub(crate) udp: crate::udp::Receiver,
+    /// A suspended UDP socket, kept for resume.
+    parked: Option<ListenSocket>,
 }
 
 /// An acceptor span: this poll thread accepting from one listener.
@@ -266,9 +296,11 @@ impl<H: Handler<M>, M: Send + 'static> Reactor<H, M> {
             listener: None,
             fixed_local: None,
             listener_ready: false,
-            waiting: None,
+            waiting: VecDeque::new(),
             backoff_until: None,
             span: None,
+            udp: crate::udp::Receiver::default(),
+            parked: None,
         }
     }
 
@@ -333,7 +365,7 @@ impl<H: Handler<M>, M: Send + 'static> Reactor<H, M> {
                     wake_at = Some(wake_at.map_or(t, |w| w.min(t)));
                 }
             };
-            earliest(self.waiting.as_ref().map(|w| w.next_try));
+            earliest(self.waiting.iter().map(|w| w.next_try).min());
             earliest(self.backoff_until);
             let now = Instant::now();
             if self.can_accept() {
@@ -365,7 +397,7 @@ impl<H: Handler<M>, M: Send + 'static> Reactor<H, M> {
     fn can_accept(&self) -> bool {
         self.listener.is_some()
             && self.listener_ready
-            && self.waiting.is_none()
+            && self.has_room()
             && self.backoff_until.is_none()
     }
 
@@ -373,38 +405,27 @@ impl<H: Handler<M>, M: Send + 'static> Reactor<H, M> {
     fn handle_controls(&mut self) -> bool {
         while let Ok(control) = self.control.try_recv() {
             match control {
-                Control::Listen(mut listener, listener_span, ack) => {
-                    match self
-                        .poll
-                        .registry()
-                        .register(&mut listener, LISTENER, Interest::READABLE)
-                    {
-                        Ok(()) => {
-                            self.fixed_local = listener.fixed_local();
-                            self.listener = Some(listener);
-                            self.listener_ready = true;
-                            let span = AcceptorSpan {
-                                id: SpanId::next(),
-                                listener: listener_span,
-                                started: Instant::now(),
-                                accepted: 0,
-                            };
-                            self.span = Some(span);
-                            self.emit(Kind::AcceptorStart);
-                        }
-                        Err(e) => log::error!("atoll: cannot watch the listener: {e}"),
+                Control::Listen(listener, listener_span, ack) => {
+                    self.start_listening(listener, listener_span);
+                    let _ = ack.send(());
+                }
+                Control::Resume(listener_span, ack) => {
+                    if let Some(listener) = self.parked.take() {
+                        self.start_listening(listener, listener_span);
                     }
                     let _ = ack.send(());
                 }
                 Control::Suspend(ack) => {
-                    self.close_listener();
+                    self.parked = self
+                        .close_listener()
+                        .filter(|l| matches!(l, ListenSocket::Udp { .. }));
                     let _ = ack.send(());
                 }
                 Control::Stop(ack) => {
                     self.close_listener();
-                    if self.waiting.take().is_some() {
-                        self.shared.limiter.set_waiting(false);
-                    }
+                    self.parked = None;
+                    self.waiting.clear();
+                    self.shared.limiter.set_waiting(false);
                     let _ = ack.send(());
                 }
                 Control::Exit => return false,
@@ -413,9 +434,34 @@ impl<H: Handler<M>, M: Send + 'static> Reactor<H, M> {
         true
     }
 
-    fn close_listener(&mut self) {
-        if let Some(mut listener) = self.listener.take() {
-            let _ = self.poll.registry().deregister(&mut listener);
+    /// Watches a listener and opens an acceptor span for it.
+    fn start_listening(&mut self, mut listener: ListenSocket, listener_span: SpanId) {
+        if let Err(e) = self
+            .poll
+            .registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)
+        {
+            log::error!(target: "atoll", "cannot watch the listener: {e}");
+            return;
+        }
+        self.fixed_local = listener.fixed_local();
+        self.listener = Some(listener);
+        self.listener_ready = true;
+        self.span = Some(AcceptorSpan {
+            id: SpanId::next(),
+            listener: listener_span,
+            started: Instant::now(),
+            accepted: 0,
+        });
+        self.emit(Kind::AcceptorStart);
+    }
+
+    /// Stops watching the listener and ends the acceptor span; returns the
+    /// listener.
+    fn close_listener(&mut self) -> Option<ListenSocket> {
+        let mut listener = self.listener.take();
+        if let Some(listener) = listener.as_mut() {
+            let _ = self.poll.registry().deregister(listener);
         }
         self.listener_ready = false;
         if let Some(span) = &self.span {
@@ -426,6 +472,7 @@ impl<H: Handler<M>, M: Send + 'static> Reactor<H, M> {
             });
         }
         self.span = None;
+        listener
     }
 
     /// Emits an acceptor event, if a sink is attached and a span is open.
@@ -477,37 +524,52 @@ impl<H: Handler<M>, M: Send + 'static> Reactor<H, M> {
         }
     }
 
-    /// Gives the waiting connection a slot if one freed, or closes it once
-    /// its retries are spent.
-    fn retry_waiting(&mut self) {
-        let Some(waiting) = self.waiting.as_mut() else {
-            return;
-        };
-        if self.shared.limiter.try_acquire() {
-            self.shared.limiter.set_waiting(false);
-            if let Some(w) = self.waiting.take() {
-                self.open(w.stream, w.peer);
-            }
-            return;
-        }
-        let now = Instant::now();
-        if now < waiting.next_try {
-            return;
-        }
-        waiting.attempts += 1;
-        if waiting.attempts < self.server.config.max_connections_retry_count {
-            waiting.next_try = now + self.server.config.max_connections_retry_wait;
-            return;
-        }
-        self.shared.limiter.set_waiting(false);
-        if let Some(w) = self.waiting.take() {
-            self.reject(w.stream, w.peer);
+    /// Whether another arrival may be taken: a connection waiting for a slot
+    /// stops accepting; datagrams wait up to a bound.
+    pub(crate) fn has_room(&self) -> bool {
+        match self.listener {
+            Some(ListenSocket::Udp { .. }) => self.waiting.len() < DATAGRAMS_WAITING,
+            _ => self.waiting.is_empty(),
         }
     }
 
-    /// Closes a connection the limiter had no slot for.
-    fn reject(&self, stream: RawSocket, peer: Addr) {
-        drop(stream);
+    /// Gives waiting arrivals a slot as slots free, in order; turns away
+    /// those whose retries are spent.
+    fn retry_waiting(&mut self) {
+        let now = Instant::now();
+        let config = &self.server.config;
+        let (count, wait) = (
+            config.max_connections_retry_count,
+            config.max_connections_retry_wait,
+        );
+        let mut i = 0;
+        while i < self.waiting.len() {
+            if self.shared.limiter.try_acquire() {
+                if let Some(w) = self.waiting.remove(i) {
+                    self.open(w.arrival);
+                }
+                continue;
+            }
+            let w = &mut self.waiting[i];
+            if now >= w.next_try {
+                w.attempts += 1;
+                if w.attempts >= count {
+                    if let Some(w) = self.waiting.remove(i) {
+                        self.reject(w.arrival);
+                    }
+                    continue;
+                }
+                w.next_try = now + wait;
+            }
+            i += 1;
+        }
+        self.shared.limiter.set_waiting(!self.waiting.is_empty());
+    }
+
+    /// Turns away an arrival the limiter had no slot for.
+    fn reject(&self, arrival: Arrival) {
+        let peer = arrival.peer();
+        drop(arrival);
         self.server.stats.rejected.fetch_add(1, Ordering::Relaxed);
         self.emit(Kind::SpawnError {
             peer: &peer,
@@ -530,14 +592,16 @@ impl<H: Handler<M>, M: Send + 'static> Reactor<H, M> {
             let Some(listener) = self.listener.as_ref() else {
                 return;
             };
+            if let ListenSocket::Udp { .. } = listener {
+                self.receive();
+                return;
+            }
             match listener.accept() {
                 Ok((stream, peer)) => {
                     errors = 0;
                     self.server.stats.accepted.fetch_add(1, Ordering::Relaxed);
-                    if let Some(span) = &mut self.span {
-                        span.accepted += 1;
-                    }
-                    self.admit(stream, peer);
+                    self.count_accepted();
+                    self.admit(Arrival::Stream(stream, peer));
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     self.listener_ready = false;
@@ -567,22 +631,20 @@ impl<H: Handler<M>, M: Send + 'static> Reactor<H, M> {
         }
     }
 
-    /// Opens an accepted connection if the limiter has a slot, or makes it
-    /// wait for one.
-    fn admit(&mut self, stream: RawSocket, peer: Addr) {
-        if self.shared.limiter.try_acquire() {
-            self.open(stream, peer);
+    /// Opens an arrival if the limiter has a slot, or makes it wait for one.
+    pub(crate) fn admit(&mut self, arrival: Arrival) {
+        if self.waiting.is_empty() && self.shared.limiter.try_acquire() {
+            self.open(arrival);
             return;
         }
         let config = &self.server.config;
         if config.max_connections_retry_count == 0 {
-            self.reject(stream, peer);
+            self.reject(arrival);
             return;
         }
         self.shared.limiter.set_waiting(true);
-        self.waiting = Some(Waiting {
-            stream,
-            peer,
+        self.waiting.push_back(Waiting {
+            arrival,
             attempts: 0,
             next_try: Instant::now() + config.max_connections_retry_wait,
         });
@@ -592,7 +654,14 @@ impl<H: Handler<M>, M: Send + 'static> Reactor<H, M> {
 
     /// Sets up a connection that holds a limiter slot and hands it to the
     /// workers.
-    fn open(&mut self, sock: RawSocket, peer: Addr) {
+    fn open(&mut self, arrival: Arrival) {
+        match arrival {
+            Arrival::Stream(sock, peer) => self.open_stream(sock, peer),
+            Arrival::Datagram(peer, datagram) => self.open_session(peer, datagram),
+        }
+    }
+
+    fn open_stream(&mut self, sock: RawSocket, peer: Addr) {
         let config = &self.server.config;
         config.listen.apply(&sock, peer.inet().is_some());
         let local = match self.fixed_local.clone() {
@@ -608,6 +677,21 @@ impl<H: Handler<M>, M: Send + 'static> Reactor<H, M> {
         };
         let io = Io::new(sock);
         let fd = io.raw_fd();
+        let weak = io.weak();
+        self.install(peer, local, Setup::Accepted(io), Some(fd), weak);
+    }
+
+    /// Makes the connection's record, registers its descriptor (if it has
+    /// its own) and hands it to the workers. Returns its token.
+    pub(crate) fn install(
+        &mut self,
+        peer: Addr,
+        local: Addr,
+        setup: Setup,
+        fd: Option<std::os::fd::RawFd>,
+        stream: std::sync::Weak<RawSocket>,
+    ) -> Option<Token> {
+        let config = &self.server.config;
         let id = self.server.next_id.fetch_add(1, Ordering::Relaxed);
         let mut socket = Socket::pending(
             id,
@@ -640,33 +724,50 @@ impl<H: Handler<M>, M: Send + 'static> Reactor<H, M> {
             sched: AtomicU32::new(CONNECT | SCHEDULED),
             server: self.server.clone(),
             acceptor: self.shared.clone(),
-            stream: io.weak(),
+            stream,
             phase: AtomicU8::new(OPEN),
             mailbox: Mutex::new(Default::default()),
             timer: Mutex::new(Timer::default()),
             state: Mutex::new(State {
                 handler: None,
                 socket: Some(socket),
-                setup: Setup::Accepted(io),
+                setup,
             }),
         });
-        if let Err(e) = self
-            .poll
-            .registry()
-            .register(&mut SourceFd(&fd), token, Interest::READABLE)
-        {
-            slab.remove(token);
-            drop(slab);
-            log::error!(
-                "atoll: cannot watch the connection from {}: {e}",
-                conn.meta.peer
-            );
-            self.shared.limiter.release();
-            return;
+        if let Some(fd) = fd {
+            let registered =
+                self.poll
+                    .registry()
+                    .register(&mut SourceFd(&fd), token, Interest::READABLE);
+            if let Err(e) = registered {
+                slab.remove(token);
+                drop(slab);
+                log::error!(target: "atoll", "cannot watch the connection from {}: {e}", conn.meta.peer);
+                self.shared.limiter.release();
+                return None;
+            }
         }
         slab.fill(token, conn.clone());
         drop(slab);
         self.server.schedule(conn);
+        Some(token)
+    }
+
+    /// The connection a token names, if it is still live.
+    pub(crate) fn lookup(&self, token: Token) -> Option<Arc<Conn<H, M>>> {
+        self.shared.slab.lock().get(token).cloned()
+    }
+
+    /// Telemetry of this acceptor, for the UDP receive path.
+    pub(crate) fn emit_event(&self, kind: Kind<'_>) {
+        self.emit(kind);
+    }
+
+    /// Counts an accepted connection or session in the acceptor span.
+    pub(crate) fn count_accepted(&mut self) {
+        if let Some(span) = &mut self.span {
+            span.accepted += 1;
+        }
     }
 }
 

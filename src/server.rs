@@ -233,6 +233,8 @@ struct Life {
     local_addr: Option<Addr>,
     /// The open listener span: its id and start.
     listener_span: Option<(SpanId, Instant)>,
+    /// A suspended UDP server's address: its sockets are kept.
+    parked: Option<Addr>,
     threads: Vec<JoinHandle<()>>,
     workers: Vec<JoinHandle<()>>,
 }
@@ -316,6 +318,7 @@ impl<M: Send + 'static> Server<M> {
                 status: Status::Running,
                 local_addr: None,
                 listener_span: None,
+                parked: None,
                 threads: Vec::new(),
                 workers: Vec::new(),
             }),
@@ -496,6 +499,9 @@ impl<M: Send + 'static> Server<M> {
         self.backend
             .control(&mut |ack| Some(Control::Suspend(ack)))?;
         life.status = Status::Suspended;
+        if backend_is_udp(&*self.backend) {
+            life.parked = life.local_addr.clone();
+        }
         life.local_addr = None;
         end_listener_span(&*self.backend, &mut life);
         remove_unix_socket(self.backend.config());
@@ -521,8 +527,17 @@ impl<M: Send + 'static> Server<M> {
         if life.status != Status::Suspended {
             return Ok(());
         }
-        let listener = self.backend.config().listen.bind()?;
-        listen(&*self.backend, &mut life, listener)?;
+        if let Some(addr) = life.parked.take() {
+            // UDP: the sockets were kept; read them again.
+            let span = listener_start(&*self.backend, &addr);
+            self.backend
+                .control(&mut |ack| Some(Control::Resume(span, ack)))?;
+            life.local_addr = Some(addr);
+            life.listener_span = Some((span, Instant::now()));
+        } else {
+            let listener = self.backend.config().listen.bind()?;
+            listen(&*self.backend, &mut life, listener)?;
+        }
         life.status = Status::Running;
         Ok(())
     }
@@ -689,8 +704,30 @@ fn listen<M>(
     let addr = Addr::from_sock(&listener.local_addr()?);
     let config = backend.config();
     let unix = config.listen.unix_path().is_some();
+    let span = listener_start(backend, &addr);
+    let sockets = if config.listen.udp.is_some() {
+        // One socket each, on the one port (SO_REUSEPORT).
+        let mut sockets = vec![ListenSocket::udp(listener)?];
+        let port = addr.port().unwrap_or(0);
+        for _ in 1..config.num_acceptors {
+            sockets.push(ListenSocket::udp(config.listen.clone().port(port).bind()?)?);
+        }
+        sockets
+    } else {
+        ListenSocket::clones(&listener, config.num_acceptors, unix)?
+    };
+    let mut clones = sockets.into_iter();
+    backend.control(&mut |ack| clones.next().map(|l| Control::Listen(l, span, ack)))?;
+    life.local_addr = Some(addr);
+    life.listener_span = Some((span, Instant::now()));
+    Ok(())
+}
+
+/// Starts a listener span.
+fn listener_start<M>(backend: &dyn Backend<M>, addr: &Addr) -> SpanId {
     let span = SpanId::next();
     if Telemetry::enabled() {
+        let config = backend.config();
         backend.telemetry().emit(&Event {
             span: Span::Listener,
             id: span,
@@ -699,17 +736,21 @@ fn listen<M>(
             connection: None,
             peer: None,
             kind: Kind::ListenerStart {
-                local: &addr,
-                transport: config.transport.name(),
+                local: addr,
+                transport: if config.listen.udp.is_some() {
+                    "udp"
+                } else {
+                    config.transport.name()
+                },
                 options: &config.listen,
             },
         });
     }
-    let mut clones = ListenSocket::clones(&listener, config.num_acceptors, unix)?.into_iter();
-    backend.control(&mut |ack| clones.next().map(|l| Control::Listen(l, span, ack)))?;
-    life.local_addr = Some(addr);
-    life.listener_span = Some((span, Instant::now()));
-    Ok(())
+    span
+}
+
+fn backend_is_udp<M>(backend: &dyn Backend<M>) -> bool {
+    backend.config().listen.udp.is_some()
 }
 
 /// Ends the listener span once its acceptors stopped.

@@ -506,10 +506,12 @@ impl Socket {
 
     /// Waits for readiness; `Error::Timeout` when the deadline passes.
     fn wait(&self, what: Wait, deadline: Option<Instant>) -> Result<(), Error> {
-        if self.stream.is_none() {
-            return Err(Error::Closed);
-        }
-        if sys::wait_fd(self.fd, what, deadline)? {
+        let stream = self.stream.as_ref().ok_or(Error::Closed)?;
+        let own = match what {
+            Wait::Read => stream.wait_readable(deadline),
+            Wait::Write => None,
+        };
+        if own.unwrap_or_else(|| sys::wait_fd(self.fd, what, deadline))? {
             Ok(())
         } else {
             Err(Error::Timeout)
@@ -564,6 +566,27 @@ impl Socket {
     /// ```
     pub fn send(&mut self, data: &[u8]) -> Result<(), Error> {
         self.send_vectored(&mut [IoSlice::new(data)])
+    }
+
+    /// UDP: sends `datagram` to any address, from the server's socket (a
+    /// reply to a third party, say). On a stream socket this fails.
+    ///
+    /// ```no_run
+    /// # fn demo(socket: &mut atoll::Socket) -> Result<(), atoll::Error> {
+    /// socket.send_to(b"notice", "127.0.0.1:9999".parse().unwrap())?;
+    /// # Ok(()) }
+    /// ```
+    pub fn send_to(&mut self, datagram: &[u8], addr: std::net::SocketAddr) -> Result<(), Error> {
+        let stream = self.stream.as_ref().ok_or(Error::Closed)?;
+        let n = stream
+            .io()
+            .sock()
+            .send_to(datagram, &addr.into())
+            .map_err(io_error)?;
+        self.count_sent(n);
+        let data = [IoSlice::new(datagram)];
+        self.emit(|| Kind::Send { data: &data });
+        Ok(())
     }
 
     /// Sends all of the slices, in order, with as few system calls as the

@@ -113,6 +113,26 @@ pub enum SpawnError<'a> {
     Refused(&'a Error),
 }
 
+/// Why a datagram was dropped.
+///
+/// ```
+/// # fn demo(event: &atoll::telemetry::Event<'_>) {
+/// use atoll::telemetry::{DropReason, Kind};
+/// if let Kind::DatagramDropped { reason: DropReason::TooLarge, len, .. } = event.kind {
+///     eprintln!("a datagram of {len}+ bytes: raise max_datagram_size?");
+/// }
+/// # }
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DropReason {
+    /// Larger than `max_datagram_size`: dropped whole, never cut.
+    TooLarge,
+    /// No session slot freed within the retries, or too many datagrams
+    /// already waited for one.
+    Limit,
+}
+
 /// What happened. The names follow Thousand Island's events.
 ///
 /// ```
@@ -175,6 +195,15 @@ pub enum Kind<'a> {
     AcceptError {
         /// The error.
         error: &'a io::Error,
+    },
+    /// UDP: a datagram was dropped.
+    DatagramDropped {
+        /// Its sender.
+        peer: &'a Addr,
+        /// Its size (at least this, when too large).
+        len: usize,
+        /// Why.
+        reason: DropReason,
     },
     /// `[:connection, :start]`: a connection was accepted.
     ConnectionStart {
@@ -297,6 +326,7 @@ impl Event<'_> {
             Kind::ConnectionAborted => "acceptor.econnaborted",
             Kind::AcceptExhausted { .. } => "acceptor.exhausted",
             Kind::AcceptError { .. } => "acceptor.accept_error",
+            Kind::DatagramDropped { .. } => "acceptor.datagram_dropped",
             Kind::ConnectionStart { .. } => "connection.start",
             Kind::ConnectionStop { .. } => "connection.stop",
             Kind::Ready => "connection.ready",

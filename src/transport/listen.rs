@@ -60,6 +60,8 @@ pub struct ListenOptions {
     pub(crate) send_buffer_size: Option<usize>,
     remove_stale_socket: bool,
     nonblocking: bool,
+    /// Set for a UDP server.
+    pub(crate) udp: Option<crate::udp::UdpOptions>,
 }
 
 impl Default for ListenOptions {
@@ -78,6 +80,7 @@ impl Default for ListenOptions {
             send_buffer_size: None,
             remove_stale_socket: false,
             nonblocking: true,
+            udp: None,
         }
     }
 }
@@ -312,6 +315,7 @@ impl ListenOptions {
             source,
         };
         let socket = match &self.bind {
+            Bind::Inet(inet) if self.udp.is_some() => return self.bind_udp(*inet).map_err(fail),
             Bind::Inet(inet) => {
                 let socket =
                     RawSocket::new(Domain::for_address(*inet), Type::STREAM, None).map_err(fail)?;
@@ -339,6 +343,30 @@ impl ListenOptions {
         let backlog = i32::try_from(self.backlog).unwrap_or(i32::MAX);
         socket.listen(backlog).map_err(fail)?;
         socket.set_nonblocking(true).map_err(fail)?;
+        Ok(socket)
+    }
+
+    /// Binds a UDP socket: no listen; buffer sizes, broadcast and multicast
+    /// on the socket itself.
+    fn bind_udp(&self, addr: SocketAddr) -> io::Result<RawSocket> {
+        let udp = self.udp.clone().unwrap_or_default();
+        let socket = RawSocket::new(Domain::for_address(addr), Type::DGRAM, None)?;
+        socket.set_reuse_address(self.reuse_address)?;
+        if self.reuse_port {
+            socket.set_reuse_port(true)?;
+        }
+        if let Some(only) = self.only_v6 {
+            socket.set_only_v6(only)?;
+        }
+        if let Some(size) = self.recv_buffer_size {
+            socket.set_recv_buffer_size(size)?;
+        }
+        if let Some(size) = self.send_buffer_size {
+            socket.set_send_buffer_size(size)?;
+        }
+        socket.bind(&addr.into())?;
+        udp.apply(&socket)?;
+        socket.set_nonblocking(true)?;
         Ok(socket)
     }
 
@@ -390,6 +418,12 @@ fn remove_socket_file(path: &PathBuf) -> io::Result<()> {
 pub(crate) enum ListenSocket {
     Tcp(mio::net::TcpListener),
     Unix(mio::net::UnixListener),
+    /// A UDP socket: the poll thread receives on `recv`; sessions send on
+    /// `io`, a second descriptor of the same socket.
+    Udp {
+        recv: mio::net::UdpSocket,
+        io: Io,
+    },
 }
 
 impl ListenSocket {
@@ -411,6 +445,17 @@ impl ListenSocket {
             .collect()
     }
 
+    /// The UDP form, for one socket of its own.
+    pub(crate) fn udp(socket: RawSocket) -> io::Result<ListenSocket> {
+        let recv = mio::net::UdpSocket::from_std(std::net::UdpSocket::from(OwnedFd::from(
+            socket.try_clone()?,
+        )));
+        Ok(ListenSocket::Udp {
+            recv,
+            io: Io::new(socket),
+        })
+    }
+
     /// Accepts one connection: a non-blocking socket and its peer.
     pub(crate) fn accept(&self) -> io::Result<(RawSocket, Addr)> {
         match self {
@@ -423,6 +468,7 @@ impl ListenSocket {
                 let path = peer.as_pathname().map(|p| p.to_path_buf());
                 Ok((RawSocket::from(OwnedFd::from(stream)), Addr::Unix(path)))
             }
+            ListenSocket::Udp { .. } => Err(io::Error::from(io::ErrorKind::Unsupported)),
         }
     }
 
@@ -439,6 +485,7 @@ impl ListenSocket {
                 let addr = l.local_addr().ok()?;
                 Some(Addr::Unix(addr.as_pathname().map(|p| p.to_path_buf())))
             }
+            ListenSocket::Udp { recv, .. } => recv.local_addr().ok().map(Addr::Inet),
         }
     }
 }
@@ -453,6 +500,7 @@ impl Source for ListenSocket {
         match self {
             ListenSocket::Tcp(l) => l.register(registry, token, interests),
             ListenSocket::Unix(l) => l.register(registry, token, interests),
+            ListenSocket::Udp { recv, .. } => recv.register(registry, token, interests),
         }
     }
 
@@ -465,6 +513,7 @@ impl Source for ListenSocket {
         match self {
             ListenSocket::Tcp(l) => l.reregister(registry, token, interests),
             ListenSocket::Unix(l) => l.reregister(registry, token, interests),
+            ListenSocket::Udp { recv, .. } => recv.reregister(registry, token, interests),
         }
     }
 
@@ -472,6 +521,7 @@ impl Source for ListenSocket {
         match self {
             ListenSocket::Tcp(l) => l.deregister(registry),
             ListenSocket::Unix(l) => l.deregister(registry),
+            ListenSocket::Udp { recv, .. } => recv.deregister(registry),
         }
     }
 }

@@ -173,6 +173,15 @@ pub trait Stream: Send {
     /// The accepted socket underneath.
     fn io(&self) -> &Io;
 
+    /// Waits until the stream is readable or `deadline` passes (`Ok(false)`
+    /// then), for a stream whose readiness is not its descriptor's (a UDP
+    /// session shares its socket with every other peer). `None`, the
+    /// default, waits on [`io`](Stream::io)'s descriptor.
+    fn wait_readable(&self, deadline: Option<std::time::Instant>) -> Option<std::io::Result<bool>> {
+        let _ = deadline;
+        None
+    }
+
     /// Whether a read shorter than its buffer proves the socket drained.
     /// True for a plain socket; a stream that reads ahead into its own
     /// buffer (TLS) returns false, and the server reads it until

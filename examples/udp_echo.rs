@@ -1,0 +1,54 @@
+//! A UDP echo server: every datagram comes back to its sender.
+//!
+//! ```text
+//! cargo run --release --example udp_echo -- --port 4000 --listeners 2 --per-peer
+//! ```
+
+use std::time::Duration;
+
+use atoll::udp::SessionMode;
+use atoll::{Flow, Handler, Server, Socket};
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+
+struct Echo;
+
+impl Handler for Echo {
+    fn handle_data(&mut self, datagram: &[u8], socket: &mut Socket) -> Flow {
+        match socket.send(datagram) {
+            Ok(()) => Flow::Continue,
+            Err(e) => Flow::error(e),
+        }
+    }
+}
+
+const USAGE: &str = "usage: udp_echo [--port N] [--workers N] [--listeners N] [--per-peer]";
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut builder = Server::builder().ip([127, 0, 0, 1].into()).port(4000);
+    let mut mode = SessionMode::PerDatagram;
+    let mut args = std::env::args().skip(1);
+    while let Some(flag) = args.next() {
+        if flag == "--per-peer" {
+            mode = SessionMode::PerPeer;
+            continue;
+        }
+        let value: usize = args.next().ok_or(USAGE)?.parse()?;
+        builder = match flag.as_str() {
+            "--port" => builder.port(u16::try_from(value)?),
+            "--workers" => builder.num_workers(value),
+            "--listeners" => builder.num_acceptors(value),
+            _ => return Err(USAGE.into()),
+        };
+    }
+    // Per datagram, a session ends with its reply; per peer, after a few
+    // idle seconds.
+    let server = builder
+        .udp(mode)
+        .read_timeout(Some(Duration::from_secs(5)))
+        .start(move |_| Ok(Echo))?;
+    println!("listening on {}", server.local_addr()?);
+    Signals::new([SIGINT, SIGTERM])?.forever().next();
+    server.stop(Duration::from_secs(5));
+    Ok(())
+}
