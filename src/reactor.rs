@@ -337,6 +337,7 @@ impl<H: Handler<M>, M: Send + 'static> Reactor<H, M> {
                 }
             }
             self.fire_timers();
+            self.redeliver();
             self.retry_waiting();
             self.accept();
             if !events.is_empty() {

@@ -151,16 +151,41 @@ impl UdpOptions {
 /// The datagrams waiting for one session.
 #[derive(Default)]
 pub(crate) struct Inbox {
-    queue: Mutex<VecDeque<Vec<u8>>>,
+    queue: Mutex<Queue>,
     ready: Condvar,
 }
 
+#[derive(Default)]
+struct Queue {
+    datagrams: VecDeque<Vec<u8>>,
+    /// The session ended: datagrams go to a new one.
+    closed: bool,
+}
+
 impl Inbox {
-    fn push(&self, datagram: Vec<u8>) {
-        self.queue.lock().push_back(datagram);
+    /// Queues a datagram, or gives it back if the session has ended.
+    fn push(&self, datagram: Vec<u8>) -> Result<(), Vec<u8>> {
+        let mut queue = self.queue.lock();
+        if queue.closed {
+            return Err(datagram);
+        }
+        queue.datagrams.push_back(datagram);
+        drop(queue);
         self.ready.notify_all();
+        Ok(())
     }
 }
+
+/// A datagram given back by an ended session, with its sender.
+pub(crate) type Returned = (SocketAddr, Vec<u8>);
+
+/// Where a session that ends gives back the datagrams it did not handle
+/// (they arrived after its handler decided to close): the poll thread
+/// starts a new session with them.
+pub(crate) type Returns = (
+    crossbeam_channel::Sender<Returned>,
+    Arc<dyn Fn() + Send + Sync>,
+);
 
 /// A session's stream: datagrams from its inbox in, datagrams to its peer
 /// out.
@@ -169,12 +194,30 @@ struct Session {
     peer: SocketAddr,
     inbox: Arc<Inbox>,
     gather: Vec<u8>,
+    returns: Returns,
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        let leftovers = {
+            let mut queue = self.inbox.queue.lock();
+            queue.closed = true;
+            std::mem::take(&mut queue.datagrams)
+        };
+        if leftovers.is_empty() {
+            return;
+        }
+        for datagram in leftovers {
+            let _ = self.returns.0.send((self.peer, datagram));
+        }
+        (self.returns.1)();
+    }
 }
 
 impl Stream for Session {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let mut queue = self.inbox.queue.lock();
-        let Some(mut datagram) = queue.pop_front() else {
+        let Some(mut datagram) = queue.datagrams.pop_front() else {
             return Err(io::ErrorKind::WouldBlock.into());
         };
         let n = datagram.len().min(buf.len());
@@ -182,7 +225,7 @@ impl Stream for Session {
         if n < datagram.len() {
             // A reader with a small buffer gets the rest next time.
             datagram.drain(..n);
-            queue.push_front(datagram);
+            queue.datagrams.push_front(datagram);
         }
         Ok(n)
     }
@@ -202,12 +245,12 @@ impl Stream for Session {
 
     fn wait_readable(&self, deadline: Option<Instant>) -> Option<io::Result<bool>> {
         let mut queue = self.inbox.queue.lock();
-        while queue.is_empty() {
+        while queue.datagrams.is_empty() {
             match deadline {
                 None => self.inbox.ready.wait(&mut queue),
                 Some(d) => {
                     if self.inbox.ready.wait_until(&mut queue, d).timed_out() {
-                        return Some(Ok(!queue.is_empty()));
+                        return Some(Ok(!queue.datagrams.is_empty()));
                     }
                 }
             }
@@ -221,11 +264,24 @@ impl Stream for Session {
 }
 
 /// A poll thread's UDP state.
-#[derive(Default)]
 pub(crate) struct Receiver {
     buf: Vec<u8>,
     /// Per-peer mode: the live session of each peer.
     sessions: HashMap<SocketAddr, (Token, Arc<Inbox>)>,
+    returned: (
+        crossbeam_channel::Sender<Returned>,
+        crossbeam_channel::Receiver<Returned>,
+    ),
+}
+
+impl Default for Receiver {
+    fn default() -> Receiver {
+        Receiver {
+            buf: Vec::new(),
+            sessions: HashMap::new(),
+            returned: crossbeam_channel::unbounded(),
+        }
+    }
 }
 
 impl<H: Handler<M>, M: Send + 'static> Reactor<H, M> {
@@ -279,14 +335,34 @@ impl<H: Handler<M>, M: Send + 'static> Reactor<H, M> {
         }
     }
 
-    fn deliver(&mut self, peer: SocketAddr, datagram: Vec<u8>, mode: SessionMode) {
+    /// Starts new sessions with the datagrams ended sessions gave back.
+    pub(crate) fn redeliver(&mut self) {
+        let mode = self
+            .server
+            .config
+            .listen
+            .udp
+            .as_ref()
+            .map(|u| u.mode)
+            .unwrap_or_default();
+        while let Ok((peer, datagram)) = self.udp.returned.1.try_recv() {
+            self.deliver(peer, datagram, mode);
+        }
+    }
+
+    fn deliver(&mut self, peer: SocketAddr, mut datagram: Vec<u8>, mode: SessionMode) {
         if mode == SessionMode::PerPeer {
             if let Some((token, inbox)) = self.udp.sessions.get(&peer) {
                 if let Some(conn) = self.lookup(*token) {
-                    inbox.push(datagram);
-                    conn.notify(crate::connection::READABLE);
-                    return;
+                    match inbox.push(datagram) {
+                        Ok(()) => {
+                            conn.notify(crate::connection::READABLE);
+                            return;
+                        }
+                        Err(back) => datagram = back, // it just ended
+                    }
                 }
+                self.udp.sessions.remove(&peer);
             }
         }
         if !self.has_room() {
@@ -311,12 +387,17 @@ impl<H: Handler<M>, M: Send + 'static> Reactor<H, M> {
             return;
         };
         let inbox = Arc::new(Inbox::default());
-        inbox.push(datagram);
+        let _ = inbox.push(datagram);
+        let acceptor = self.shared.clone();
         let session = Session {
             io: io.clone(),
             peer,
             inbox: inbox.clone(),
             gather: Vec::new(),
+            returns: (
+                self.udp.returned.0.clone(),
+                Arc::new(move || acceptor.wake()),
+            ),
         };
         let local = self.fixed_local.clone().unwrap_or(Addr::Unix(None));
         self.server
