@@ -116,6 +116,15 @@ impl<H: Handler<M>, M: Send + 'static> Conn<H, M> {
         self.acceptor.add_timer(d, self.token);
     }
 
+    /// Whether the idle deadline has passed (a `TIMEOUT` may be stale: the
+    /// deadline moves when a callback returns).
+    pub(crate) fn timer_expired(&self) -> bool {
+        self.timer
+            .lock()
+            .deadline
+            .is_some_and(|d| d <= Instant::now())
+    }
+
     /// Unblocks a worker stuck in a read or write of this connection and
     /// makes the peer see a close.
     pub(crate) fn force_close(&self) {

@@ -200,13 +200,7 @@ fn step<H: Handler<M>, M: Send + 'static>(
             Err(e) => return Err(End::Error(Error::Io(e))),
         }
     }
-    if flags & TIMEOUT != 0
-        && conn
-            .timer
-            .lock()
-            .deadline
-            .is_some_and(|d| d <= Instant::now())
-    {
+    if flags & TIMEOUT != 0 && conn.timer_expired() {
         return Err(End::Timeout);
     }
     Ok(())
@@ -235,13 +229,7 @@ fn handshake<H: Handler<M>, M: Send + 'static>(
         }
         waiting => {
             *setup = waiting;
-            if flags & TIMEOUT != 0
-                && conn
-                    .timer
-                    .lock()
-                    .deadline
-                    .is_some_and(|d| d <= Instant::now())
-            {
+            if flags & TIMEOUT != 0 && conn.timer_expired() {
                 let limit = config.handshake_timeout.unwrap_or_default();
                 return Err(End::Error(Error::Handshake(
                     format!("the handshake did not finish within {limit:?}").into(),

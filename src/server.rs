@@ -726,8 +726,26 @@ fn listen<M>(
 /// Starts a listener span.
 fn listener_start<M>(backend: &dyn Backend<M>, addr: &Addr) -> SpanId {
     let span = SpanId::next();
+    let config = backend.config();
+    let transport = if config.listen.udp.is_some() {
+        "udp"
+    } else {
+        config.transport.name()
+    };
+    emit_listener(
+        backend,
+        span,
+        Kind::ListenerStart {
+            local: addr,
+            transport,
+            options: &config.listen,
+        },
+    );
+    span
+}
+
+fn emit_listener<M>(backend: &dyn Backend<M>, span: SpanId, kind: Kind<'_>) {
     if Telemetry::enabled() {
-        let config = backend.config();
         backend.telemetry().emit(&Event {
             span: Span::Listener,
             id: span,
@@ -735,18 +753,9 @@ fn listener_start<M>(backend: &dyn Backend<M>, addr: &Addr) -> SpanId {
             at: Instant::now(),
             connection: None,
             peer: None,
-            kind: Kind::ListenerStart {
-                local: addr,
-                transport: if config.listen.udp.is_some() {
-                    "udp"
-                } else {
-                    config.transport.name()
-                },
-                options: &config.listen,
-            },
+            kind,
         });
     }
-    span
 }
 
 fn backend_is_udp<M>(backend: &dyn Backend<M>) -> bool {
@@ -760,18 +769,6 @@ fn end_listener_span<M>(backend: &dyn Backend<M>, life: &mut Life) {
     else {
         return;
     };
-    if Telemetry::enabled() {
-        backend.telemetry().emit(&Event {
-            span: Span::Listener,
-            id: span,
-            parent: None,
-            at: Instant::now(),
-            connection: None,
-            peer: None,
-            kind: Kind::ListenerStop {
-                local,
-                duration: started.elapsed(),
-            },
-        });
-    }
+    let duration = started.elapsed();
+    emit_listener(backend, span, Kind::ListenerStop { local, duration });
 }
