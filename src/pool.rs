@@ -230,10 +230,7 @@ fn handshake<H: Handler<M>, M: Send + 'static>(
         waiting => {
             *setup = waiting;
             if flags & TIMEOUT != 0 && conn.timer_expired() {
-                let limit = config.handshake_timeout.unwrap_or_default();
-                return Err(End::Error(Error::Handshake(
-                    format!("the handshake did not finish within {limit:?}").into(),
-                )));
+                return Err(handshake_timed_out(config.handshake_timeout));
             }
             return Ok(false);
         }
@@ -244,11 +241,23 @@ fn handshake<H: Handler<M>, M: Send + 'static>(
             Ok(true)
         }
         Handshake::Pending(pending) => {
+            // A client that trickles its handshake gets readiness before and
+            // after the deadline: the deadline holds whatever woke us.
+            if conn.timer_expired() {
+                return Err(handshake_timed_out(config.handshake_timeout));
+            }
             *setup = Setup::Handshaking(pending);
             Ok(false)
         }
         Handshake::Failed(reason) => Err(End::Error(Error::Handshake(reason))),
     }
+}
+
+fn handshake_timed_out(limit: Option<Duration>) -> End {
+    let limit = limit.unwrap_or_default();
+    End::Error(Error::Handshake(
+        format!("the handshake did not finish within {limit:?}").into(),
+    ))
 }
 
 /// Applies the flow a callback returned; `Err` when the connection ends.

@@ -176,6 +176,14 @@ struct NativeStream {
     gather: Vec<u8>,
 }
 
+impl Drop for NativeStream {
+    fn drop(&mut self) {
+        // The close alert, so that the peer sees a clean end of the TLS
+        // stream rather than a truncation; best effort.
+        let _ = self.tls.shutdown();
+    }
+}
+
 impl Stream for NativeStream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         self.tls.read(buf)
