@@ -270,7 +270,7 @@ fn after<H: Handler<M>, M: Send + 'static>(
     let timeout = match flow? {
         Flow::Error(reason) => return Err(End::Error(Error::Handler(reason))),
         // Closed inside the callback: by a send timeout or a failed upgrade
-        // (that is the error, whatever the flow says), or by the handler
+        // (that is the error, unless the callback returned its own), or by the handler
         // itself (no more callbacks).
         _ if socket.is_closed() => return Err(socket.take_fatal().map_or(End::Quiet, End::Error)),
         Flow::Continue if source == Source::Message => return Ok(()),
