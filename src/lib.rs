@@ -52,6 +52,7 @@
 //!   and a standalone listener.
 //! - [`telemetry`] and [`logger`] let the application observe a running
 //!   server.
+//! - [`udp`] serves datagrams with the same handlers (Abyss).
 //! - [`client`] is a blocking TCP client (with TLS) for threaded code.
 //!
 //! See `docs/ARCHITECTURE.md` for the threads and the life of a connection.
