@@ -6,12 +6,19 @@
 //!
 //! Stops gracefully on SIGINT or SIGTERM: new connections are refused at
 //! once, open ones are drained for up to `--shutdown-timeout-ms`.
+//!
+//! Started by systemd's socket activation (`LISTEN_FDS` set, as by
+//! `systemd-socket-activate -l 127.0.0.1:4000 echo`), it serves the socket
+//! it was given instead of binding one. `--proxy-protocol` expects a PROXY
+//! protocol header (v1 or v2) from a load balancer on every connection;
+//! `--log info` then logs each connection's original client.
 
 use std::net::IpAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use atoll::logger::Level;
+use atoll::proxy::ProxyProtocol;
 use atoll::{Flow, Handler, Server, Socket};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
@@ -19,6 +26,19 @@ use signal_hook::iterator::Signals;
 struct Echo;
 
 impl Handler for Echo {
+    fn handle_connection(&mut self, socket: &mut Socket) -> Flow {
+        match socket.proxy_addr() {
+            Some(proxy) => log::info!(
+                target: "echo",
+                "connection {} from {} via {proxy}",
+                socket.id(),
+                socket.peer_addr()
+            ),
+            None => log::info!(target: "echo", "connection {} from {}", socket.id(), socket.peer_addr()),
+        }
+        Flow::Continue
+    }
+
     fn handle_data(&mut self, data: &[u8], socket: &mut Socket) -> Flow {
         match socket.send(data) {
             Ok(()) => Flow::Continue,
@@ -27,12 +47,12 @@ impl Handler for Echo {
     }
 }
 
-/// A tiny logger: atoll's records on stdout.
+/// A tiny logger: atoll's and this example's records on stdout.
 struct Stdout;
 
 impl log::Log for Stdout {
     fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
-        metadata.target() == "atoll"
+        matches!(metadata.target(), "atoll" | "echo")
     }
 
     fn log(&self, record: &log::Record<'_>) {
@@ -53,6 +73,8 @@ Options (defaults in brackets):
   --ip ADDR                 address to listen on [127.0.0.1]
   --port N                  port, 0 for a free one [4000]
   --unix PATH               listen on a Unix socket at PATH instead
+  --reuseport               share the port with other processes (SO_REUSEPORT)
+  --proxy-protocol          expect a PROXY protocol v1 or v2 header first
   --workers N               worker threads [2 x cores, at least 4]
   --acceptors N             poll threads [one per core, at most 16]
   --num-connections N       live connections per acceptor, 0 for no limit [16384]
@@ -78,9 +100,20 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let mut shutdown_timeout = Duration::from_secs(15);
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
-        if flag == "--help" || flag == "-h" {
-            println!("{HELP}");
-            return Ok(());
+        match flag.as_str() {
+            "--help" | "-h" => {
+                println!("{HELP}");
+                return Ok(());
+            }
+            "--reuseport" => {
+                builder = builder.reuse_port(true);
+                continue;
+            }
+            "--proxy-protocol" => {
+                builder = builder.proxy_protocol(ProxyProtocol::new());
+                continue;
+            }
+            _ => {}
         }
         let value = args
             .next()
@@ -122,6 +155,13 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             }
             _ => return Err(format!("unknown option {flag} (see --help)").into()),
         };
+    }
+    // Socket activation: serve the socket systemd passed, if any.
+    let inherited = atoll::inherit::systemd()?.into_iter().next();
+    if let Some(socket) = inherited {
+        let name = socket.name.unwrap_or_else(|| "unnamed".into());
+        println!("socket-activated: listening on the inherited socket ({name})");
+        builder = builder.listen_fd(socket.fd);
     }
     let server = builder.start(|_conn| Ok(Echo))?;
     println!("listening on {}", server.local_addr()?);

@@ -9,6 +9,7 @@ use std::time::Duration;
 use crate::connection::Connection;
 use crate::error::{BoxError, Error};
 use crate::handler::Handler;
+use crate::proxy::ProxyProtocol;
 use crate::server::Server;
 use crate::transport::{ListenOptions, Tcp, Transport};
 use crate::udp::{SessionMode, UdpOptions};
@@ -55,6 +56,7 @@ pub struct Builder {
     pub(crate) read_timeout: Option<Duration>,
     pub(crate) shutdown_timeout: Option<Duration>,
     pub(crate) silent_terminate_on_error: bool,
+    pub(crate) proxy: Option<ProxyProtocol>,
 }
 
 impl fmt::Debug for Builder {
@@ -77,6 +79,7 @@ impl fmt::Debug for Builder {
             .field("read_timeout", &self.read_timeout)
             .field("shutdown_timeout", &self.shutdown_timeout)
             .field("silent_terminate_on_error", &self.silent_terminate_on_error)
+            .field("proxy", &self.proxy)
             .finish()
     }
 }
@@ -125,6 +128,7 @@ impl Default for Builder {
             read_timeout: Some(Duration::from_secs(60)),
             shutdown_timeout: Some(Duration::from_secs(15)),
             silent_terminate_on_error: false,
+            proxy: None,
         }
     }
 }
@@ -222,6 +226,29 @@ impl Builder {
     /// ```
     pub fn listen_options(mut self, options: ListenOptions) -> Builder {
         self.listen = options;
+        self
+    }
+
+    /// Listens on a socket that is already bound instead of binding one:
+    /// from systemd ([`inherit::systemd`](crate::inherit::systemd)), a
+    /// parent process, or a predecessor in a handover
+    /// ([`Server::listener_fds`](crate::Server::listener_fds),
+    /// [`inherit::receive`](crate::inherit::receive)). The address options
+    /// (`ip`, `port`, `unix`) are then ignored. See [`ListenOptions::fd`].
+    ///
+    /// ```
+    /// # use atoll::Handler;
+    /// # struct H;
+    /// # impl Handler for H {}
+    /// use std::os::fd::OwnedFd;
+    /// let bound = std::net::TcpListener::bind("127.0.0.1:0")?;
+    /// let addr = bound.local_addr()?;
+    /// let server = atoll::Server::builder().listen_fd(OwnedFd::from(bound)).start(|_| Ok(H))?;
+    /// assert_eq!(server.local_addr()?, addr);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn listen_fd(mut self, fd: std::os::fd::OwnedFd) -> Builder {
+        self.listen = self.listen.fd(fd);
         self
     }
 
@@ -534,6 +561,21 @@ impl Builder {
         self
     }
 
+    /// Reads a PROXY protocol header (v1 or v2, as `options` allow) at the
+    /// start of every connection, before the transport's handshake: the
+    /// original client's address then becomes the connection's peer
+    /// address everywhere. Only for servers behind a proxy that always
+    /// sends one: a connection without it is closed. See
+    /// [`proxy`](crate::proxy).
+    ///
+    /// ```
+    /// let builder = atoll::Server::builder().proxy_protocol(atoll::proxy::ProxyProtocol::new());
+    /// ```
+    pub fn proxy_protocol(mut self, options: ProxyProtocol) -> Builder {
+        self.proxy = Some(options);
+        self
+    }
+
     /// Rejects configurations that cannot work.
     pub(crate) fn validate(&self) -> Result<(), Error> {
         let bad = |msg: &str| Err(Error::Config(msg.to_string()));
@@ -555,6 +597,12 @@ impl Builder {
             || self.handshake_timeout == Some(Duration::ZERO)
         {
             return bad("read_timeout and handshake_timeout must be positive or None");
+        }
+        if let Some(proxy) = &self.proxy {
+            proxy.validate().map_err(Error::Config)?;
+            if self.listen.udp.is_some() {
+                return bad("proxy_protocol applies to TCP and Unix listeners, not to UDP");
+            }
         }
         if let Some(udp) = &self.listen.udp {
             if self.listen.unix_path().is_some() {

@@ -5,13 +5,14 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::net::Shutdown;
 use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Instant, SystemTime};
 
 use mio::Token;
 use parking_lot::Mutex;
 
 use crate::handler::Handler;
+use crate::proxy::{Proxied, ProxyHeader};
 use crate::reactor::AcceptorShared;
 use crate::server::Shared;
 use crate::socket::Socket;
@@ -48,6 +49,19 @@ pub(crate) struct Meta {
     pub(crate) peer: Addr,
     pub(crate) local: Addr,
     pub(crate) started: SystemTime,
+    /// The PROXY protocol header, once read.
+    pub(crate) proxy: OnceLock<Arc<Proxied>>,
+}
+
+impl Meta {
+    /// The peer as everything reports it: the original client when a
+    /// PROXY header named one.
+    pub(crate) fn peer(&self) -> &Addr {
+        self.proxy
+            .get()
+            .and_then(|p| p.client())
+            .unwrap_or(&self.peer)
+    }
 }
 
 /// The idle timer. `deadline` is the truth, set by the worker when a
@@ -61,6 +75,8 @@ pub(crate) struct Timer {
 
 /// Where the transport's handshake stands.
 pub(crate) enum Setup {
+    /// Accepted; the PROXY protocol header comes first.
+    Proxy(crate::transport::Io),
     /// Accepted; the handshake starts after the handler is made.
     Accepted(crate::transport::Io),
     /// Waiting for the peer.
@@ -260,7 +276,8 @@ impl<M> Connection<M> {
         self.inner.meta().id
     }
 
-    /// The peer's address.
+    /// The peer's address: the original client's, once a PROXY protocol
+    /// header named it (see [`proxy`](crate::proxy)).
     ///
     /// ```
     /// # fn demo(conn: atoll::Connection) {
@@ -268,7 +285,32 @@ impl<M> Connection<M> {
     /// # }
     /// ```
     pub fn peer_addr(&self) -> &Addr {
-        &self.inner.meta().peer
+        self.inner.meta().peer()
+    }
+
+    /// The address of the proxy the connection came through, once its
+    /// PROXY protocol header was read; `None` otherwise.
+    ///
+    /// ```
+    /// # fn demo(conn: atoll::Connection) {
+    /// if let Some(proxy) = conn.proxy_addr() {
+    ///     println!("{} via {proxy}", conn.peer_addr());
+    /// }
+    /// # }
+    /// ```
+    pub fn proxy_addr(&self) -> Option<&Addr> {
+        self.inner.meta().proxy.get().map(|p| &p.via)
+    }
+
+    /// The connection's PROXY protocol header, once read.
+    ///
+    /// ```
+    /// # fn demo(conn: atoll::Connection) {
+    /// let sni = conn.proxy_header().and_then(|h| h.authority());
+    /// # }
+    /// ```
+    pub fn proxy_header(&self) -> Option<&ProxyHeader> {
+        self.inner.meta().proxy.get().map(|p| &p.header)
     }
 
     /// The local address of the connection.
@@ -310,7 +352,7 @@ impl<M> fmt::Debug for Connection<M> {
         let meta = self.inner.meta();
         f.debug_struct("Connection")
             .field("id", &meta.id)
-            .field("peer", &meta.peer)
+            .field("peer", meta.peer())
             .field("local", &meta.local)
             .field("alive", &self.is_alive())
             .finish()

@@ -53,6 +53,11 @@ pub enum Error {
     /// protocol version refused, the client rejected the certificate) or
     /// did not finish within the handshake timeout.
     Handshake(BoxError),
+    /// The PROXY protocol header was malformed, too long, of a version not
+    /// accepted, or did not arrive within the header timeout (see
+    /// [`proxy`](crate::proxy)). A parse error is a
+    /// [`ProxyError`](crate::proxy::ProxyError) inside.
+    ProxyHeader(BoxError),
     /// The server configuration is invalid.
     Config(String),
     /// The listener could not be bound to this address.
@@ -105,6 +110,7 @@ impl fmt::Display for Error {
             Error::Panic(msg) => write!(f, "handler panicked: {msg}"),
             Error::Refused(e) => write!(f, "connection refused by the handler factory: {e}"),
             Error::Handshake(e) => write!(f, "handshake failed: {e}"),
+            Error::ProxyHeader(e) => write!(f, "PROXY protocol header refused: {e}"),
             Error::Config(msg) => write!(f, "invalid configuration: {msg}"),
             Error::Bind { addr, source } => write!(f, "cannot bind {addr}: {source}"),
         }
@@ -115,7 +121,9 @@ impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Error::Io(e) | Error::Bind { source: e, .. } => Some(e),
-            Error::Handler(e) | Error::Refused(e) | Error::Handshake(e) => Some(e.as_ref()),
+            Error::Handler(e) | Error::Refused(e) | Error::Handshake(e) | Error::ProxyHeader(e) => {
+                Some(e.as_ref())
+            }
             _ => None,
         }
     }

@@ -203,7 +203,13 @@ impl fmt::Display for Details<'_, '_> {
             Kind::AcceptExhausted { error } | Kind::AcceptError { error } => {
                 write!(f, " error=\"{error}\"")
             }
-            Kind::ConnectionStart { local, .. } => write!(f, " local={local}"),
+            Kind::ConnectionStart { local, via, .. } => {
+                write!(f, " local={local}")?;
+                match via {
+                    Some(via) => write!(f, " via={via}"),
+                    None => Ok(()),
+                }
+            }
             Kind::ConnectionStop {
                 duration,
                 stats,

@@ -16,6 +16,7 @@ use crate::connection::{
 };
 use crate::error::{panic_message, Error};
 use crate::handler::{Flow, Handler};
+use crate::proxy::{self, Proxied};
 use crate::socket::{Release, Socket, READ_CHUNK};
 use crate::telemetry::{Kind, SpawnError};
 use crate::transport::Handshake;
@@ -122,12 +123,22 @@ fn step<H: Handler<M>, M: Send + 'static>(
             End::Quiet
         });
     }
-    if flags & CONNECT != 0 {
+    if state.handler.is_none() {
+        // The handler is made once the PROXY header (if any) named the
+        // client; a bad header still makes one, for handle_error.
+        let refused = match proxy_header(conn, state, flags) {
+            Ok(true) => None,
+            Ok(false) => return Ok(()),
+            Err(e) => Some(e),
+        };
         let made = guarded(conn, || (conn.server.factory)(&conn.handle()));
         match made {
             Ok(Ok(handler)) => state.handler = Some(handler),
             Ok(Err(reason)) => return Err(End::Error(Error::Refused(reason))),
             Err(end) => return Err(end),
+        }
+        if let Some(e) = refused {
+            return Err(End::Error(e));
         }
     }
     let State {
@@ -204,6 +215,56 @@ fn step<H: Handler<M>, M: Send + 'static>(
         return Err(End::Timeout);
     }
     Ok(())
+}
+
+/// Reads the PROXY protocol header, when the server expects one;
+/// `Ok(true)` once read (or none is expected). Waits for readability
+/// without holding the worker, within the header timeout.
+fn proxy_header<H: Handler<M>, M: Send + 'static>(
+    conn: &Conn<H, M>,
+    state: &mut State<H>,
+    flags: u32,
+) -> Result<bool, Error> {
+    let (Some(options), Some(socket)) = (&conn.server.config.proxy, state.socket.as_mut()) else {
+        return Ok(true);
+    };
+    let io = match std::mem::replace(&mut state.setup, Setup::Ready) {
+        Setup::Proxy(io) => io,
+        other => {
+            state.setup = other;
+            return Ok(true);
+        }
+    };
+    if flags & CONNECT != 0 {
+        conn.arm_timer(Some(Instant::now() + options.header_timeout));
+    }
+    let result = match proxy::read_header(&io, options) {
+        Ok(Some(header)) => {
+            let proxied = Arc::new(Proxied {
+                header,
+                via: conn.meta.peer.clone(),
+            });
+            let _ = conn.meta.proxy.set(proxied.clone());
+            socket.set_proxied(proxied);
+            state.setup = Setup::Accepted(io);
+            Ok(true)
+        }
+        Ok(None) if !conn.timer_expired() => {
+            state.setup = Setup::Proxy(io);
+            return Ok(false);
+        }
+        Ok(None) => Err(Error::ProxyHeader(
+            format!(
+                "the PROXY header did not arrive within {:?}",
+                options.header_timeout
+            )
+            .into(),
+        )),
+        // The socket closes with `io` here.
+        Err(e) => Err(Error::ProxyHeader(e)),
+    };
+    socket.start_span();
+    result
 }
 
 /// Moves the transport's handshake on; `Ok(true)` once the stream is ready.
@@ -295,7 +356,7 @@ fn guarded<H, M, R>(conn: &Conn<H, M>, f: impl FnOnce() -> R) -> Result<R, End> 
         log::error!(
             "atoll: handler of connection {} from {} panicked: {msg}",
             conn.meta.id,
-            conn.meta.peer
+            conn.meta.peer()
         );
         End::Error(Error::Panic(msg))
     })
@@ -316,7 +377,7 @@ fn finish<H: Handler<M>, M: Send + 'static>(
     };
     drop(state);
     let server = &conn.server;
-    let peer = &conn.meta.peer;
+    let peer = conn.meta.peer();
     let id = conn.meta.id;
     match (end, handler.as_mut()) {
         (End::Detach(give), _) => {

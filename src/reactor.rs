@@ -7,7 +7,7 @@ use std::collections::{BinaryHeap, VecDeque};
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::{Receiver, Sender};
@@ -679,7 +679,12 @@ impl<H: Handler<M>, M: Send + 'static> Reactor<H, M> {
         let io = Io::new(sock);
         let fd = io.raw_fd();
         let weak = io.weak();
-        self.install(peer, local, Setup::Accepted(io), Some(fd), weak);
+        let setup = if config.proxy.is_some() {
+            Setup::Proxy(io)
+        } else {
+            Setup::Accepted(io)
+        };
+        self.install(peer, local, setup, Some(fd), weak);
     }
 
     /// Makes the connection's record, registers its descriptor (if it has
@@ -702,15 +707,19 @@ impl<H: Handler<M>, M: Send + 'static> Reactor<H, M> {
             config.listen.send_timeout,
         );
         socket.set_secure(config.transport.is_secure(), config.handshake_timeout);
+        // Behind a proxy, the connection starts once its header names the
+        // client.
+        let announce = !matches!(setup, Setup::Proxy(_));
         if let Some(span) = &self.span {
-            socket.set_span(ConnSpan {
+            let span = ConnSpan {
                 telemetry: self.server.telemetry.clone(),
                 id: SpanId::next(),
                 parent: span.id,
                 listener: span.listener,
                 connection: id,
                 started: Instant::now(),
-            });
+            };
+            socket.set_span(span, announce);
         }
         let mut slab = self.shared.slab.lock();
         let token = slab.vacant_token();
@@ -720,6 +729,7 @@ impl<H: Handler<M>, M: Send + 'static> Reactor<H, M> {
                 peer,
                 local,
                 started: SystemTime::now(),
+                proxy: OnceLock::new(),
             },
             token,
             sched: AtomicU32::new(CONNECT | SCHEDULED),
@@ -743,7 +753,7 @@ impl<H: Handler<M>, M: Send + 'static> Reactor<H, M> {
             if let Err(e) = registered {
                 slab.remove(token);
                 drop(slab);
-                log::error!(target: "atoll", "cannot watch the connection from {}: {e}", conn.meta.peer);
+                log::error!(target: "atoll", "cannot watch the connection from {}: {e}", conn.meta.peer());
                 self.shared.limiter.release();
                 return None;
             }

@@ -1,6 +1,7 @@
 //! [`Server`]: a running TCP server and its lifecycle.
 
 use std::fmt;
+use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
@@ -235,6 +236,12 @@ struct Life {
     listener_span: Option<(SpanId, Instant)>,
     /// A suspended UDP server's address: its sockets are kept.
     parked: Option<Addr>,
+    /// The listening sockets, for [`Server::listener_fds`]: the one the
+    /// acceptors share (TCP, Unix), or each acceptor's own (UDP).
+    listening: Vec<socket2::Socket>,
+    /// Whether another process may hold the listening sockets: a Unix
+    /// socket's file is then left in place.
+    shared: bool,
     threads: Vec<JoinHandle<()>>,
     workers: Vec<JoinHandle<()>>,
 }
@@ -319,6 +326,8 @@ impl<M: Send + 'static> Server<M> {
                 local_addr: None,
                 listener_span: None,
                 parked: None,
+                listening: Vec::new(),
+                shared: false,
                 threads: Vec::new(),
                 workers: Vec::new(),
             }),
@@ -343,6 +352,38 @@ impl<M: Send + 'static> Server<M> {
             listen(&*shared, &mut life, listener)?;
         }
         Ok(server)
+    }
+
+    /// Duplicates of the listening sockets, to hand to another process:
+    /// a successor in a zero-downtime handover (over a Unix socket with
+    /// [`inherit::send`](crate::inherit::send), or across `exec`), which
+    /// listens on them with [`Builder::listen_fd`]. The system queues
+    /// connections on a socket while any process holds it, so none are
+    /// refused while this server stops and the successor starts.
+    ///
+    /// One socket for a TCP or Unix server (its acceptors share it); one
+    /// per acceptor for a UDP server. Empty while suspended or stopped
+    /// (a suspended UDP server keeps its sockets).
+    ///
+    /// ```
+    /// # use atoll::{Handler, Server};
+    /// # struct H;
+    /// # impl Handler for H {}
+    /// let old = Server::builder().ip([127, 0, 0, 1].into()).port(0).start(|_| Ok(H))?;
+    /// let addr = old.local_addr()?;
+    /// let mut fds = old.listener_fds()?;
+    /// // In the successor, after receiving the descriptors:
+    /// let new = Server::builder().listen_fd(fds.remove(0)).start(|_| Ok(H))?;
+    /// old.stop(std::time::Duration::from_secs(5)); // drains its own connections
+    /// assert_eq!(new.local_addr()?, addr);
+    /// std::net::TcpStream::connect(addr.inet().unwrap())?; // served by the successor
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn listener_fds(&self) -> Result<Vec<OwnedFd>, Error> {
+        let mut life = self.life.lock();
+        life.shared = true;
+        let fds = life.listening.iter().map(|s| Ok(OwnedFd::from(s.try_clone()?)));
+        fds.collect()
     }
 
     /// The address the server listens on; with port 0, the port the system
@@ -501,10 +542,12 @@ impl<M: Send + 'static> Server<M> {
         life.status = Status::Suspended;
         if backend_is_udp(&*self.backend) {
             life.parked = life.local_addr.clone();
+        } else {
+            life.listening.clear();
         }
         life.local_addr = None;
         end_listener_span(&*self.backend, &mut life);
-        remove_unix_socket(self.backend.config());
+        remove_unix_socket(self.backend.config(), &life);
         Ok(())
     }
 
@@ -629,11 +672,12 @@ fn stop<M>(server: &Server<M>, wait: Option<Duration>) {
             log::error!("atoll: stop: {e}");
         }
         if life.status == Status::Running {
-            remove_unix_socket(backend.config());
+            remove_unix_socket(backend.config(), &life);
         }
         end_listener_span(&**backend, &mut life);
         life.status = Status::Stopping;
         life.local_addr = None;
+        life.listening.clear();
         (
             std::mem::take(&mut life.threads),
             std::mem::take(&mut life.workers),
@@ -687,7 +731,10 @@ impl<M> fmt::Debug for Server<M> {
 }
 
 /// Removes the socket file of a Unix listener once nobody accepts on it.
-fn remove_unix_socket(config: &Builder) {
+fn remove_unix_socket(config: &Builder, life: &Life) {
+    if life.shared {
+        return;
+    }
     if let Some(path) = config.listen.unix_path() {
         if let Err(e) = std::fs::remove_file(path) {
             log::warn!("atoll: cannot remove {}: {e}", path.display());
@@ -703,23 +750,32 @@ fn listen<M>(
 ) -> Result<(), Error> {
     let addr = Addr::from_sock(&listener.local_addr()?);
     let config = backend.config();
-    let unix = config.listen.unix_path().is_some();
     let span = listener_start(backend, &addr);
-    let sockets = if config.listen.udp.is_some() {
-        // One socket each, on the one port (SO_REUSEPORT).
-        let mut sockets = vec![ListenSocket::udp(listener)?];
+    let (sockets, listening) = if config.listen.udp.is_some() {
+        // One socket each, on the one port (SO_REUSEPORT), or duplicates of
+        // the one inherited socket.
         let port = addr.port().unwrap_or(0);
+        let mut all = Vec::with_capacity(config.num_acceptors);
         for _ in 1..config.num_acceptors {
-            sockets.push(ListenSocket::udp(config.listen.clone().port(port).bind()?)?);
+            all.push(if config.listen.is_inherited() {
+                listener.try_clone()?
+            } else {
+                config.listen.clone().port(port).bind()?
+            });
         }
-        sockets
+        all.insert(0, listener);
+        let kept = all.iter().map(|s| s.try_clone()).collect::<Result<Vec<_>, _>>()?;
+        let sockets = all.into_iter().map(ListenSocket::udp).collect::<Result<Vec<_>, _>>()?;
+        (sockets, kept)
     } else {
-        ListenSocket::clones(&listener, config.num_acceptors, unix)?
+        let sockets = ListenSocket::clones(&listener, config.num_acceptors)?;
+        (sockets, vec![listener])
     };
     let mut clones = sockets.into_iter();
     backend.control(&mut |ack| clones.next().map(|l| Control::Listen(l, span, ack)))?;
     life.local_addr = Some(addr);
     life.listener_span = Some((span, Instant::now()));
+    life.listening = listening;
     Ok(())
 }
 

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use socket2::SockRef;
 
 use crate::error::Error;
+use crate::proxy::{Proxied, ProxyHeader};
 use crate::sys::{self, Wait};
 use crate::telemetry::{ConnSpan, Kind, Telemetry};
 use crate::transport::{handshake_blocking, Addr, Credentials, Stream, Transport};
@@ -116,6 +117,10 @@ pub struct Socket {
     /// The connection span (none for a standalone listener's sockets);
     /// taken when the stop event is emitted.
     span: Option<ConnSpan>,
+    /// Whether the span's start event was emitted.
+    announced: bool,
+    /// The PROXY protocol header and the proxy's address.
+    proxy: Option<Arc<Proxied>>,
 }
 
 impl Socket {
@@ -157,6 +162,8 @@ impl Socket {
             published: (0, 0),
             release: None,
             span: None,
+            announced: false,
+            proxy: None,
         }
     }
 
@@ -166,13 +173,37 @@ impl Socket {
         self.stream = Some(stream);
     }
 
-    /// Joins the connection span and emits its start event.
-    pub(crate) fn set_span(&mut self, span: ConnSpan) {
-        span.emit(&self.peer, || Kind::ConnectionStart {
-            peer: &self.peer,
-            local: &self.local,
-        });
+    /// Joins the connection span; emits its start event now if `announce`,
+    /// else at [`start_span`](Socket::start_span).
+    pub(crate) fn set_span(&mut self, span: ConnSpan, announce: bool) {
         self.span = Some(span);
+        if announce {
+            self.start_span();
+        }
+    }
+
+    /// Emits the span's start event, once.
+    pub(crate) fn start_span(&mut self) {
+        if self.announced {
+            return;
+        }
+        self.announced = true;
+        if let Some(span) = &self.span {
+            span.emit(&self.peer, || Kind::ConnectionStart {
+                peer: &self.peer,
+                local: &self.local,
+                via: self.proxy.as_ref().map(|p| &p.via),
+            });
+        }
+    }
+
+    /// Takes the PROXY protocol header: the client it names becomes the
+    /// peer.
+    pub(crate) fn set_proxied(&mut self, proxied: Arc<Proxied>) {
+        if let Some(client) = proxied.client() {
+            self.peer = client.clone();
+        }
+        self.proxy = Some(proxied);
     }
 
     /// Bytes (in, out) moved since the last call.
@@ -198,6 +229,7 @@ impl Socket {
     /// Ends the connection span: the stop event, once, with `error` only
     /// for a real error.
     pub(crate) fn emit_stop(&mut self, error: Option<&Error>) {
+        self.start_span();
         if let Some(span) = self.span.take() {
             let stats = self.stats;
             span.emit(&self.peer, || Kind::ConnectionStop {
@@ -225,7 +257,9 @@ impl Socket {
         self.id
     }
 
-    /// The peer's address (Thousand Island's `peername`).
+    /// The peer's address (Thousand Island's `peername`): the original
+    /// client's when a PROXY protocol header named it (see
+    /// [`proxy`](crate::proxy)).
     ///
     /// ```
     /// # fn demo(socket: &mut atoll::Socket) -> Result<(), atoll::Error> {
@@ -234,6 +268,36 @@ impl Socket {
     /// ```
     pub fn peer_addr(&self) -> &Addr {
         &self.peer
+    }
+
+    /// The address of the proxy the connection came through, when the
+    /// server reads PROXY protocol headers; `None` otherwise.
+    ///
+    /// ```
+    /// # fn demo(socket: &mut atoll::Socket) -> Result<(), atoll::Error> {
+    /// if let Some(proxy) = socket.proxy_addr() {
+    ///     println!("{} via {proxy}", socket.peer_addr());
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn proxy_addr(&self) -> Option<&Addr> {
+        self.proxy.as_ref().map(|p| &p.via)
+    }
+
+    /// The connection's PROXY protocol header, when the server reads them:
+    /// its version, addresses and TLVs.
+    ///
+    /// ```
+    /// # fn demo(socket: &mut atoll::Socket) -> Result<(), atoll::Error> {
+    /// if let Some(header) = socket.proxy_header() {
+    ///     let alpn = header.alpn();
+    ///     let tls = header.ssl().is_some_and(|ssl| ssl.is_ssl());
+    ///     println!("alpn {alpn:?}, TLS at the proxy: {tls}");
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn proxy_header(&self) -> Option<&ProxyHeader> {
+        self.proxy.as_ref().map(|p| &p.header)
     }
 
     /// The local address of the connection (Thousand Island's `sockname`).

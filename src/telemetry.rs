@@ -207,10 +207,14 @@ pub enum Kind<'a> {
     },
     /// `[:connection, :start]`: a connection was accepted.
     ConnectionStart {
-        /// The client.
+        /// The client: the original one behind a proxy that sent a PROXY
+        /// protocol header.
         peer: &'a Addr,
         /// The local end.
         local: &'a Addr,
+        /// The proxy the connection came through, when the server reads
+        /// PROXY protocol headers.
+        via: Option<&'a Addr>,
     },
     /// `[:connection, :stop]`: the connection ended. `error` only for real
     /// errors: a peer close or a local close is none; an idle timeout is

@@ -25,6 +25,8 @@ use crate::sys::{self, Wait};
 enum Bind {
     Inet(SocketAddr),
     Unix(PathBuf),
+    /// A socket someone else bound: systemd, a parent, a predecessor.
+    Fd(Arc<OwnedFd>),
 }
 
 /// How to listen, and the options of every accepted socket: the listen
@@ -116,7 +118,7 @@ impl ListenOptions {
     pub fn port(mut self, port: u16) -> ListenOptions {
         let ip = match &self.bind {
             Bind::Inet(a) => a.ip(),
-            Bind::Unix(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            Bind::Unix(_) | Bind::Fd(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
         };
         self.bind = Bind::Inet(SocketAddr::new(ip, port));
         self
@@ -130,6 +132,32 @@ impl ListenOptions {
     /// ```
     pub fn unix(mut self, path: impl Into<PathBuf>) -> ListenOptions {
         self.bind = Bind::Unix(path.into());
+        self
+    }
+
+    /// Listens on a socket that is already bound, instead of binding one:
+    /// a socket passed by systemd (see
+    /// [`inherit::systemd`](crate::inherit::systemd)), by a parent process,
+    /// or by a predecessor in a handover (see
+    /// [`inherit::receive`](crate::inherit::receive)); the Pool reference's
+    /// `fd` option. A TCP or Unix stream socket that is bound but not yet
+    /// listening is made to listen with the backlog; a UDP socket suits a
+    /// UDP server. The socket is made non-blocking and close-on-exec.
+    ///
+    /// The options keep the descriptor open; each listen uses a duplicate.
+    /// So [`Server::suspend`](crate::Server::suspend) stops accepting, but
+    /// the system keeps queueing connections (up to the backlog) for
+    /// [`resume`](crate::Server::resume) instead of refusing them, and a
+    /// Unix socket's file is left alone.
+    ///
+    /// ```
+    /// use std::os::fd::OwnedFd;
+    /// let bound = std::net::TcpListener::bind("127.0.0.1:0")?;
+    /// let options = atoll::transport::ListenOptions::new().fd(OwnedFd::from(bound));
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn fd(mut self, fd: OwnedFd) -> ListenOptions {
+        self.bind = Bind::Fd(Arc::new(fd));
         self
     }
 
@@ -266,7 +294,7 @@ impl ListenOptions {
     fn inet_port(&self) -> u16 {
         match &self.bind {
             Bind::Inet(a) => a.port(),
-            Bind::Unix(_) => 4000,
+            Bind::Unix(_) | Bind::Fd(_) => 4000,
         }
     }
 
@@ -275,13 +303,21 @@ impl ListenOptions {
         match &self.bind {
             Bind::Inet(a) => Addr::Inet(*a),
             Bind::Unix(p) => Addr::Unix(Some(p.clone())),
+            Bind::Fd(fd) => socket2::SockRef::from(&**fd)
+                .local_addr()
+                .map_or(Addr::Unix(None), |a| Addr::from_sock(&a)),
         }
+    }
+
+    /// Whether the socket is an inherited one.
+    pub(crate) fn is_inherited(&self) -> bool {
+        matches!(self.bind, Bind::Fd(_))
     }
 
     pub(crate) fn unix_path(&self) -> Option<&PathBuf> {
         match &self.bind {
             Bind::Unix(p) => Some(p),
-            Bind::Inet(_) => None,
+            Bind::Inet(_) | Bind::Fd(_) => None,
         }
     }
 
@@ -329,6 +365,7 @@ impl ListenOptions {
                 socket.bind(&(*inet).into()).map_err(fail)?;
                 socket
             }
+            Bind::Fd(fd) => return self.inherit(fd).map_err(fail),
             Bind::Unix(path) => {
                 if self.remove_stale_socket {
                     remove_socket_file(path).map_err(fail)?;
@@ -343,6 +380,32 @@ impl ListenOptions {
         let backlog = i32::try_from(self.backlog).unwrap_or(i32::MAX);
         socket.listen(backlog).map_err(fail)?;
         socket.set_nonblocking(true).map_err(fail)?;
+        Ok(socket)
+    }
+
+    /// A duplicate of an inherited socket, checked and made ready.
+    fn inherit(&self, fd: &OwnedFd) -> io::Result<RawSocket> {
+        let socket = RawSocket::from(fd.try_clone()?);
+        let kind = socket.r#type()?;
+        let invalid = |msg: &str| Err(io::Error::new(io::ErrorKind::InvalidInput, msg.to_string()));
+        if self.udp.is_some() {
+            if kind != Type::DGRAM {
+                return invalid("a UDP server needs a datagram socket; the inherited one is not");
+            }
+        } else {
+            if kind != Type::STREAM {
+                return invalid("the inherited socket is not a stream (TCP or Unix) socket");
+            }
+            if !socket.is_listener()? {
+                let bound = socket.local_addr()?;
+                if bound.as_socket().is_some_and(|a| a.port() == 0) {
+                    return invalid("the inherited socket is not bound");
+                }
+                socket.listen(i32::try_from(self.backlog).unwrap_or(i32::MAX))?;
+            }
+        }
+        socket.set_nonblocking(true)?;
+        socket.set_cloexec(true)?;
         Ok(socket)
     }
 
@@ -428,11 +491,8 @@ pub(crate) enum ListenSocket {
 
 impl ListenSocket {
     /// One clone per poll thread; each accepts from the same queue.
-    pub(crate) fn clones(
-        socket: &RawSocket,
-        n: usize,
-        unix: bool,
-    ) -> io::Result<Vec<ListenSocket>> {
+    pub(crate) fn clones(socket: &RawSocket, n: usize) -> io::Result<Vec<ListenSocket>> {
+        let unix = socket.domain()? == Domain::UNIX;
         (0..n)
             .map(|_| {
                 let fd = OwnedFd::from(socket.try_clone()?);
