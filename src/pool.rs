@@ -249,6 +249,10 @@ fn proxy_header<H: Handler<M>, M: Send + 'static>(
             state.setup = Setup::Accepted(io);
             Ok(true)
         }
+        // After a hang-up no more bytes come.
+        Ok(None) if flags & HANGUP != 0 => Err(Error::ProxyHeader(
+            "the connection closed before its PROXY header was complete".into(),
+        )),
         Ok(None) if !conn.timer_expired() => {
             state.setup = Setup::Proxy(io);
             return Ok(false);

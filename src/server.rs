@@ -678,6 +678,7 @@ fn stop<M>(server: &Server<M>, wait: Option<Duration>) {
         life.status = Status::Stopping;
         life.local_addr = None;
         life.listening.clear();
+        backend.config().listen.close_inherited();
         (
             std::mem::take(&mut life.threads),
             std::mem::take(&mut life.workers),

@@ -26,7 +26,9 @@ enum Bind {
     Inet(SocketAddr),
     Unix(PathBuf),
     /// A socket someone else bound: systemd, a parent, a predecessor.
-    Fd(Arc<OwnedFd>),
+    /// Shared by the clones of the options; taken (closed) when the server
+    /// using it stops.
+    Fd(Arc<parking_lot::Mutex<Option<OwnedFd>>>),
 }
 
 /// How to listen, and the options of every accepted socket: the listen
@@ -144,10 +146,13 @@ impl ListenOptions {
     /// listening is made to listen with the backlog; a UDP socket suits a
     /// UDP server. The socket is made non-blocking and close-on-exec.
     ///
-    /// The options keep the descriptor open; each listen uses a duplicate.
-    /// So [`Server::suspend`](crate::Server::suspend) stops accepting, but
-    /// the system keeps queueing connections (up to the backlog) for
-    /// [`resume`](crate::Server::resume) instead of refusing them, and a
+    /// The options keep the descriptor open (their clones share it), and
+    /// each listen uses a duplicate: so
+    /// [`Server::suspend`](crate::Server::suspend) stops accepting, but the
+    /// system keeps queueing connections (up to the backlog) for
+    /// [`resume`](crate::Server::resume) instead of refusing them. The
+    /// descriptor is closed when the server stops (duplicates handed on by
+    /// [`Server::listener_fds`](crate::Server::listener_fds) stay open). A
     /// Unix socket's file is left alone.
     ///
     /// ```
@@ -157,7 +162,7 @@ impl ListenOptions {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn fd(mut self, fd: OwnedFd) -> ListenOptions {
-        self.bind = Bind::Fd(Arc::new(fd));
+        self.bind = Bind::Fd(Arc::new(parking_lot::Mutex::new(Some(fd))));
         self
     }
 
@@ -303,8 +308,10 @@ impl ListenOptions {
         match &self.bind {
             Bind::Inet(a) => Addr::Inet(*a),
             Bind::Unix(p) => Addr::Unix(Some(p.clone())),
-            Bind::Fd(fd) => socket2::SockRef::from(&**fd)
-                .local_addr()
+            Bind::Fd(fd) => fd
+                .lock()
+                .as_ref()
+                .and_then(|fd| socket2::SockRef::from(fd).local_addr().ok())
                 .map_or(Addr::Unix(None), |a| Addr::from_sock(&a)),
         }
     }
@@ -312,6 +319,13 @@ impl ListenOptions {
     /// Whether the socket is an inherited one.
     pub(crate) fn is_inherited(&self) -> bool {
         matches!(self.bind, Bind::Fd(_))
+    }
+
+    /// Closes an inherited socket: the server that used it stopped.
+    pub(crate) fn close_inherited(&self) {
+        if let Bind::Fd(fd) = &self.bind {
+            drop(fd.lock().take());
+        }
     }
 
     pub(crate) fn unix_path(&self) -> Option<&PathBuf> {
@@ -365,7 +379,7 @@ impl ListenOptions {
                 socket.bind(&(*inet).into()).map_err(fail)?;
                 socket
             }
-            Bind::Fd(fd) => return self.inherit(fd).map_err(fail),
+            Bind::Fd(fd) => return self.inherit(fd.lock().as_ref()).map_err(fail),
             Bind::Unix(path) => {
                 if self.remove_stale_socket {
                     remove_socket_file(path).map_err(fail)?;
@@ -384,7 +398,13 @@ impl ListenOptions {
     }
 
     /// A duplicate of an inherited socket, checked and made ready.
-    fn inherit(&self, fd: &OwnedFd) -> io::Result<RawSocket> {
+    fn inherit(&self, fd: Option<&OwnedFd>) -> io::Result<RawSocket> {
+        let Some(fd) = fd else {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                "the inherited socket was closed when the server using it stopped",
+            ));
+        };
         let socket = RawSocket::from(fd.try_clone()?);
         let kind = socket.r#type()?;
         let invalid = |msg: &str| Err(io::Error::new(io::ErrorKind::InvalidInput, msg.to_string()));

@@ -1,6 +1,9 @@
 //! Helpers shared by the integration tests: servers on loopback port 0,
-//! clients with timeouts, and process counters read from /proc.
+//! clients with timeouts, process counters read from /proc, and the
+//! examples as child processes ([`examples`]).
 #![allow(dead_code)]
+
+pub mod examples;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};

@@ -1,0 +1,401 @@
+//! An echo server that hands its listening socket to its successor: a new
+//! version of the program takes over the port without refusing a single
+//! connection.
+//!
+//! ```text
+//! cargo run --example handover -- --port 4000 --control /tmp/handover.sock   # version 1
+//! cargo run --example handover -- --port 4000 --control /tmp/handover.sock   # version 2 takes over
+//! ```
+//!
+//! The running server listens for its successor on a Unix socket, the
+//! control socket at `--control PATH`. A new process started with the same
+//! path:
+//!
+//! 1. connects to the control socket. If nobody answers, it is the first:
+//!    it binds the port itself, then the control path (replacing a socket
+//!    file that a killed process left behind);
+//! 2. otherwise the running server (the predecessor) removes the control
+//!    path and sends duplicates of its listening socket over the control
+//!    connection ([`Server::listener_fds`], [`inherit::send`]);
+//! 3. the successor receives them ([`inherit::receive`]), starts serving
+//!    them ([`Builder::listen_fd`](atoll::Builder::listen_fd)) and writes
+//!    one byte: ready;
+//! 4. on that byte the predecessor stops: it stops accepting at once and
+//!    drains its connections (up to `--shutdown-timeout-ms`), then exits;
+//!    without it within 10 s (the successor failed), the predecessor
+//!    binds the control path again and carries on serving;
+//! 5. the successor binds the control path, ready for the next deploy.
+//!
+//! No connection is refused meanwhile: both processes hold the same
+//! listening socket (one socket, not two bound to the same port), and the
+//! kernel queues connections on it as long as any process holds it open.
+//! While both run, either may accept a connection; after the predecessor
+//! stops accepting, the successor accepts everything in the queue.
+//!
+//! The predecessor's open connections end gracefully: at stop each idle one
+//! gets [`Handler::handle_shutdown`], which shuts down the write side (the
+//! client reads end of stream after every reply already sent) and then
+//! reads and discards until the client closes, for up to 2 s. Closing a
+//! socket with unread data would send a TCP reset instead, and a reset can
+//! destroy replies still in flight to the client. A client that reads end
+//! of stream before the reply to its last request knows the request was
+//! not answered (here: not even read), and sends it again on a new
+//! connection, which the successor serves.
+//!
+//! On stdout: `listening on ADDR` once the process serves the port and the
+//! control socket, then `took over from predecessor` if it inherited the
+//! port; the predecessor prints `successor ready: handing over` and, once
+//! drained, `handed over: stopped in T, N connections drained`; after a
+//! failed handover, `handover failed (WHY): still serving`, then `waiting
+//! for a successor again` once the control socket is back.
+//!
+//! Stops gracefully on SIGINT or SIGTERM, like `echo`. One handover at a
+//! time: while one is under way the control path does not exist, and a
+//! third process started then would try to bind the port itself and fail.
+
+use std::io::{self, Read, Write};
+use std::net::IpAddr;
+use std::os::unix::fs::FileTypeExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use atoll::logger::Level;
+use atoll::{inherit, Flow, Handler, Server, Shutdown, Socket};
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+
+/// The byte the successor sends once it serves the inherited socket.
+const READY: u8 = b'R';
+
+/// How long the predecessor waits for [`READY`], and the successor for
+/// the descriptors.
+const HANDOVER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a connection closed at stop waits for its client to close.
+const LINGER: Duration = Duration::from_secs(2);
+
+struct Echo;
+
+impl Handler for Echo {
+    fn handle_connection(&mut self, socket: &mut Socket) -> Flow {
+        log::info!(target: "handover", "connection {} from {}", socket.id(), socket.peer_addr());
+        Flow::Continue
+    }
+
+    fn handle_data(&mut self, data: &[u8], socket: &mut Socket) -> Flow {
+        match socket.send(data) {
+            Ok(()) => Flow::Continue,
+            Err(e) => Flow::error(e),
+        }
+    }
+
+    /// Closes without a reset: end of stream after the replies sent, then
+    /// whatever the client still sends is read and dropped until it closes.
+    fn handle_shutdown(&mut self, socket: &mut Socket) {
+        if socket.shutdown(Shutdown::Write).is_err() {
+            return;
+        }
+        let deadline = Instant::now() + LINGER;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            // A request that arrives now is not answered: the client reads
+            // end of stream before any reply and sends it again elsewhere.
+            if socket.recv_timeout(0, Some(left)).is_err() {
+                break; // closed by the client, reset, or out of time
+            }
+        }
+    }
+}
+
+/// A tiny logger: atoll's and this example's records on stdout.
+struct Stdout;
+
+impl log::Log for Stdout {
+    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+        matches!(metadata.target(), "atoll" | "handover")
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        if self.enabled(record.metadata()) {
+            println!("[{}] {}", record.level(), record.args());
+        }
+    }
+
+    fn flush(&self) {}
+}
+
+static STDOUT: Stdout = Stdout;
+
+const HELP: &str = "\
+handover: an echo server that hands its port over to its successor
+
+Options (defaults in brackets):
+  --control PATH            the control socket the successor connects to (required)
+  --ip ADDR                 address to listen on [127.0.0.1]
+  --port N                  port, 0 for a free one [4000]; a successor
+                            serves its predecessor's socket instead
+  --workers N               worker threads [2 x cores, at least 4]
+  --shutdown-timeout-ms MS  drain time at handover and on SIGINT/SIGTERM [15000]
+  --log LEVEL               log events at error, info, debug or trace [off]
+  --help                    this text";
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("handover: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Why the server stops.
+enum Event {
+    Signal,
+    HandedOver,
+}
+
+fn run() -> Result<(), Box<dyn std::error::Error>> {
+    let mut builder = Server::builder().ip(IpAddr::from([127, 0, 0, 1]));
+    let mut shutdown_timeout = Duration::from_secs(15);
+    let mut control = None;
+    let mut args = std::env::args().skip(1);
+    while let Some(flag) = args.next() {
+        if matches!(flag.as_str(), "--help" | "-h") {
+            println!("{HELP}");
+            return Ok(());
+        }
+        let value = args
+            .next()
+            .ok_or_else(|| format!("{flag} needs a value (see --help)"))?;
+        let num = || {
+            value
+                .parse::<u64>()
+                .map_err(|e| format!("{flag} {value}: {e}"))
+        };
+        builder = match flag.as_str() {
+            "--ip" => builder.ip(value.parse()?),
+            "--port" => builder.port(num()?.try_into()?),
+            "--workers" => builder.num_workers(num()? as usize),
+            "--control" => {
+                control = Some(PathBuf::from(&value));
+                builder
+            }
+            "--shutdown-timeout-ms" => {
+                shutdown_timeout = Duration::from_millis(num()?);
+                builder
+            }
+            "--log" => {
+                let level = match value.as_str() {
+                    "error" => Level::Error,
+                    "info" => Level::Info,
+                    "debug" => Level::Debug,
+                    "trace" => Level::Trace,
+                    _ => return Err(format!("--log {value}: error, info, debug or trace").into()),
+                };
+                log::set_logger(&STDOUT).map_err(|e| e.to_string())?;
+                log::set_max_level(log::LevelFilter::Trace);
+                atoll::logger::attach_logger(level).map_err(|e| e.to_string())?;
+                builder
+            }
+            _ => return Err(format!("unknown option {flag} (see --help)").into()),
+        };
+    }
+    let control = control.ok_or("--control PATH is required (see --help)")?;
+    // From now on a signal waits until the server can stop gracefully.
+    let mut signals = Signals::new([SIGINT, SIGTERM])?;
+
+    // A predecessor answering on the control socket gives its socket.
+    let predecessor = match UnixStream::connect(&control) {
+        Ok(stream) => Some(stream),
+        Err(e) if is_nobody(&e) => None,
+        Err(e) => return Err(format!("control socket {}: {e}", control.display()).into()),
+    };
+    let server = match &predecessor {
+        Some(stream) => {
+            stream.set_read_timeout(Some(HANDOVER_TIMEOUT))?;
+            stream.set_write_timeout(Some(HANDOVER_TIMEOUT))?;
+            let mut fds = inherit::receive(stream)
+                .map_err(|e| format!("receiving the listening socket: {e}"))?;
+            if fds.len() != 1 {
+                return Err(format!("expected one listening socket, got {}", fds.len()).into());
+            }
+            builder.listen_fd(fds.remove(0)).start(|_| Ok(Echo))?
+        }
+        None => builder.start(|_| Ok(Echo))?,
+    };
+    let server = Arc::new(server);
+    let took_over = predecessor.is_some();
+    if let Some(mut stream) = predecessor {
+        // Serving already: the predecessor may stop accepting now. If it is
+        // gone, this process serves the socket anyway.
+        if let Err(e) = stream.write_all(&[READY]) {
+            eprintln!("handover: telling the predecessor: {e}");
+        }
+    }
+    // Whether the control path is this process's to remove at exit.
+    let owned = Arc::new(Mutex::new(false));
+    let listener = {
+        let mut owned = owned.lock().unwrap();
+        let listener = bind_control(&control)
+            .map_err(|e| format!("control socket {}: {e}", control.display()))?;
+        *owned = true;
+        listener
+    };
+    // Up: the port and the control socket.
+    println!("listening on {}", server.local_addr()?);
+    if took_over {
+        println!("took over from predecessor");
+    }
+
+    let (events, stops) = mpsc::channel();
+    let on_signal = events.clone();
+    std::thread::spawn(move || {
+        if signals.forever().next().is_some() {
+            let _ = on_signal.send(Event::Signal);
+        }
+    });
+    {
+        let (server, control, owned) = (server.clone(), control.clone(), owned.clone());
+        std::thread::spawn(move || serve_control(listener, &control, &server, &owned, events));
+    }
+
+    let event = stops.recv().expect("the signal thread never ends first");
+    let began = Instant::now();
+    let open = server.connection_count();
+    match event {
+        Event::Signal => {
+            let mut owned = owned.lock().unwrap();
+            if *owned {
+                let _ = std::fs::remove_file(&control);
+                *owned = false;
+            }
+            server.stop(shutdown_timeout);
+            println!(
+                "stopped in {:?}, {open} connections drained",
+                began.elapsed()
+            );
+        }
+        Event::HandedOver => {
+            server.stop(shutdown_timeout);
+            println!(
+                "handed over: stopped in {:?}, {open} connections drained",
+                began.elapsed()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Whether a failed connect means nobody serves the control path: no file,
+/// or a socket file left by a process that is gone.
+fn is_nobody(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused
+    )
+}
+
+/// Binds the control socket at `path`, replacing a socket file nobody
+/// listens on any more (never another kind of file).
+fn bind_control(path: &Path) -> io::Result<UnixListener> {
+    match UnixListener::bind(path) {
+        Err(e) if e.kind() == io::ErrorKind::AddrInUse => {
+            match UnixStream::connect(path) {
+                Ok(_) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::AddrInUse,
+                        format!("another process answers on {}", path.display()),
+                    ))
+                }
+                Err(e) if is_nobody(&e) => {}
+                Err(e) => return Err(e),
+            }
+            if std::fs::symlink_metadata(path)?.file_type().is_socket() {
+                std::fs::remove_file(path)?;
+            }
+            UnixListener::bind(path)
+        }
+        other => other,
+    }
+}
+
+/// Waits for successors on the control socket and hands the listening
+/// socket to the first that takes it.
+fn serve_control<M: Send + 'static>(
+    mut listener: UnixListener,
+    path: &Path,
+    server: &Server<M>,
+    owned: &Mutex<bool>,
+    events: mpsc::Sender<Event>,
+) {
+    loop {
+        let stream = match listener.accept() {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                eprintln!("handover: control socket: {e}");
+                std::thread::sleep(Duration::from_millis(100));
+                continue;
+            }
+        };
+        {
+            // The successor binds the path once it has taken over.
+            let mut owned = owned.lock().unwrap();
+            if !*owned {
+                return; // stopping on a signal
+            }
+            let _ = std::fs::remove_file(path);
+            *owned = false;
+        }
+        match hand_over(server, &stream) {
+            Ok(()) => {
+                println!("successor ready: handing over");
+                let _ = events.send(Event::HandedOver);
+                return;
+            }
+            Err(e) => println!("handover failed ({e}): still serving"),
+        }
+        // Listen for the next successor.
+        loop {
+            let mut owned = owned.lock().unwrap();
+            if server.status() != atoll::Status::Running {
+                return;
+            }
+            match bind_control(path) {
+                Ok(again) => {
+                    listener = again;
+                    *owned = true;
+                    println!("waiting for a successor again");
+                    break;
+                }
+                Err(e) => {
+                    drop(owned);
+                    eprintln!("handover: control socket {}: {e}", path.display());
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+            }
+        }
+    }
+}
+
+/// Sends the listening sockets to the successor and waits for its ready.
+fn hand_over<M: Send + 'static>(server: &Server<M>, stream: &UnixStream) -> io::Result<()> {
+    stream.set_read_timeout(Some(HANDOVER_TIMEOUT))?;
+    stream.set_write_timeout(Some(HANDOVER_TIMEOUT))?;
+    let fds = server.listener_fds().map_err(io::Error::other)?;
+    inherit::send(stream, &fds)?;
+    drop(fds);
+    let mut ready = [0u8; 1];
+    match (&*stream).read(&mut ready) {
+        Ok(1) if ready[0] == READY => Ok(()),
+        Ok(0) => Err(io::Error::other("the successor went away")),
+        Ok(_) => Err(io::Error::other("the successor sent something else")),
+        Err(e) => Err(e),
+    }
+}
