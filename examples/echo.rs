@@ -34,7 +34,9 @@ impl Handler for Echo {
                 socket.id(),
                 socket.peer_addr()
             ),
-            None => log::info!(target: "echo", "connection {} from {}", socket.id(), socket.peer_addr()),
+            None => {
+                log::info!(target: "echo", "connection {} from {}", socket.id(), socket.peer_addr())
+            }
         }
         Flow::Continue
     }

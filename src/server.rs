@@ -382,7 +382,10 @@ impl<M: Send + 'static> Server<M> {
     pub fn listener_fds(&self) -> Result<Vec<OwnedFd>, Error> {
         let mut life = self.life.lock();
         life.shared = true;
-        let fds = life.listening.iter().map(|s| Ok(OwnedFd::from(s.try_clone()?)));
+        let fds = life
+            .listening
+            .iter()
+            .map(|s| Ok(OwnedFd::from(s.try_clone()?)));
         fds.collect()
     }
 
@@ -765,8 +768,14 @@ fn listen<M>(
             });
         }
         all.insert(0, listener);
-        let kept = all.iter().map(|s| s.try_clone()).collect::<Result<Vec<_>, _>>()?;
-        let sockets = all.into_iter().map(ListenSocket::udp).collect::<Result<Vec<_>, _>>()?;
+        let kept = all
+            .iter()
+            .map(|s| s.try_clone())
+            .collect::<Result<Vec<_>, _>>()?;
+        let sockets = all
+            .into_iter()
+            .map(ListenSocket::udp)
+            .collect::<Result<Vec<_>, _>>()?;
         (sockets, kept)
     } else {
         let sockets = ListenSocket::clones(&listener, config.num_acceptors)?;

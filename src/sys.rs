@@ -234,7 +234,9 @@ pub(crate) fn recv_fds(sock: RawFd) -> io::Result<Vec<std::os::fd::OwnedFd>> {
         }
     }
     if msg.msg_flags & libc::MSG_CTRUNC != 0 {
-        return Err(io::Error::other("descriptors were lost: the message was truncated"));
+        return Err(io::Error::other(
+            "descriptors were lost: the message was truncated",
+        ));
     }
     if rc == 0 && fds.is_empty() {
         return Err(io::ErrorKind::UnexpectedEof.into());

@@ -1220,11 +1220,13 @@ fn crc32c(bytes: &[u8]) -> u32 {
 mod tests {
     use super::*;
 
-    /// A v2 header as HAProxy 2.x writes it for `send-proxy-v2` with
+    /// A v2 header laid out as HAProxy writes it for `send-proxy-v2` with
     /// `proxy-v2-options crc32c,authority,unique-id,ssl,cert-cn,ssl-cipher,
-    /// cert-sig,cert-key` and a netns: 192.0.2.10:56324 -> 198.51.100.1:443,
-    /// TLVs CRC32C, ALPN, AUTHORITY, UNIQUE_ID, SSL, NETNS. Built byte by
-    /// byte from the specification, its checksum computed independently.
+    /// cert-sig,cert-key` on a TLS connection in a network namespace:
+    /// 192.0.2.10:56324 -> 198.51.100.1:443, then the TLVs in HAProxy's
+    /// order (CRC32C, ALPN, AUTHORITY, UNIQUE_ID, SSL, NETNS). Built byte
+    /// by byte from the specification, its checksum computed by a separate
+    /// implementation.
     const HAPROXY_V2: [u8; 159] = [
         0x0d, 0x0a, 0x0d, 0x0a, 0x00, 0x0d, 0x0a, 0x51, 0x55, 0x49, 0x54, 0x0a, 0x21, 0x11, 0x00,
         0x8f, 0xc0, 0x00, 0x02, 0x0a, 0xc6, 0x33, 0x64, 0x01, 0xdc, 0x04, 0x01, 0xbb, 0x03, 0x00,

@@ -193,12 +193,17 @@ const FIRST_PEEK: usize = 256;
 /// Reads the PROXY header at the start of `io` without blocking and
 /// without taking a byte past it. `Ok(None)`: not all of it has arrived;
 /// call again when the socket is readable.
-pub(crate) fn read_header(io: &Io, options: &ProxyProtocol) -> Result<Option<ProxyHeader>, BoxError> {
+pub(crate) fn read_header(
+    io: &Io,
+    options: &ProxyProtocol,
+) -> Result<Option<ProxyHeader>, BoxError> {
     let mut want = FIRST_PEEK;
     loop {
         let mut buf = vec![0u8; want];
         let n = match crate::sys::peek(io.raw_fd(), &mut buf) {
-            Ok(0) => return Err("the connection closed before its PROXY header was complete".into()),
+            Ok(0) => {
+                return Err("the connection closed before its PROXY header was complete".into())
+            }
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -212,7 +217,11 @@ pub(crate) fn read_header(io: &Io, options: &ProxyProtocol) -> Result<Option<Pro
                     Version::V2 => options.v2,
                 };
                 if !accepted {
-                    return Err(format!("PROXY {:?} headers are not accepted here", header.version).into());
+                    return Err(format!(
+                        "PROXY {:?} headers are not accepted here",
+                        header.version
+                    )
+                    .into());
                 }
                 consume(io, len)?;
                 return Ok(Some(header));
