@@ -49,6 +49,20 @@ const FIRST_FD: i32 = 3;
 static TAKEN: AtomicBool = AtomicBool::new(false);
 
 /// A socket passed by systemd, with its name.
+///
+/// ```no_run
+/// # use atoll::Handler;
+/// # struct Echo;
+/// # impl Handler for Echo {}
+/// // Serve the socket named "api" (FileDescriptorName=api), if any.
+/// let api = atoll::inherit::systemd()?
+///     .into_iter()
+///     .find(|s| s.name.as_deref() == Some("api"));
+/// if let Some(socket) = api {
+///     let server = atoll::Server::builder().listen_fd(socket.fd).start(|_| Ok(Echo))?;
+/// }
+/// # Ok::<(), atoll::Error>(())
+/// ```
 #[derive(Debug)]
 pub struct ListenFd {
     /// The descriptor, now owned by this process (and close-on-exec).

@@ -861,3 +861,46 @@ fn a_stopped_server_releases_its_inherited_socket() {
     );
     drop(server);
 }
+
+/// `echo --proxy-protocol --log info`: a v1 and a v2 header name the
+/// client, whose address the handler logs (with the proxy's), and nothing
+/// of the headers is echoed; a connection without a header is closed
+/// unanswered.
+#[test]
+fn echo_with_proxy_protocol_logs_the_client_and_echoes_only_data() {
+    use atoll::proxy::{ProxyHeader, Version};
+    let mut echo = Served::start("echo", &["--proxy-protocol", "--log", "info"]);
+    for (version, client) in [
+        (Version::V1, "192.0.2.7:5555"),
+        (Version::V2, "[2001:db8::7]:6666"),
+    ] {
+        let source: SocketAddr = client.parse().unwrap();
+        let destination: SocketAddr = if source.is_ipv4() {
+            "198.51.100.1:4000".parse().unwrap()
+        } else {
+            "[2001:db8::1]:4000".parse().unwrap()
+        };
+        let mut header = ProxyHeader::tcp(source, destination)
+            .encode(version)
+            .unwrap();
+        header.extend_from_slice(b"hello");
+        let mut conn = connect(echo.addr);
+        conn.write_all(&header).unwrap();
+        let mut reply = [0u8; 5];
+        conn.read_exact(&mut reply).unwrap();
+        assert_eq!(&reply, b"hello", "{version:?}: only the data comes back");
+        round_trip(&mut conn, b"and more");
+        let proxy = conn.local_addr().unwrap();
+        let logged = format!("from {client} via {proxy}");
+        echo.process
+            .wait_line(&logged, PATIENCE, |line| line.ends_with(&logged));
+    }
+    let mut plain = connect(echo.addr);
+    plain.write_all(b"no header\r\n").unwrap();
+    let mut rest = Vec::new();
+    let read = plain.read_to_end(&mut rest);
+    assert!(
+        rest.is_empty(),
+        "a connection without a header got {rest:?} ({read:?})"
+    );
+}
