@@ -529,9 +529,18 @@ impl Socket {
             let n = self.read_blocking(&mut buf, deadline)?;
             return Ok(buf[..n].to_vec());
         }
-        let mut out = vec![0u8; len];
-        let mut filled = self.take_unread(&mut out);
+        // The buffer grows as bytes arrive (doubling, from one read chunk),
+        // so a length taken from the peer costs memory only when the peer
+        // really sends that much.
+        let mut out = Vec::new();
+        let mut filled = 0;
         while filled < len {
+            if filled == out.len() {
+                let grow = (len - filled).min(out.len().max(READ_CHUNK));
+                out.resize(out.len() + grow, 0);
+                filled += self.take_unread(&mut out[filled..]);
+                continue;
+            }
             match self.read_blocking(&mut out[filled..], deadline) {
                 Ok(n) => filled += n,
                 Err(e) => {

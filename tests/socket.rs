@@ -765,3 +765,34 @@ fn client_reads_everything_sent_before_a_flow_close() {
     assert_eq!(read_to_close(&mut client), b"");
     server.stop(PATIENCE);
 }
+
+/// `recv` with a length a peer announced (here 1 TiB) costs memory only as
+/// bytes arrive: the peer sends 10 bytes and closes, the handler gets
+/// `Closed` and the 10 bytes stay readable. Allocating the whole length up
+/// front would abort the process.
+#[test]
+fn recv_of_a_huge_announced_length_allocates_as_bytes_arrive() {
+    struct Greedy;
+    impl Handler for Greedy {
+        fn handle_connection(&mut self, socket: &mut Socket) -> Flow {
+            let first = socket.recv(1 << 40);
+            let kept = socket.recv(0).unwrap_or_default();
+            let reply = format!(
+                "closed={} kept={}",
+                first.is_err_and(|e| e.is_closed()),
+                String::from_utf8_lossy(&kept)
+            );
+            let _ = socket.send(reply.as_bytes());
+            Flow::Close
+        }
+    }
+    let server = builder().start(|_| Ok(Greedy)).unwrap();
+    let mut client = connect(tcp_addr(&server));
+    client.write_all(b"0123456789").unwrap();
+    client.shutdown(std::net::Shutdown::Write).unwrap();
+    let reply = read_to_close(&mut client);
+    assert_eq!(
+        String::from_utf8_lossy(&reply),
+        "closed=true kept=0123456789"
+    );
+}
