@@ -9,6 +9,8 @@
 //! A connect failure prints the typed error, saying which address family
 //! failed and why, and exits with status 1.
 
+mod common;
+
 use std::io::BufRead;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -31,34 +33,24 @@ Options (defaults in brackets):
 const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn main() -> ExitCode {
-    match run() {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("client: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    common::run_main("client", run)
 }
 
-fn run() -> Result<(), Box<dyn std::error::Error>> {
-    let mut args = std::env::args().skip(1);
+fn run() -> common::Result {
+    let mut args = common::Args::from_env();
     let mut positional = Vec::new();
     let mut preference = IpVersionPreference::Ipv6Preferred;
     let mut timeout = Duration::from_secs(1);
     let mut tls = false;
     let mut ca: Option<String> = None;
     while let Some(arg) = args.next() {
-        let mut value = || {
-            args.next()
-                .ok_or(format!("{arg} needs a value (see --help)"))
-        };
         match arg.as_str() {
             "--help" | "-h" => {
                 println!("{HELP}");
                 return Ok(());
             }
             "--prefer" => {
-                preference = match value()?.as_str() {
+                preference = match args.value()?.as_str() {
                     "ipv4" => IpVersionPreference::Ipv4Preferred,
                     "ipv6" => IpVersionPreference::Ipv6Preferred,
                     "ipv4-only" => IpVersionPreference::Ipv4Only,
@@ -66,12 +58,10 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
                     other => return Err(format!("--prefer {other}: unknown (see --help)").into()),
                 }
             }
-            "--timeout-ms" => timeout = Duration::from_millis(value()?.parse()?),
+            "--timeout-ms" => timeout = Duration::from_millis(args.value()?.parse()?),
             "--tls" => tls = true,
-            "--ca" => ca = Some(value()?),
-            flag if flag.starts_with("--") => {
-                return Err(format!("unknown option {flag} (see --help)").into())
-            }
+            "--ca" => ca = Some(args.value()?),
+            flag if flag.starts_with("--") => return Err(common::unknown_option(flag)),
             _ => positional.push(arg),
         }
     }
@@ -122,7 +112,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
 }
 
 #[cfg(feature = "tls")]
-fn with_tls(options: Options, ca: Option<&str>) -> Result<Options, Box<dyn std::error::Error>> {
+fn with_tls(options: Options, ca: Option<&str>) -> common::Result<Options> {
     let mut config = atoll::client::TlsConfig::new();
     if let Some(path) = ca {
         config = config.add_root_certificates_pem(&std::fs::read(path)?)?;
@@ -131,6 +121,6 @@ fn with_tls(options: Options, ca: Option<&str>) -> Result<Options, Box<dyn std::
 }
 
 #[cfg(not(feature = "tls"))]
-fn with_tls(_: Options, _: Option<&str>) -> Result<Options, Box<dyn std::error::Error>> {
+fn with_tls(_: Options, _: Option<&str>) -> common::Result<Options> {
     Err("--tls needs the `tls` feature".into())
 }

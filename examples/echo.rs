@@ -13,15 +13,14 @@
 //! protocol header (v1 or v2) from a load balancer on every connection;
 //! `--log info` then logs each connection's original client.
 
+mod common;
+
 use std::net::IpAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use atoll::logger::Level;
 use atoll::proxy::ProxyProtocol;
 use atoll::{Flow, Handler, Server, Socket};
-use signal_hook::consts::{SIGINT, SIGTERM};
-use signal_hook::iterator::Signals;
 
 struct Echo;
 
@@ -49,25 +48,6 @@ impl Handler for Echo {
     }
 }
 
-/// A tiny logger: atoll's and this example's records on stdout.
-struct Stdout;
-
-impl log::Log for Stdout {
-    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
-        matches!(metadata.target(), "atoll" | "echo")
-    }
-
-    fn log(&self, record: &log::Record<'_>) {
-        if self.enabled(record.metadata()) {
-            println!("[{}] {}", record.level(), record.args());
-        }
-    }
-
-    fn flush(&self) {}
-}
-
-static STDOUT: Stdout = Stdout;
-
 const HELP: &str = "\
 echo: an atoll echo server
 
@@ -88,74 +68,41 @@ Options (defaults in brackets):
   --help                    this text";
 
 fn main() -> ExitCode {
-    match run() {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("echo: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    common::run_main("echo", run)
 }
 
-fn run() -> Result<(), Box<dyn std::error::Error>> {
+fn run() -> common::Result {
     let mut builder = Server::builder().ip(IpAddr::from([127, 0, 0, 1]));
     let mut shutdown_timeout = Duration::from_secs(15);
-    let mut args = std::env::args().skip(1);
+    let mut args = common::Args::from_env();
     while let Some(flag) = args.next() {
-        match flag.as_str() {
+        builder = match flag.as_str() {
             "--help" | "-h" => {
                 println!("{HELP}");
                 return Ok(());
             }
-            "--reuseport" => {
-                builder = builder.reuse_port(true);
-                continue;
-            }
-            "--proxy-protocol" => {
-                builder = builder.proxy_protocol(ProxyProtocol::new());
-                continue;
-            }
-            _ => {}
-        }
-        let value = args
-            .next()
-            .ok_or_else(|| format!("{flag} needs a value (see --help)"))?;
-        let num = || {
-            value
-                .parse::<u64>()
-                .map_err(|e| format!("{flag} {value}: {e}"))
-        };
-        let ms = |n: u64| (n > 0).then(|| Duration::from_millis(n));
-        builder = match flag.as_str() {
-            "--ip" => builder.ip(value.parse()?),
-            "--port" => builder.port(num()?.try_into()?),
-            "--unix" => builder.unix(&value).remove_stale_socket(true),
-            "--workers" => builder.num_workers(num()? as usize),
-            "--acceptors" => builder.num_acceptors(num()? as usize),
+            "--reuseport" => builder.reuse_port(true),
+            "--proxy-protocol" => builder.proxy_protocol(ProxyProtocol::new()),
+            "--ip" => builder.ip(args.value()?.parse()?),
+            "--port" => builder.port(args.num()?.try_into()?),
+            "--unix" => builder.unix(args.value()?).remove_stale_socket(true),
+            "--workers" => builder.num_workers(args.num()? as usize),
+            "--acceptors" => builder.num_acceptors(args.num()? as usize),
             "--num-connections" => {
-                builder.num_connections(Some(num()? as usize).filter(|&n| n > 0))
+                builder.num_connections(Some(args.num()? as usize).filter(|&n| n > 0))
             }
-            "--retry-count" => builder.max_connections_retry_count(num()?.try_into()?),
-            "--retry-wait-ms" => builder.max_connections_retry_wait(Duration::from_millis(num()?)),
-            "--read-timeout-ms" => builder.read_timeout(ms(num()?)),
+            "--retry-count" => builder.max_connections_retry_count(args.num()?.try_into()?),
+            "--retry-wait-ms" => builder.max_connections_retry_wait(args.ms()?),
+            "--read-timeout-ms" => builder.read_timeout(args.timeout_ms()?),
             "--log" => {
-                let level = match value.as_str() {
-                    "error" => Level::Error,
-                    "info" => Level::Info,
-                    "debug" => Level::Debug,
-                    "trace" => Level::Trace,
-                    _ => return Err(format!("--log {value}: error, info, debug or trace").into()),
-                };
-                log::set_logger(&STDOUT).map_err(|e| e.to_string())?;
-                log::set_max_level(log::LevelFilter::Trace);
-                atoll::logger::attach_logger(level).map_err(|e| e.to_string())?;
+                common::init_log(&args.value()?, &["atoll", "echo"])?;
                 builder
             }
             "--shutdown-timeout-ms" => {
-                shutdown_timeout = Duration::from_millis(num()?);
+                shutdown_timeout = args.ms()?;
                 builder
             }
-            _ => return Err(format!("unknown option {flag} (see --help)").into()),
+            _ => return Err(args.unknown()),
         };
     }
     // Socket activation: serve the socket systemd passed, if any.
@@ -167,8 +114,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     }
     let server = builder.start(|_conn| Ok(Echo))?;
     println!("listening on {}", server.local_addr()?);
-    let mut signals = Signals::new([SIGINT, SIGTERM])?;
-    signals.forever().next();
+    common::wait_for_signal()?;
     let began = std::time::Instant::now();
     let open = server.connection_count();
     server.stop(shutdown_timeout);

@@ -53,6 +53,8 @@
 //! time: while one is under way the control path does not exist, and a
 //! third process started then would try to bind the port itself and fail.
 
+mod common;
+
 use std::io::{self, Read, Write};
 use std::net::IpAddr;
 use std::os::unix::fs::FileTypeExt;
@@ -62,7 +64,6 @@ use std::process::ExitCode;
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use atoll::logger::Level;
 use atoll::{inherit, Flow, Handler, Server, Shutdown, Socket};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
@@ -113,25 +114,6 @@ impl Handler for Echo {
     }
 }
 
-/// A tiny logger: atoll's and this example's records on stdout.
-struct Stdout;
-
-impl log::Log for Stdout {
-    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
-        matches!(metadata.target(), "atoll" | "handover")
-    }
-
-    fn log(&self, record: &log::Record<'_>) {
-        if self.enabled(record.metadata()) {
-            println!("[{}] {}", record.level(), record.args());
-        }
-    }
-
-    fn flush(&self) {}
-}
-
-static STDOUT: Stdout = Stdout;
-
 const HELP: &str = "\
 handover: an echo server that hands its port over to its successor
 
@@ -146,13 +128,7 @@ Options (defaults in brackets):
   --help                    this text";
 
 fn main() -> ExitCode {
-    match run() {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("handover: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    common::run_main("handover", run)
 }
 
 /// Why the server stops.
@@ -161,50 +137,33 @@ enum Event {
     HandedOver,
 }
 
-fn run() -> Result<(), Box<dyn std::error::Error>> {
+fn run() -> common::Result {
     let mut builder = Server::builder().ip(IpAddr::from([127, 0, 0, 1]));
     let mut shutdown_timeout = Duration::from_secs(15);
     let mut control = None;
-    let mut args = std::env::args().skip(1);
+    let mut args = common::Args::from_env();
     while let Some(flag) = args.next() {
-        if matches!(flag.as_str(), "--help" | "-h") {
-            println!("{HELP}");
-            return Ok(());
-        }
-        let value = args
-            .next()
-            .ok_or_else(|| format!("{flag} needs a value (see --help)"))?;
-        let num = || {
-            value
-                .parse::<u64>()
-                .map_err(|e| format!("{flag} {value}: {e}"))
-        };
         builder = match flag.as_str() {
-            "--ip" => builder.ip(value.parse()?),
-            "--port" => builder.port(num()?.try_into()?),
-            "--workers" => builder.num_workers(num()? as usize),
+            "--help" | "-h" => {
+                println!("{HELP}");
+                return Ok(());
+            }
+            "--ip" => builder.ip(args.value()?.parse()?),
+            "--port" => builder.port(args.num()?.try_into()?),
+            "--workers" => builder.num_workers(args.num()? as usize),
             "--control" => {
-                control = Some(PathBuf::from(&value));
+                control = Some(PathBuf::from(args.value()?));
                 builder
             }
             "--shutdown-timeout-ms" => {
-                shutdown_timeout = Duration::from_millis(num()?);
+                shutdown_timeout = args.ms()?;
                 builder
             }
             "--log" => {
-                let level = match value.as_str() {
-                    "error" => Level::Error,
-                    "info" => Level::Info,
-                    "debug" => Level::Debug,
-                    "trace" => Level::Trace,
-                    _ => return Err(format!("--log {value}: error, info, debug or trace").into()),
-                };
-                log::set_logger(&STDOUT).map_err(|e| e.to_string())?;
-                log::set_max_level(log::LevelFilter::Trace);
-                atoll::logger::attach_logger(level).map_err(|e| e.to_string())?;
+                common::init_log(&args.value()?, &["atoll", "handover"])?;
                 builder
             }
-            _ => return Err(format!("unknown option {flag} (see --help)").into()),
+            _ => return Err(args.unknown()),
         };
     }
     let control = control.ok_or("--control PATH is required (see --help)")?;

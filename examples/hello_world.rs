@@ -4,11 +4,11 @@
 //! cargo run --example hello_world -- --port 4000
 //! ```
 
+mod common;
+
 use std::time::Duration;
 
 use atoll::{Flow, Handler, Server, Socket};
-use signal_hook::consts::{SIGINT, SIGTERM};
-use signal_hook::iterator::Signals;
 
 struct HelloWorld;
 
@@ -21,20 +21,19 @@ impl Handler for HelloWorld {
     }
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() -> common::Result {
     let port = port_arg()?;
     let server = Server::builder()
         .ip([127, 0, 0, 1].into())
         .port(port)
         .start(|_conn| Ok(HelloWorld))?;
     println!("listening on {}", server.local_addr()?);
-    Signals::new([SIGINT, SIGTERM])?.forever().next();
-    server.stop(Duration::from_secs(15));
+    common::wait_for_signal_then_stop(&server, Duration::from_secs(15))?;
     Ok(())
 }
 
 /// `--port N` (default 4000; 0 picks a free port).
-fn port_arg() -> Result<u16, Box<dyn std::error::Error>> {
+fn port_arg() -> common::Result<u16> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.as_slice() {
         [] => Ok(4000),

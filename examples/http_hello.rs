@@ -39,6 +39,8 @@
 //! bytes still arriving do not turn the close into a reset that would
 //! destroy the answer before the client reads it.
 
+mod common;
+
 use std::cell::Cell;
 use std::io::Write as _;
 use std::net::{IpAddr, Shutdown};
@@ -46,8 +48,6 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use atoll::{Flow, Handler, Server, Socket};
-use signal_hook::consts::{SIGINT, SIGTERM};
-use signal_hook::iterator::Signals;
 
 const MAX_HEAD: usize = 8 << 10;
 const MAX_HEADERS: usize = 100;
@@ -598,40 +598,29 @@ Options (defaults in brackets):
   --help           this text";
 
 fn main() -> ExitCode {
-    match run() {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("http_hello: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    common::run_main("http_hello", run)
 }
 
-fn run() -> Result<(), Box<dyn std::error::Error>> {
+fn run() -> common::Result {
     let mut builder = Server::builder()
         .ip(IpAddr::from([127, 0, 0, 1]))
         .port(8080);
-    let mut args = std::env::args().skip(1);
+    let mut args = common::Args::from_env();
     while let Some(flag) = args.next() {
-        if flag == "--help" || flag == "-h" {
-            println!("{HELP}");
-            return Ok(());
-        }
-        let value = args
-            .next()
-            .ok_or_else(|| format!("{flag} needs a value (see --help)"))?;
         builder = match flag.as_str() {
-            "--ip" => builder.ip(value.parse()?),
-            "--port" => builder.port(value.parse()?),
-            "--workers" => builder.num_workers(value.parse()?),
-            "--acceptors" => builder.num_acceptors(value.parse()?),
-            _ => return Err(format!("unknown option {flag} (see --help)").into()),
+            "--help" | "-h" => {
+                println!("{HELP}");
+                return Ok(());
+            }
+            "--ip" => builder.ip(args.value()?.parse()?),
+            "--port" => builder.port(args.value()?.parse()?),
+            "--workers" => builder.num_workers(args.value()?.parse()?),
+            "--acceptors" => builder.num_acceptors(args.value()?.parse()?),
+            _ => return Err(args.unknown()),
         };
     }
     let server = builder.start(|_conn| Ok(Conn::new()))?;
     println!("listening on {}", server.local_addr()?);
-    std::io::stdout().flush()?;
-    Signals::new([SIGINT, SIGTERM])?.forever().next();
-    server.stop(Duration::from_secs(5));
+    common::wait_for_signal_then_stop(&server, Duration::from_secs(5))?;
     Ok(())
 }

@@ -32,6 +32,8 @@
 //! A bench tool, not an atoll example: it uses no atoll code, only mio and
 //! socket2.
 
+mod common;
+
 use std::io::{self, BufRead, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream};
 use std::process::ExitCode;
@@ -78,38 +80,27 @@ const REQUEST: [u8; PAYLOAD] = {
     r
 };
 
-type BoxResult<T> = Result<T, Box<dyn std::error::Error>>;
-
 fn main() -> ExitCode {
-    match run() {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("idle_client: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    common::run_main("idle_client", run)
 }
 
-fn run() -> BoxResult<()> {
+fn run() -> common::Result {
     let mut addr: SocketAddr = "127.0.0.1:4000".parse()?;
     let mut first_idle = 0usize;
     let mut per_source = 2000usize;
     let mut clients = 2usize;
-    let mut args = std::env::args().skip(1);
+    let mut args = common::Args::from_env();
     while let Some(flag) = args.next() {
-        if flag == "--help" || flag == "-h" {
-            println!("{HELP}");
-            return Ok(());
-        }
-        let value = args
-            .next()
-            .ok_or_else(|| format!("{flag} needs a value (see --help)"))?;
         match flag.as_str() {
-            "--addr" => addr = value.parse()?,
-            "--idle" => first_idle = value.parse()?,
-            "--per-source" => per_source = value.parse()?,
-            "--clients" => clients = value.parse()?,
-            _ => return Err(format!("unknown option {flag} (see --help)").into()),
+            "--help" | "-h" => {
+                println!("{HELP}");
+                return Ok(());
+            }
+            "--addr" => addr = args.value()?.parse()?,
+            "--idle" => first_idle = args.value()?.parse()?,
+            "--per-source" => per_source = args.value()?.parse()?,
+            "--clients" => clients = args.value()?.parse()?,
+            _ => return Err(args.unknown()),
         }
     }
     if per_source == 0 || clients == 0 {
@@ -157,7 +148,7 @@ struct Idle {
 
 impl Idle {
     /// Holds `n` idle connections.
-    fn hold(&mut self, n: usize) -> BoxResult<String> {
+    fn hold(&mut self, n: usize) -> common::Result<String> {
         let started = Instant::now();
         let before = self.held.len();
         self.held.truncate(n);
@@ -186,7 +177,7 @@ impl Idle {
     }
 
     /// Opens the next idle connection from its source address.
-    fn connect(&mut self) -> BoxResult<TcpStream> {
+    fn connect(&mut self) -> common::Result<TcpStream> {
         let sources = (LAST_SOURCE - FIRST_SOURCE + 1) as usize;
         let source = FIRST_SOURCE + ((self.opened / self.per_source) % sources) as u32;
         let ip = Ipv4Addr::from(u32::from(Ipv4Addr::new(127, 0, 0, 0)) + source);
@@ -226,7 +217,7 @@ impl Measured {
 }
 
 /// Runs `conns` active connections for `secs` seconds after the warm-up.
-fn active(addr: SocketAddr, conns: usize, secs: f64, clients: usize) -> BoxResult<String> {
+fn active(addr: SocketAddr, conns: usize, secs: f64, clients: usize) -> common::Result<String> {
     let mut shares: Vec<Vec<mio::net::TcpStream>> = (0..clients).map(|_| Vec::new()).collect();
     for i in 0..conns {
         let stream = TcpStream::connect_timeout(&addr, IO_LIMIT)?;

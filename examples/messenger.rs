@@ -8,12 +8,12 @@
 //! Connect with `nc 127.0.0.1 4000`: every two seconds each client gets the
 //! time since the server started; lines it types are printed by the server.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use atoll::{Flow, Handler, Server, Socket};
-use signal_hook::consts::{SIGINT, SIGTERM};
-use signal_hook::iterator::Signals;
 
 /// What the application sends to a connection.
 enum Msg {
@@ -41,7 +41,7 @@ impl Handler<Msg> for Messenger {
     }
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() -> common::Result {
     let port = match std::env::args().skip(1).collect::<Vec<_>>().as_slice() {
         [] => 4000,
         [flag, port] if flag == "--port" => port.parse()?,
@@ -68,7 +68,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     });
 
-    Signals::new([SIGINT, SIGTERM])?.forever().next();
-    server.stop(Duration::from_secs(15));
+    common::wait_for_signal_then_stop(&server, Duration::from_secs(15))?;
     Ok(())
 }

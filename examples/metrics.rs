@@ -6,12 +6,12 @@
 //! curl http://127.0.0.1:9100/metrics
 //! ```
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use atoll::{Flow, Handler, Server, Socket};
-use signal_hook::consts::{SIGINT, SIGTERM};
-use signal_hook::iterator::Signals;
 
 struct Echo;
 
@@ -71,7 +71,7 @@ impl Handler for Metrics {
     }
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() -> common::Result {
     let (mut port, mut metrics_port) = (4000u16, 9100u16);
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -105,7 +105,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         })?;
     println!("listening on {}", echo.local_addr()?);
     println!("metrics on http://{}/metrics", metrics.local_addr()?);
-    Signals::new([SIGINT, SIGTERM])?.forever().next();
+    common::wait_for_signal()?;
     metrics.stop(Duration::from_secs(1));
     echo.stop(Duration::from_secs(15));
     Ok(())

@@ -44,6 +44,8 @@
 //! - One database: SELECT 0 only. RESP2 only: `HELLO 3` gets `-NOPROTO`.
 //! - No idle timeout, as Redis's default `timeout 0`.
 
+mod common;
+
 use std::collections::HashMap;
 use std::io::Write as _;
 use std::net::IpAddr;
@@ -53,8 +55,6 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use atoll::{Error, Flow, Handler, Server, Socket};
-use signal_hook::consts::{SIGINT, SIGTERM};
-use signal_hook::iterator::Signals;
 
 /// The largest bulk string accepted (Redis: `proto-max-bulk-len`, 512 MiB).
 const MAX_BULK: i64 = 64 << 20;
@@ -1074,43 +1074,32 @@ Options (defaults in brackets):
   --help           this text";
 
 fn main() -> ExitCode {
-    match run() {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("mini_redis: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    common::run_main("mini_redis", run)
 }
 
-fn run() -> Result<(), Box<dyn std::error::Error>> {
+fn run() -> common::Result {
     let mut builder = Server::builder()
         .ip(IpAddr::from([127, 0, 0, 1]))
         .port(6379)
         .read_timeout(None);
-    let mut args = std::env::args().skip(1);
+    let mut args = common::Args::from_env();
     while let Some(flag) = args.next() {
-        if flag == "--help" || flag == "-h" {
-            println!("{HELP}");
-            return Ok(());
-        }
-        let value = args
-            .next()
-            .ok_or_else(|| format!("{flag} needs a value (see --help)"))?;
         builder = match flag.as_str() {
-            "--ip" => builder.ip(value.parse()?),
-            "--port" => builder.port(value.parse()?),
-            "--workers" => builder.num_workers(value.parse()?),
-            "--acceptors" => builder.num_acceptors(value.parse()?),
-            _ => return Err(format!("unknown option {flag} (see --help)").into()),
+            "--help" | "-h" => {
+                println!("{HELP}");
+                return Ok(());
+            }
+            "--ip" => builder.ip(args.value()?.parse()?),
+            "--port" => builder.port(args.value()?.parse()?),
+            "--workers" => builder.num_workers(args.value()?.parse()?),
+            "--acceptors" => builder.num_acceptors(args.value()?.parse()?),
+            _ => return Err(args.unknown()),
         };
     }
     // The application's state, shared by every connection.
     let store = Arc::new(Store::new());
     let server = builder.start(move |conn| Ok(Client::new(store.clone(), conn.id())))?;
     println!("listening on {}", server.local_addr()?);
-    std::io::stdout().flush()?;
-    Signals::new([SIGINT, SIGTERM])?.forever().next();
-    server.stop(Duration::from_secs(5));
+    common::wait_for_signal_then_stop(&server, Duration::from_secs(5))?;
     Ok(())
 }

@@ -12,6 +12,8 @@
 //! runtime of `--workers` threads. Not an atoll example: it is what the
 //! benchmark compares atoll with. Stops on SIGINT or SIGTERM.
 
+mod common;
+
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 use std::process::ExitCode;
@@ -24,8 +26,6 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
-use signal_hook::consts::{SIGINT, SIGTERM};
-use signal_hook::iterator::Signals;
 
 const HELP: &str = "\
 peer_hyper_hello: a hyper/tokio \"Hello, World!\" server (the benchmark's peer)
@@ -39,33 +39,24 @@ Options (defaults in brackets):
 const HELLO: &[u8] = b"Hello, World!";
 
 fn main() -> ExitCode {
-    match run() {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("peer_hyper_hello: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    common::run_main("peer_hyper_hello", run)
 }
 
-fn run() -> Result<(), Box<dyn std::error::Error>> {
+fn run() -> common::Result {
     let mut ip = IpAddr::from([127, 0, 0, 1]);
     let mut port: u16 = 8080;
     let mut workers = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let mut args = std::env::args().skip(1);
+    let mut args = common::Args::from_env();
     while let Some(flag) = args.next() {
-        if flag == "--help" || flag == "-h" {
-            println!("{HELP}");
-            return Ok(());
-        }
-        let value = args
-            .next()
-            .ok_or_else(|| format!("{flag} needs a value (see --help)"))?;
         match flag.as_str() {
-            "--ip" => ip = value.parse()?,
-            "--port" => port = value.parse()?,
-            "--workers" => workers = value.parse()?,
-            _ => return Err(format!("unknown option {flag} (see --help)").into()),
+            "--help" | "-h" => {
+                println!("{HELP}");
+                return Ok(());
+            }
+            "--ip" => ip = args.value()?.parse()?,
+            "--port" => port = args.value()?.parse()?,
+            "--workers" => workers = args.value()?.parse()?,
+            _ => return Err(args.unknown()),
         }
     }
     if workers == 0 {
@@ -79,8 +70,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let listener = runtime.block_on(tokio::net::TcpListener::bind(SocketAddr::new(ip, port)))?;
     println!("listening on {}", listener.local_addr()?);
     runtime.spawn(accept(listener));
-    let mut signals = Signals::new([SIGINT, SIGTERM])?;
-    signals.forever().next();
+    common::wait_for_signal()?;
     runtime.shutdown_timeout(Duration::from_secs(1));
     Ok(())
 }

@@ -10,12 +10,12 @@
 //! With `--backend rustls` (feature `rustls`) and `--client-ca ca.pem`,
 //! clients must present a certificate signed by that CA (mutual TLS).
 
+mod common;
+
 use std::process::ExitCode;
 use std::time::Duration;
 
 use atoll::{Flow, Handler, Server, Socket};
-use signal_hook::consts::{SIGINT, SIGTERM};
-use signal_hook::iterator::Signals;
 
 struct Echo;
 
@@ -51,8 +51,9 @@ Options:
   --client-ca PEM           require client certificates signed by this CA (rustls)
   --handshake-timeout-ms MS handshake timeout, 0 for none [5000]";
 
+/// The command line's settings.
 #[derive(Default)]
-struct Args {
+struct Options {
     port: u16,
     cert: String,
     key: String,
@@ -63,43 +64,33 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    match run() {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("tls_echo: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    common::run_main("tls_echo", run)
 }
 
-fn parse() -> Result<Option<Args>, Box<dyn std::error::Error>> {
-    let mut a = Args {
+fn parse() -> common::Result<Option<Options>> {
+    let mut a = Options {
         port: 4443,
         backend: "native-tls".into(),
         handshake_timeout: Some(Duration::from_secs(5)),
-        ..Args::default()
+        ..Options::default()
     };
-    let mut args = std::env::args().skip(1);
+    let mut args = common::Args::from_env();
     while let Some(flag) = args.next() {
-        if flag == "--help" || flag == "-h" {
-            println!("{HELP}");
-            return Ok(None);
-        }
-        let value = args
-            .next()
-            .ok_or_else(|| format!("{flag} needs a value (see --help)"))?;
         match flag.as_str() {
-            "--port" => a.port = value.parse()?,
-            "--cert" => a.cert = value,
-            "--key" => a.key = value,
-            "--alpn" => a.alpn = value.split(',').map(str::to_string).collect(),
-            "--backend" => a.backend = value,
-            "--client-ca" => a.client_ca = Some(value),
-            "--handshake-timeout-ms" => {
-                let ms: u64 = value.parse()?;
-                a.handshake_timeout = (ms > 0).then(|| Duration::from_millis(ms));
+            "--help" | "-h" => {
+                println!("{HELP}");
+                return Ok(None);
             }
-            _ => return Err(format!("unknown option {flag} (see --help)").into()),
+            "--port" => a.port = args.value()?.parse()?,
+            "--cert" => a.cert = args.value()?,
+            "--key" => a.key = args.value()?,
+            "--alpn" => a.alpn = args.value()?.split(',').map(str::to_string).collect(),
+            "--backend" => a.backend = args.value()?,
+            "--client-ca" => a.client_ca = Some(args.value()?),
+            "--handshake-timeout-ms" => {
+                a.handshake_timeout = common::optional_ms(args.value()?.parse()?);
+            }
+            _ => return Err(args.unknown()),
         }
     }
     if a.cert.is_empty() || a.key.is_empty() {
@@ -108,7 +99,7 @@ fn parse() -> Result<Option<Args>, Box<dyn std::error::Error>> {
     Ok(Some(a))
 }
 
-fn run() -> Result<(), Box<dyn std::error::Error>> {
+fn run() -> common::Result {
     let Some(args) = parse()? else { return Ok(()) };
     let cert = std::fs::read(&args.cert)?;
     let key = std::fs::read(&args.key)?;
@@ -140,7 +131,6 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     };
     let server = builder.start(|_| Ok(Echo))?;
     println!("listening on {}", server.local_addr()?);
-    Signals::new([SIGINT, SIGTERM])?.forever().next();
-    server.stop(Duration::from_secs(15));
+    common::wait_for_signal_then_stop(&server, Duration::from_secs(15))?;
     Ok(())
 }

@@ -4,12 +4,12 @@
 //! cargo run --release --example udp_echo -- --port 4000 --listeners 2 --per-peer
 //! ```
 
+mod common;
+
 use std::time::Duration;
 
 use atoll::udp::SessionMode;
 use atoll::{Flow, Handler, Server, Socket};
-use signal_hook::consts::{SIGINT, SIGTERM};
-use signal_hook::iterator::Signals;
 
 struct Echo;
 
@@ -24,7 +24,7 @@ impl Handler for Echo {
 
 const USAGE: &str = "usage: udp_echo [--port N] [--workers N] [--listeners N] [--per-peer]";
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() -> common::Result {
     let mut builder = Server::builder().ip([127, 0, 0, 1].into()).port(4000);
     let mut mode = SessionMode::PerDatagram;
     let mut args = std::env::args().skip(1);
@@ -48,7 +48,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .read_timeout(Some(Duration::from_secs(5)))
         .start(move |_| Ok(Echo))?;
     println!("listening on {}", server.local_addr()?);
-    Signals::new([SIGINT, SIGTERM])?.forever().next();
-    server.stop(Duration::from_secs(5));
+    common::wait_for_signal_then_stop(&server, Duration::from_secs(5))?;
     Ok(())
 }
