@@ -56,6 +56,7 @@ pub struct Builder {
     pub(crate) read_timeout: Option<Duration>,
     pub(crate) shutdown_timeout: Option<Duration>,
     pub(crate) silent_terminate_on_error: bool,
+    pub(crate) max_queued_messages: Option<usize>,
     pub(crate) proxy: Option<ProxyProtocol>,
 }
 
@@ -79,6 +80,7 @@ impl fmt::Debug for Builder {
             .field("read_timeout", &self.read_timeout)
             .field("shutdown_timeout", &self.shutdown_timeout)
             .field("silent_terminate_on_error", &self.silent_terminate_on_error)
+            .field("max_queued_messages", &self.max_queued_messages)
             .field("proxy", &self.proxy)
             .finish()
     }
@@ -128,6 +130,7 @@ impl Default for Builder {
             read_timeout: Some(Duration::from_secs(60)),
             shutdown_timeout: Some(Duration::from_secs(15)),
             silent_terminate_on_error: false,
+            max_queued_messages: Some(4096),
             proxy: None,
         }
     }
@@ -477,6 +480,22 @@ impl Builder {
         self
     }
 
+    /// How many messages may wait in one connection's queue for its
+    /// handler; `None` for no limit. Default is 4096. Past it,
+    /// [`Connection::send`] gives the message back as
+    /// [`SendError::Full`](crate::SendError::Full): a handler that far
+    /// behind (a client that reads slowly, say) would otherwise grow the
+    /// queue without bound, and the sender is the one who knows whether to
+    /// drop the message, wait, or close the connection.
+    ///
+    /// ```
+    /// let builder = atoll::Server::builder().max_queued_messages(Some(100));
+    /// ```
+    pub fn max_queued_messages(mut self, max: Option<usize>) -> Builder {
+        self.max_queued_messages = max;
+        self
+    }
+
     /// The listen backlog. Default is 1024.
     ///
     /// ```
@@ -589,6 +608,9 @@ impl Builder {
             return bad(
                 "num_connections must be at least 1 (use Server::suspend to stop accepting)",
             );
+        }
+        if self.max_queued_messages == Some(0) {
+            return bad("max_queued_messages must be at least 1, or None for no limit");
         }
         if self.num_workers > 4096 || self.num_acceptors > 256 {
             return bad("num_workers is at most 4096 and num_acceptors at most 256");

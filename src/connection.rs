@@ -170,7 +170,7 @@ impl<H: Handler<M>, M: Send + 'static> Conn<H, M> {
 /// The type-erased side of a connection that [`Connection`] reaches.
 trait Mailbox<M>: Send + Sync {
     fn meta(&self) -> &Meta;
-    fn post(self: Arc<Self>, message: M) -> Result<(), M>;
+    fn post(self: Arc<Self>, message: M) -> Result<(), SendError<M>>;
     fn is_alive(&self) -> bool;
 }
 
@@ -179,13 +179,18 @@ impl<H: Handler<M>, M: Send + 'static> Mailbox<M> for Conn<H, M> {
         &self.meta
     }
 
-    fn post(self: Arc<Self>, message: M) -> Result<(), M> {
+    fn post(self: Arc<Self>, message: M) -> Result<(), SendError<M>> {
         let mut mailbox = self.mailbox.lock();
         // Checked under the mailbox lock: the worker that ends or detaches
         // the connection changes the phase under it too, so a message is
         // either refused here or seen by that worker.
         if self.phase.load(Ordering::Acquire) != OPEN {
-            return Err(message);
+            return Err(SendError::Closed(message));
+        }
+        if let Some(max) = self.server.config.max_queued_messages {
+            if mailbox.len() >= max {
+                return Err(SendError::Full(message));
+            }
         }
         mailbox.push_back(message);
         drop(mailbox);
@@ -197,6 +202,64 @@ impl<H: Handler<M>, M: Send + 'static> Mailbox<M> for Conn<H, M> {
         self.phase.load(Ordering::Acquire) != ENDED
     }
 }
+
+/// Why [`Connection::send`] gave a message back.
+///
+/// ```
+/// let err = atoll::SendError::Full("tick");
+/// assert!(err.is_full());
+/// assert_eq!(err.to_string(), "the connection's message queue is full");
+/// assert_eq!(err.into_inner(), "tick");
+/// ```
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum SendError<M> {
+    /// The connection's queue is full: its handler is not keeping up.
+    Full(M),
+    /// The connection ended or was detached.
+    Closed(M),
+}
+
+impl<M> SendError<M> {
+    /// The message that was not queued.
+    ///
+    /// ```
+    /// assert_eq!(atoll::SendError::Closed(7).into_inner(), 7);
+    /// ```
+    pub fn into_inner(self) -> M {
+        match self {
+            SendError::Full(m) | SendError::Closed(m) => m,
+        }
+    }
+
+    /// Whether the queue was full (rather than the connection gone).
+    ///
+    /// ```
+    /// assert!(!atoll::SendError::Closed(()).is_full());
+    /// ```
+    pub fn is_full(&self) -> bool {
+        matches!(self, SendError::Full(_))
+    }
+}
+
+impl<M> fmt::Debug for SendError<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SendError::Full(_) => "Full(..)",
+            SendError::Closed(_) => "Closed(..)",
+        })
+    }
+}
+
+impl<M> fmt::Display for SendError<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SendError::Full(_) => "the connection's message queue is full",
+            SendError::Closed(_) => "the connection is closed",
+        })
+    }
+}
+
+impl<M> std::error::Error for SendError<M> {}
 
 /// A cloneable, `Send` handle to a live connection, for the application's
 /// other threads: it identifies the connection and sends it messages, which
@@ -249,17 +312,23 @@ impl<M> Clone for Connection<M> {
 
 impl<M: Send + 'static> Connection<M> {
     /// Queues a message for the connection's handler. Gives the message back
-    /// if the connection has ended or was detached. `Ok` means queued: a
-    /// connection that ends before its handler gets to the message drops it.
+    /// if the connection has ended or was detached
+    /// ([`SendError::Closed`]), or if its queue already holds
+    /// [`max_queued_messages`](crate::Builder::max_queued_messages)
+    /// ([`SendError::Full`]). `Ok` means queued: a connection that ends
+    /// before its handler gets to the message drops it.
     ///
     /// ```
+    /// use atoll::SendError;
     /// # fn demo(conn: atoll::Connection<String>) {
-    /// if let Err(msg) = conn.send("ping".to_string()) {
-    ///     eprintln!("connection gone, {msg} not delivered");
+    /// match conn.send("ping".to_string()) {
+    ///     Ok(()) => {}
+    ///     Err(SendError::Full(msg)) => eprintln!("{} is not keeping up; {msg} dropped", conn.id()),
+    ///     Err(SendError::Closed(msg)) => eprintln!("connection gone, {msg} not delivered"),
     /// }
     /// # }
     /// ```
-    pub fn send(&self, message: M) -> Result<(), M> {
+    pub fn send(&self, message: M) -> Result<(), SendError<M>> {
         self.inner.clone().post(message)
     }
 }

@@ -78,7 +78,7 @@ pub mod transport;
 pub mod udp;
 
 pub use config::{default_num_acceptors, default_num_workers, Builder};
-pub use connection::Connection;
+pub use connection::{Connection, SendError};
 pub use error::{BoxError, Error};
 pub use handler::{Flow, Handler};
 pub use server::{Server, ServerStats, Status};

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
-use atoll::{BoxError, Builder, Connection, Error, Flow, Handler, Socket, Status};
+use atoll::{BoxError, Builder, Connection, Error, Flow, Handler, SendError, Socket, Status};
 use util::{
     connect, read_n, read_to_close, round_trip, tcp_addr, wait_no_connections, wait_until, CallLog,
     PATIENCE,
@@ -878,7 +878,10 @@ fn messages_arrive_in_order_never_concurrently_and_are_refused_after_the_end() {
     drop(reader);
     drop(writer);
     wait_until("the connection to end", || !conn.is_alive());
-    assert_eq!(conn.send("late".to_string()), Err("late".to_string()));
+    assert_eq!(
+        conn.send("late".to_string()),
+        Err(SendError::Closed("late".to_string()))
+    );
     wait_no_connections(&server);
     let mut entries = log.entries();
     assert_eq!(entries.pop().as_deref(), Some("close"));
@@ -1185,7 +1188,7 @@ fn detached_connection_is_echoed_by_the_app_thread_counted_and_released_on_drop(
     assert_eq!(listed[0].peer_addr(), client.local_addr().unwrap());
     assert!(listed[0].is_alive());
     // Detached: no callback would ever run, so messages are refused.
-    assert_eq!(listed[0].send(()), Err(()));
+    assert_eq!(listed[0].send(()), Err(SendError::Closed(())));
 
     drop(client); // the detached thread reads the end and drops the socket
     wait_no_connections(&server);
@@ -1243,4 +1246,70 @@ fn detach_hands_over_the_bytes_a_timed_out_recv_kept() {
     wait_no_connections(&server);
     assert_eq!(log.entries(), ["connection"]);
     server.stop(PATIENCE);
+}
+
+/// A handler that falls behind fills its queue up to `max_queued_messages`;
+/// then `send` gives messages back as `Full`, keeping the ones queued,
+/// which are all delivered, in order, once the handler catches up.
+#[test]
+fn a_full_message_queue_gives_messages_back_and_loses_none_queued() {
+    struct Slow {
+        gate: Arc<std::sync::Mutex<()>>,
+        log: CallLog,
+    }
+    impl Handler<u32> for Slow {
+        fn handle_message(&mut self, n: u32, _socket: &mut Socket) -> Flow {
+            drop(self.gate.lock()); // blocks while the test holds the gate
+            self.log.push(n.to_string());
+            Flow::Continue
+        }
+    }
+    const MAX: u32 = 8;
+    let gate = Arc::new(std::sync::Mutex::new(()));
+    let log = CallLog::new();
+    let (tx, handles) = mpsc::channel();
+    let (g, l) = (gate.clone(), log.clone());
+    let server = builder()
+        .max_queued_messages(Some(MAX as usize))
+        .start(move |conn: &Connection<u32>| {
+            tx.send(conn.clone()).unwrap();
+            Ok(Slow {
+                gate: g.clone(),
+                log: l.clone(),
+            })
+        })
+        .unwrap();
+    let _client = connect(tcp_addr(&server));
+    let conn = handles.recv_timeout(PATIENCE).unwrap();
+
+    let held = gate.lock().unwrap();
+    conn.send(0).unwrap();
+    // Message 0 is taken off the queue by the handler, which then blocks.
+    std::thread::sleep(Duration::from_millis(100));
+    let mut queued = vec![0];
+    let mut refused = Vec::new();
+    for n in 1..=3 * MAX {
+        match conn.send(n) {
+            Ok(()) => queued.push(n),
+            Err(e) => {
+                assert!(e.is_full(), "message {n}: {e}");
+                refused.push(e.into_inner());
+            }
+        }
+    }
+    assert!(
+        queued.len() as u32 <= MAX + 1,
+        "{} queued past a limit of {MAX}: {queued:?}",
+        queued.len()
+    );
+    assert!(!refused.is_empty(), "nothing was refused");
+    drop(held);
+    let expected: Vec<String> = queued.iter().map(u32::to_string).collect();
+    wait_until("every queued message delivered", || {
+        log.entries().len() == expected.len()
+    });
+    assert_eq!(log.entries(), expected);
+    // Caught up: the queue takes messages again.
+    conn.send(100).unwrap();
+    log.wait_for("100");
 }
