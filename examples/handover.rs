@@ -33,9 +33,10 @@
 //! stops accepting, the successor accepts everything in the queue.
 //!
 //! The predecessor's open connections end gracefully: at stop each idle one
-//! gets [`Handler::handle_shutdown`], which shuts down the write side (the
-//! client reads end of stream after every reply already sent) and then
-//! reads and discards until the client closes, for up to 2 s. Closing a
+//! gets [`Handler::handle_shutdown`], which closes it with
+//! [`Socket::close_gracefully`]: it shuts down the write side (the client
+//! reads end of stream after every reply already sent) and then reads and
+//! discards until the client closes, for up to 2 s. Closing a
 //! socket with unread data would send a TCP reset instead, and a reset can
 //! destroy replies still in flight to the client. A client that reads end
 //! of stream before the reply to its last request knows the request was
@@ -64,7 +65,7 @@ use std::process::ExitCode;
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use atoll::{inherit, Flow, Handler, Server, Shutdown, Socket};
+use atoll::{inherit, Flow, Handler, Server, Socket};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
@@ -95,22 +96,10 @@ impl Handler for Echo {
 
     /// Closes without a reset: end of stream after the replies sent, then
     /// whatever the client still sends is read and dropped until it closes.
+    /// A request that arrives now is not answered: the client reads end of
+    /// stream before any reply and sends it again elsewhere.
     fn handle_shutdown(&mut self, socket: &mut Socket) {
-        if socket.shutdown(Shutdown::Write).is_err() {
-            return;
-        }
-        let deadline = Instant::now() + LINGER;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                break;
-            }
-            // A request that arrives now is not answered: the client reads
-            // end of stream before any reply and sends it again elsewhere.
-            if socket.recv_timeout(0, Some(left)).is_err() {
-                break; // closed by the client, reset, or out of time
-            }
-        }
+        let _ = socket.close_gracefully(LINGER);
     }
 }
 

@@ -854,6 +854,49 @@ impl Socket {
         self.stream = None;
     }
 
+    /// Closes without a TCP reset: shuts down the write side (the peer
+    /// reads end of stream after everything already sent), then reads and
+    /// discards what the peer still sends until it closes or `timeout`
+    /// passes, then closes. Closing with unread bytes would send a reset
+    /// instead, which can destroy replies still in flight to the peer: use
+    /// it where a server ends a connection the peer may still be writing
+    /// to, as at a stop (in [`Handler::handle_shutdown`](crate::Handler::handle_shutdown))
+    /// or after an error reply. `Err(Timeout)` if the peer kept the
+    /// connection open; the socket is closed either way.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use atoll::{Handler, Socket};
+    ///
+    /// struct Graceful;
+    ///
+    /// impl Handler for Graceful {
+    ///     fn handle_shutdown(&mut self, socket: &mut Socket) {
+    ///         let _ = socket.close_gracefully(Duration::from_secs(2));
+    ///     }
+    /// }
+    /// ```
+    pub fn close_gracefully(&mut self, timeout: Duration) -> Result<(), Error> {
+        let result = self.shutdown(Shutdown::Write).and_then(|()| {
+            let deadline = Some(Instant::now() + timeout);
+            let mut junk = [0u8; 4096];
+            self.unread.clear();
+            loop {
+                match self.read_blocking(&mut junk, deadline) {
+                    Ok(_) => {}
+                    Err(Error::Closed) => return Ok(()),
+                    Err(e) => return Err(e),
+                }
+            }
+        });
+        self.close();
+        match result {
+            // The peer's reset ends it as well as its close.
+            Err(Error::Io(e)) if e.kind() == io::ErrorKind::ConnectionReset => Ok(()),
+            other => other,
+        }
+    }
+
     fn sock(&self) -> Result<SockRef<'_>, Error> {
         self.stream
             .as_ref()

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use atoll::{inherit, Error, Flow, Handler, Shutdown, Socket};
+use atoll::{inherit, Error, Flow, Handler, Socket};
 use util::examples::{self, external, Process, Served};
 use util::{builder, connect, round_trip, wait_until, PATIENCE};
 
@@ -84,13 +84,7 @@ impl Handler for GracefulEcho {
     }
 
     fn handle_shutdown(&mut self, socket: &mut Socket) {
-        if socket.shutdown(Shutdown::Write).is_ok() {
-            let deadline = Instant::now() + Duration::from_secs(2);
-            while socket
-                .recv_timeout(0, Some(before(deadline, PATIENCE)))
-                .is_ok()
-            {}
-        }
+        let _ = socket.close_gracefully(Duration::from_secs(2));
     }
 }
 

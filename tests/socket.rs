@@ -796,3 +796,42 @@ fn recv_of_a_huge_announced_length_allocates_as_bytes_arrive() {
         "closed=true kept=0123456789"
     );
 }
+
+/// `close_gracefully` after a reply, with the client's next bytes already
+/// unread on the server: the client reads the whole reply and a clean end
+/// of stream (a plain close would reset the connection), and once it
+/// closes, `close_gracefully` returns `Ok`.
+#[test]
+fn close_gracefully_ends_without_a_reset_despite_unread_bytes() {
+    struct Bye(mpsc::Sender<String>);
+    impl Handler for Bye {
+        fn handle_data(&mut self, _data: &[u8], socket: &mut Socket) -> Flow {
+            // Let the client's second write arrive unread.
+            std::thread::sleep(Duration::from_millis(200));
+            let reply = vec![b'b'; 100_000];
+            let sent = socket.send(&reply);
+            let closed = socket.close_gracefully(Duration::from_secs(10));
+            let _ = self.0.send(format!("{sent:?} {closed:?}"));
+            Flow::Close
+        }
+    }
+    let (tx, results) = mpsc::channel();
+    let server = builder().start(move |_| Ok(Bye(tx.clone()))).unwrap();
+    let mut client = connect(tcp_addr(&server));
+    client.write_all(b"first").unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    client
+        .write_all(b"second, never read by the handler")
+        .unwrap();
+    let mut reply = Vec::new();
+    let read = client.read_to_end(&mut reply);
+    assert!(
+        read.is_ok(),
+        "the client saw {read:?} after {} bytes",
+        reply.len()
+    );
+    assert_eq!(reply.len(), 100_000);
+    drop(client);
+    let result = results.recv_timeout(PATIENCE).unwrap();
+    assert_eq!(result, "Ok(()) Ok(())");
+}
