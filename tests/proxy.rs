@@ -1412,3 +1412,61 @@ fn nginx_stream_proxy_protocol_names_the_client() {
     assert_listed_and_started(&server, &starts, id, me, via);
     server.stop(PATIENCE);
 }
+
+// ------------------------------------------------- the standalone Listener
+
+/// `Listener::proxy_protocol`: a header sent a byte at a time is read
+/// whole, the data after it is the socket's, and garbage or a late header
+/// fails the accept with `Error::ProxyHeader`.
+#[test]
+fn the_standalone_listener_reads_headers_too() {
+    use atoll::transport::{AcceptError, ListenOptions, Listener, Tcp};
+    let options = ListenOptions::new().ip([127, 0, 0, 1].into()).port(0);
+    let listener = Listener::bind(Tcp, &options)
+        .unwrap()
+        .proxy_protocol(ProxyProtocol::new().header_timeout(Duration::from_millis(500)));
+    let addr = listener.local_addr().unwrap().inet().unwrap();
+    let source: SocketAddr = "192.0.2.7:5000".parse().unwrap();
+    let destination: SocketAddr = "192.0.2.1:80".parse().unwrap();
+
+    // Trickled: one byte every 10 ms, then data.
+    let trickler = thread::spawn(move || {
+        let mut proxy = TcpStream::connect(addr).unwrap();
+        let header = ProxyHeader::tcp(source, destination)
+            .encode(Version::V2)
+            .unwrap();
+        for byte in header {
+            proxy.write_all(&[byte]).unwrap();
+            thread::sleep(Duration::from_millis(10));
+        }
+        proxy.write_all(b"data").unwrap();
+        let local = proxy.local_addr().unwrap();
+        let mut reply = [0u8; 2];
+        proxy.read_exact(&mut reply).unwrap();
+        (local, reply)
+    });
+    let mut socket = listener.accept(Some(PATIENCE)).unwrap();
+    assert_eq!(socket.peer_addr(), &Addr::Inet(source));
+    assert_eq!(socket.recv(4).unwrap(), b"data");
+    socket.send(b"ok").unwrap();
+    let (local, reply) = trickler.join().unwrap();
+    assert_eq!(socket.proxy_addr(), Some(&Addr::Inet(local)));
+    assert_eq!(&reply, b"ok");
+
+    // Garbage, and half a header that never ends.
+    for (what, bytes) in [
+        ("garbage", &b"GET / HTTP/1.1\r\n\r\n"[..]),
+        ("half a header", &b"PROXY TCP4 192.0.2.7"[..]),
+    ] {
+        let mut client = TcpStream::connect(addr).unwrap();
+        client.write_all(bytes).unwrap();
+        let started = Instant::now();
+        match listener.accept(Some(PATIENCE)) {
+            Err(AcceptError::Handshake(Error::ProxyHeader(e))) => {
+                println!("{what}: {e} after {:?}", started.elapsed());
+                assert!(started.elapsed() < PATIENCE, "{what}");
+            }
+            other => panic!("{what}: {other:?}"),
+        }
+    }
+}

@@ -62,11 +62,12 @@
 mod header;
 
 use std::io;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub use self::header::*;
 
-use crate::error::BoxError;
+use crate::error::{BoxError, Error};
+use crate::sys::Wait;
 use crate::transport::{Addr, Io};
 
 /// Whether and how a server reads PROXY protocol headers: the versions it
@@ -238,6 +239,38 @@ pub(crate) fn read_header(
             Parsed::Incomplete { total: Some(total) } if n == want && total > want => want = total,
             Parsed::Incomplete { .. } => return Ok(None),
         }
+    }
+}
+
+/// [`read_header`] for a blocking accept: waits for the header's bytes
+/// until the header timeout. A header that arrives in pieces is looked at
+/// again after short pauses (readiness cannot tell new bytes from those
+/// already seen).
+pub(crate) fn read_header_blocking(io: &Io, options: &ProxyProtocol) -> Result<ProxyHeader, Error> {
+    let deadline = Instant::now() + options.header_timeout;
+    let mut pause = Duration::from_millis(1);
+    // Whether bytes were there at the last look: then readiness returns at
+    // once, and a pause lets more arrive.
+    let mut partial = false;
+    loop {
+        if let Some(header) = read_header(io, options).map_err(Error::ProxyHeader)? {
+            return Ok(header);
+        }
+        if partial {
+            std::thread::sleep(pause.min(deadline.saturating_duration_since(Instant::now())));
+            pause = (pause * 2).min(Duration::from_millis(20));
+        }
+        let ready = crate::sys::wait_fd(io.raw_fd(), Wait::Read, Some(deadline))?;
+        if !ready || Instant::now() >= deadline {
+            return Err(Error::ProxyHeader(
+                format!(
+                    "the PROXY header did not arrive within {:?}",
+                    options.header_timeout
+                )
+                .into(),
+            ));
+        }
+        partial = true;
     }
 }
 

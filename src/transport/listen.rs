@@ -17,6 +17,7 @@ use socket2::{Domain, SockAddr, Socket as RawSocket, Type};
 
 use super::{Addr, Handshake, Io, Stream, Transport};
 use crate::error::Error;
+use crate::proxy::{read_header_blocking, Proxied, ProxyProtocol};
 use crate::socket::Socket;
 use crate::sys::{self, Wait};
 
@@ -677,6 +678,7 @@ pub struct Listener {
     transport: Arc<dyn Transport>,
     options: ListenOptions,
     handshake_timeout: Option<Duration>,
+    proxy: Option<ProxyProtocol>,
     next_id: AtomicU64,
 }
 
@@ -704,8 +706,36 @@ impl Listener {
             transport: Arc::new(transport),
             options: options.clone(),
             handshake_timeout: Some(Duration::from_secs(5)),
+            proxy: None,
             next_id: AtomicU64::new(1),
         })
+    }
+
+    /// Reads a PROXY protocol header at the start of every accepted
+    /// connection, before the handshake, as
+    /// [`Builder::proxy_protocol`](crate::Builder::proxy_protocol) does for
+    /// a server: the socket's peer is then the original client. A bad or
+    /// late header fails the accept with
+    /// [`AcceptError::Handshake`]`(`[`Error::ProxyHeader`]`)`.
+    ///
+    /// ```
+    /// use std::io::Write;
+    /// use atoll::proxy::{ProxyHeader, ProxyProtocol, Version};
+    /// use atoll::transport::{ListenOptions, Listener, Tcp};
+    ///
+    /// let listener = Listener::bind(Tcp, &ListenOptions::new().ip([127, 0, 0, 1].into()).port(0))?
+    ///     .proxy_protocol(ProxyProtocol::new());
+    /// let mut proxy = std::net::TcpStream::connect(listener.local_addr()?.inet().unwrap())?;
+    /// let header = ProxyHeader::tcp("192.0.2.7:5000".parse()?, "192.0.2.1:80".parse()?);
+    /// proxy.write_all(&header.encode(Version::V1)?)?;
+    /// let socket = listener.accept(None)?;
+    /// assert_eq!(socket.peer_addr().to_string(), "192.0.2.7:5000");
+    /// assert_eq!(socket.proxy_addr().unwrap(), &proxy.local_addr()?);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn proxy_protocol(mut self, options: ProxyProtocol) -> Listener {
+        self.proxy = Some(options);
+        self
     }
 
     /// The bound address (with port 0, the port the system picked).
@@ -751,18 +781,29 @@ impl Listener {
         self.options.apply(&sock, peer.inet().is_some());
         let io = Io::new(sock);
         let local = io.local_addr().map_err(AcceptError::Io)?;
+        let proxied = match &self.proxy {
+            Some(options) => Some(Proxied {
+                header: read_header_blocking(&io, options).map_err(AcceptError::Handshake)?,
+                via: peer.clone(),
+            }),
+            None => None,
+        };
         let deadline = self.handshake_timeout.map(|t| Instant::now() + t);
         let stream = handshake_blocking(self.transport.handshake(io), deadline)
             .map_err(AcceptError::Handshake)?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        Ok(Socket::new(
+        let mut socket = Socket::new(
             stream,
             id,
             peer,
             local,
             None,
             self.options.send_timeout,
-        ))
+        );
+        if let Some(proxied) = proxied {
+            socket.set_proxied(Arc::new(proxied));
+        }
+        Ok(socket)
     }
 }
 
