@@ -238,7 +238,10 @@ fn proxy_header<H: Handler<M>, M: Send + 'static>(
     if flags & CONNECT != 0 {
         conn.arm_timer(Some(Instant::now() + options.header_timeout));
     }
-    let result = match proxy::read_header(&io, options) {
+    let read = options
+        .check_trusted(&conn.meta.peer)
+        .and_then(|()| proxy::read_header(&io, options).map_err(Error::ProxyHeader));
+    let result = match read {
         Ok(Some(header)) => {
             let proxied = Arc::new(Proxied {
                 header,
@@ -265,7 +268,7 @@ fn proxy_header<H: Handler<M>, M: Send + 'static>(
             .into(),
         )),
         // The socket closes with `io` here.
-        Err(e) => Err(Error::ProxyHeader(e)),
+        Err(e) => Err(e),
     };
     socket.start_span();
     result

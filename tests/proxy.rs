@@ -1470,3 +1470,58 @@ fn the_standalone_listener_reads_headers_too() {
         }
     }
 }
+
+/// `ProxyProtocol::trusted`: a valid header from a proxy the predicate
+/// refuses closes the connection unread, with the reason in `handle_error`;
+/// the same header from a trusted address is served.
+#[test]
+fn headers_from_an_untrusted_address_are_refused() {
+    struct Note(mpsc::Sender<String>);
+    impl Handler for Note {
+        fn handle_connection(&mut self, socket: &mut Socket) -> Flow {
+            let _ = self.0.send(format!("served {}", socket.peer_addr()));
+            Flow::Close
+        }
+        fn handle_error(&mut self, error: &Error, _socket: &mut Socket) {
+            let _ = self.0.send(format!("error {error}"));
+        }
+    }
+    let (tx, notes) = mpsc::channel();
+    let trusted = ProxyProtocol::new()
+        .trusted(|proxy| proxy.ip() == Some(std::net::IpAddr::from([127, 0, 0, 2])));
+    let server = builder()
+        .ip([0, 0, 0, 0].into())
+        .proxy_protocol(trusted)
+        .start(move |_| Ok(Note(tx.clone())))
+        .unwrap();
+    let port = server.local_addr().unwrap().port().unwrap();
+    let header = ProxyHeader::tcp(
+        "192.0.2.7:5000".parse().unwrap(),
+        "192.0.2.1:80".parse().unwrap(),
+    )
+    .encode(Version::V2)
+    .unwrap();
+    let from = |ip: [u8; 4]| {
+        let sock =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        sock.bind(&SocketAddr::from((ip, 0)).into()).unwrap();
+        sock.connect(&SocketAddr::from(([127, 0, 0, 1], port)).into())
+            .unwrap();
+        let mut stream = TcpStream::from(sock);
+        stream.write_all(&header).unwrap();
+        stream
+    };
+    let mut untrusted = from([127, 0, 0, 1]);
+    let note = notes.recv_timeout(PATIENCE).unwrap();
+    assert!(
+        note.starts_with("error PROXY protocol header refused: 127.0.0.1:")
+            && note.ends_with("is not a trusted proxy"),
+        "{note}"
+    );
+    assert!(read_to_close(&mut untrusted).is_empty());
+    let _trusted = from([127, 0, 0, 2]);
+    assert_eq!(
+        notes.recv_timeout(PATIENCE).unwrap(),
+        "served 192.0.2.7:5000"
+    );
+}

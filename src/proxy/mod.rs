@@ -61,7 +61,9 @@
 
 mod header;
 
+use std::fmt;
 use std::io;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub use self::header::*;
@@ -83,12 +85,27 @@ use crate::transport::{Addr, Io};
 ///     .max_len(1024);
 /// let builder = atoll::Server::builder().proxy_protocol(options);
 /// ```
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct ProxyProtocol {
     pub(crate) v1: bool,
     pub(crate) v2: bool,
     pub(crate) header_timeout: Duration,
     pub(crate) max_len: usize,
+    trusted: Option<Arc<Trust>>,
+}
+
+type Trust = dyn Fn(&Addr) -> bool + Send + Sync;
+
+impl fmt::Debug for ProxyProtocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProxyProtocol")
+            .field("v1", &self.v1)
+            .field("v2", &self.v2)
+            .field("header_timeout", &self.header_timeout)
+            .field("max_len", &self.max_len)
+            .field("trusted", &self.trusted.as_ref().map(|_| ".."))
+            .finish()
+    }
 }
 
 impl Default for ProxyProtocol {
@@ -98,6 +115,7 @@ impl Default for ProxyProtocol {
             v2: true,
             header_timeout: Duration::from_secs(5),
             max_len: 4096,
+            trusted: None,
         }
     }
 }
@@ -153,6 +171,39 @@ impl ProxyProtocol {
     pub fn max_len(mut self, max: usize) -> ProxyProtocol {
         self.max_len = max;
         self
+    }
+
+    /// Accepts headers only from the proxies `trust` approves, by the
+    /// address of the connection's own peer; a connection from anyone
+    /// else is closed with [`Error::ProxyHeader`] before a byte is read.
+    /// Without it (the default) any client that reaches the port may
+    /// send a header and claim any address: fine when only the proxy can
+    /// reach it (a firewall, a loopback or Unix socket).
+    ///
+    /// ```
+    /// use atoll::proxy::ProxyProtocol;
+    /// // Only the load balancers on 10.0.0.0/24, and health checks from here.
+    /// let options = ProxyProtocol::new().trusted(|proxy| match proxy.ip() {
+    ///     Some(std::net::IpAddr::V4(ip)) => ip.octets()[..3] == [10, 0, 0] || ip.is_loopback(),
+    ///     _ => false,
+    /// });
+    /// ```
+    pub fn trusted(
+        mut self,
+        trust: impl Fn(&Addr) -> bool + Send + Sync + 'static,
+    ) -> ProxyProtocol {
+        self.trusted = Some(Arc::new(trust));
+        self
+    }
+
+    /// Refuses a connection whose own peer is not a trusted proxy.
+    pub(crate) fn check_trusted(&self, peer: &Addr) -> Result<(), Error> {
+        match &self.trusted {
+            Some(trust) if !trust(peer) => Err(Error::ProxyHeader(
+                format!("{peer} is not a trusted proxy").into(),
+            )),
+            _ => Ok(()),
+        }
     }
 
     pub(crate) fn validate(&self) -> Result<(), String> {
@@ -246,7 +297,12 @@ pub(crate) fn read_header(
 /// until the header timeout. A header that arrives in pieces is looked at
 /// again after short pauses (readiness cannot tell new bytes from those
 /// already seen).
-pub(crate) fn read_header_blocking(io: &Io, options: &ProxyProtocol) -> Result<ProxyHeader, Error> {
+pub(crate) fn read_header_blocking(
+    io: &Io,
+    options: &ProxyProtocol,
+    peer: &Addr,
+) -> Result<ProxyHeader, Error> {
+    options.check_trusted(peer)?;
     let deadline = Instant::now() + options.header_timeout;
     let mut pause = Duration::from_millis(1);
     // Whether bytes were there at the last look: then readiness returns at

@@ -783,7 +783,8 @@ impl Listener {
         let local = io.local_addr().map_err(AcceptError::Io)?;
         let proxied = match &self.proxy {
             Some(options) => Some(Proxied {
-                header: read_header_blocking(&io, options).map_err(AcceptError::Handshake)?,
+                header: read_header_blocking(&io, options, &peer)
+                    .map_err(AcceptError::Handshake)?,
                 via: peer.clone(),
             }),
             None => None,
@@ -792,14 +793,7 @@ impl Listener {
         let stream = handshake_blocking(self.transport.handshake(io), deadline)
             .map_err(AcceptError::Handshake)?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let mut socket = Socket::new(
-            stream,
-            id,
-            peer,
-            local,
-            None,
-            self.options.send_timeout,
-        );
+        let mut socket = Socket::new(stream, id, peer, local, None, self.options.send_timeout);
         if let Some(proxied) = proxied {
             socket.set_proxied(Arc::new(proxied));
         }
