@@ -317,7 +317,7 @@ fi
 ECHO_TABLE=""
 if part echo; then
     say "echo: cargo bench --bench echo (plaintext), $REPS repetitions of $ECHO_SECS s"
-    echo_env=(ATOLL_BENCH_TLS=0 ATOLL_BENCH_TELEMETRY=0 "ATOLL_BENCH_SECS=$ECHO_SECS"
+    echo_env=(ATOLL_BENCH_TLS=0 ATOLL_BENCH_TELEMETRY=0 ATOLL_BENCH_CHURN=0 "ATOLL_BENCH_SECS=$ECHO_SECS"
         "ATOLL_BENCH_REPS=$REPS" "ATOLL_BENCH_WORKERS=$WORKERS" "ATOLL_BENCH_ACCEPTORS=$ACCEPTORS")
     COMMANDS+=("${echo_env[*]} cargo bench --bench echo")
     { timeout 3600 env "${echo_env[@]}" cargo bench --bench echo 2>&1 >&3 |

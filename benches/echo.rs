@@ -29,6 +29,7 @@
 //! - `ATOLL_BENCH_REPS`: repetitions [3]
 //! - `ATOLL_BENCH_CLIENTS`: client threads [2]
 //! - `ATOLL_BENCH_SERVERS`: servers to run, comma-separated [atoll,tokio,std]
+//!   (also `atoll+sink`, `atoll+log`, `atoll+proxy`: see below)
 //! - `ATOLL_BENCH_CONNS`: connection counts, comma-separated [100,1000]
 //! - `ATOLL_BENCH_PLAIN`: 0 skips the plaintext part [1]
 //! - `ATOLL_BENCH_TLS`: 0 skips the TLS part [1]
@@ -37,6 +38,8 @@
 //!   (`atoll+sink`) and with the logger at info (`atoll+log`), and tokio
 //! - `ATOLL_BENCH_TLS_CONNS`: TLS ping-pong connection counts [100]
 //! - `ATOLL_BENCH_HS_CLIENTS`: handshake client threads [2 W]
+//! - `ATOLL_BENCH_CHURN`: 0 skips the churn part [1]
+//! - `ATOLL_BENCH_CHURN_CLIENTS`: churn client threads [2 W]
 //!
 //! Client and servers share the machine's cores, so absolute numbers
 //! include the client's cost, and a latency includes the time the reply
@@ -84,6 +87,52 @@
 //!   `OSSL_DECODER_CTX_new_for_pkey`), so on a small machine this figure is
 //!   bounded by the client more than by either server, and a ratio near 1
 //!   says little more than that neither server is the bottleneck.
+//!
+//! # Churn
+//!
+//! Then short connections per second, against the ping-pong's echo servers
+//! (all of `ATOLL_BENCH_SERVERS`) and `atoll+proxy`, added after atoll:
+//! atoll with `proxy_protocol(ProxyProtocol::new())`, whose clients send a
+//! PROXY v2 header (28 bytes, encoded once at start) in the same write as
+//! their 64 bytes; the ratio of atoll to it is what reading the header
+//! costs per connection. `ATOLL_BENCH_CHURN_CLIENTS` client threads each
+//! run a closed loop of blocking steps, as for handshakes, each within 5 s:
+//! connect (`set_nodelay`), write the 64 bytes, read them back, close. A
+//! counted connection is one whose reply came within the window; latencies
+//! time connect to reply, the close (in the loop, so in the rate) aside.
+//! Here the std server pays for its thread per connection: its accept loop
+//! spawns one for each.
+//!
+//! Every client socket has a zero linger, so that its close sends a reset
+//! and leaves no TIME_WAIT. The client closes first, so a normal close would
+//! leave its port in TIME_WAIT for 60 s: at 20,000 connections a second,
+//! all 28,232 ports of Linux's default ephemeral range (32768-60999) are
+//! waiting within 1.5 s. Linux's default `tcp_tw_reuse` (2: loopback only)
+//! lets a connect take back a port whose TIME_WAIT is a second old, so runs
+//! do not fail, but connect then searches the range for one, starting with
+//! the odd half it prefers. On the 2-core machine of docs/PERFORMANCE.md,
+//! runs without the zero linger left about 14,000 sockets in TIME_WAIT per
+//! server (the odd ports) and mostly gave about 13,500 connections/s,
+//! whichever the server, with p99s of 3 to 5 ms; with it, 20,000 to 27,000
+//! and mostly under 1 ms. The server closing first, as in the handshakes,
+//! would keep the TIME_WAIT on its side, but these echo servers close only
+//! when their client does; ones that close after a reply would no longer be
+//! the ping-pong's. The reset is the same for every server: each sees its
+//! next read fail (`ECONNRESET`) instead of an end of file, and closes as
+//! it would then (atoll passes the error to `Handler::handle_error`, a
+//! no-op here).
+//!
+//! Two client threads per server worker by default, as for handshakes. The
+//! client threads take over half the machine's time (perf, against atoll),
+//! nearly all of it in the kernel: connect's handshake, the close, and the
+//! loopback's delivery of their packets. While a client does its part its
+//! connection leaves the server nothing to do, so one client per worker
+//! leaves the server idle at times. On 2 cores, W = 2, four clients gave
+//! 10 to 50% more connections/s than two, and eight about as many as four
+//! at twice the latency: four keep the cores busy, more only queue.
+//!
+//! `atoll+proxy` may be named in `ATOLL_BENCH_SERVERS` for the ping-pong
+//! too: its connections then send the header once, before the clock starts.
 
 #[path = "common/histogram.rs"]
 mod histogram;
@@ -99,6 +148,7 @@ use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+use atoll::proxy::{ProxyHeader, Version};
 use atoll::transport::NativeTls;
 use atoll::{Flow, Handler, Server, Socket};
 use mio::unix::SourceFd;
@@ -131,15 +181,16 @@ const STD_STACK: usize = 64 * 1024;
 const SLOW_STOP: Duration = Duration::from_millis(500);
 /// TLS ping-pong connection counts, by default.
 const TLS_LOADS: &str = "100";
-/// Most handshake client threads.
-const MAX_HS_CLIENTS: usize = 256;
+/// Most client threads of a closed loop of blocking steps (handshakes,
+/// churn).
+const MAX_LOOP_CLIENTS: usize = 256;
 /// Longest a blocking client step (connect, handshake read or write, the
 /// wait for the server's close) may take before it counts as an error.
 const IO_LIMIT: Duration = Duration::from_secs(5);
-/// Failed handshakes after which a handshake client gives up its run.
-const MAX_HS_ERRORS: u64 = 100;
-/// Pause after a failed handshake, so that a broken server is not hammered.
-const HS_ERROR_PAUSE: Duration = Duration::from_millis(10);
+/// Failed steps after which a closed-loop client gives up its run.
+const MAX_LOOP_ERRORS: u64 = 100;
+/// Pause after a failed step, so that a broken server is not hammered.
+const LOOP_ERROR_PAUSE: Duration = Duration::from_millis(10);
 /// Reads a handshake client makes while waiting for the server to close
 /// (it sends session tickets first, a few hundred bytes).
 const CLOSE_READS: usize = 64;
@@ -172,6 +223,9 @@ fn main() -> BoxResult<()> {
     }
     if settings.tls {
         run_tls(&settings)?;
+    }
+    if settings.churn {
+        run_churn(&settings)?;
     }
     if settings.telemetry {
         let servers = [Kind::Atoll, Kind::AtollSink, Kind::AtollLog, Kind::Tokio];
@@ -229,7 +283,7 @@ fn measure(
             for (k, &kind) in servers.iter().enumerate() {
                 let sample = run(kind, conns)?;
                 eprintln!(
-                    "[{}, rep {rep}/{}] {:<5} {:>10.0} {unit}  p50 {:>7.1} us  p99 {:>7.1} us{}",
+                    "[{}, rep {rep}/{}] {:<11} {:>10.0} {unit}  p50 {:>7.1} us  p99 {:>7.1} us{}",
                     label(conns),
                     settings.reps,
                     kind.name(),
@@ -272,6 +326,11 @@ struct Settings {
     telemetry: bool,
     tls_loads: Vec<usize>,
     hs_clients: usize,
+    /// Run the churn part.
+    churn: bool,
+    churn_clients: usize,
+    /// What atoll+proxy's clients send first: a PROXY v2 header.
+    proxy_header: Vec<u8>,
 }
 
 impl Settings {
@@ -294,6 +353,16 @@ impl Settings {
             // worker while the clients do their part (with OpenSSL 3.0, the
             // larger part: see the module docs).
             hs_clients: env_or("ATOLL_BENCH_HS_CLIENTS", workers.saturating_mul(2))?,
+            churn: env_flag("ATOLL_BENCH_CHURN")?,
+            // Two per server worker, as for handshakes: see the module docs.
+            churn_clients: env_or("ATOLL_BENCH_CHURN_CLIENTS", workers.saturating_mul(2))?,
+            // A balancer's header for a client of one of its addresses
+            // (28 bytes; the addresses are documentation ones).
+            proxy_header: ProxyHeader::tcp(
+                ([192, 0, 2, 7], 51000).into(),
+                ([198, 51, 100, 1], 443).into(),
+            )
+            .encode(Version::V2)?,
         };
         if settings.servers.is_empty() || settings.loads.iter().any(|&n| n == 0 || n > MAX_CONNS) {
             return Err(
@@ -308,8 +377,12 @@ impl Settings {
         if settings.workers == 0 || settings.reps == 0 || settings.clients == 0 {
             return Err("ATOLL_BENCH_WORKERS, _REPS and _CLIENTS must be at least 1".into());
         }
-        if settings.hs_clients == 0 || settings.hs_clients > MAX_HS_CLIENTS {
-            return Err(format!("ATOLL_BENCH_HS_CLIENTS must be in 1..={MAX_HS_CLIENTS}").into());
+        let clients = [settings.hs_clients, settings.churn_clients];
+        if clients.iter().any(|&n| n == 0 || n > MAX_LOOP_CLIENTS) {
+            return Err(format!(
+                "ATOLL_BENCH_HS_CLIENTS and _CHURN_CLIENTS must be in 1..={MAX_LOOP_CLIENTS}"
+            )
+            .into());
         }
         if !(settings.secs > 0.0 && settings.secs <= 3600.0) {
             return Err("ATOLL_BENCH_SECS must be in (0, 3600]".into());
@@ -382,6 +455,8 @@ enum Kind {
     /// atoll with the logger at info (and a `log` logger that drops
     /// records).
     AtollLog,
+    /// atoll reading a PROXY header first, which its clients send.
+    AtollProxy,
 }
 
 impl FromStr for Kind {
@@ -394,6 +469,7 @@ impl FromStr for Kind {
             "std" => Ok(Kind::Std),
             "atoll+sink" => Ok(Kind::AtollSink),
             "atoll+log" => Ok(Kind::AtollLog),
+            "atoll+proxy" => Ok(Kind::AtollProxy),
             _ => Err(()),
         }
     }
@@ -407,6 +483,16 @@ impl Kind {
             Kind::Std => "std",
             Kind::AtollSink => "atoll+sink",
             Kind::AtollLog => "atoll+log",
+            Kind::AtollProxy => "atoll+proxy",
+        }
+    }
+
+    /// What this server's clients send first on every connection: the
+    /// PROXY header for atoll+proxy, nothing for the others.
+    fn prefix(self, settings: &Settings) -> &[u8] {
+        match self {
+            Kind::AtollProxy => &settings.proxy_header,
+            _ => &[],
         }
     }
 }
@@ -440,7 +526,14 @@ fn run_once(kind: Kind, conns: usize, settings: &Settings, tls: Option<&Tls>) ->
         None => Running::start(kind, settings.workers)?,
         Some(tls) => Running::start_tls(kind, settings.workers, tls)?,
     };
-    let result = load(server.addr(), conns, settings, tls.map(|t| &t.connector));
+    let prefix = kind.prefix(settings);
+    let result = load(
+        server.addr(),
+        conns,
+        settings,
+        tls.map(|t| &t.connector),
+        prefix,
+    );
     stop(server, kind);
     Ok(Sample::of(&result?, settings.secs))
 }
@@ -455,24 +548,27 @@ fn stop(server: Running, kind: Kind) {
     }
 }
 
-/// Opens `conns` connections (over TLS with `tls`), drives them from the
-/// client threads through the warm-up and the measured window, and closes
-/// them.
+/// Opens `conns` connections (over TLS with `tls`; plain ones send `prefix`
+/// first), drives them from the client threads through the warm-up and the
+/// measured window, and closes them.
 fn load(
     addr: SocketAddr,
     conns: usize,
     settings: &Settings,
     tls: Option<&TlsConnector>,
+    prefix: &[u8],
 ) -> BoxResult<Client> {
     // Connect before the clock starts, so that slow accepting (the std
     // server spawns a thread per connection) is not measured; and so are
     // TLS handshakes.
     let mut shares: Vec<Vec<Wire>> = (0..settings.clients).map(|_| Vec::new()).collect();
     for i in 0..conns {
-        let stream = TcpStream::connect_timeout(&addr, IO_LIMIT)?;
+        let mut stream = TcpStream::connect_timeout(&addr, IO_LIMIT)?;
         stream.set_nodelay(true)?;
         let wire = match tls {
             None => {
+                // 28 bytes at most, into an empty send buffer.
+                stream.write_all(prefix)?;
                 stream.set_nonblocking(true)?;
                 Wire::Plain(mio::net::TcpStream::from_std(stream))
             }
@@ -543,14 +639,17 @@ impl Running {
                 }
                 Running::Atoll(server, addr)
             }
-            Kind::Atoll => {
-                let server = Server::builder()
+            Kind::Atoll | Kind::AtollProxy => {
+                let mut builder = Server::builder()
                     .ip([127, 0, 0, 1].into())
                     .port(0)
                     .num_workers(workers)
                     .num_acceptors(acceptors())
-                    .read_timeout(None)
-                    .start(|_conn| Ok(AtollEcho))?;
+                    .read_timeout(None);
+                if kind == Kind::AtollProxy {
+                    builder = builder.proxy_protocol(atoll::proxy::ProxyProtocol::new());
+                }
+                let server = builder.start(|_conn| Ok(AtollEcho))?;
                 let addr = server.local_addr()?.inet().ok_or("atoll listens on TCP")?;
                 Running::Atoll(server, addr)
             }
@@ -597,7 +696,7 @@ impl Running {
                 runtime.spawn(tokio_tls_accept(listener, acceptor));
                 Running::Tokio(runtime, addr)
             }
-            Kind::Std | Kind::AtollSink | Kind::AtollLog => {
+            Kind::Std | Kind::AtollSink | Kind::AtollLog | Kind::AtollProxy => {
                 return Err(format!("{} has no TLS variant here", kind.name()).into())
             }
         })
@@ -1061,7 +1160,7 @@ fn run_tls(settings: &Settings) -> BoxResult<()> {
         .servers
         .iter()
         .copied()
-        .filter(|&k| k != Kind::Std)
+        .filter(|&k| matches!(k, Kind::Atoll | Kind::Tokio))
         .collect();
     if servers.is_empty() {
         println!("\nTLS: skipped (ATOLL_BENCH_SERVERS has neither atoll nor tokio)");
@@ -1104,6 +1203,27 @@ fn run_tls(settings: &Settings) -> BoxResult<()> {
 /// against a TLS server of `kind`, in a closed loop.
 fn handshakes(kind: Kind, clients: usize, settings: &Settings, tls: &Tls) -> BoxResult<Sample> {
     let server = Running::start_tls(kind, settings.workers, tls)?;
+    let connector = tls.connector.clone();
+    let mut junk = [0u8; 4096];
+    closed_loops(server, kind, clients, settings, "handshake", move |addr| {
+        handshake_once(addr, &connector, &mut junk)
+    })
+}
+
+/// One run of `clients` threads against `server`, each repeating `step` (a
+/// clone of it) in a closed loop until the window ends; `server` is
+/// stopped once every thread has ended.
+fn closed_loops<T, F>(
+    server: Running,
+    kind: Kind,
+    clients: usize,
+    settings: &Settings,
+    what: &str,
+    step: F,
+) -> BoxResult<Sample>
+where
+    F: FnMut(SocketAddr) -> io::Result<T> + Clone + Send + 'static,
+{
     let addr = server.addr();
     let from = Instant::now() + WARMUP;
     let window = Window {
@@ -1113,10 +1233,10 @@ fn handshakes(kind: Kind, clients: usize, settings: &Settings, tls: &Tls) -> Box
     let mut threads = Vec::with_capacity(clients);
     let mut failed = None;
     for i in 0..clients {
-        let connector = tls.connector.clone();
+        let step = step.clone();
         let spawned = thread::Builder::new()
-            .name(format!("bench-handshake-{i}"))
-            .spawn(move || shake_hands(addr, &connector, window));
+            .name(format!("bench-{what}-{i}"))
+            .spawn(move || repeat(addr, window, step));
         match spawned {
             Ok(thread) => threads.push(thread),
             Err(e) => {
@@ -1137,26 +1257,32 @@ fn handshakes(kind: Kind, clients: usize, settings: &Settings, tls: &Tls) -> Box
     }
     stop(server, kind);
     if let Some(e) = failed {
-        return Err(format!("starting a handshake client: {e}").into());
+        return Err(format!("starting a {what} client: {e}").into());
     }
     if panicked {
-        return Err("a handshake client thread panicked".into());
+        return Err(format!("a {what} client thread panicked").into());
     }
     Ok(Sample::of(&total, settings.secs))
 }
 
-/// A handshake client: handshakes, one at a time, until the window ends.
-fn shake_hands(addr: SocketAddr, connector: &TlsConnector, window: Window) -> Client {
+/// A closed-loop client: `step`, one at a time, until the window ends.
+/// Each step is timed from its start to its return; what it returns (a
+/// connection, say) is dropped after that.
+fn repeat<T>(
+    addr: SocketAddr,
+    window: Window,
+    mut step: impl FnMut(SocketAddr) -> io::Result<T>,
+) -> Client {
     let mut client = Client::new();
-    let mut junk = [0u8; 4096];
     loop {
         let started = Instant::now();
         if started >= window.until {
             break;
         }
-        match handshake_once(addr, connector, &mut junk) {
-            Ok(()) => {
-                let done = Instant::now();
+        let outcome = step(addr);
+        let done = Instant::now();
+        match outcome {
+            Ok(_done_with) => {
                 if done >= window.from && done < window.until {
                     client.round_trips += 1;
                     client.hist.record(done - started);
@@ -1164,10 +1290,10 @@ fn shake_hands(addr: SocketAddr, connector: &TlsConnector, window: Window) -> Cl
             }
             Err(e) => {
                 client.error(e);
-                if client.errors >= MAX_HS_ERRORS {
+                if client.errors >= MAX_LOOP_ERRORS {
                     break;
                 }
-                thread::sleep(HS_ERROR_PAUSE);
+                thread::sleep(LOOP_ERROR_PAUSE);
             }
         }
     }
@@ -1201,6 +1327,68 @@ fn handshake_once(addr: SocketAddr, connector: &TlsConnector, junk: &mut [u8]) -
         }
     }
     Err(io::Error::other("the server sent on after close_notify"))
+}
+
+// ---------------------------------------------------------------------------
+// Churn
+
+/// The churn part: short connections against every server, and atoll
+/// reading a PROXY header.
+fn run_churn(settings: &Settings) -> BoxResult<()> {
+    let mut servers = settings.servers.clone();
+    if !servers.contains(&Kind::AtollProxy) {
+        if let Some(i) = servers.iter().position(|&k| k == Kind::Atoll) {
+            servers.insert(i + 1, Kind::AtollProxy);
+        }
+    }
+    let label = |clients| format!("churn, {clients} clients");
+    let loads = [settings.churn_clients];
+    let table = measure(
+        &servers,
+        &loads,
+        label,
+        "conn/s",
+        settings,
+        |kind, clients| churn(kind, clients, settings),
+    )?;
+    let title = format!(
+        "Churn: connect, {PAYLOAD} bytes there and back, close (reset by the client), \
+         one at a time per client thread (conns = client threads); \
+         latencies from connect to reply; atoll+proxy's clients send a {}-byte \
+         PROXY v2 header in the same write",
+        settings.proxy_header.len()
+    );
+    print_table(Some(&title), &table, "connections/s");
+    Ok(())
+}
+
+/// One churn run: `clients` threads open, use once and close connections
+/// to a server of `kind`, in a closed loop.
+fn churn(kind: Kind, clients: usize, settings: &Settings) -> BoxResult<Sample> {
+    let server = Running::start(kind, settings.workers)?;
+    let request = [kind.prefix(settings), &REQUEST].concat();
+    closed_loops(server, kind, clients, settings, "churn", move |addr| {
+        churn_once(addr, &request)
+    })
+}
+
+/// Connect, send `request`, read the echo of its last `PAYLOAD` bytes (the
+/// whole of it but a PROXY header). The connection is returned to be
+/// closed: with a zero linger, the close sends a reset and leaves no
+/// TIME_WAIT behind (see the module docs).
+fn churn_once(addr: SocketAddr, request: &[u8]) -> io::Result<TcpStream> {
+    let mut stream = TcpStream::connect_timeout(&addr, IO_LIMIT)?;
+    stream.set_nodelay(true)?;
+    stream.set_read_timeout(Some(IO_LIMIT))?;
+    socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO))?;
+    // Into an empty send buffer: it does not block.
+    stream.write_all(request)?;
+    let mut reply = [0u8; PAYLOAD];
+    stream.read_exact(&mut reply)?;
+    if reply != REQUEST {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, "wrong echo"));
+    }
+    Ok(stream)
 }
 
 // ---------------------------------------------------------------------------
