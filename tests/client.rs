@@ -2,6 +2,8 @@
 //! std listeners on loopback. Nothing here ever targets a non-loopback
 //! address; "no such domain" uses the reserved `.invalid` domain.
 
+mod util;
+
 use std::io::{self, BufRead, BufReader, IoSlice, Read, Write};
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
 use std::time::{Duration, Instant};
@@ -10,20 +12,9 @@ use atoll::client::{self, ConnectError, Error, IpVersionPreference, Options, Pac
 use atoll::{Flow, Handler, Server, Socket};
 use crossbeam_channel::{select, unbounded};
 use socket2::{Domain, SockAddr, Type};
+use util::{tcp_addr, Echo, PATIENCE};
 
-/// Generous bound for anything a test waits on; never a performance claim.
-const PATIENCE: Duration = Duration::from_secs(10);
 const WAIT: Option<Duration> = Some(PATIENCE);
-
-struct Echo;
-
-impl Handler for Echo {
-    fn handle_data(&mut self, data: &[u8], socket: &mut Socket) -> Flow {
-        socket
-            .send(data)
-            .map_or_else(Flow::error, |()| Flow::Continue)
-    }
-}
 
 /// Closes every connection as soon as it is accepted.
 struct Hangup;
@@ -45,15 +36,9 @@ fn echo_on(ip: std::net::IpAddr) -> Server {
         .expect("start echo server")
 }
 
-/// The TCP address an atoll server listens on.
-fn addr_of(server: &Server) -> SocketAddr {
-    let addr = server.local_addr().expect("listening");
-    addr.inet().expect("a TCP listener")
-}
-
 fn echo_server() -> (Server, u16) {
     let server = echo_on([127, 0, 0, 1].into());
-    let port = addr_of(&server).port();
+    let port = tcp_addr(&server).port();
     (server, port)
 }
 
@@ -202,7 +187,7 @@ fn ipv6_preferred_reaches_an_ipv6_only_server() {
         return;
     }
     let server = echo_on("::1".parse().unwrap());
-    let port = addr_of(&server).port();
+    let port = tcp_addr(&server).port();
     // The IPv4 address is listed first: the preference must reorder.
     let v4: SocketAddr = ([127, 0, 0, 1], closed_port("127.0.0.1")).into();
     let v6: SocketAddr = (std::net::Ipv6Addr::LOCALHOST, port).into();
@@ -400,7 +385,7 @@ fn happy_eyeballs_takes_the_preferred_family_when_both_answer() {
     }
     let v6_server = echo_on("::1".parse().unwrap());
     let (v4_server, v4_port) = echo_server();
-    let v6: SocketAddr = addr_of(&v6_server);
+    let v6: SocketAddr = tcp_addr(&v6_server);
     let v4: SocketAddr = ([127, 0, 0, 1], v4_port).into();
     let conn = Options::new("localhost", 1)
         .addrs([v4, v6])
@@ -476,13 +461,11 @@ impl Handler for FourWrites {
 #[test]
 fn four_writes_arrive_in_one_receive() {
     let (tx, rx) = unbounded();
-    let server = Server::builder()
-        .ip([127, 0, 0, 1].into())
-        .port(0)
+    let server = util::builder()
         .num_workers(2)
         .start(move |_| Ok(FourWrites(tx.clone())))
         .unwrap();
-    let mut conn = client::connect("127.0.0.1", addr_of(&server).port()).unwrap();
+    let mut conn = client::connect("127.0.0.1", tcp_addr(&server).port()).unwrap();
     rx.recv_timeout(PATIENCE).expect("the server wrote");
     std::thread::sleep(Duration::from_millis(100));
     assert_eq!(conn.receive(WAIT).unwrap(), b"onetwothreefour");
@@ -514,13 +497,11 @@ fn send_and_receive_report_closed_after_shutdown() {
 
 #[test]
 fn a_peer_close_is_closed() {
-    let server = Server::builder()
-        .ip([127, 0, 0, 1].into())
-        .port(0)
+    let server = util::builder()
         .num_workers(2)
         .start(|_| Ok(Hangup))
         .unwrap();
-    let mut conn = client::connect("127.0.0.1", addr_of(&server).port()).unwrap();
+    let mut conn = client::connect("127.0.0.1", tcp_addr(&server).port()).unwrap();
     assert_eq!(conn.receive(WAIT), Err(Error::Closed));
     assert_eq!(conn.receive(WAIT), Err(Error::Closed));
     stop(server);
@@ -676,13 +657,11 @@ fn active_mode_delivers_exactly_one_message_per_arming() {
 
 #[test]
 fn active_mode_reports_the_peer_close() {
-    let server = Server::builder()
-        .ip([127, 0, 0, 1].into())
-        .port(0)
+    let server = util::builder()
         .num_workers(2)
         .start(|_| Ok(Hangup))
         .unwrap();
-    let mut conn = client::connect("127.0.0.1", addr_of(&server).port()).unwrap();
+    let mut conn = client::connect("127.0.0.1", tcp_addr(&server).port()).unwrap();
     let (tx, rx) = unbounded();
     conn.arm(&tx).unwrap();
     assert_eq!(
@@ -1028,14 +1007,12 @@ mod tls {
         let Some((cert, key)) = cert_or_skip() else {
             return;
         };
-        let server = Server::builder()
-            .ip([127, 0, 0, 1].into())
-            .port(0)
+        let server = util::builder()
             .num_workers(2)
             .transport(atoll_tls(cert, key, &["atoll-test", "http/1.1"]))
             .start(|_| Ok(Echo))
             .unwrap();
-        let port = addr_of(&server).port();
+        let port = tcp_addr(&server).port();
         let mut conn = Options::new("localhost", port)
             .tls(Some(trusting(cert).alpn_protocols(&["atoll-test"])))
             .connect()
@@ -1063,13 +1040,11 @@ mod tls {
         };
         let tls: std::sync::Arc<dyn atoll::transport::Transport> =
             std::sync::Arc::new(atoll_tls(cert, key, &[]));
-        let server = Server::builder()
-            .ip([127, 0, 0, 1].into())
-            .port(0)
+        let server = util::builder()
             .num_workers(2)
             .start(move |_| Ok(StartTlsEcho { tls: tls.clone() }))
             .unwrap();
-        let mut conn = client::connect("localhost", addr_of(&server).port()).unwrap();
+        let mut conn = client::connect("localhost", tcp_addr(&server).port()).unwrap();
         conn.send(b"plain").unwrap();
         assert_eq!(conn.receive_exact(5, WAIT).unwrap(), b"plain");
         conn.send(b"STARTTLS\n").unwrap();

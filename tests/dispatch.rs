@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use atoll::{Flow, Handler, Socket};
+use atoll::{Flow, Handler, SendError, Socket};
 use util::{builder, connect, round_trip, tcp_addr};
 
 /// Echoes short messages, swallows bulk data slowly, so that the flood
@@ -150,7 +150,19 @@ fn readiness_and_messages_racing_on_shared_connections_lose_nothing_and_never_ov
             thread::spawn(move || {
                 for seq in 1..=PER_SENDER {
                     for h in &handles {
-                        h.send((sender, seq)).expect("the connection is alive");
+                        // A full queue gives the message back: retry
+                        // until the handler catches up (back-pressure).
+                        let mut message = (sender, seq);
+                        loop {
+                            match h.send(message) {
+                                Ok(()) => break,
+                                Err(SendError::Full(back)) => {
+                                    message = back;
+                                    thread::yield_now();
+                                }
+                                Err(e) => panic!("the connection is alive: {e}"),
+                            }
+                        }
                     }
                 }
             })

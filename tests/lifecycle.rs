@@ -14,23 +14,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use atoll::{BoxError, Builder, Connection, Error, Flow, Handler, Server, Socket, Status};
 use util::{
-    builder, connect, is_closed, read_n, read_to_close, round_trip, tcp_addr, wait_until, PATIENCE,
+    builder, connect, echo_server, is_closed, read_n, read_to_close, round_trip, tcp_addr,
+    wait_until, Echo, PATIENCE,
 };
-
-/// Sends back every byte it receives.
-struct Echo;
-
-impl Handler for Echo {
-    fn handle_data(&mut self, data: &[u8], socket: &mut Socket) -> Flow {
-        socket
-            .send(data)
-            .map_or_else(Flow::error, |()| Flow::Continue)
-    }
-}
-
-fn echo_server(b: Builder) -> Server {
-    b.start(|_| Ok(Echo)).expect("start")
-}
 
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
@@ -193,16 +179,23 @@ fn invalid_configurations_are_refused_with_config_errors_before_binding() {
 
 // ---------------------------------------------------------------- limiter
 
-#[test]
-fn over_limit_client_is_not_served_until_a_slot_frees() {
-    let server = echo_server(
+/// An echo server with one acceptor (the limit is per acceptor) and two
+/// workers, admitting `slots` connections at a time; a client over the
+/// limit is retried `retries` times, `wait` apart.
+fn limited_echo_server(slots: Option<usize>, retries: u32, wait: Duration) -> Server {
+    echo_server(
         builder()
             .num_workers(2)
-            .num_acceptors(1) // the limit is per acceptor
-            .num_connections(Some(2))
-            .max_connections_retry_count(1000)
-            .max_connections_retry_wait(ms(100)),
-    );
+            .num_acceptors(1)
+            .num_connections(slots)
+            .max_connections_retry_count(retries)
+            .max_connections_retry_wait(wait),
+    )
+}
+
+#[test]
+fn over_limit_client_is_not_served_until_a_slot_frees() {
+    let server = limited_echo_server(Some(2), 1000, ms(100));
     let addr = tcp_addr(&server);
     let mut c1 = connect(addr);
     round_trip(&mut c1, b"one");
@@ -227,14 +220,7 @@ fn over_limit_client_is_not_served_until_a_slot_frees() {
 fn freed_slot_admits_a_waiting_client_at_once_not_at_the_next_retry() {
     // The retry wait is far longer than PATIENCE: only the wake-up on a
     // freed slot can get the waiting client served in time.
-    let server = echo_server(
-        builder()
-            .num_workers(2)
-            .num_acceptors(1) // the limit is per acceptor
-            .num_connections(Some(1))
-            .max_connections_retry_count(5)
-            .max_connections_retry_wait(Duration::from_secs(60)),
-    );
+    let server = limited_echo_server(Some(1), 5, Duration::from_secs(60));
     let addr = tcp_addr(&server);
     let mut c1 = connect(addr);
     round_trip(&mut c1, b"one");
@@ -247,14 +233,7 @@ fn freed_slot_admits_a_waiting_client_at_once_not_at_the_next_retry() {
 
 #[test]
 fn over_limit_client_is_closed_after_its_retries_and_counted_as_rejected() {
-    let server = echo_server(
-        builder()
-            .num_workers(2)
-            .num_acceptors(1) // the limit is per acceptor
-            .num_connections(Some(2))
-            .max_connections_retry_count(2)
-            .max_connections_retry_wait(ms(100)),
-    );
+    let server = limited_echo_server(Some(2), 2, ms(100));
     let addr = tcp_addr(&server);
     let mut c1 = connect(addr);
     round_trip(&mut c1, b"one");
@@ -281,14 +260,7 @@ fn over_limit_client_is_closed_after_its_retries_and_counted_as_rejected() {
 #[test]
 fn over_limit_client_is_closed_at_once_without_retries() {
     // Retries far longer than PATIENCE would show if any were made.
-    let server = echo_server(
-        builder()
-            .num_workers(2)
-            .num_acceptors(1) // the limit is per acceptor
-            .num_connections(Some(1))
-            .max_connections_retry_count(0)
-            .max_connections_retry_wait(Duration::from_secs(60)),
-    );
+    let server = limited_echo_server(Some(1), 0, Duration::from_secs(60));
     let addr = tcp_addr(&server);
     let mut c1 = connect(addr);
     round_trip(&mut c1, b"one");
@@ -304,14 +276,7 @@ fn over_limit_client_is_closed_at_once_without_retries() {
 
 #[test]
 fn raising_the_limit_admits_a_waiting_client_at_once() {
-    let server = echo_server(
-        builder()
-            .num_workers(2)
-            .num_acceptors(1) // the limit is per acceptor
-            .num_connections(Some(1))
-            .max_connections_retry_count(5)
-            .max_connections_retry_wait(Duration::from_secs(60)),
-    );
+    let server = limited_echo_server(Some(1), 5, Duration::from_secs(60));
     let addr = tcp_addr(&server);
     let mut c1 = connect(addr);
     round_trip(&mut c1, b"one");
@@ -337,14 +302,7 @@ fn raising_the_limit_admits_a_waiting_client_at_once() {
 
 #[test]
 fn lowering_the_limit_closes_nobody_and_admits_nobody_until_under_it() {
-    let server = echo_server(
-        builder()
-            .num_workers(2)
-            .num_acceptors(1) // the limit is per acceptor
-            .num_connections(None)
-            .max_connections_retry_count(5)
-            .max_connections_retry_wait(Duration::from_secs(60)),
-    );
+    let server = limited_echo_server(None, 5, Duration::from_secs(60));
     let addr = tcp_addr(&server);
     let mut open: Vec<TcpStream> = (0..3)
         .map(|_| {
@@ -777,14 +735,7 @@ fn shutdown_waits_the_configured_shutdown_timeout_then_forces_the_close() {
 
 #[test]
 fn stop_closes_a_client_waiting_for_a_slot() {
-    let server = echo_server(
-        builder()
-            .num_workers(2)
-            .num_acceptors(1) // the limit is per acceptor
-            .num_connections(Some(1))
-            .max_connections_retry_count(5)
-            .max_connections_retry_wait(Duration::from_secs(60)),
-    );
+    let server = limited_echo_server(Some(1), 5, Duration::from_secs(60));
     let addr = tcp_addr(&server);
     let mut c1 = connect(addr);
     round_trip(&mut c1, b"one");

@@ -6,8 +6,7 @@ mod util;
 use std::sync::Mutex;
 
 use atoll::logger::{attach_logger, detach_logger, Level, LoggerError};
-use atoll::{Flow, Handler, Socket};
-use util::{builder, connect, round_trip, tcp_addr, wait_until, PATIENCE};
+use util::{builder, connect, round_trip, tcp_addr, wait_until, Echo, PATIENCE};
 
 /// Keeps every record of the target `atoll`.
 struct Capture(Mutex<Vec<(log::Level, String)>>);
@@ -33,14 +32,6 @@ static CAPTURE: Capture = Capture(Mutex::new(Vec::new()));
 
 fn take() -> Vec<(log::Level, String)> {
     std::mem::take(&mut *CAPTURE.0.lock().unwrap())
-}
-
-struct Echo;
-
-impl Handler for Echo {
-    fn handle_data(&mut self, d: &[u8], s: &mut Socket) -> Flow {
-        s.send(d).map_or_else(Flow::error, |()| Flow::Continue)
-    }
 }
 
 /// One test, because the logger and the `log` crate are process-wide.

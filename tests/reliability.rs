@@ -33,8 +33,8 @@ use std::time::{Duration, Instant};
 
 use atoll::{Builder, Error, Flow, Handler, Server, Socket, Status};
 use util::{
-    builder, open_fds, settled_thread_count, tcp_addr, thread_count, threads_named, wait_until,
-    PATIENCE,
+    builder, connect, dial, mix, open_fds, rss_kib, settled_thread_count, tcp_addr, thread_count,
+    threads_named, wait_until, xorshift_bytes, Echo, PATIENCE,
 };
 
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -86,46 +86,13 @@ const TABLE_LEN: usize = 4 << 20;
 
 fn table() -> &'static [u8] {
     static TABLE: OnceLock<Vec<u8>> = OnceLock::new();
-    TABLE.get_or_init(|| {
-        let mut x = 0x2545_F491_4F6C_DD1Du64;
-        (0..TABLE_LEN)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                (x >> 24) as u8
-            })
-            .collect()
-    })
-}
-
-/// splitmix64 of two numbers.
-fn mix(a: u64, b: u64) -> u64 {
-    let mut x = a
-        .wrapping_mul(0x9E37_79B9_7F4A_7C15)
-        .wrapping_add(b.wrapping_mul(0xBF58_476D_1CE4_E5B9))
-        .wrapping_add(0x94D0_49BB_1331_11EB);
-    x ^= x >> 30;
-    x = x.wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    x ^= x >> 27;
-    x = x.wrapping_mul(0x94D0_49BB_1331_11EB);
-    x ^ (x >> 31)
+    TABLE.get_or_init(|| xorshift_bytes(TABLE_LEN, 0x2545_F491_4F6C_DD1D, 24))
 }
 
 /// A slice of the table chosen by `seed`.
 fn chunk(seed: u64, len: usize) -> &'static [u8] {
     let off = (seed % (TABLE_LEN - len) as u64) as usize;
     &table()[off..off + len]
-}
-
-/// What `/proc/self/status` says the resident set is, in KiB.
-fn rss_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
 }
 
 /// The last number of a sysctl file such as `tcp_wmem` ("min default max").
@@ -137,19 +104,6 @@ fn sysctl_max(path: &str) -> u64 {
 }
 
 // --------------------------------------------------------------- clients
-
-/// A client connected to `addr` with read and write timeouts of `PATIENCE`.
-fn dial(addr: SocketAddr) -> io::Result<TcpStream> {
-    let s = TcpStream::connect(addr)?;
-    s.set_read_timeout(Some(PATIENCE))?;
-    s.set_write_timeout(Some(PATIENCE))?;
-    s.set_nodelay(true)?;
-    Ok(s)
-}
-
-fn connect(addr: SocketAddr) -> TcpStream {
-    dial(addr).expect("connect")
-}
 
 /// A client socket made with socket2, so options can be set before the
 /// connection exists (buffer sizes, a known local port).
@@ -253,61 +207,6 @@ fn watch_closes(streams: Vec<TcpStream>, deadline: Instant) -> Vec<Option<(Insta
 #[cfg(feature = "tls")]
 mod tls {
     use super::*;
-    use native_tls::{Certificate, TlsConnector};
-
-    /// A throw-away CA and a localhost certificate it signed, made once per
-    /// run by the openssl tool: (leaf, CA certificate).
-    fn identity() -> &'static (util::Issued, Vec<u8>) {
-        static ID: OnceLock<(util::Issued, Vec<u8>)> = OnceLock::new();
-        ID.get_or_init(|| {
-            let dir =
-                std::env::temp_dir().join(format!("atoll-reliability-{}", std::process::id()));
-            std::fs::create_dir_all(&dir).unwrap();
-            let ca = util::TestCa::new(&dir, "rel-ca");
-            let leaf = ca.issue(
-                "localhost",
-                Some("DNS:localhost,IP:127.0.0.1"),
-                "serverAuth",
-            );
-            let _ = std::fs::remove_dir_all(&dir);
-            (leaf, ca.cert)
-        })
-    }
-
-    pub fn transport() -> atoll::transport::NativeTls {
-        let (leaf, _) = identity();
-        atoll::transport::NativeTls::from_pem(&leaf.cert, &leaf.key).unwrap()
-    }
-
-    /// A client configuration trusting the test CA (building one loads the
-    /// system's roots: once).
-    pub fn connector() -> TlsConnector {
-        static CONNECTOR: OnceLock<TlsConnector> = OnceLock::new();
-        CONNECTOR
-            .get_or_init(|| {
-                TlsConnector::builder()
-                    .add_root_certificate(Certificate::from_pem(&identity().1).unwrap())
-                    .build()
-                    .unwrap()
-            })
-            .clone()
-    }
-
-    /// A client configuration trusting the test CA that speaks TLS 1.2 at
-    /// most, whose record types travel in the clear: a test can see an
-    /// alert record (close_notify) from the TCP bytes.
-    pub fn connector_tls12() -> TlsConnector {
-        static CONNECTOR: OnceLock<TlsConnector> = OnceLock::new();
-        CONNECTOR
-            .get_or_init(|| {
-                TlsConnector::builder()
-                    .add_root_certificate(Certificate::from_pem(&identity().1).unwrap())
-                    .max_protocol_version(Some(native_tls::Protocol::Tlsv12))
-                    .build()
-                    .unwrap()
-            })
-            .clone()
-    }
 
     /// Follows the TLS records a client receives: which type came last and
     /// whether the stream stopped at a record boundary.
@@ -373,13 +272,15 @@ mod tls {
         }
     }
 
-    /// A TLS 1.2 client over a `Tap`.
+    /// A TLS 1.2 client over a `Tap`: TLS 1.2's record types travel in
+    /// the clear, so a test sees an alert record (close_notify) from the
+    /// TCP bytes.
     pub fn tapped(addr: SocketAddr) -> native_tls::TlsStream<Tap> {
         let tap = Tap {
             inner: connect(addr),
             records: Records::default(),
         };
-        connector_tls12()
+        util::tls::tls12_connector()
             .connect("localhost", tap)
             .expect("TLS handshake")
     }
@@ -390,7 +291,7 @@ mod tls {
         let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (mut server, _) = listener.accept().unwrap();
         client.set_nonblocking(true).unwrap();
-        let mid = match connector().connect("localhost", client) {
+        let mid = match util::tls::plain_connector().connect("localhost", client) {
             Err(native_tls::HandshakeError::WouldBlock(mid)) => mid,
             _ => panic!("expected the handshake to wait for the server"),
         };
@@ -406,7 +307,7 @@ mod tls {
     }
 
     pub fn dialer(addr: SocketAddr) -> Dial {
-        let connector = connector();
+        let connector = util::tls::plain_connector();
         Arc::new(move || {
             let s = dial(addr)?;
             let tls = connector
@@ -657,15 +558,6 @@ fn echo(data: &[u8], socket: &mut Socket) -> Flow {
     socket
         .send(data)
         .map_or_else(Flow::error, |()| Flow::Continue)
-}
-
-/// A plain echo handler.
-struct Echo;
-
-impl Handler for Echo {
-    fn handle_data(&mut self, data: &[u8], socket: &mut Socket) -> Flow {
-        echo(data, socket)
-    }
 }
 
 /// Frame length of the `F` command.
@@ -1280,7 +1172,7 @@ fn garbage_truncated_records_and_stalled_handshakes_close_only_their_tls_connect
     let server = svc_server(
         builder()
             .num_workers(2)
-            .transport(tls::transport())
+            .transport(util::tls::native_tls())
             .handshake_timeout(Some(handshake_timeout))
             .read_timeout(Some(read_timeout)),
         &counts,
@@ -1288,7 +1180,7 @@ fn garbage_truncated_records_and_stalled_handshakes_close_only_their_tls_connect
     let addr = tcp_addr(&server);
     let probe = Probe::start(2, tls::dialer(addr));
     let before = probe.done();
-    let connector = tls::connector();
+    let connector = util::tls::plain_connector();
 
     let mut watched: Vec<(&str, Instant, TcpStream)> = Vec::new();
     // 1. Not TLS at all.
@@ -1438,7 +1330,7 @@ fn a_trickled_tls_client_hello_is_closed_at_the_handshake_timeout() {
     let server = svc_server(
         builder()
             .num_workers(2)
-            .transport(tls::transport())
+            .transport(util::tls::native_tls())
             .handshake_timeout(Some(handshake_timeout)),
         &counts,
     );
@@ -1522,12 +1414,12 @@ fn a_tls_client_that_sends_close_notify_still_gets_the_last_reply() {
     const CLIENTS: usize = 20;
     let counts = Arc::new(Counts::default());
     let server = svc_server(
-        builder().num_workers(2).transport(tls::transport()),
+        builder().num_workers(2).transport(util::tls::native_tls()),
         &counts,
     );
     let addr = tcp_addr(&server);
     let probe = Probe::start(2, tls::dialer(addr));
-    let connector = tls::connector();
+    let connector = util::tls::plain_connector();
     for i in 0..CLIENTS {
         let mut s = connector.connect("localhost", connect(addr)).unwrap();
         let msg = format!("g half-closed TLS client {i}");
@@ -1557,7 +1449,7 @@ fn a_tls_connection_the_server_closes_ends_with_close_notify_not_a_bare_end_of_s
     let server = svc_server(
         builder()
             .num_workers(2)
-            .transport(tls::transport())
+            .transport(util::tls::native_tls())
             .read_timeout(Some(ms(300))),
         &counts,
     );
@@ -2816,7 +2708,7 @@ fn tls_stop_under_load_cuts_no_reply_in_half_returns_in_time_and_leaves_no_threa
         builder()
             .num_workers(4)
             .num_acceptors(2)
-            .transport(tls::transport()),
+            .transport(util::tls::native_tls()),
         4,
         25,
         wait,

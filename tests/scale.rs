@@ -14,10 +14,10 @@ use std::sync::{Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use atoll::{Builder, Flow, Handler, Server, Socket};
+use atoll::{Flow, Handler, Socket};
 use util::{
-    builder, connect, is_closed, open_fds, read_to_close, round_trip, settled_thread_count,
-    tcp_addr, thread_count, threads_named, wait_until, PATIENCE,
+    builder, connect, echo_server, is_closed, open_fds, read_to_close, round_trip,
+    settled_thread_count, tcp_addr, thread_count, threads_named, wait_until, PATIENCE,
 };
 
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -26,21 +26,6 @@ static SERIAL: Mutex<()> = Mutex::new(());
 /// poisons the lock; the next one runs anyway).
 fn serial() -> MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// Sends back every byte it receives.
-struct Echo;
-
-impl Handler for Echo {
-    fn handle_data(&mut self, data: &[u8], socket: &mut Socket) -> Flow {
-        socket
-            .send(data)
-            .map_or_else(Flow::error, |()| Flow::Continue)
-    }
-}
-
-fn echo_server(b: Builder) -> Server {
-    b.start(|_| Ok(Echo)).expect("start")
 }
 
 /// Threads the server names: `atoll-worker-N` and `atoll-poll-N`.

@@ -17,15 +17,18 @@
 
 mod util;
 
-use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::{Read, Write};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use atoll::{Error, Flow, Handler, Server, ServerStats, Socket};
-use util::{builder, open_fds, settled_thread_count, tcp_addr, thread_count, wait_until, PATIENCE};
+use util::{
+    builder, dial, mix, open_fds, rss_kib, settled_thread_count, tcp_addr, thread_count,
+    wait_until, xorshift_bytes, PATIENCE,
+};
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
@@ -72,30 +75,7 @@ const MAGIC: u32 = 0x50AC_0001;
 
 fn table() -> &'static [u8] {
     static TABLE: OnceLock<Vec<u8>> = OnceLock::new();
-    TABLE.get_or_init(|| {
-        let mut x = 0x9E37_79B9_7F4A_7C15u64;
-        (0..TABLE_LEN)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                (x >> 32) as u8
-            })
-            .collect()
-    })
-}
-
-/// splitmix64 of two numbers.
-fn mix(a: u64, b: u64) -> u64 {
-    let mut x = a
-        .wrapping_mul(0x9E37_79B9_7F4A_7C15)
-        .wrapping_add(b.wrapping_mul(0xBF58_476D_1CE4_E5B9))
-        .wrapping_add(0x94D0_49BB_1331_11EB);
-    x ^= x >> 30;
-    x = x.wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    x ^= x >> 27;
-    x = x.wrapping_mul(0x94D0_49BB_1331_11EB);
-    x ^ (x >> 31)
+    TABLE.get_or_init(|| xorshift_bytes(TABLE_LEN, 0x9E37_79B9_7F4A_7C15, 32))
 }
 
 /// Round trips of cycle `c`: 1 to 19, two consecutive cycles summing to
@@ -265,53 +245,6 @@ fn soak_server(b: atoll::Builder, counts: &Arc<ServerCounts>) -> Server {
 
 // ---------------------------------------------------------------- client
 
-#[cfg(feature = "tls")]
-mod tls {
-    use super::*;
-    use native_tls::{Certificate, TlsConnector};
-
-    /// A throw-away CA and a localhost certificate it signed, made once per
-    /// run by the openssl tool: (leaf, CA certificate).
-    fn identity() -> &'static (util::Issued, Vec<u8>) {
-        static ID: OnceLock<(util::Issued, Vec<u8>)> = OnceLock::new();
-        ID.get_or_init(|| {
-            let dir = std::env::temp_dir().join(format!("atoll-soak-{}", std::process::id()));
-            std::fs::create_dir_all(&dir).unwrap();
-            let ca = util::TestCa::new(&dir, "soak-ca");
-            let leaf = ca.issue(
-                "localhost",
-                Some("DNS:localhost,IP:127.0.0.1"),
-                "serverAuth",
-            );
-            let _ = std::fs::remove_dir_all(&dir);
-            (leaf, ca.cert)
-        })
-    }
-
-    pub fn transport() -> atoll::transport::NativeTls {
-        let (leaf, _) = identity();
-        atoll::transport::NativeTls::from_pem(&leaf.cert, &leaf.key).unwrap()
-    }
-
-    pub fn connector() -> &'static TlsConnector {
-        static CONNECTOR: OnceLock<TlsConnector> = OnceLock::new();
-        CONNECTOR.get_or_init(|| {
-            TlsConnector::builder()
-                .add_root_certificate(Certificate::from_pem(&identity().1).unwrap())
-                .build()
-                .unwrap()
-        })
-    }
-}
-
-fn dial(addr: SocketAddr) -> io::Result<TcpStream> {
-    let s = TcpStream::connect(addr)?;
-    s.set_read_timeout(Some(PATIENCE))?;
-    s.set_write_timeout(Some(PATIENCE))?;
-    s.set_nodelay(true)?;
-    Ok(s)
-}
-
 /// One round trip: header and body out, reply in and checked.
 fn round_trip(
     conn: &mut impl ReadWrite,
@@ -410,7 +343,7 @@ fn tls_cycle(
     p: &Progress,
 ) -> Result<(), String> {
     let tcp = dial(addr).map_err(|e| format!("cycle {c}: connect: {e}"))?;
-    let mut conn = tls::connector()
+    let mut conn = util::tls::plain_connector()
         .connect("localhost", tcp)
         .map_err(|e| format!("cycle {c}: TLS handshake: {e}"))?;
     run_rounds(plan, c, &mut conn, reply, p)?;
@@ -430,16 +363,6 @@ fn tls_cycle(
     _p: &Progress,
 ) -> Result<(), String> {
     unreachable!("no TLS server without the tls feature")
-}
-
-/// What `/proc/self/status` says the resident set is, in KiB.
-fn rss_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
 }
 
 fn mib(kib: u64) -> f64 {
@@ -489,8 +412,8 @@ fn soak_round_trips_across_connect_close_cycles_plain_and_tls_with_zero_errors_a
     let _ = table();
     #[cfg(feature = "tls")]
     let tls_transport = {
-        let _ = tls::connector();
-        tls::transport()
+        let _ = util::tls::plain_connector();
+        util::tls::native_tls()
     };
     let threads_before = settled_thread_count();
     let fds_before = open_fds();

@@ -14,7 +14,7 @@ use std::time::Duration;
 use atoll::telemetry::{Event, Kind, Span, SpanId, SpawnError};
 use atoll::transport::{Handshake, Io, PendingHandshake, Transport};
 use atoll::{Flow, Handler, Socket};
-use util::{builder, connect, read_to_close, round_trip, tcp_addr, wait_until, PATIENCE};
+use util::{builder, connect, read_to_close, round_trip, tcp_addr, wait_until, Echo, PATIENCE};
 
 /// An event, owned.
 #[derive(Clone, Debug)]
@@ -191,12 +191,6 @@ fn a_scripted_session_emits_exactly_its_events_in_a_span_tree() {
 
 #[test]
 fn the_limiter_turning_a_client_away_is_a_spawn_error_of_the_acceptor() {
-    struct Echo;
-    impl Handler for Echo {
-        fn handle_data(&mut self, d: &[u8], s: &mut Socket) -> Flow {
-            s.send(d).map_or_else(Flow::error, |()| Flow::Continue)
-        }
-    }
     let rec = Recorder::default();
     let server = builder()
         .num_acceptors(1)
@@ -373,12 +367,6 @@ fn a_read_timeout_ends_the_span_with_the_timeout_error_and_a_peer_close_with_non
 #[test]
 fn attaching_and_detaching_under_traffic_loses_nothing_after_attach_and_delivers_nothing_after_detach(
 ) {
-    struct Echo;
-    impl Handler for Echo {
-        fn handle_data(&mut self, d: &[u8], s: &mut Socket) -> Flow {
-            s.send(d).map_or_else(Flow::error, |()| Flow::Continue)
-        }
-    }
     const CLIENTS: usize = 100;
     let server = Arc::new(builder().start(|_| Ok(Echo)).unwrap());
     let addr = tcp_addr(&server);
@@ -454,12 +442,6 @@ fn attaching_and_detaching_under_traffic_loses_nothing_after_attach_and_delivers
 
 #[test]
 fn a_panicking_sink_is_detached_and_never_breaks_a_connection() {
-    struct Echo;
-    impl Handler for Echo {
-        fn handle_data(&mut self, d: &[u8], s: &mut Socket) -> Flow {
-            s.send(d).map_or_else(Flow::error, |()| Flow::Continue)
-        }
-    }
     let calls = Arc::new(AtomicU64::new(0));
     let server = builder().start(|_| Ok(Echo)).unwrap();
     let counted = calls.clone();
@@ -481,12 +463,6 @@ fn a_panicking_sink_is_detached_and_never_breaks_a_connection() {
 
 #[test]
 fn the_counters_snapshot_live_connections_bytes_and_workers() {
-    struct Echo;
-    impl Handler for Echo {
-        fn handle_data(&mut self, d: &[u8], s: &mut Socket) -> Flow {
-            s.send(d).map_or_else(Flow::error, |()| Flow::Continue)
-        }
-    }
     let server = builder().start(|_| Ok(Echo)).unwrap();
     let mut a = connect(tcp_addr(&server));
     let mut b = connect(tcp_addr(&server));

@@ -13,17 +13,7 @@ use atoll::transport::{
     AcceptError, Addr, Handshake, Io, ListenOptions, Listener, Stream, Tcp, Transport,
 };
 use atoll::{Error, Flow, Handler, Socket};
-use util::{builder, connect, round_trip, tcp_addr, PATIENCE};
-
-struct Echo;
-
-impl Handler for Echo {
-    fn handle_data(&mut self, data: &[u8], socket: &mut Socket) -> Flow {
-        socket
-            .send(data)
-            .map_or_else(Flow::error, |()| Flow::Continue)
-    }
-}
+use util::{builder, connect, round_trip, tcp_addr, Echo, PATIENCE};
 
 fn socket_path(name: &str) -> PathBuf {
     std::env::temp_dir().join(format!("atoll-{name}-{}.sock", std::process::id()))

@@ -1,15 +1,17 @@
 //! Helpers shared by the integration tests: servers on loopback port 0,
-//! clients with timeouts, process counters read from /proc, and the
-//! examples as child processes ([`examples`]).
+//! clients with timeouts, process counters read from /proc, the test
+//! certificates and TLS clients ([`tls`]), and the examples as child
+//! processes ([`examples`]).
 #![allow(dead_code)]
 
 pub mod examples;
+pub mod tls;
 
-use std::io::{Read, Write};
+use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use atoll::Builder;
+use atoll::{Builder, Flow, Handler, Server, Socket};
 
 /// Generous bound for anything a test waits on; never a performance claim.
 pub const PATIENCE: Duration = Duration::from_secs(10);
@@ -22,13 +24,35 @@ pub fn builder() -> Builder {
         .num_workers(4)
 }
 
+/// Sends back every byte it receives.
+pub struct Echo;
+
+impl Handler for Echo {
+    fn handle_data(&mut self, data: &[u8], socket: &mut Socket) -> Flow {
+        socket
+            .send(data)
+            .map_or_else(Flow::error, |()| Flow::Continue)
+    }
+}
+
+/// An [`Echo`] server from `b`.
+pub fn echo_server(b: Builder) -> Server {
+    b.start(|_| Ok(Echo)).expect("start")
+}
+
+/// A client connected to `addr` with read and write timeouts of `PATIENCE`,
+/// or the error of the attempt.
+pub fn dial(addr: SocketAddr) -> io::Result<TcpStream> {
+    let stream = TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(PATIENCE))?;
+    stream.set_write_timeout(Some(PATIENCE))?;
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
 /// A client connected to `addr` with read and write timeouts of `PATIENCE`.
 pub fn connect(addr: SocketAddr) -> TcpStream {
-    let stream = TcpStream::connect(addr).expect("connect");
-    stream.set_read_timeout(Some(PATIENCE)).unwrap();
-    stream.set_write_timeout(Some(PATIENCE)).unwrap();
-    stream.set_nodelay(true).unwrap();
-    stream
+    dial(addr).expect("connect")
 }
 
 /// Reads exactly `n` bytes or panics.
@@ -79,6 +103,44 @@ pub fn open_fds() -> usize {
     std::fs::read_dir("/proc/self/fd")
         .map(|d| d.count())
         .unwrap_or(0)
+}
+
+/// What `/proc/self/status` says the resident set is, in KiB.
+pub fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// splitmix64 of two numbers.
+pub fn mix(a: u64, b: u64) -> u64 {
+    let mut x = a
+        .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        .wrapping_add(b.wrapping_mul(0xBF58_476D_1CE4_E5B9))
+        .wrapping_add(0x94D0_49BB_1331_11EB);
+    x ^= x >> 30;
+    x = x.wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x ^= x >> 27;
+    x = x.wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^ (x >> 31)
+}
+
+/// `len` pseudo-random bytes from xorshift64 started at `seed`, each the
+/// state's bits from `shift` up: a table that payloads are cut from, so
+/// that any slice of it is checkable.
+pub fn xorshift_bytes(len: usize, seed: u64, shift: u32) -> Vec<u8> {
+    let mut x = seed;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> shift) as u8
+        })
+        .collect()
 }
 
 /// Threads of this process.
