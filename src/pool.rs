@@ -253,20 +253,12 @@ fn proxy_header<H: Handler<M>, M: Send + 'static>(
             Ok(true)
         }
         // After a hang-up no more bytes come.
-        Ok(None) if flags & HANGUP != 0 => Err(Error::ProxyHeader(
-            "the connection closed before its PROXY header was complete".into(),
-        )),
+        Ok(None) if flags & HANGUP != 0 => Err(Error::ProxyHeader(proxy::CUT_SHORT.into())),
         Ok(None) if !conn.timer_expired() => {
             state.setup = Setup::Proxy(io);
             return Ok(false);
         }
-        Ok(None) => Err(Error::ProxyHeader(
-            format!(
-                "the PROXY header did not arrive within {:?}",
-                options.header_timeout
-            )
-            .into(),
-        )),
+        Ok(None) => Err(proxy::late(options)),
         // The socket closes with `io` here.
         Err(e) => Err(e),
     };

@@ -238,6 +238,20 @@ impl Proxied {
     }
 }
 
+/// Why a connection that closed mid-header ended.
+pub(crate) const CUT_SHORT: &str = "the connection closed before its PROXY header was complete";
+
+/// The error of a header that took longer than the header timeout.
+pub(crate) fn late(options: &ProxyProtocol) -> Error {
+    Error::ProxyHeader(
+        format!(
+            "the PROXY header did not arrive within {:?}",
+            options.header_timeout
+        )
+        .into(),
+    )
+}
+
 /// Bytes to look at first: a whole v1 header, or a v2 header with a few
 /// TLVs.
 const FIRST_PEEK: usize = 256;
@@ -253,9 +267,7 @@ pub(crate) fn read_header(
     loop {
         let mut buf = vec![0u8; want];
         let n = match crate::sys::peek(io.raw_fd(), &mut buf) {
-            Ok(0) => {
-                return Err("the connection closed before its PROXY header was complete".into())
-            }
+            Ok(0) => return Err(CUT_SHORT.into()),
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -318,13 +330,7 @@ pub(crate) fn read_header_blocking(
         }
         let ready = crate::sys::wait_fd(io.raw_fd(), Wait::Read, Some(deadline))?;
         if !ready || Instant::now() >= deadline {
-            return Err(Error::ProxyHeader(
-                format!(
-                    "the PROXY header did not arrive within {:?}",
-                    options.header_timeout
-                )
-                .into(),
-            ));
+            return Err(late(options));
         }
         partial = true;
     }
