@@ -47,7 +47,9 @@ impl Handler for Metrics {
              # TYPE atoll_received_bytes_total counter\natoll_received_bytes_total {}\n\
              # TYPE atoll_sent_bytes_total counter\natoll_sent_bytes_total {}\n\
              # TYPE atoll_busy_workers gauge\natoll_busy_workers {}\n\
-             # TYPE atoll_queued_dispatches gauge\natoll_queued_dispatches {}\n",
+             # TYPE atoll_queued_dispatches gauge\natoll_queued_dispatches {}\n\
+             # TYPE atoll_messages_refused_total counter\natoll_messages_refused_total {}\n\
+             # TYPE atoll_proxy_errors_total counter\natoll_proxy_errors_total {}\n",
             s.live,
             s.accepted,
             s.rejected,
@@ -55,7 +57,9 @@ impl Handler for Metrics {
             s.bytes_in,
             s.bytes_out,
             s.busy_workers,
-            s.queued
+            s.queued,
+            s.messages_refused,
+            s.proxy_errors
         );
         let head = format!(
             "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",

@@ -189,6 +189,9 @@ impl<H: Handler<M>, M: Send + 'static> Mailbox<M> for Conn<H, M> {
         }
         if let Some(max) = self.server.config.max_queued_messages {
             if mailbox.len() >= max {
+                drop(mailbox);
+                let refused = &self.server.stats.messages_refused;
+                refused.fetch_add(1, Ordering::Relaxed);
                 return Err(SendError::Full(message));
             }
         }

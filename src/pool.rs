@@ -398,6 +398,9 @@ fn finish<H: Handler<M>, M: Send + 'static>(
                 Error::Handler(_) if !server.config.silent_terminate_on_error => {
                     log::error!(target: "atoll", "connection {id} from {peer} ended: {err}")
                 }
+                Error::ProxyHeader(_) => {
+                    server.stats.proxy_errors.fetch_add(1, Ordering::Relaxed);
+                }
                 Error::Refused(_) => {
                     server.stats.refused.fetch_add(1, Ordering::Relaxed);
                     if let Some(span) = socket.span() {

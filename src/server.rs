@@ -65,6 +65,13 @@ pub struct ServerStats {
     pub busy_workers: u64,
     /// Connections waiting for a worker now.
     pub queued: u64,
+    /// Messages [`Connection::send`] gave back because the connection's
+    /// queue was full ([`SendError::Full`](crate::SendError::Full)): a
+    /// handler not keeping up.
+    pub messages_refused: u64,
+    /// Connections closed for a bad, late or untrusted PROXY protocol
+    /// header ([`Error::ProxyHeader`]).
+    pub proxy_errors: u64,
 }
 
 #[derive(Default)]
@@ -77,6 +84,8 @@ pub(crate) struct Counters {
     pub(crate) bytes_in: AtomicU64,
     pub(crate) bytes_out: AtomicU64,
     pub(crate) busy_workers: AtomicU64,
+    pub(crate) messages_refused: AtomicU64,
+    pub(crate) proxy_errors: AtomicU64,
 }
 
 /// What the server's threads share.
@@ -182,6 +191,8 @@ impl<H: Handler<M>, M: Send + 'static> Backend<M> for Shared<H, M> {
             bytes_out: s.bytes_out.load(Ordering::Relaxed),
             busy_workers: s.busy_workers.load(Ordering::Relaxed),
             queued: self.jobs.len() as u64,
+            messages_refused: s.messages_refused.load(Ordering::Relaxed),
+            proxy_errors: s.proxy_errors.load(Ordering::Relaxed),
         }
     }
 

@@ -1303,6 +1303,7 @@ fn a_full_message_queue_gives_messages_back_and_loses_none_queued() {
         queued.len()
     );
     assert!(!refused.is_empty(), "nothing was refused");
+    assert_eq!(server.stats().messages_refused, refused.len() as u64);
     drop(held);
     let expected: Vec<String> = queued.iter().map(u32::to_string).collect();
     wait_until("every queued message delivered", || {

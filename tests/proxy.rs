@@ -1519,6 +1519,7 @@ fn headers_from_an_untrusted_address_are_refused() {
         "{note}"
     );
     assert!(read_to_close(&mut untrusted).is_empty());
+    assert_eq!(server.stats().proxy_errors, 1);
     let _trusted = from([127, 0, 0, 2]);
     assert_eq!(
         notes.recv_timeout(PATIENCE).unwrap(),
