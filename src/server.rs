@@ -367,8 +367,8 @@ impl<M: Send + 'static> Server<M> {
 
     /// Duplicates of the listening sockets, to hand to another process:
     /// a successor in a zero-downtime handover (over a Unix socket with
-    /// [`inherit::send`](crate::inherit::send), or across `exec`), which
-    /// listens on them with [`Builder::listen_fd`]. The system queues
+    /// [`inherit::send`](crate::inherit::send)), which listens on them
+    /// with [`Builder::listen_fd`]. The system queues
     /// connections on a socket while any process holds it, so none are
     /// refused while this server stops and the successor starts.
     ///
