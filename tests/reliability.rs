@@ -204,7 +204,112 @@ fn watch_closes(streams: Vec<TcpStream>, deadline: Instant) -> Vec<Option<(Insta
 
 // ------------------------------------------------------------------ TLS
 
+/// A server-side TLS backend the TLS fault tests run against, and what its
+/// clients see differently from it (as in tests/tls.rs). Every TLS fault
+/// test is generic over it and instantiated once per backend compiled in:
+/// NativeTls (feature `tls`) in module `native`, Rustls (feature `rustls`)
+/// in module `rustls`.
+#[cfg(any(feature = "tls", feature = "rustls"))]
+trait Backend {
+    type Tls: atoll::transport::Transport;
+
+    /// The backend's name, for the figures a test prints.
+    fn name() -> &'static str;
+
+    /// The server side with the test server certificate.
+    fn server_transport() -> Self::Tls;
+
+    /// Whether a client that sends plain text may get a TLS alert before
+    /// the close (rustls: a TLS error sends its alert), rather than only
+    /// the close (OpenSSL).
+    const ALERTS_PLAIN_TEXT: bool;
+
+    /// What the handshake error says of a client that is not TLS, where
+    /// the backend's words are its own (not OpenSSL's, which vary).
+    const SAYS_NOT_TLS: Option<&'static str>;
+
+    /// What the handshake error says of a client that closed before the
+    /// handshake was done, likewise.
+    const SAYS_CLOSED_IN_HANDSHAKE: Option<&'static str>;
+}
+
 #[cfg(feature = "tls")]
+struct NativeTlsBackend;
+
+#[cfg(feature = "tls")]
+impl Backend for NativeTlsBackend {
+    type Tls = atoll::transport::NativeTls;
+
+    fn name() -> &'static str {
+        "native"
+    }
+
+    fn server_transport() -> Self::Tls {
+        util::tls::native_tls()
+    }
+
+    const ALERTS_PLAIN_TEXT: bool = false;
+    const SAYS_NOT_TLS: Option<&'static str> = None;
+    const SAYS_CLOSED_IN_HANDSHAKE: Option<&'static str> = None;
+}
+
+#[cfg(feature = "rustls")]
+struct RustlsBackend;
+
+#[cfg(feature = "rustls")]
+impl Backend for RustlsBackend {
+    type Tls = atoll::transport::Rustls;
+
+    fn name() -> &'static str {
+        "rustls"
+    }
+
+    fn server_transport() -> Self::Tls {
+        util::tls::rustls()
+    }
+
+    const ALERTS_PLAIN_TEXT: bool = true;
+    const SAYS_NOT_TLS: Option<&'static str> = Some("not TLS");
+    const SAYS_CLOSED_IN_HANDSHAKE: Option<&'static str> =
+        Some("closed the connection during the handshake");
+}
+
+/// Instantiates the TLS fault tests for backend `$backend`: one `#[test]`
+/// per generic test. A generic test missing from this list is never
+/// instantiated, which the compiler reports as unused.
+#[cfg(any(feature = "tls", feature = "rustls"))]
+macro_rules! tls_faults {
+    ($backend:ty) => {
+        tls_faults!(@tests $backend;
+            garbage_truncated_records_and_stalled_handshakes_close_only_their_tls_connection,
+            a_trickled_tls_client_hello_is_closed_at_the_handshake_timeout,
+            a_tls_client_that_sends_close_notify_still_gets_the_last_reply,
+            a_tls_connection_the_server_closes_ends_with_close_notify_not_a_bare_end_of_stream,
+            tls_stop_under_load_cuts_no_reply_in_half_returns_in_time_and_leaves_no_thread,
+        );
+    };
+    (@tests $backend:ty; $($name:ident,)*) => {
+        $(
+            #[test]
+            fn $name() {
+                super::$name::<$backend>();
+            }
+        )*
+    };
+}
+
+#[cfg(feature = "tls")]
+mod native {
+    tls_faults!(super::NativeTlsBackend);
+}
+
+#[cfg(feature = "rustls")]
+mod rustls {
+    tls_faults!(super::RustlsBackend);
+}
+
+/// TLS clients for the fault tests (native-tls, whichever backend serves).
+#[cfg(any(feature = "tls", feature = "rustls"))]
 mod tls {
     use super::*;
 
@@ -1161,9 +1266,8 @@ fn half_closed_clients_get_their_replies_and_the_close_callback_sends_a_last_one
     server.stop(PATIENCE);
 }
 
-#[cfg(feature = "tls")]
-#[test]
-fn garbage_truncated_records_and_stalled_handshakes_close_only_their_tls_connection() {
+#[cfg(any(feature = "tls", feature = "rustls"))]
+fn garbage_truncated_records_and_stalled_handshakes_close_only_their_tls_connection<B: Backend>() {
     let _serial = serial();
     const EACH: usize = 20;
     let handshake_timeout = ms(500);
@@ -1172,7 +1276,7 @@ fn garbage_truncated_records_and_stalled_handshakes_close_only_their_tls_connect
     let server = svc_server(
         builder()
             .num_workers(2)
-            .transport(util::tls::native_tls())
+            .transport(B::server_transport())
             .handshake_timeout(Some(handshake_timeout))
             .read_timeout(Some(read_timeout)),
         &counts,
@@ -1250,9 +1354,15 @@ fn garbage_truncated_records_and_stalled_handshakes_close_only_their_tls_connect
     let mut by_kind: HashMap<&str, Duration> = HashMap::new();
     for (i, close) in closes.iter().enumerate() {
         let (kind, opened) = kinds[i];
-        let (at, _) = close.unwrap_or_else(|| panic!("a {kind} client was never closed"));
+        let (at, got) = close.unwrap_or_else(|| panic!("a {kind} client was never closed"));
         let after = at - opened;
         match kind {
+            // Nothing before the close but, from a backend that alerts
+            // plain text, one TLS alert record (7 bytes in the clear).
+            "garbage" => assert!(
+                got == 0 || (B::ALERTS_PLAIN_TEXT && got == 7),
+                "{kind} got {got} bytes before the close"
+            ),
             "truncated-hello" | "stalled-handshake" => assert!(
                 after >= handshake_timeout,
                 "{kind} closed after {after:?}, before the handshake timeout"
@@ -1300,6 +1410,22 @@ fn garbage_truncated_records_and_stalled_handshakes_close_only_their_tls_connect
         2 * EACH,
         "the stalled ones hit the handshake timeout: {errors:?}"
     );
+    // Where the backend's words are its own: the garbage clients are not
+    // TLS, and the truncated hellos that closed closed in the handshake.
+    let saying = |words: Option<&str>| {
+        words.map(|w| {
+            errors
+                .iter()
+                .filter(|e| e.starts_with("handshake:") && e.contains(w))
+                .count()
+        })
+    };
+    if let Some(n) = saying(B::SAYS_NOT_TLS) {
+        assert_eq!(n, EACH, "the garbage clients are not TLS: {errors:?}");
+    }
+    if let Some(n) = saying(B::SAYS_CLOSED_IN_HANDSHAKE) {
+        assert_eq!(n, EACH, "the closed truncated hellos: {errors:?}");
+    }
     assert_eq!(
         counts.errors_starting("io:"),
         EACH,
@@ -1313,15 +1439,15 @@ fn garbage_truncated_records_and_stalled_handshakes_close_only_their_tls_connect
     assert!(served_meanwhile > 0);
     server.stop(PATIENCE);
     eprintln!(
-        "tls: latest close per kind {by_kind:?}; probes {served_meanwhile} round trips \
+        "tls ({}): latest close per kind {by_kind:?}; probes {served_meanwhile} round trips \
          meanwhile, max latency {:?}",
+        B::name(),
         report.max_latency
     );
 }
 
-#[cfg(feature = "tls")]
-#[test]
-fn a_trickled_tls_client_hello_is_closed_at_the_handshake_timeout() {
+#[cfg(any(feature = "tls", feature = "rustls"))]
+fn a_trickled_tls_client_hello_is_closed_at_the_handshake_timeout<B: Backend>() {
     let _serial = serial();
     let clients: usize = 50;
     let gap = ms(2);
@@ -1330,7 +1456,7 @@ fn a_trickled_tls_client_hello_is_closed_at_the_handshake_timeout() {
     let server = svc_server(
         builder()
             .num_workers(2)
-            .transport(util::tls::native_tls())
+            .transport(B::server_transport())
             .handshake_timeout(Some(handshake_timeout)),
         &counts,
     );
@@ -1402,19 +1528,19 @@ fn a_trickled_tls_client_hello_is_closed_at_the_handshake_timeout() {
     });
     server.stop(PATIENCE);
     eprintln!(
-        "trickled ClientHello: {clients} closed by {latest:?}; probes max latency {:?}",
+        "trickled ClientHello ({}): {clients} closed by {latest:?}; probes max latency {:?}",
+        B::name(),
         report.max_latency
     );
 }
 
-#[cfg(feature = "tls")]
-#[test]
-fn a_tls_client_that_sends_close_notify_still_gets_the_last_reply() {
+#[cfg(any(feature = "tls", feature = "rustls"))]
+fn a_tls_client_that_sends_close_notify_still_gets_the_last_reply<B: Backend>() {
     let _serial = serial();
     const CLIENTS: usize = 20;
     let counts = Arc::new(Counts::default());
     let server = svc_server(
-        builder().num_workers(2).transport(util::tls::native_tls()),
+        builder().num_workers(2).transport(B::server_transport()),
         &counts,
     );
     let addr = tcp_addr(&server);
@@ -1441,15 +1567,16 @@ fn a_tls_client_that_sends_close_notify_still_gets_the_last_reply() {
     server.stop(PATIENCE);
 }
 
-#[cfg(feature = "tls")]
-#[test]
-fn a_tls_connection_the_server_closes_ends_with_close_notify_not_a_bare_end_of_stream() {
+#[cfg(any(feature = "tls", feature = "rustls"))]
+fn a_tls_connection_the_server_closes_ends_with_close_notify_not_a_bare_end_of_stream<
+    B: Backend,
+>() {
     let _serial = serial();
     let counts = Arc::new(Counts::default());
     let server = svc_server(
         builder()
             .num_workers(2)
-            .transport(util::tls::native_tls())
+            .transport(B::server_transport())
             .read_timeout(Some(ms(300))),
         &counts,
     );
@@ -2537,7 +2664,7 @@ trait LoadStream: Read + Write {
 
 impl LoadStream for TcpStream {}
 
-#[cfg(feature = "tls")]
+#[cfg(any(feature = "tls", feature = "rustls"))]
 impl LoadStream for native_tls::TlsStream<tls::Tap> {
     fn clean_end(&self) -> bool {
         self.get_ref().records.ends_with_alert()
@@ -2699,16 +2826,15 @@ fn stop_under_load_cuts_no_reply_in_half_returns_in_time_and_leaves_no_thread() 
     );
 }
 
-#[cfg(feature = "tls")]
-#[test]
-fn tls_stop_under_load_cuts_no_reply_in_half_returns_in_time_and_leaves_no_thread() {
+#[cfg(any(feature = "tls", feature = "rustls"))]
+fn tls_stop_under_load_cuts_no_reply_in_half_returns_in_time_and_leaves_no_thread<B: Backend>() {
     let _serial = serial();
     let wait = Duration::from_secs(2);
     let (total, took, at_stop, during) = stop_under_load(
         builder()
             .num_workers(4)
             .num_acceptors(2)
-            .transport(util::tls::native_tls()),
+            .transport(B::server_transport()),
         4,
         25,
         wait,
@@ -2719,9 +2845,11 @@ fn tls_stop_under_load_cuts_no_reply_in_half_returns_in_time_and_leaves_no_threa
         "connections ended without close_notify: a TLS client cannot tell those from a truncation"
     );
     eprintln!(
-        "TLS stop under load: 100 clients, {} replies ({at_stop} before the stop, {during} \
+        "TLS stop under load ({}): 100 clients, {} replies ({at_stop} before the stop, {during} \
          finished during it), stop({wait:?}) took {took:?}; {} of 100 connections ended \
          without close_notify",
-        total.full, total.bare_ends
+        B::name(),
+        total.full,
+        total.bare_ends
     );
 }

@@ -57,6 +57,13 @@ pub fn native_tls() -> atoll::transport::NativeTls {
     atoll::transport::NativeTls::from_pem(&server.cert, &server.key).unwrap()
 }
 
+/// The server side with rustls, [`Pki::server`]'s certificate.
+#[cfg(feature = "rustls")]
+pub fn rustls() -> atoll::transport::Rustls {
+    let server = &pki().server;
+    atoll::transport::Rustls::from_pem(&server.cert, &server.key).unwrap()
+}
+
 /// A native-tls client configuration trusting the test CA, with a client
 /// certificate and a highest protocol version if given.
 pub fn connector_builder(identity: Option<&Issued>, max: Option<Protocol>) -> TlsConnectorBuilder {
