@@ -374,7 +374,10 @@ impl<M: Send + 'static> Server<M> {
     ///
     /// One socket for a TCP or Unix server (its acceptors share it); one
     /// per acceptor for a UDP server. Empty while suspended or stopped
-    /// (a suspended UDP server keeps its sockets).
+    /// (a suspended UDP server keeps its sockets). A UDP successor serves
+    /// one of them ([`Builder::listen_fd`] takes one socket); datagrams the
+    /// kernel queued on the others are lost when this server stops, so
+    /// hand over a UDP server started with one acceptor for no loss.
     ///
     /// ```
     /// # use atoll::{Handler, Server};
