@@ -204,75 +204,8 @@ fn watch_closes(streams: Vec<TcpStream>, deadline: Instant) -> Vec<Option<(Insta
 
 // ------------------------------------------------------------------ TLS
 
-/// A server-side TLS backend the TLS fault tests run against, and what its
-/// clients see differently from it (as in tests/tls.rs). Every TLS fault
-/// test is generic over it and instantiated once per backend compiled in:
-/// NativeTls (feature `tls`) in module `native`, Rustls (feature `rustls`)
-/// in module `rustls`.
 #[cfg(any(feature = "tls", feature = "rustls"))]
-trait Backend {
-    type Tls: atoll::transport::Transport;
-
-    /// The backend's name, for the figures a test prints.
-    fn name() -> &'static str;
-
-    /// The server side with the test server certificate.
-    fn server_transport() -> Self::Tls;
-
-    /// Whether a client that sends plain text may get a TLS alert before
-    /// the close (rustls: a TLS error sends its alert), rather than only
-    /// the close (OpenSSL).
-    const ALERTS_PLAIN_TEXT: bool;
-
-    /// What the handshake error says of a client that is not TLS, where
-    /// the backend's words are its own (not OpenSSL's, which vary).
-    const SAYS_NOT_TLS: Option<&'static str>;
-
-    /// What the handshake error says of a client that closed before the
-    /// handshake was done, likewise.
-    const SAYS_CLOSED_IN_HANDSHAKE: Option<&'static str>;
-}
-
-#[cfg(feature = "tls")]
-struct NativeTlsBackend;
-
-#[cfg(feature = "tls")]
-impl Backend for NativeTlsBackend {
-    type Tls = atoll::transport::NativeTls;
-
-    fn name() -> &'static str {
-        "native"
-    }
-
-    fn server_transport() -> Self::Tls {
-        util::tls::native_tls()
-    }
-
-    const ALERTS_PLAIN_TEXT: bool = false;
-    const SAYS_NOT_TLS: Option<&'static str> = None;
-    const SAYS_CLOSED_IN_HANDSHAKE: Option<&'static str> = None;
-}
-
-#[cfg(feature = "rustls")]
-struct RustlsBackend;
-
-#[cfg(feature = "rustls")]
-impl Backend for RustlsBackend {
-    type Tls = atoll::transport::Rustls;
-
-    fn name() -> &'static str {
-        "rustls"
-    }
-
-    fn server_transport() -> Self::Tls {
-        util::tls::rustls()
-    }
-
-    const ALERTS_PLAIN_TEXT: bool = true;
-    const SAYS_NOT_TLS: Option<&'static str> = Some("not TLS");
-    const SAYS_CLOSED_IN_HANDSHAKE: Option<&'static str> =
-        Some("closed the connection during the handshake");
-}
+use util::tls::Backend;
 
 /// Instantiates the TLS fault tests for backend `$backend`: one `#[test]`
 /// per generic test. A generic test missing from this list is never
@@ -300,12 +233,12 @@ macro_rules! tls_faults {
 
 #[cfg(feature = "tls")]
 mod native {
-    tls_faults!(super::NativeTlsBackend);
+    tls_faults!(crate::util::tls::NativeTlsBackend);
 }
 
 #[cfg(feature = "rustls")]
 mod rustls {
-    tls_faults!(super::RustlsBackend);
+    tls_faults!(crate::util::tls::RustlsBackend);
 }
 
 /// TLS clients for the fault tests (native-tls, whichever backend serves).
@@ -1276,7 +1209,7 @@ fn garbage_truncated_records_and_stalled_handshakes_close_only_their_tls_connect
     let server = svc_server(
         builder()
             .num_workers(2)
-            .transport(B::server_transport())
+            .transport(B::server())
             .handshake_timeout(Some(handshake_timeout))
             .read_timeout(Some(read_timeout)),
         &counts,
@@ -1456,7 +1389,7 @@ fn a_trickled_tls_client_hello_is_closed_at_the_handshake_timeout<B: Backend>() 
     let server = svc_server(
         builder()
             .num_workers(2)
-            .transport(B::server_transport())
+            .transport(B::server())
             .handshake_timeout(Some(handshake_timeout)),
         &counts,
     );
@@ -1539,10 +1472,7 @@ fn a_tls_client_that_sends_close_notify_still_gets_the_last_reply<B: Backend>() 
     let _serial = serial();
     const CLIENTS: usize = 20;
     let counts = Arc::new(Counts::default());
-    let server = svc_server(
-        builder().num_workers(2).transport(B::server_transport()),
-        &counts,
-    );
+    let server = svc_server(builder().num_workers(2).transport(B::server()), &counts);
     let addr = tcp_addr(&server);
     let probe = Probe::start(2, tls::dialer(addr));
     let connector = util::tls::plain_connector();
@@ -1576,7 +1506,7 @@ fn a_tls_connection_the_server_closes_ends_with_close_notify_not_a_bare_end_of_s
     let server = svc_server(
         builder()
             .num_workers(2)
-            .transport(B::server_transport())
+            .transport(B::server())
             .read_timeout(Some(ms(300))),
         &counts,
     );
@@ -2834,7 +2764,7 @@ fn tls_stop_under_load_cuts_no_reply_in_half_returns_in_time_and_leaves_no_threa
         builder()
             .num_workers(4)
             .num_acceptors(2)
-            .transport(B::server_transport()),
+            .transport(B::server()),
         4,
         25,
         wait,

@@ -24,94 +24,18 @@ use std::time::{Duration, Instant};
 use atoll::transport::Transport;
 use atoll::{Builder, Error, Flow, Handler, Socket};
 use native_tls::TlsStream;
-use util::tls::{pki, plain_connector};
-use util::{builder, connect, is_closed, read_to_close, tcp_addr, Issued, PATIENCE};
+#[cfg(feature = "tls")]
+use util::tls::NativeTlsBackend;
+#[cfg(feature = "rustls")]
+use util::tls::RustlsBackend;
+use util::tls::{plain_connector, Backend};
+use util::{builder, connect, is_closed, read_to_close, tcp_addr, PATIENCE};
 
 // -------------------------------------------------------------- backends
 
-/// A server-side TLS backend for the suite, and what a client sees
-/// differently from it.
-trait Backend {
-    type Tls: Transport;
-
-    /// Names the files of a test that runs for every backend at once.
-    fn name() -> &'static str;
-
-    /// The server side with `id`'s certificate and key.
-    fn server_transport(id: &Issued) -> Self::Tls;
-
-    /// `tls` offering these ALPN protocols (for the ALPN test, which needs
-    /// the `tls` feature).
-    #[cfg(feature = "tls")]
-    fn with_alpn(tls: Self::Tls, protocols: &[&str]) -> Self::Tls;
-
-    /// Whether a client that sends plain text may get a TLS alert before
-    /// the close (rustls: a TLS error sends its alert), rather than only
-    /// the close (OpenSSL).
-    const ALERTS_PLAIN_TEXT: bool;
-
-    /// What the handshake error says of a client that is not TLS, where
-    /// the backend's words are its own (not OpenSSL's, which vary).
-    const SAYS_NOT_TLS: Option<&'static str>;
-
-    /// What the handshake error says of a client that closed before the
-    /// handshake was done, likewise.
-    const SAYS_CLOSED_IN_HANDSHAKE: Option<&'static str>;
-}
-
-#[cfg(feature = "tls")]
-struct NativeTlsBackend;
-
-#[cfg(feature = "tls")]
-impl Backend for NativeTlsBackend {
-    type Tls = atoll::transport::NativeTls;
-
-    fn name() -> &'static str {
-        "native"
-    }
-
-    fn server_transport(id: &Issued) -> Self::Tls {
-        atoll::transport::NativeTls::from_pem(&id.cert, &id.key).unwrap()
-    }
-
-    fn with_alpn(tls: Self::Tls, protocols: &[&str]) -> Self::Tls {
-        tls.with_alpn(protocols).unwrap()
-    }
-
-    const ALERTS_PLAIN_TEXT: bool = false;
-    const SAYS_NOT_TLS: Option<&'static str> = None;
-    const SAYS_CLOSED_IN_HANDSHAKE: Option<&'static str> = None;
-}
-
-#[cfg(feature = "rustls")]
-struct RustlsBackend;
-
-#[cfg(feature = "rustls")]
-impl Backend for RustlsBackend {
-    type Tls = atoll::transport::Rustls;
-
-    fn name() -> &'static str {
-        "rustls"
-    }
-
-    fn server_transport(id: &Issued) -> Self::Tls {
-        atoll::transport::Rustls::from_pem(&id.cert, &id.key).unwrap()
-    }
-
-    #[cfg(feature = "tls")]
-    fn with_alpn(tls: Self::Tls, protocols: &[&str]) -> Self::Tls {
-        tls.with_alpn(protocols).unwrap()
-    }
-
-    const ALERTS_PLAIN_TEXT: bool = true;
-    const SAYS_NOT_TLS: Option<&'static str> = Some("not TLS");
-    const SAYS_CLOSED_IN_HANDSHAKE: Option<&'static str> =
-        Some("closed the connection during the handshake");
-}
-
 /// The backend's server side with the test server certificate.
 fn tls<B: Backend>() -> B::Tls {
-    B::server_transport(&pki().server)
+    B::server()
 }
 
 fn tls_builder<B: Backend>() -> Builder {
@@ -598,7 +522,7 @@ mod rustls {
     use atoll::transport::{ClientAuth, Rustls, TlsVersion};
     use native_tls::{Protocol, TlsConnector};
     use std::sync::OnceLock;
-    use util::tls::{connector, tls12_connector};
+    use util::tls::{connector, pki, tls12_connector};
 
     suite!(super::RustlsBackend);
 

@@ -94,3 +94,91 @@ pub fn tls12_connector() -> &'static TlsConnector {
     static C: OnceLock<TlsConnector> = OnceLock::new();
     C.get_or_init(|| connector(None, Some(Protocol::Tlsv12)))
 }
+
+/// A server-side TLS backend, and what a client sees differently from it:
+/// the TLS suite (tests/tls.rs) and the TLS fault tests
+/// (tests/reliability.rs) are generic over it, and instantiated once per
+/// backend compiled in.
+#[cfg(any(feature = "tls", feature = "rustls"))]
+pub trait Backend {
+    type Tls: atoll::transport::Transport;
+
+    /// Names the files of a test that runs for every backend at once.
+    fn name() -> &'static str;
+
+    /// The server side with `id`'s certificate and key.
+    fn server_transport(id: &Issued) -> Self::Tls;
+
+    /// The server side with [`Pki::server`]'s certificate.
+    fn server() -> Self::Tls {
+        Self::server_transport(&pki().server)
+    }
+
+    /// `tls` offering these ALPN protocols (for the ALPN test, which needs
+    /// the `tls` feature).
+    #[cfg(feature = "tls")]
+    fn with_alpn(tls: Self::Tls, protocols: &[&str]) -> Self::Tls;
+
+    /// Whether a client that sends plain text may get a TLS alert before
+    /// the close (rustls: a TLS error sends its alert), rather than only
+    /// the close (OpenSSL).
+    const ALERTS_PLAIN_TEXT: bool;
+
+    /// What the handshake error says of a client that is not TLS, where
+    /// the backend's words are its own (not OpenSSL's, which vary).
+    const SAYS_NOT_TLS: Option<&'static str>;
+
+    /// What the handshake error says of a client that closed before the
+    /// handshake was done, likewise.
+    const SAYS_CLOSED_IN_HANDSHAKE: Option<&'static str>;
+}
+
+#[cfg(feature = "tls")]
+pub struct NativeTlsBackend;
+
+#[cfg(feature = "tls")]
+impl Backend for NativeTlsBackend {
+    type Tls = atoll::transport::NativeTls;
+
+    fn name() -> &'static str {
+        "native"
+    }
+
+    fn server_transport(id: &Issued) -> Self::Tls {
+        atoll::transport::NativeTls::from_pem(&id.cert, &id.key).unwrap()
+    }
+
+    fn with_alpn(tls: Self::Tls, protocols: &[&str]) -> Self::Tls {
+        tls.with_alpn(protocols).unwrap()
+    }
+
+    const ALERTS_PLAIN_TEXT: bool = false;
+    const SAYS_NOT_TLS: Option<&'static str> = None;
+    const SAYS_CLOSED_IN_HANDSHAKE: Option<&'static str> = None;
+}
+
+#[cfg(feature = "rustls")]
+pub struct RustlsBackend;
+
+#[cfg(feature = "rustls")]
+impl Backend for RustlsBackend {
+    type Tls = atoll::transport::Rustls;
+
+    fn name() -> &'static str {
+        "rustls"
+    }
+
+    fn server_transport(id: &Issued) -> Self::Tls {
+        atoll::transport::Rustls::from_pem(&id.cert, &id.key).unwrap()
+    }
+
+    #[cfg(feature = "tls")]
+    fn with_alpn(tls: Self::Tls, protocols: &[&str]) -> Self::Tls {
+        tls.with_alpn(protocols).unwrap()
+    }
+
+    const ALERTS_PLAIN_TEXT: bool = true;
+    const SAYS_NOT_TLS: Option<&'static str> = Some("not TLS");
+    const SAYS_CLOSED_IN_HANDSHAKE: Option<&'static str> =
+        Some("closed the connection during the handshake");
+}
