@@ -8,7 +8,7 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
-use parking_lot::{Condvar, Mutex};
+use parking_lot::{Condvar, Mutex, RwLock};
 
 use crate::config::Builder;
 use crate::connection::{Conn, Connection, SHUTDOWN};
@@ -96,7 +96,9 @@ pub(crate) struct Shared<H, M> {
     pub(crate) next_id: AtomicU64,
     pub(crate) stats: Counters,
     pub(crate) telemetry: Arc<Telemetry>,
-    acceptors: Vec<Arc<AcceptorShared<H, M>>>,
+    /// Emptied once the poll threads are told to exit at stop, so that a
+    /// stopped server that is not dropped holds none of their descriptors.
+    acceptors: RwLock<Vec<Arc<AcceptorShared<H, M>>>>,
     drained: (Mutex<()>, Condvar),
 }
 
@@ -113,8 +115,9 @@ impl<H: Handler<M>, M: Send + 'static> Shared<H, M> {
         self.drained.1.notify_all();
     }
 
-    fn conns(&self) -> impl Iterator<Item = Arc<Conn<H, M>>> + '_ {
-        self.acceptors.iter().flat_map(|a| a.connections())
+    fn conns(&self) -> Vec<Arc<Conn<H, M>>> {
+        let acceptors = self.acceptors.read();
+        acceptors.iter().flat_map(|a| a.connections()).collect()
     }
 }
 
@@ -136,11 +139,11 @@ trait Backend<M>: Send + Sync {
 
 impl<H: Handler<M>, M: Send + 'static> Backend<M> for Shared<H, M> {
     fn connections(&self) -> Vec<Connection<M>> {
-        self.conns().map(|c| c.handle()).collect()
+        self.conns().iter().map(|c| c.handle()).collect()
     }
 
     fn live(&self) -> usize {
-        self.acceptors.iter().map(|a| a.limiter.live()).sum()
+        self.acceptors.read().iter().map(|a| a.limiter.live()).sum()
     }
 
     fn shutdown_all(&self) {
@@ -173,7 +176,7 @@ impl<H: Handler<M>, M: Send + 'static> Backend<M> for Shared<H, M> {
     }
 
     fn set_limit(&self, limit: Option<usize>) {
-        for a in &self.acceptors {
+        for a in self.acceptors.read().iter() {
             a.limiter.set_limit(limit);
         }
     }
@@ -201,7 +204,7 @@ impl<H: Handler<M>, M: Send + 'static> Backend<M> for Shared<H, M> {
     fn control(&self, make: &mut dyn FnMut(Sender<()>) -> Option<Control>) -> Result<(), Error> {
         let (ack_tx, ack_rx) = crossbeam_channel::unbounded::<()>();
         let mut expected = 0;
-        for a in &self.acceptors {
+        for a in self.acceptors.read().iter() {
             let Some(control) = make(ack_tx.clone()) else {
                 break;
             };
@@ -219,7 +222,8 @@ impl<H: Handler<M>, M: Send + 'static> Backend<M> for Shared<H, M> {
     }
 
     fn exit_acceptors(&self) {
-        for a in &self.acceptors {
+        let acceptors = std::mem::take(&mut *self.acceptors.write());
+        for a in acceptors {
             let _ = a.control.send(Control::Exit);
             a.wake();
         }
@@ -326,7 +330,7 @@ impl<M: Send + 'static> Server<M> {
             next_id: AtomicU64::new(1),
             stats: Counters::default(),
             telemetry: Arc::new(Telemetry::default()),
-            acceptors: parts.iter().map(|p| p.0.clone()).collect(),
+            acceptors: RwLock::new(parts.iter().map(|p| p.0.clone()).collect()),
             drained: (Mutex::new(()), Condvar::new()),
             config,
         });

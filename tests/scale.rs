@@ -196,6 +196,12 @@ fn ten_thousand_connect_close_cycles_leak_no_descriptors_or_threads() {
         thread_count() == threads_before
     });
     assert_eq!(atoll_threads(), 0);
+    // A stopped server holds no descriptor, even before it is dropped.
+    assert_eq!(
+        open_fds(),
+        fds_before,
+        "descriptors after the server stopped"
+    );
     drop(server);
     assert_eq!(
         open_fds(),
