@@ -116,7 +116,13 @@ fn step<H: Handler<M>, M: Send + 'static>(
     flags: u32,
     buf: &mut [u8],
 ) -> Result<(), End> {
-    if flags & SHUTDOWN != 0 {
+    // A stop that finds the connection accepted but not yet set up sets it
+    // up, serves what the client already sent, then shuts it down: the
+    // client's first request is not lost to a reset. A connection in a
+    // handshake or waiting for its PROXY header ends at once.
+    let stopping = flags & SHUTDOWN != 0;
+    let unserved = state.handler.is_none() && matches!(state.setup, Setup::Accepted(_));
+    if stopping && !unserved {
         return Err(if state.handler.is_some() {
             End::Shutdown
         } else {
@@ -154,7 +160,7 @@ fn step<H: Handler<M>, M: Send + 'static>(
     let mut want_read = flags & READABLE != 0;
     if !matches!(setup, Setup::Ready) {
         if !handshake(conn, setup, socket, flags)? {
-            return Ok(());
+            return if stopping { Err(End::Shutdown) } else { Ok(()) };
         }
         socket.emit(|| Kind::Ready);
         let flow = guarded(conn, || handler.handle_connection(socket));
@@ -210,6 +216,9 @@ fn step<H: Handler<M>, M: Send + 'static>(
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
             Err(e) => return Err(End::Error(Error::Io(e))),
         }
+    }
+    if stopping {
+        return Err(End::Shutdown);
     }
     if flags & TIMEOUT != 0 && conn.timer_expired() {
         return Err(End::Timeout);

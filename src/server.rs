@@ -608,7 +608,10 @@ impl<M: Send + 'static> Server<M> {
 
     /// Stops the server: stops accepting at once; idle connections get
     /// [`Handler::handle_shutdown`] with the socket still open and are
-    /// closed; busy ones finish their callback first. After `wait` (`None`:
+    /// closed; busy ones finish their callback first. A connection accepted
+    /// but not yet set up is set up first and served what its client
+    /// already sent, then shut down the same way (one still in a TLS
+    /// handshake or waiting for its PROXY header just ends). After `wait` (`None`:
     /// no limit), the remaining connections are forced closed, which
     /// unblocks workers in a socket read or write, and every thread is
     /// joined. A worker stuck in a callback for another second is left

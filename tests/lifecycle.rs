@@ -15,7 +15,7 @@ use std::time::{Duration, Instant, SystemTime};
 use atoll::{BoxError, Builder, Connection, Error, Flow, Handler, Server, Socket, Status};
 use util::{
     builder, connect, echo_server, is_closed, read_n, read_to_close, round_trip, tcp_addr,
-    wait_until, Echo, PATIENCE,
+    wait_until, CallLog, Echo, PATIENCE,
 };
 
 fn ms(n: u64) -> Duration {
@@ -870,4 +870,87 @@ fn accepting_goes_on_after_a_factory_panic() {
     let stats = server.stats();
     assert_eq!((stats.accepted, stats.refused), (3, 0), "{stats:?}");
     assert_eq!(server.connection_count(), 2);
+}
+
+/// A connection accepted but still waiting for a worker when `stop` begins
+/// is set up and served what it already sent, then gets
+/// `handle_shutdown`: its client reads the reply and a clean end of stream
+/// rather than a reset.
+#[test]
+fn a_connection_accepted_but_not_yet_served_at_stop_is_served_then_shut_down() {
+    struct Gated {
+        gate: Arc<Mutex<()>>,
+        log: CallLog,
+    }
+    impl Handler for Gated {
+        fn handle_data(&mut self, data: &[u8], socket: &mut Socket) -> Flow {
+            drop(self.gate.lock()); // the first connection blocks the only worker here
+            self.log
+                .push(format!("data {}", String::from_utf8_lossy(data)));
+            socket
+                .send(data)
+                .map_or_else(Flow::error, |()| Flow::Continue)
+        }
+        fn handle_shutdown(&mut self, socket: &mut Socket) {
+            self.log.push("shutdown");
+            let _ = socket.close_gracefully(PATIENCE);
+        }
+    }
+    let gate = Arc::new(Mutex::new(()));
+    let log = CallLog::new();
+    let (g, l) = (gate.clone(), log.clone());
+    let server = Arc::new(
+        builder()
+            .num_workers(1)
+            .start(move |_| {
+                Ok(Gated {
+                    gate: g.clone(),
+                    log: l.clone(),
+                })
+            })
+            .unwrap(),
+    );
+    let addr = tcp_addr(&server);
+    let held = gate.lock().unwrap();
+    let mut busy = connect(addr);
+    busy.write_all(b"first").unwrap();
+    // The worker is now blocked in the first connection's handle_data; the
+    // second connection is accepted and queued behind it, with its request.
+    wait_until("the first connection listed", || {
+        server.connection_count() == 1
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    let mut queued = connect(addr);
+    queued.write_all(b"second").unwrap();
+    wait_until("the second connection accepted", || {
+        server.connection_count() == 2
+    });
+    let stopper = {
+        let server = server.clone();
+        thread::spawn(move || server.stop(PATIENCE))
+    };
+    wait_until("the stop begun", || server.status() == Status::Stopping);
+    std::thread::sleep(Duration::from_millis(100));
+    drop(held);
+
+    // Each client closes once it read everything, which ends the
+    // handler's graceful close and frees the one worker.
+    for (mut client, request) in [(busy, &b"first"[..]), (queued, &b"second"[..])] {
+        let mut reply = Vec::new();
+        let read = client.read_to_end(&mut reply);
+        assert!(
+            read.is_ok(),
+            "{:?}: {read:?} after {reply:?}",
+            String::from_utf8_lossy(request)
+        );
+        assert_eq!(reply, request);
+    }
+    stopper.join().unwrap();
+    let entries = log.entries();
+    assert!(entries.contains(&"data second".to_string()), "{entries:?}");
+    assert_eq!(
+        entries.iter().filter(|e| *e == "shutdown").count(),
+        2,
+        "{entries:?}"
+    );
 }
