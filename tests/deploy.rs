@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use atoll::{inherit, Error, Flow, Handler, Socket};
 use util::examples::{self, external, Process, Served};
-use util::{builder, connect, round_trip, wait_until, PATIENCE};
+use util::{builder, client_round_trip, connect, round_trip, wait_until, PATIENCE};
 
 // ---------------------------------------------------------------- helpers
 
@@ -633,8 +633,7 @@ fn two_processes_share_a_port_with_reuseport() {
     assert_eq!(one.addr, two.addr);
     let addr = one.addr;
     for i in 0..CONNECTIONS {
-        let mut client = connect(addr);
-        round_trip(&mut client, format!("connection {i}").as_bytes());
+        client_round_trip(addr, format!("connection {i}").as_bytes());
     }
     // Each connection's log line is printed before its reply is sent.
     let counts = |one: &mut Served, two: &mut Served| {
@@ -657,8 +656,7 @@ fn two_processes_share_a_port_with_reuseport() {
     two.process.signal("TERM");
     assert!(two.process.wait_exit(PATIENCE).success());
     for i in 0..CONNECTIONS / 2 {
-        let mut client = connect(addr);
-        round_trip(&mut client, format!("after the stop {i}").as_bytes());
+        client_round_trip(addr, format!("after the stop {i}").as_bytes());
     }
     wait_until("the new connections logged", || {
         connection_lines(one.process.poll_lines()) >= a + CONNECTIONS / 2

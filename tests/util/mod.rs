@@ -68,6 +68,29 @@ pub fn round_trip(stream: &mut TcpStream, msg: &[u8]) {
     assert_eq!(read_n(stream, msg.len()), msg);
 }
 
+/// One short connection through the crate's own blocking client
+/// ([`atoll::client`]): connect to `addr` (IPv4 or IPv6 only, as `addr`
+/// is), send `msg`, expect it echoed whole, close.
+pub fn client_round_trip(addr: SocketAddr, msg: &[u8]) {
+    use atoll::client::{IpVersionPreference, Options};
+    let family = if addr.is_ipv4() {
+        IpVersionPreference::Ipv4Only
+    } else {
+        IpVersionPreference::Ipv6Only
+    };
+    let mut conn = Options::new(addr.ip().to_string(), addr.port())
+        .ip_version_preference(family)
+        .connect_timeout(Some(PATIENCE))
+        .connect()
+        .unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
+    conn.send(msg)
+        .unwrap_or_else(|e| panic!("send to {addr}: {e}"));
+    let echoed = conn
+        .receive_exact(msg.len(), Some(PATIENCE))
+        .unwrap_or_else(|e| panic!("echo from {addr}: {e}"));
+    assert_eq!(echoed, msg, "the echo from {addr}");
+}
+
 /// Reads until the server closes; returns what came before the close.
 /// Panics if the server does not close within `PATIENCE`.
 pub fn read_to_close(stream: &mut TcpStream) -> Vec<u8> {
