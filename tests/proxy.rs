@@ -767,16 +767,12 @@ fn haproxy_tls_termination_sends_alpn_authority_unique_id_and_ssl_tlvs() {
         return;
     };
     let dir = Scratch::new("tlvs");
-    let ca = util::TestCa::new(dir.path(), "ca");
-    let site = ca.issue(
-        "localhost",
-        Some("DNS:localhost,IP:127.0.0.1"),
-        "serverAuth",
-    );
-    let person = ca.issue("atoll-client", None, "clientAuth");
+    let pki = util::tls::pki();
+    let (site, person) = (&pki.server, &pki.client);
     let pem = dir.path().join("haproxy.pem");
     std::fs::write(&pem, [&site.cert[..], &site.key[..]].concat()).unwrap();
     let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, &pki.ca).unwrap();
 
     let (server, _events) = probe_server(proxied(ProxyProtocol::new()));
     let atoll = tcp_addr(&server);
@@ -799,7 +795,7 @@ fn haproxy_tls_termination_sends_alpn_authority_unique_id_and_ssl_tlvs() {
 
     let connector = |alpn: &str, identity: bool| {
         let mut b = TlsConnector::builder();
-        b.add_root_certificate(Certificate::from_pem(&ca.cert).unwrap());
+        b.add_root_certificate(Certificate::from_pem(&pki.ca).unwrap());
         b.request_alpns(&[alpn]);
         if identity {
             b.identity(Identity::from_pkcs8(&person.cert, &person.key).unwrap());
@@ -845,7 +841,7 @@ fn haproxy_tls_termination_sends_alpn_authority_unique_id_and_ssl_tlvs() {
         assert_eq!(seen.get("ssl_sig_alg"), "ecdsa-with-SHA256", "{what}");
         assert_eq!(seen.get("ssl_key_alg"), "EC256", "{what}");
         if identity {
-            assert_eq!(seen.get("ssl_cn"), "atoll-client", "{what}");
+            assert_eq!(seen.get("ssl_cn"), "client", "{what}");
             assert_eq!(
                 seen.get("ssl_client"),
                 "0x07",
@@ -879,12 +875,8 @@ fn tls_passthrough_reads_the_header_then_does_tls_with_the_client() {
         return;
     };
     let dir = Scratch::new("passthrough");
-    let ca = util::TestCa::new(dir.path(), "ca");
-    let site = ca.issue(
-        "localhost",
-        Some("DNS:localhost,IP:127.0.0.1"),
-        "serverAuth",
-    );
+    let pki = util::tls::pki();
+    let site = &pki.server;
     let transport = NativeTls::from_pem(&site.cert, &site.key)
         .unwrap()
         .with_alpn(&["h2", "http/1.1"])
@@ -896,7 +888,7 @@ fn tls_passthrough_reads_the_header_then_does_tls_with_the_client() {
     });
     let front = proxy.listens[0];
     let mut b = TlsConnector::builder();
-    b.add_root_certificate(Certificate::from_pem(&ca.cert).unwrap());
+    b.add_root_certificate(Certificate::from_pem(&pki.ca).unwrap());
     b.request_alpns(&["h2"]);
     let connector = b.build().unwrap();
 
