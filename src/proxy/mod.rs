@@ -16,7 +16,7 @@
 //!   id);
 //! - a header that is malformed, too long, of a version not accepted, or
 //!   not complete within the header timeout closes the connection with
-//!   [`Error::ProxyHeader`](crate::Error::ProxyHeader) to
+//!   [`Error::ProxyHeader`] to
 //!   [`Handler::handle_error`](crate::Handler::handle_error); the handler's
 //!   data callbacks never see it.
 //!
