@@ -134,8 +134,11 @@
 //! `atoll+proxy` may be named in `ATOLL_BENCH_SERVERS` for the ping-pong
 //! too: its connections then send the header once, before the clock starts.
 
+#[path = "common/env.rs"]
+mod env;
 #[path = "common/histogram.rs"]
 mod histogram;
+use env::{env_flag, env_list, env_or, median};
 use histogram::Histogram;
 use std::error::Error;
 use std::io::{self, Read, Write};
@@ -407,39 +410,6 @@ impl Settings {
             self.reps
         );
     }
-}
-
-/// The value of an environment variable, or `default` when it is unset.
-fn env_or<T: FromStr>(name: &str, default: T) -> BoxResult<T> {
-    match std::env::var(name) {
-        Ok(v) => v
-            .trim()
-            .parse()
-            .map_err(|_| format!("{name}: cannot parse {v:?}").into()),
-        Err(_) => Ok(default),
-    }
-}
-
-/// A switch from the environment: `0` is off, `1` is on; on when unset.
-fn env_flag(name: &str) -> BoxResult<bool> {
-    match env_or::<u8>(name, 1)? {
-        0 => Ok(false),
-        1 => Ok(true),
-        _ => Err(format!("{name}: 0 or 1").into()),
-    }
-}
-
-/// A comma-separated list from the environment, or `default`.
-fn env_list<T: FromStr>(name: &str, default: &str) -> BoxResult<Vec<T>> {
-    let list = std::env::var(name).unwrap_or_else(|_| default.to_string());
-    list.split(',')
-        .filter(|item| !item.trim().is_empty())
-        .map(|item| {
-            item.trim()
-                .parse()
-                .map_err(|_| format!("{name}: cannot parse {item:?}").into())
-        })
-        .collect()
 }
 
 // ---------------------------------------------------------------------------
@@ -1410,16 +1380,6 @@ impl Summary {
             p99_us: median(samples.iter().map(|s| s.p99_us)),
             errors: samples.iter().map(|s| s.errors).sum(),
         }
-    }
-}
-
-fn median(values: impl Iterator<Item = f64>) -> f64 {
-    let mut v: Vec<f64> = values.collect();
-    v.sort_by(f64::total_cmp);
-    match v.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => v[n / 2],
-        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
     }
 }
 

@@ -70,8 +70,11 @@
 //! is about half a core at 100,000 datagrams/s, so one is the default, and
 //! on a small machine a second would take a core from the servers.
 
+#[path = "common/env.rs"]
+mod env;
 #[path = "common/histogram.rs"]
 mod histogram;
+use env::{env_list, env_or, median};
 use histogram::Histogram;
 use std::error::Error;
 use std::io;
@@ -274,30 +277,6 @@ impl Settings {
             self.reps
         );
     }
-}
-
-/// The value of an environment variable, or `default` when it is unset.
-fn env_or<T: FromStr>(name: &str, default: T) -> BoxResult<T> {
-    match std::env::var(name) {
-        Ok(v) => v
-            .trim()
-            .parse()
-            .map_err(|_| format!("{name}: cannot parse {v:?}").into()),
-        Err(_) => Ok(default),
-    }
-}
-
-/// A comma-separated list from the environment, or `default`.
-fn env_list<T: FromStr>(name: &str, default: &str) -> BoxResult<Vec<T>> {
-    let list = std::env::var(name).unwrap_or_else(|_| default.to_string());
-    list.split(',')
-        .filter(|item| !item.trim().is_empty())
-        .map(|item| {
-            item.trim()
-                .parse()
-                .map_err(|_| format!("{name}: cannot parse {item:?}").into())
-        })
-        .collect()
 }
 
 // ---------------------------------------------------------------------------
@@ -863,16 +842,6 @@ impl Summary {
             lost: samples.iter().map(Sample::lost).sum(),
             errors: samples.iter().map(|s| s.errors).sum(),
         }
-    }
-}
-
-fn median(values: impl Iterator<Item = f64>) -> f64 {
-    let mut v: Vec<f64> = values.collect();
-    v.sort_by(f64::total_cmp);
-    match v.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => v[n / 2],
-        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
     }
 }
 
