@@ -8,23 +8,23 @@
 //! ```
 //!
 //! The running server listens for its successor on a Unix socket, the
-//! control socket at `--control PATH`. A new process started with the same
-//! path:
+//! control socket at `--control PATH` ([`HandoverPoint`]). A new process
+//! started with the same path:
 //!
-//! 1. connects to the control socket. If nobody answers, it is the first:
-//!    it binds the port itself, then the control path (replacing a socket
-//!    file that a killed process left behind);
-//! 2. otherwise the running server (the predecessor) removes the control
-//!    path and sends duplicates of its listening socket over the control
-//!    connection ([`Server::listener_fds`], [`inherit::send`]);
-//! 3. the successor receives them ([`inherit::receive`]), starts serving
-//!    them ([`Builder::listen_fd`](atoll::Builder::listen_fd)) and writes
-//!    one byte: ready;
-//! 4. on that byte the predecessor stops: it stops accepting at once and
-//!    drains its connections (up to `--shutdown-timeout-ms`), then exits;
-//!    without it within 10 s (the successor failed), the predecessor
-//!    binds the control path again and carries on serving;
-//! 5. the successor binds the control path, ready for the next deploy.
+//! 1. asks for the listening socket ([`inherit::take_over`]). If nobody
+//!    answers, it is the first: it binds the port itself, then the control
+//!    path (replacing a socket file that a killed process left behind);
+//! 2. otherwise the running server (the predecessor) sends duplicates of
+//!    its listening socket over the control connection
+//!    ([`Server::listener_fds`], [`HandoverPoint::hand_over`]);
+//! 3. the successor starts serving them
+//!    ([`Builder::listen_fd`](atoll::Builder::listen_fd)), says it is
+//!    ready and takes the control path over
+//!    ([`Takeover::ready`](inherit::Takeover::ready));
+//! 4. then the predecessor stops: it stops accepting at once and drains its
+//!    connections (up to `--shutdown-timeout-ms`), then exits; without a
+//!    ready within 10 s (the successor failed), the predecessor carries on
+//!    serving and waits for the next successor.
 //!
 //! No connection is refused meanwhile: both processes hold the same
 //! listening socket (one socket, not two bound to the same port), and the
@@ -56,24 +56,19 @@
 
 mod common;
 
-use std::io::{self, Read, Write};
 use std::net::IpAddr;
-use std::os::unix::fs::FileTypeExt;
-use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
-use atoll::{inherit, Flow, Handler, Server, Socket};
+use atoll::inherit::{self, HandoverPoint};
+use atoll::{Flow, Handler, Server, Socket};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
-/// The byte the successor sends once it serves the inherited socket.
-const READY: u8 = b'R';
-
-/// How long the predecessor waits for [`READY`], and the successor for
-/// the descriptors.
+/// How long the predecessor waits for its successor to say it serves, and
+/// the successor for the descriptors.
 const HANDOVER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long a connection closed at stop waits for its client to close.
@@ -160,41 +155,31 @@ fn run() -> common::Result {
     let mut signals = Signals::new([SIGINT, SIGTERM])?;
 
     // A predecessor answering on the control socket gives its socket.
-    let predecessor = match UnixStream::connect(&control) {
-        Ok(stream) => Some(stream),
-        Err(e) if is_nobody(&e) => None,
-        Err(e) => return Err(format!("control socket {}: {e}", control.display()).into()),
-    };
-    let server = match &predecessor {
-        Some(stream) => {
-            stream.set_read_timeout(Some(HANDOVER_TIMEOUT))?;
-            stream.set_write_timeout(Some(HANDOVER_TIMEOUT))?;
-            let mut fds = inherit::receive(stream)
-                .map_err(|e| format!("receiving the listening socket: {e}"))?;
-            if fds.len() != 1 {
-                return Err(format!("expected one listening socket, got {}", fds.len()).into());
+    let mut taken = inherit::take_over(&control, HANDOVER_TIMEOUT)
+        .map_err(|e| format!("control socket {}: {e}", control.display()))?;
+    let server = match &mut taken {
+        Some(taken) => {
+            if taken.fds.len() != 1 {
+                return Err(
+                    format!("expected one listening socket, got {}", taken.fds.len()).into(),
+                );
             }
-            builder.listen_fd(fds.remove(0)).start(|_| Ok(Echo))?
+            builder.listen_fd(taken.fds.remove(0)).start(|_| Ok(Echo))?
         }
         None => builder.start(|_| Ok(Echo))?,
     };
     let server = Arc::new(server);
-    let took_over = predecessor.is_some();
-    if let Some(mut stream) = predecessor {
-        // Serving already: the predecessor may stop accepting now. If it is
-        // gone, this process serves the socket anyway.
-        if let Err(e) = stream.write_all(&[READY]) {
+    let took_over = taken.is_some();
+    // Serving already: the predecessor may stop accepting now, and the
+    // control path becomes this process's. If the predecessor is gone,
+    // this process serves the socket anyway.
+    let point = match taken.map(|taken| taken.ready()) {
+        Some(Ok(point)) => point,
+        Some(Err(e)) => {
             eprintln!("handover: telling the predecessor: {e}");
+            bind_point(&control)?
         }
-    }
-    // Whether the control path is this process's to remove at exit.
-    let owned = Arc::new(Mutex::new(false));
-    let listener = {
-        let mut owned = owned.lock().unwrap();
-        let listener = bind_control(&control)
-            .map_err(|e| format!("control socket {}: {e}", control.display()))?;
-        *owned = true;
-        listener
+        None => bind_point(&control)?,
     };
     // Up: the port and the control socket.
     println!("listening on {}", server.local_addr()?);
@@ -210,8 +195,8 @@ fn run() -> common::Result {
         }
     });
     {
-        let (server, control, owned) = (server.clone(), control.clone(), owned.clone());
-        std::thread::spawn(move || serve_control(listener, &control, &server, &owned, events));
+        let server = server.clone();
+        std::thread::spawn(move || serve_control(point, &server, events));
     }
 
     let event = stops.recv().expect("the signal thread never ends first");
@@ -219,11 +204,8 @@ fn run() -> common::Result {
     let open = server.connection_count();
     match event {
         Event::Signal => {
-            let mut owned = owned.lock().unwrap();
-            if *owned {
-                let _ = std::fs::remove_file(&control);
-                *owned = false;
-            }
+            // The control socket's file stays behind (the control thread
+            // holds it); the next start replaces it.
             server.stop(shutdown_timeout);
             println!(
                 "stopped in {:?}, {open} connections drained",
@@ -241,109 +223,34 @@ fn run() -> common::Result {
     Ok(())
 }
 
-/// Whether a failed connect means nobody serves the control path: no file,
-/// or a socket file left by a process that is gone.
-fn is_nobody(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused
-    )
+/// The control socket, for the next successor.
+fn bind_point(control: &std::path::Path) -> common::Result<HandoverPoint> {
+    HandoverPoint::bind(control)
+        .map_err(|e| format!("control socket {}: {e}", control.display()).into())
 }
 
-/// Binds the control socket at `path`, replacing a socket file nobody
-/// listens on any more (never another kind of file).
-fn bind_control(path: &Path) -> io::Result<UnixListener> {
-    match UnixListener::bind(path) {
-        Err(e) if e.kind() == io::ErrorKind::AddrInUse => {
-            match UnixStream::connect(path) {
-                Ok(_) => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::AddrInUse,
-                        format!("another process answers on {}", path.display()),
-                    ))
-                }
-                Err(e) if is_nobody(&e) => {}
-                Err(e) => return Err(e),
-            }
-            if std::fs::symlink_metadata(path)?.file_type().is_socket() {
-                std::fs::remove_file(path)?;
-            }
-            UnixListener::bind(path)
-        }
-        other => other,
-    }
-}
-
-/// Waits for successors on the control socket and hands the listening
-/// socket to the first that takes it.
+/// Hands the listening socket to the first successor that takes it; after
+/// a failed attempt, waits for the next.
 fn serve_control<M: Send + 'static>(
-    mut listener: UnixListener,
-    path: &Path,
+    mut point: HandoverPoint,
     server: &Server<M>,
-    owned: &Mutex<bool>,
     events: mpsc::Sender<Event>,
 ) {
     loop {
-        let stream = match listener.accept() {
-            Ok((stream, _)) => stream,
-            Err(e) => {
-                eprintln!("handover: control socket: {e}");
-                std::thread::sleep(Duration::from_millis(100));
-                continue;
-            }
+        let fds = match server.listener_fds() {
+            Ok(fds) if !fds.is_empty() => fds,
+            _ => return, // stopping
         };
-        {
-            // The successor binds the path once it has taken over.
-            let mut owned = owned.lock().unwrap();
-            if !*owned {
-                return; // stopping on a signal
-            }
-            let _ = std::fs::remove_file(path);
-            *owned = false;
-        }
-        match hand_over(server, &stream) {
+        match point.hand_over(&fds, HANDOVER_TIMEOUT) {
             Ok(()) => {
                 println!("successor ready: handing over");
                 let _ = events.send(Event::HandedOver);
                 return;
             }
-            Err(e) => println!("handover failed ({e}): still serving"),
-        }
-        // Listen for the next successor.
-        loop {
-            let mut owned = owned.lock().unwrap();
-            if server.status() != atoll::Status::Running {
-                return;
-            }
-            match bind_control(path) {
-                Ok(again) => {
-                    listener = again;
-                    *owned = true;
-                    println!("waiting for a successor again");
-                    break;
-                }
-                Err(e) => {
-                    drop(owned);
-                    eprintln!("handover: control socket {}: {e}", path.display());
-                    std::thread::sleep(Duration::from_secs(1));
-                }
+            Err(e) => {
+                println!("handover failed ({e}): still serving");
+                println!("waiting for a successor again");
             }
         }
-    }
-}
-
-/// Sends the listening sockets to the successor and waits for its ready.
-fn hand_over<M: Send + 'static>(server: &Server<M>, stream: &UnixStream) -> io::Result<()> {
-    stream.set_read_timeout(Some(HANDOVER_TIMEOUT))?;
-    stream.set_write_timeout(Some(HANDOVER_TIMEOUT))?;
-    let fds = server.listener_fds().map_err(io::Error::other)?;
-    inherit::send(stream, &fds)?;
-    drop(fds);
-    let mut ready = [0u8; 1];
-    match (&*stream).read(&mut ready) {
-        Ok(1) if ready[0] == READY => Ok(()),
-        Ok(0) => Err(io::Error::other("the successor went away")),
-        Ok(_) => Err(io::Error::other("the successor sent something else")),
-        Err(e) => Err(e),
     }
 }

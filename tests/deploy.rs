@@ -19,12 +19,12 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::thread::JoinHandle;
+use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use atoll::{inherit, Error, Flow, Handler, Socket};
 use util::examples::{self, external, Process, Served};
-use util::{builder, client_round_trip, connect, round_trip, wait_until, PATIENCE};
+use util::{builder, client_round_trip, connect, round_trip, tcp_addr, wait_until, PATIENCE};
 
 // ---------------------------------------------------------------- helpers
 
@@ -894,5 +894,67 @@ fn echo_with_proxy_protocol_logs_the_client_and_echoes_only_data() {
     assert!(
         rest.is_empty(),
         "a connection without a header got {rest:?} ({read:?})"
+    );
+}
+
+/// The library's handover pieces in one process: a successor that takes
+/// the sockets and leaves without `ready` fails that handover, and the
+/// next successor (already waiting) succeeds and takes the control path
+/// over; a second point on a path that answers, or on a path that is not
+/// a socket, is refused.
+#[test]
+fn handover_point_survives_a_failed_successor_and_refuses_a_taken_path() {
+    use atoll::inherit::{take_over, HandoverPoint};
+    let path = TempPath::new("point");
+    let server = builder().start(|_| Ok(GracefulEcho)).unwrap();
+    let addr = tcp_addr(&server);
+    let mut point = HandoverPoint::bind(&path.0).unwrap();
+
+    let fds = server.listener_fds().unwrap();
+    let attempts = thread::spawn(move || {
+        let first = point.hand_over(&fds, Duration::from_secs(5));
+        let second = point.hand_over(&fds, Duration::from_secs(5));
+        (
+            first.map_err(|e| e.to_string()),
+            second.map_err(|e| e.to_string()),
+        )
+    });
+    let gone = take_over(&path.0, PATIENCE)
+        .unwrap()
+        .expect("the point answers");
+    assert_eq!(gone.fds.len(), 1);
+    // The next successor queues while the first holds the point.
+    let next = {
+        let path = path.0.clone();
+        thread::spawn(move || take_over(&path, PATIENCE).unwrap())
+    };
+    thread::sleep(Duration::from_millis(100));
+    drop(gone); // leaves without saying it is ready
+    let mut taken = next.join().unwrap().expect("the point answers again");
+    let successor = builder()
+        .listen_fd(taken.fds.remove(0))
+        .start(|_| Ok(GracefulEcho))
+        .unwrap();
+    let next_point = taken.ready().unwrap();
+    let (first, second) = attempts.join().unwrap();
+    assert_eq!(first, Err("the successor went away".to_string()));
+    assert_eq!(second, Ok(()));
+    server.stop(PATIENCE);
+    round_trip(&mut connect(addr), b"served by the successor");
+    drop(successor);
+
+    // The successor's point answers on the path now.
+    let answers = HandoverPoint::bind(&path.0).unwrap_err();
+    assert_eq!(answers.kind(), io::ErrorKind::AddrInUse, "{answers}");
+    drop(next_point);
+    assert!(!path.0.exists(), "a point removes its file when dropped");
+
+    let file = TempPath::new("not-a-socket");
+    std::fs::write(&file.0, b"data").unwrap();
+    assert!(HandoverPoint::bind(&file.0).is_err());
+    assert_eq!(
+        std::fs::read(&file.0).unwrap(),
+        b"data",
+        "the file was left alone"
     );
 }
