@@ -287,7 +287,7 @@ pub(crate) fn read_header(
                     )
                     .into());
                 }
-                consume(io, len)?;
+                consume(io, buf.get_mut(..len).unwrap_or_default())?;
                 return Ok(Some(header));
             }
             Parsed::Incomplete { total: Some(total) } if total > options.max_len => {
@@ -336,12 +336,11 @@ pub(crate) fn read_header_blocking(
     }
 }
 
-/// Takes the header's `len` bytes, all already in the kernel's buffer, off
-/// the socket.
-fn consume(io: &Io, len: usize) -> io::Result<()> {
-    let mut buf = vec![0u8; len];
+/// Takes the header's bytes, all already in the kernel's buffer, off the
+/// socket, into `buf` (the buffer they were peeked into: the same bytes).
+fn consume(io: &Io, buf: &mut [u8]) -> io::Result<()> {
     let mut done = 0;
-    while done < len {
+    while done < buf.len() {
         match io.read_some(buf.get_mut(done..).unwrap_or_default()) {
             Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
             Ok(n) => done += n,
