@@ -76,6 +76,9 @@ fn run() -> common::Result {
     let mut shutdown_timeout = Duration::from_secs(15);
     let mut args = common::Args::from_env();
     while let Some(flag) = args.next() {
+        if args.server_flag(&flag, &mut builder)? {
+            continue;
+        }
         builder = match flag.as_str() {
             "--help" | "-h" => {
                 println!("{HELP}");
@@ -83,11 +86,7 @@ fn run() -> common::Result {
             }
             "--reuseport" => builder.reuse_port(true),
             "--proxy-protocol" => builder.proxy_protocol(ProxyProtocol::new()),
-            "--ip" => builder.ip(args.value()?.parse()?),
-            "--port" => builder.port(args.num()?.try_into()?),
             "--unix" => builder.unix(args.value()?).remove_stale_socket(true),
-            "--workers" => builder.num_workers(args.num()? as usize),
-            "--acceptors" => builder.num_acceptors(args.num()? as usize),
             "--num-connections" => {
                 builder.num_connections(Some(args.num()? as usize).filter(|&n| n > 0))
             }

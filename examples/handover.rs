@@ -107,6 +107,7 @@ Options (defaults in brackets):
   --port N                  port, 0 for a free one [4000]; a successor
                             serves its predecessor's socket instead
   --workers N               worker threads [2 x cores, at least 4]
+  --acceptors N             poll threads [one per core, at most 16]
   --shutdown-timeout-ms MS  drain time at handover and on SIGINT/SIGTERM [15000]
   --log LEVEL               log events at error, info, debug or trace [off]
   --help                    this text";
@@ -127,14 +128,14 @@ fn run() -> common::Result {
     let mut control = None;
     let mut args = common::Args::from_env();
     while let Some(flag) = args.next() {
+        if args.server_flag(&flag, &mut builder)? {
+            continue;
+        }
         builder = match flag.as_str() {
             "--help" | "-h" => {
                 println!("{HELP}");
                 return Ok(());
             }
-            "--ip" => builder.ip(args.value()?.parse()?),
-            "--port" => builder.port(args.num()?.try_into()?),
-            "--workers" => builder.num_workers(args.num()? as usize),
             "--control" => {
                 control = Some(PathBuf::from(args.value()?));
                 builder

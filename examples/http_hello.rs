@@ -607,17 +607,14 @@ fn run() -> common::Result {
         .port(8080);
     let mut args = common::Args::from_env();
     while let Some(flag) = args.next() {
-        builder = match flag.as_str() {
-            "--help" | "-h" => {
-                println!("{HELP}");
-                return Ok(());
-            }
-            "--ip" => builder.ip(args.value()?.parse()?),
-            "--port" => builder.port(args.value()?.parse()?),
-            "--workers" => builder.num_workers(args.value()?.parse()?),
-            "--acceptors" => builder.num_acceptors(args.value()?.parse()?),
-            _ => return Err(args.unknown()),
-        };
+        if args.server_flag(&flag, &mut builder)? {
+            continue;
+        }
+        if matches!(flag.as_str(), "--help" | "-h") {
+            println!("{HELP}");
+            return Ok(());
+        }
+        return Err(args.unknown());
     }
     let server = builder.start(|_conn| Ok(Conn::new()))?;
     println!("listening on {}", server.local_addr()?);

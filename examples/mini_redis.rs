@@ -1084,17 +1084,14 @@ fn run() -> common::Result {
         .read_timeout(None);
     let mut args = common::Args::from_env();
     while let Some(flag) = args.next() {
-        builder = match flag.as_str() {
-            "--help" | "-h" => {
-                println!("{HELP}");
-                return Ok(());
-            }
-            "--ip" => builder.ip(args.value()?.parse()?),
-            "--port" => builder.port(args.value()?.parse()?),
-            "--workers" => builder.num_workers(args.value()?.parse()?),
-            "--acceptors" => builder.num_acceptors(args.value()?.parse()?),
-            _ => return Err(args.unknown()),
-        };
+        if args.server_flag(&flag, &mut builder)? {
+            continue;
+        }
+        if matches!(flag.as_str(), "--help" | "-h") {
+            println!("{HELP}");
+            return Ok(());
+        }
+        return Err(args.unknown());
     }
     // The application's state, shared by every connection.
     let store = Arc::new(Store::new());

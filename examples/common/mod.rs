@@ -94,6 +94,24 @@ impl Args {
         Ok(optional_ms(self.num()?))
     }
 
+    /// Applies one of the flags every atoll server example takes
+    /// (`--ip`, `--port`, `--workers`, `--acceptors`) to `builder`;
+    /// `false` for any other flag.
+    pub fn server_flag(&mut self, flag: &str, builder: &mut atoll::Builder) -> Result<bool> {
+        let b = std::mem::take(builder);
+        *builder = match flag {
+            "--ip" => b.ip(self.value()?.parse()?),
+            "--port" => b.port(self.num()?.try_into()?),
+            "--workers" => b.num_workers(self.num()?.try_into()?),
+            "--acceptors" => b.num_acceptors(self.num()?.try_into()?),
+            _ => {
+                *builder = b;
+                return Ok(false);
+            }
+        };
+        Ok(true)
+    }
+
     /// The error for a flag that no option matches. Its value is read
     /// first, as every flag's is: a flag with nothing after it says it
     /// needs a value, else `unknown option --flag (see --help)`.
