@@ -182,6 +182,15 @@ fn drain(events: &mpsc::Receiver<String>, quiet: Duration) -> Vec<String> {
     out
 }
 
+/// Asserts that no connection reported an error, once the events stop.
+fn assert_no_errors(events: &mpsc::Receiver<String>) {
+    let errors: Vec<String> = drain(events, Duration::from_millis(50))
+        .into_iter()
+        .filter(|e| e.starts_with("error"))
+        .collect();
+    assert!(errors.is_empty(), "{errors:?}");
+}
+
 // ------------------------------------------------------------ the client
 
 /// What the handler said it saw.
@@ -735,11 +744,7 @@ fn through_haproxy(test: &str, server_options: &str, version: &str) {
     assert_eq!(proxies.len(), clients.len(), "one HAProxy connection each");
     drop(clients);
     util::wait_no_connections(&server);
-    let errors: Vec<String> = drain(&events, Duration::from_millis(50))
-        .into_iter()
-        .filter(|e| e.starts_with("error"))
-        .collect();
-    assert!(errors.is_empty(), "{errors:?}");
+    assert_no_errors(&events);
     server.stop(PATIENCE);
 }
 
@@ -920,11 +925,7 @@ fn tls_passthrough_reads_the_header_then_does_tls_with_the_client() {
     echo_over(&mut tls, b"direct");
     drop(tls);
     util::wait_no_connections(&server);
-    let errors: Vec<String> = drain(&events, Duration::from_millis(50))
-        .into_iter()
-        .filter(|e| e.starts_with("error"))
-        .collect();
-    assert!(errors.is_empty(), "{errors:?}");
+    assert_no_errors(&events);
     server.stop(PATIENCE);
 }
 
