@@ -377,7 +377,8 @@ impl<M: Send + 'static> Server<M> {
     /// refused while this server stops and the successor starts.
     ///
     /// One socket for a TCP or Unix server (its acceptors share it); one
-    /// per acceptor for a UDP server. Empty while suspended or stopped
+    /// per acceptor for a UDP server that bound its own (one for a UDP
+    /// server on an inherited socket). Empty while suspended or stopped
     /// (a suspended UDP server keeps its sockets). A UDP successor serves
     /// one of them ([`Builder::listen_fd`] takes one socket); datagrams the
     /// kernel queued on the others are lost when this server stops, so
@@ -789,8 +790,15 @@ fn listen<M>(
             });
         }
         all.insert(0, listener);
+        // The distinct sockets, each once.
+        let distinct = if config.listen.is_inherited() {
+            1
+        } else {
+            all.len()
+        };
         let kept = all
             .iter()
+            .take(distinct)
             .map(|s| s.try_clone())
             .collect::<Result<Vec<_>, _>>()?;
         let sockets = all
