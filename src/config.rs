@@ -50,6 +50,9 @@ pub struct Builder {
     pub(crate) handshake_timeout: Option<Duration>,
     pub(crate) num_acceptors: usize,
     pub(crate) num_workers: usize,
+    pub(crate) max_workers: usize,
+    pub(crate) worker_keepalive: Duration,
+    pub(crate) blocking_after: Duration,
     pub(crate) num_connections: Option<usize>,
     pub(crate) max_connections_retry_count: u32,
     pub(crate) max_connections_retry_wait: Duration,
@@ -68,6 +71,9 @@ impl fmt::Debug for Builder {
             .field("handshake_timeout", &self.handshake_timeout)
             .field("num_acceptors", &self.num_acceptors)
             .field("num_workers", &self.num_workers)
+            .field("max_workers", &self.max_workers)
+            .field("worker_keepalive", &self.worker_keepalive)
+            .field("blocking_after", &self.blocking_after)
             .field("num_connections", &self.num_connections)
             .field(
                 "max_connections_retry_count",
@@ -105,16 +111,20 @@ fn cores() -> usize {
     std::thread::available_parallelism().map_or(2, |n| n.get())
 }
 
-/// The default number of worker threads: twice the available cores, at
-/// least 4, so that handlers that block briefly (a database call, a file
-/// read) do not leave cores idle. See `docs/ARCHITECTURE.md`.
+/// The default base number of worker threads: one per available core.
+/// Fast callbacks need no more: the workers collect readiness themselves
+/// and run it where it lands. Callbacks that block get more threads, up to
+/// [`Builder::max_workers`]. See `docs/ARCHITECTURE.md`.
 ///
 /// ```
-/// assert!(atoll::default_num_workers() >= 4);
+/// assert!(atoll::default_num_workers() >= 1);
 /// ```
 pub fn default_num_workers() -> usize {
-    (cores() * 2).max(4)
+    cores()
 }
+
+/// The default cap on worker threads, [`Builder::max_workers`].
+pub const DEFAULT_MAX_WORKERS: usize = 1024;
 
 impl Default for Builder {
     fn default() -> Builder {
@@ -124,6 +134,9 @@ impl Default for Builder {
             handshake_timeout: Some(Duration::from_secs(5)),
             num_acceptors: default_num_acceptors(),
             num_workers: default_num_workers(),
+            max_workers: DEFAULT_MAX_WORKERS,
+            worker_keepalive: Duration::from_secs(10),
+            blocking_after: Duration::from_millis(1),
             num_connections: Some(16_384),
             max_connections_retry_count: 5,
             max_connections_retry_wait: Duration::from_secs(1),
@@ -397,14 +410,72 @@ impl Builder {
         self
     }
 
-    /// The number of worker threads that run handler callbacks. Fixed for
-    /// the life of the server. Default is [`default_num_workers`].
+    /// The base number of worker threads: started with the server and kept
+    /// for its life. Workers collect the connections' readiness themselves
+    /// and run the callbacks; fast callbacks never need more threads than
+    /// this. Default is [`default_num_workers`] (one per core).
     ///
     /// ```
     /// let builder = atoll::Server::builder().num_workers(8);
     /// ```
     pub fn num_workers(mut self, n: usize) -> Builder {
         self.num_workers = n;
+        self
+    }
+
+    /// The most worker threads at once. When callbacks block (a database
+    /// query, a file read, a call to another service), the pool starts
+    /// workers beyond [`num_workers`](Builder::num_workers) so that the
+    /// other connections keep being served, up to this cap; past it, work
+    /// waits in order, and a warning is logged when every worker has been
+    /// busy for half a second with work waiting. Set it to the largest
+    /// number of callbacks you expect to block at once. Default is
+    /// [`DEFAULT_MAX_WORKERS`] (1,024).
+    ///
+    /// ```
+    /// let builder = atoll::Server::builder().max_workers(4_096);
+    /// ```
+    pub fn max_workers(mut self, n: usize) -> Builder {
+        self.max_workers = n;
+        self
+    }
+
+    /// A fixed pool of `n` workers that never grows: sets both
+    /// [`num_workers`](Builder::num_workers) and
+    /// [`max_workers`](Builder::max_workers). A callback that blocks then
+    /// holds one of the `n` threads, and other connections wait for it.
+    ///
+    /// ```
+    /// let builder = atoll::Server::builder().fixed_workers(4);
+    /// ```
+    pub fn fixed_workers(self, n: usize) -> Builder {
+        self.num_workers(n).max_workers(n)
+    }
+
+    /// How long a worker beyond [`num_workers`](Builder::num_workers)
+    /// waits without work before it exits. Default is 10 seconds.
+    ///
+    /// ```
+    /// let builder = atoll::Server::builder().worker_keepalive(std::time::Duration::from_secs(60));
+    /// ```
+    pub fn worker_keepalive(mut self, keepalive: Duration) -> Builder {
+        self.worker_keepalive = keepalive;
+        self
+    }
+
+    /// How long a connection's callbacks may run before they count as
+    /// blocking. Such a connection is then always run by a worker other
+    /// than the one collecting readiness, and a callback that has been
+    /// running this long gets the other connections a new worker. Lower
+    /// values react sooner to blocking and cost more monitor wake-ups
+    /// (one per this period while callbacks run). At least 100 µs.
+    /// Default is 1 ms.
+    ///
+    /// ```
+    /// let builder = atoll::Server::builder().blocking_after(std::time::Duration::from_micros(500));
+    /// ```
+    pub fn blocking_after(mut self, after: Duration) -> Builder {
+        self.blocking_after = after;
         self
     }
 
@@ -612,8 +683,17 @@ impl Builder {
         if self.max_queued_messages == Some(0) {
             return bad("max_queued_messages must be at least 1, or None for no limit");
         }
-        if self.num_workers > 4096 || self.num_acceptors > 256 {
-            return bad("num_workers is at most 4096 and num_acceptors at most 256");
+        if self.max_workers > 65_536 || self.num_acceptors > 256 {
+            return bad("max_workers is at most 65,536 and num_acceptors at most 256");
+        }
+        if self.num_workers > self.max_workers {
+            return Err(Error::Config(format!(
+                "num_workers ({}) is more than max_workers ({})",
+                self.num_workers, self.max_workers
+            )));
+        }
+        if self.blocking_after < Duration::from_micros(100) {
+            return bad("blocking_after must be at least 100 µs");
         }
         if self.read_timeout == Some(Duration::ZERO)
             || self.handshake_timeout == Some(Duration::ZERO)

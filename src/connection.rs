@@ -4,7 +4,7 @@
 use std::collections::VecDeque;
 use std::fmt;
 use std::net::Shutdown;
-use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Instant, SystemTime};
 
@@ -98,6 +98,12 @@ pub(crate) struct Conn<H, M> {
     pub(crate) meta: Meta,
     pub(crate) token: Token,
     pub(crate) sched: AtomicU32,
+    /// When the connection last became runnable, in nanoseconds of the
+    /// pool's clock: the start of its dispatch wait.
+    pub(crate) queued_at: AtomicU64,
+    /// Its last run lasted longer than `blocking_after`: the poller hands
+    /// it to another worker rather than run it itself.
+    pub(crate) slow: AtomicBool,
     pub(crate) server: Arc<Shared<H, M>>,
     pub(crate) acceptor: Arc<AcceptorShared<H, M>>,
     /// For forcing the connection closed at stop from another thread.
@@ -112,9 +118,34 @@ impl<H: Handler<M>, M: Send + 'static> Conn<H, M> {
     /// Adds work; enqueues the connection if it was neither queued nor
     /// running.
     pub(crate) fn notify(self: &Arc<Self>, flags: u32) {
+        let pool = &self.server.pool;
+        if self.mark(flags, pool.now_ns()) {
+            pool.schedule(self.clone());
+        }
+    }
+
+    /// Adds work; `true` when the caller set `SCHEDULED` and must queue or
+    /// run the connection. `now` is the pool's clock.
+    pub(crate) fn mark(&self, flags: u32, now: u64) -> bool {
         let prev = self.sched.fetch_or(flags | SCHEDULED, Ordering::AcqRel);
-        if prev & SCHEDULED == 0 {
-            self.server.schedule(self.clone());
+        if prev & SCHEDULED != 0 {
+            return false;
+        }
+        self.queued_at.store(now, Ordering::Relaxed);
+        true
+    }
+
+    pub(crate) fn queued_at(&self) -> u64 {
+        self.queued_at.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn is_slow(&self) -> bool {
+        self.slow.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_slow(&self, slow: bool) {
+        if self.is_slow() != slow {
+            self.slow.store(slow, Ordering::Relaxed);
         }
     }
 

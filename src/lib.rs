@@ -62,6 +62,7 @@
 pub mod client;
 mod config;
 mod connection;
+mod driver;
 mod error;
 mod handler;
 pub mod inherit;
@@ -77,7 +78,7 @@ pub mod telemetry;
 pub mod transport;
 pub mod udp;
 
-pub use config::{default_num_acceptors, default_num_workers, Builder};
+pub use config::{default_num_acceptors, default_num_workers, Builder, DEFAULT_MAX_WORKERS};
 pub use connection::{Connection, SendError};
 pub use error::{BoxError, Error};
 pub use handler::{Flow, Handler};

@@ -1,460 +1,756 @@
-//! The worker pool: a fixed set of threads taking connections from one
-//! shared channel and running their handler's callbacks.
+//! The worker pool: threads that collect the connections' readiness
+//! themselves and run their callbacks, and that grow in number when
+//! callbacks block. It owns the connections' epoll, their slab and the run
+//! queue; it never touches a listener, a timer or the limiter.
+//!
+//! # How work reaches a worker
+//!
+//! One worker at a time is the *poller*: it waits in `epoll_wait` on every
+//! connection's descriptor. When readiness arrives it keeps one connection
+//! and runs it itself, on the thread that saw the event, with no hand-over;
+//! the rest go to the run queue, and one parked worker is woken if fewer
+//! than the base count are at work. A worker that finds the queue empty
+//! becomes the poller if nobody is, and parks otherwise. Under load the
+//! poller's `epoll_wait` finds events already waiting, so a round trip
+//! costs no context switch.
+//!
+//! # Callbacks that block
+//!
+//! A run that lasts longer than `blocking_after` marks its connection
+//! *slow*. The poller never runs a slow connection itself: it queues it and
+//! wakes a parked worker for it, or starts a new one (up to `max`), and
+//! goes back to polling, so one connection's blocking call never holds the
+//! others' readiness. A callback that blocks without warning (its
+//! connection was fast until now) is caught by the monitor thread, which
+//! ticks every `blocking_after` while callbacks run: when every worker that
+//! is not parked has been in one callback for longer than that, and work
+//! waits or nobody polls, it wakes or starts a worker. Workers beyond the
+//! base count exit after `keepalive` without work.
 
 use std::io;
-use std::panic::{self, AssertUnwindSafe};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{fence, AtomicBool, AtomicI32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::Receiver;
-use parking_lot::MutexGuard;
+use crossbeam_channel::{Receiver, Sender};
+use mio::{Events, Poll, Registry, Token, Waker};
+use parking_lot::{Condvar, Mutex};
 
-use crate::connection::{
-    Conn, Setup, State, CONNECT, DETACHED, ENDED, HANGUP, MESSAGE, READABLE, SCHEDULED, SHUTDOWN,
-    TIMEOUT,
-};
-use crate::error::{panic_message, Error};
-use crate::handler::{Flow, Handler};
-use crate::proxy::{self, Proxied};
-use crate::socket::{Release, Socket, READ_CHUNK};
-use crate::telemetry::{Kind, SpawnError};
-use crate::transport::Handshake;
+use crate::connection::{Conn, HANGUP, READABLE};
+use crate::driver;
+use crate::handler::Handler;
+use crate::socket::READ_CHUNK;
 
-/// Reads per round before a connection yields to the others.
-const READ_BUDGET: usize = 8;
-/// Messages per round before a connection yields to the others.
-const MESSAGE_BUDGET: usize = 64;
-/// Rounds a worker runs one connection for before putting it at the back
-/// of the queue, when more work keeps arriving for it.
-const MAX_ROUNDS: usize = 2;
+/// The waker's token in the pool's epoll; no slab token reaches it.
+const WAKER: Token = Token(usize::MAX);
+/// Events taken from `epoll_wait` at once.
+const EVENTS: usize = 1024;
+/// Monitor ticks with no callback running after which it sleeps until one
+/// starts.
+const IDLE_TICKS: u32 = 64;
+/// How long every worker must have been busy, with work waiting, before
+/// the saturation warning is logged; and the least time between two.
+const SATURATION_WARNING_AFTER: Duration = Duration::from_millis(500);
+const SATURATION_WARNING_EVERY: Duration = Duration::from_secs(60);
 
-/// What the worker channel carries.
-pub(crate) enum Job<H, M> {
-    Run(Arc<Conn<H, M>>),
-    Exit,
+/// How the pool sizes itself.
+#[derive(Clone, Debug)]
+pub(crate) struct PoolConfig {
+    /// Workers started with the server and kept for its life.
+    pub(crate) base: usize,
+    /// The most workers at once.
+    pub(crate) max: usize,
+    /// How long a worker beyond `base` waits for work before it exits.
+    pub(crate) keepalive: Duration,
+    /// How long a run may last before it counts as blocking.
+    pub(crate) blocking_after: Duration,
 }
 
-/// How a connection ends.
-enum End {
-    /// The peer closed, or a callback returned `Flow::Close`.
-    Close,
-    /// The socket was closed inside a callback: no further callback.
-    Quiet,
-    Timeout,
-    Shutdown,
-    Error(Error),
-    Detach(Box<dyn FnOnce(Socket) + Send>),
+struct Entry<H, M> {
+    generation: u32,
+    conn: Option<Arc<Conn<H, M>>>,
 }
 
-/// Which callback a flow came from: messages do not restart the idle timer.
-#[derive(PartialEq)]
-enum Source {
-    Connection,
-    Data,
-    Message,
+/// The live connections. A token is the slot index in its low 32 bits and
+/// the slot's generation in the high ones, so an event or timer for a
+/// closed connection never reaches the one that reused its slot.
+pub(crate) struct Slab<H, M> {
+    entries: Vec<Entry<H, M>>,
+    free: Vec<u32>,
 }
 
-pub(crate) fn worker_loop<H: Handler<M>, M: Send + 'static>(jobs: Receiver<Job<H, M>>) {
-    let mut buf = vec![0u8; READ_CHUNK];
-    while let Ok(job) = jobs.recv() {
-        match job {
-            Job::Run(conn) => {
-                let busy = &conn.server.stats.busy_workers;
-                busy.fetch_add(1, Ordering::Relaxed);
-                run(&conn, &mut buf);
-                busy.fetch_sub(1, Ordering::Relaxed);
+impl<H, M> Slab<H, M> {
+    fn new() -> Slab<H, M> {
+        Slab {
+            entries: Vec::new(),
+            free: Vec::new(),
+        }
+    }
+
+    pub(crate) fn get(&self, token: Token) -> Option<&Arc<Conn<H, M>>> {
+        let entry = self.entries.get(token.0 & 0xffff_ffff)?;
+        if entry.generation as usize != token.0 >> 32 {
+            return None;
+        }
+        entry.conn.as_ref()
+    }
+
+    pub(crate) fn vacant_token(&mut self) -> Token {
+        let index = match self.free.pop() {
+            Some(i) => i as usize,
+            None => {
+                self.entries.push(Entry {
+                    generation: 0,
+                    conn: None,
+                });
+                self.entries.len() - 1
             }
-            Job::Exit => break,
-        }
-    }
-}
-
-/// Runs a scheduled connection until it has no pending work, it ends, or it
-/// has had its share of the worker.
-fn run<H: Handler<M>, M: Send + 'static>(conn: &Arc<Conn<H, M>>, buf: &mut [u8]) {
-    let mut state = conn.state.lock();
-    for _ in 0..MAX_ROUNDS {
-        let flags = conn.sched.fetch_and(SCHEDULED, Ordering::AcqRel) & !SCHEDULED;
-        let result = step(conn, &mut state, flags, buf);
-        if let Some(socket) = state.socket.as_mut() {
-            publish(conn, socket);
-        }
-        if let Err(end) = result {
-            // SCHEDULED stays set: the connection is never run again.
-            finish(conn, state, end);
-            return;
-        }
-        if conn
-            .sched
-            .compare_exchange(SCHEDULED, 0, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
-        {
-            return;
-        }
-    }
-    drop(state);
-    conn.server.schedule(conn.clone());
-}
-
-/// Adds the socket's traffic since the last call to the server's counters.
-fn publish<H, M>(conn: &Conn<H, M>, socket: &mut Socket) {
-    let (bytes_in, bytes_out) = socket.unpublished();
-    let stats = &conn.server.stats;
-    if bytes_in > 0 {
-        stats.bytes_in.fetch_add(bytes_in, Ordering::Relaxed);
-    }
-    if bytes_out > 0 {
-        stats.bytes_out.fetch_add(bytes_out, Ordering::Relaxed);
-    }
-}
-
-/// Handles the pending work in `flags`; `Err` when the connection ends.
-fn step<H: Handler<M>, M: Send + 'static>(
-    conn: &Arc<Conn<H, M>>,
-    state: &mut State<H>,
-    flags: u32,
-    buf: &mut [u8],
-) -> Result<(), End> {
-    // A stop that finds the connection accepted but not yet set up sets it
-    // up, serves what the client already sent, then shuts it down: the
-    // client's first request is not lost to a reset. A connection in a
-    // handshake or waiting for its PROXY header ends at once.
-    let stopping = flags & SHUTDOWN != 0;
-    let unserved = state.handler.is_none() && matches!(state.setup, Setup::Accepted(_));
-    if stopping && !unserved {
-        return Err(if state.handler.is_some() {
-            End::Shutdown
-        } else {
-            End::Quiet
-        });
-    }
-    if state.handler.is_none() {
-        // The handler is made once the PROXY header (if any) named the
-        // client; a bad header still makes one, for handle_error.
-        let refused = match proxy_header(conn, state, flags) {
-            Ok(true) => None,
-            Ok(false) => return Ok(()),
-            Err(e) => Some(e),
         };
-        let made = guarded(conn, || (conn.server.factory)(&conn.handle()));
-        match made {
-            Ok(Ok(handler)) => state.handler = Some(handler),
-            Ok(Err(reason)) => return Err(End::Error(Error::Refused(reason))),
-            Err(end) => return Err(end),
-        }
-        if let Some(e) = refused {
-            return Err(End::Error(e));
+        Token(index | (self.entries[index].generation as usize) << 32)
+    }
+
+    pub(crate) fn fill(&mut self, token: Token, conn: Arc<Conn<H, M>>) {
+        self.entries[token.0 & 0xffff_ffff].conn = Some(conn);
+    }
+
+    /// Frees a slot (filled or not) and retires its token.
+    pub(crate) fn remove(&mut self, token: Token) {
+        let index = token.0 & 0xffff_ffff;
+        if let Some(entry) = self.entries.get_mut(index) {
+            if entry.generation as usize == token.0 >> 32 {
+                // Stays clear of the reserved token at the top of the range.
+                entry.generation = (entry.generation + 1) % 0x7fff_ffff;
+                entry.conn = None;
+                self.free.push(index as u32);
+            }
         }
     }
-    let State {
-        handler: Some(handler),
-        socket: Some(socket),
-        setup,
-    } = state
-    else {
-        return Err(End::Quiet);
-    };
-    // Bytes may wait that no new edge will announce: after a handshake that
-    // read from the socket, or when the stream keeps its own buffer.
-    let mut want_read = flags & READABLE != 0;
-    if !matches!(setup, Setup::Ready) {
-        if !handshake(conn, setup, socket, flags)? {
-            return if stopping { Err(End::Shutdown) } else { Ok(()) };
-        }
-        socket.emit(|| Kind::Ready);
-        let flow = guarded(conn, || handler.handle_connection(socket));
-        after(conn, socket, flow, Source::Connection)?;
-        want_read = true;
+
+    fn iter(&self) -> impl Iterator<Item = &Arc<Conn<H, M>>> {
+        self.entries.iter().filter_map(|e| e.conn.as_ref())
     }
-    if flags & MESSAGE != 0 {
-        for _ in 0..MESSAGE_BUDGET {
-            let Some(message) = conn.mailbox.lock().pop_front() else {
-                break;
+}
+
+/// Where a thread sleeps until it is handed something.
+#[derive(Default)]
+struct Parker {
+    woken: Mutex<bool>,
+    cv: Condvar,
+}
+
+impl Parker {
+    fn unpark(&self) {
+        *self.woken.lock() = true;
+        self.cv.notify_one();
+    }
+}
+
+/// One worker, as the others and the monitor see it.
+#[derive(Default)]
+struct Slot {
+    /// When its current run started, in nanoseconds since the pool's
+    /// epoch; 0 between runs.
+    busy_since: AtomicU64,
+    /// Counted in `Pool::blocked`: its run is slow (known or seen).
+    blocked: AtomicBool,
+    parked: AtomicBool,
+    parker: Parker,
+    /// Its thread's kernel id, for the monitor to see whether it sleeps.
+    tid: AtomicI32,
+    /// The token of the connection it runs.
+    token: AtomicUsize,
+}
+
+/// The pool's counters, read by `Server::stats`.
+#[derive(Default)]
+pub(crate) struct PoolStats {
+    pub(crate) workers: usize,
+    pub(crate) busy: usize,
+    pub(crate) blocked: usize,
+    pub(crate) queued: usize,
+    pub(crate) dispatches: u64,
+    pub(crate) dispatch_wait: Duration,
+    pub(crate) saturations: u64,
+}
+
+pub(crate) struct Pool<H, M> {
+    config: PoolConfig,
+    tx: Sender<Arc<Conn<H, M>>>,
+    rx: Receiver<Arc<Conn<H, M>>>,
+    /// Held by the poller while it polls and collects.
+    poll: Mutex<Poll>,
+    pub(crate) registry: Registry,
+    waker: Waker,
+    pub(crate) slab: Mutex<Slab<H, M>>,
+    epoch: Instant,
+    /// Parked workers, the last parked on top (woken first: its cache is
+    /// warm, and the others time out and exit).
+    idle: Mutex<Vec<Arc<Slot>>>,
+    parked: AtomicUsize,
+    /// The poller is in (or about to enter) `epoll_wait` and must be woken
+    /// for queued work.
+    poller_waiting: AtomicBool,
+    /// Live workers, counted before they start.
+    threads: AtomicUsize,
+    /// Workers in a slow run.
+    blocked: AtomicUsize,
+    busy: AtomicUsize,
+    slots: Mutex<Vec<Arc<Slot>>>,
+    handles: Mutex<Vec<JoinHandle<()>>>,
+    names: AtomicUsize,
+    exiting: AtomicBool,
+    monitor: Parker,
+    monitor_asleep: AtomicBool,
+    dispatches: AtomicU64,
+    dispatch_wait_ns: AtomicU64,
+    saturations: AtomicU64,
+}
+
+impl<H: Handler<M>, M: Send + 'static> Pool<H, M> {
+    /// Makes the pool and starts its base workers and its monitor.
+    pub(crate) fn start(config: PoolConfig) -> io::Result<Arc<Pool<H, M>>> {
+        let poll = Poll::new()?;
+        let waker = Waker::new(poll.registry(), WAKER)?;
+        let registry = poll.registry().try_clone()?;
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let pool = Arc::new(Pool {
+            config,
+            tx,
+            rx,
+            poll: Mutex::new(poll),
+            registry,
+            waker,
+            slab: Mutex::new(Slab::new()),
+            epoch: Instant::now(),
+            idle: Mutex::new(Vec::new()),
+            parked: AtomicUsize::new(0),
+            poller_waiting: AtomicBool::new(false),
+            threads: AtomicUsize::new(0),
+            blocked: AtomicUsize::new(0),
+            busy: AtomicUsize::new(0),
+            slots: Mutex::new(Vec::new()),
+            handles: Mutex::new(Vec::new()),
+            names: AtomicUsize::new(0),
+            exiting: AtomicBool::new(false),
+            monitor: Parker::default(),
+            monitor_asleep: AtomicBool::new(false),
+            dispatches: AtomicU64::new(0),
+            dispatch_wait_ns: AtomicU64::new(0),
+            saturations: AtomicU64::new(0),
+        });
+        for _ in 0..pool.config.base {
+            pool.spawn_worker()?;
+        }
+        let monitor = pool.clone();
+        let handle = thread::Builder::new()
+            .name("atoll-monitor".into())
+            .spawn(move || monitor.monitor())?;
+        pool.handles.lock().push(handle);
+        Ok(pool)
+    }
+
+    pub(crate) fn now_ns(&self) -> u64 {
+        self.epoch.elapsed().as_nanos() as u64
+    }
+
+    /// Every live connection.
+    pub(crate) fn connections(&self) -> Vec<Arc<Conn<H, M>>> {
+        self.slab.lock().iter().cloned().collect()
+    }
+
+    /// Forgets a closed connection.
+    pub(crate) fn remove(&self, token: Token) {
+        self.slab.lock().remove(token);
+    }
+
+    /// Queues a connection that has work (the caller set its `SCHEDULED`
+    /// bit) and makes sure a worker will take it.
+    pub(crate) fn schedule(self: &Arc<Self>, conn: Arc<Conn<H, M>>) {
+        let slow = conn.is_slow();
+        if self.tx.send(conn).is_err() {
+            return; // cannot happen: the pool holds the receiver
+        }
+        // Pairs with the fences in `park` and `poll_once`: either the
+        // sleeper sees the queued connection, or we see the sleeper.
+        fence(Ordering::SeqCst);
+        let handed = if slow {
+            self.hand_out(1) > 0
+        } else {
+            self.wake_for_fast()
+        };
+        if !handed && self.poller_waiting.load(Ordering::SeqCst) {
+            let _ = self.waker.wake();
+        }
+    }
+
+    /// Wakes or starts up to `n` workers for slow connections; returns how
+    /// many it found.
+    fn hand_out(self: &Arc<Self>, n: usize) -> usize {
+        let mut found = 0;
+        while found < n && (self.wake_parked() || self.spawn_worker().is_ok()) {
+            found += 1;
+        }
+        found
+    }
+
+    /// Wakes a parked worker for fast work when fewer than the base count
+    /// are at work (neither parked nor in a slow run).
+    fn wake_for_fast(&self) -> bool {
+        let parked = self.parked.load(Ordering::SeqCst);
+        if parked == 0 {
+            return false;
+        }
+        let threads = self.threads.load(Ordering::Relaxed);
+        let blocked = self.blocked.load(Ordering::Relaxed);
+        if threads.saturating_sub(parked + blocked) >= self.config.base {
+            return false;
+        }
+        self.wake_parked()
+    }
+
+    fn wake_parked(&self) -> bool {
+        if self.parked.load(Ordering::SeqCst) == 0 {
+            return false;
+        }
+        let slot = {
+            let mut idle = self.idle.lock();
+            let Some(slot) = idle.pop() else {
+                return false;
             };
-            let flow = guarded(conn, || handler.handle_message(message, socket));
-            after(conn, socket, flow, Source::Message)?;
-        }
-        if !conn.mailbox.lock().is_empty() {
-            conn.sched.fetch_or(MESSAGE, Ordering::AcqRel);
-        }
+            self.parked.fetch_sub(1, Ordering::SeqCst);
+            slot
+        };
+        slot.parked.store(false, Ordering::Relaxed);
+        slot.parker.unpark();
+        true
     }
-    let to_eof = flags & HANGUP != 0;
-    let mut reads = 0;
-    loop {
-        if conn.sched.load(Ordering::Acquire) & SHUTDOWN != 0 {
-            break; // the next round runs handle_shutdown
-        }
-        // Bytes a synchronous recv read ahead go first, without waiting.
-        if let Some(data) = socket.take_unread_vec() {
-            socket.emit(|| Kind::AsyncRecv { data: &data });
-            let flow = guarded(conn, || handler.handle_data(&data, socket));
-            after(conn, socket, flow, Source::Data)?;
-            continue;
-        }
-        if !want_read && !socket.maybe_more() {
-            break;
-        }
-        if reads == READ_BUDGET {
-            // More may be waiting: yield to other connections and come back.
-            conn.sched
-                .fetch_or(READABLE | (flags & HANGUP), Ordering::AcqRel);
-            break;
-        }
-        reads += 1;
-        match socket.try_read(buf) {
-            Ok(0) => return Err(End::Close),
-            Ok(n) => {
-                // A short read drained the kernel buffer: new data brings a
-                // new edge. After a hang-up there is no new edge, so read on
-                // to the end of stream.
-                want_read = to_eof;
-                socket.emit(|| Kind::AsyncRecv { data: &buf[..n] });
-                let flow = guarded(conn, || handler.handle_data(&buf[..n], socket));
-                after(conn, socket, flow, Source::Data)?;
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-            Err(e) => return Err(End::Error(Error::Io(e))),
-        }
-    }
-    if stopping {
-        return Err(End::Shutdown);
-    }
-    if flags & TIMEOUT != 0 && conn.timer_expired() {
-        return Err(End::Timeout);
-    }
-    Ok(())
-}
 
-/// Reads the PROXY protocol header, when the server expects one;
-/// `Ok(true)` once read (or none is expected). Waits for readability
-/// without holding the worker, within the header timeout.
-fn proxy_header<H: Handler<M>, M: Send + 'static>(
-    conn: &Conn<H, M>,
-    state: &mut State<H>,
-    flags: u32,
-) -> Result<bool, Error> {
-    let (Some(options), Some(socket)) = (&conn.server.config.proxy, state.socket.as_mut()) else {
-        return Ok(true);
-    };
-    let io = match std::mem::replace(&mut state.setup, Setup::Ready) {
-        Setup::Proxy(io) => io,
-        other => {
-            state.setup = other;
-            return Ok(true);
+    /// Starts one more worker, if the cap allows.
+    fn spawn_worker(self: &Arc<Self>) -> io::Result<()> {
+        let max = self.config.max;
+        if self
+            .threads
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |t| {
+                (t < max).then_some(t + 1)
+            })
+            .is_err()
+        {
+            return Err(io::Error::other("the pool is at max_workers"));
         }
-    };
-    if flags & CONNECT != 0 {
-        conn.arm_timer(Some(Instant::now() + options.header_timeout));
-    }
-    let read = options
-        .check_trusted(&conn.meta.peer)
-        .and_then(|()| proxy::read_header(&io, options).map_err(Error::ProxyHeader));
-    let result = match read {
-        Ok(Some(header)) => {
-            let proxied = Arc::new(Proxied {
-                header,
-                via: conn.meta.peer.clone(),
-            });
-            let _ = conn.meta.proxy.set(proxied.clone());
-            socket.set_proxied(proxied);
-            state.setup = Setup::Accepted(io);
-            Ok(true)
-        }
-        // After a hang-up no more bytes come.
-        Ok(None) if flags & HANGUP != 0 => Err(Error::ProxyHeader(proxy::CUT_SHORT.into())),
-        Ok(None) if !conn.timer_expired() => {
-            state.setup = Setup::Proxy(io);
-            return Ok(false);
-        }
-        Ok(None) => Err(proxy::late(options)),
-        // The socket closes with `io` here.
-        Err(e) => Err(e),
-    };
-    socket.start_span();
-    result
-}
-
-/// Moves the transport's handshake on; `Ok(true)` once the stream is ready.
-/// The handshake starts when the handler exists (so a failure reaches
-/// `handle_error`) and resumes on readability; while it waits it holds no
-/// worker, and the handshake timeout bounds it.
-fn handshake<H: Handler<M>, M: Send + 'static>(
-    conn: &Conn<H, M>,
-    setup: &mut Setup,
-    socket: &mut Socket,
-    flags: u32,
-) -> Result<bool, End> {
-    let config = &conn.server.config;
-    let state = match std::mem::replace(setup, Setup::Ready) {
-        Setup::Accepted(io) => {
-            conn.arm_timer(config.handshake_timeout.map(|t| Instant::now() + t));
-            let transport = &config.transport;
-            guarded(conn, || transport.handshake(io))?
-        }
-        Setup::Stream(stream) => Handshake::Done(stream),
-        Setup::Handshaking(pending) if flags & (READABLE | HANGUP) != 0 => {
-            guarded(conn, || pending.resume())?
-        }
-        waiting => {
-            *setup = waiting;
-            if flags & TIMEOUT != 0 && conn.timer_expired() {
-                return Err(handshake_timed_out(config.handshake_timeout));
-            }
-            return Ok(false);
-        }
-    };
-    match state {
-        Handshake::Done(stream) => {
-            socket.attach(stream);
-            Ok(true)
-        }
-        Handshake::Pending(pending) => {
-            // A client that trickles its handshake gets readiness before and
-            // after the deadline: the deadline holds whatever woke us.
-            if conn.timer_expired() {
-                return Err(handshake_timed_out(config.handshake_timeout));
-            }
-            *setup = Setup::Handshaking(pending);
-            Ok(false)
-        }
-        Handshake::Failed(reason) => Err(End::Error(Error::Handshake(reason))),
-    }
-}
-
-fn handshake_timed_out(limit: Option<Duration>) -> End {
-    let limit = limit.unwrap_or_default();
-    End::Error(Error::Handshake(
-        format!("the handshake did not finish within {limit:?}").into(),
-    ))
-}
-
-/// Applies the flow a callback returned; `Err` when the connection ends.
-fn after<H: Handler<M>, M: Send + 'static>(
-    conn: &Conn<H, M>,
-    socket: &mut Socket,
-    flow: Result<Flow, End>,
-    source: Source,
-) -> Result<(), End> {
-    let timeout = match flow? {
-        Flow::Error(reason) => return Err(End::Error(Error::Handler(reason))),
-        // Closed inside the callback: by a send timeout or a failed upgrade
-        // (that is the error, unless the callback returned its own), or by the handler
-        // itself (no more callbacks).
-        _ if socket.is_closed() => return Err(socket.take_fatal().map_or(End::Quiet, End::Error)),
-        Flow::Continue if source == Source::Message => return Ok(()),
-        Flow::Continue => socket.read_timeout(),
-        Flow::ContinueTimeout(timeout) => timeout,
-        Flow::ContinuePersistent(timeout) => {
-            socket.set_read_timeout(timeout);
-            timeout
-        }
-        Flow::Close => return Err(End::Close),
-        Flow::Detach(f) => return Err(End::Detach(f)),
-    };
-    conn.arm_timer(timeout.map(|t| Instant::now() + t));
-    Ok(())
-}
-
-/// Runs a callback, turning a panic into the connection's end.
-fn guarded<H, M, R>(conn: &Conn<H, M>, f: impl FnOnce() -> R) -> Result<R, End> {
-    panic::catch_unwind(AssertUnwindSafe(f)).map_err(|payload| {
-        let msg = panic_message(&*payload);
-        conn.server.stats.panics.fetch_add(1, Ordering::Relaxed);
-        log::error!(
-            "atoll: handler of connection {} from {} panicked: {msg}",
-            conn.meta.id,
-            conn.meta.peer()
-        );
-        End::Error(Error::Panic(msg))
-    })
-}
-
-/// Runs the last callback, closes the socket and frees the connection's
-/// slot (or, when detached, hands the socket over).
-fn finish<H: Handler<M>, M: Send + 'static>(
-    conn: &Arc<Conn<H, M>>,
-    mut state: MutexGuard<'_, State<H>>,
-    end: End,
-) {
-    let mut handler = state.handler.take();
-    let Some(mut socket) = state.socket.take() else {
-        drop(state);
-        conn.release();
-        return;
-    };
-    drop(state);
-    let server = &conn.server;
-    let peer = conn.meta.peer();
-    let id = conn.meta.id;
-    match (end, handler.as_mut()) {
-        (End::Detach(give), _) => {
-            if let Some(fd) = socket.raw_fd() {
-                conn.acceptor.deregister(fd);
-            }
-            socket.set_release(conn.clone());
-            conn.set_phase(DETACHED);
-            drop(handler);
-            // The socket's drop releases the slot from now on, even if
-            // `give` panics and drops it.
-            let _ = guarded(conn, move || give(socket));
-            return;
-        }
-        (End::Error(err), handler) => {
-            socket.close();
-            match &err {
-                // Surfaced, as an abnormal exit is in Thousand Island.
-                Error::Handler(_) if !server.config.silent_terminate_on_error => {
-                    log::error!(target: "atoll", "connection {id} from {peer} ended: {err}")
+        let slot = Arc::new(Slot::default());
+        self.slots.lock().push(slot.clone());
+        let pool = self.clone();
+        let mine = slot.clone();
+        let n = self.names.fetch_add(1, Ordering::Relaxed);
+        let spawned = thread::Builder::new()
+            .name(format!("atoll-worker-{n}"))
+            .spawn(move || pool.work(mine));
+        match spawned {
+            Ok(handle) => {
+                let mut handles = self.handles.lock();
+                // Join the workers that retired since.
+                let (done, live): (Vec<_>, Vec<_>) =
+                    handles.drain(..).partition(|h| h.is_finished());
+                *handles = live;
+                handles.push(handle);
+                drop(handles);
+                for h in done {
+                    let _ = h.join();
                 }
-                Error::ProxyHeader(_) => {
-                    server.stats.proxy_errors.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
+            Err(e) => {
+                self.threads.fetch_sub(1, Ordering::AcqRel);
+                self.slots.lock().retain(|s| !Arc::ptr_eq(s, &slot));
+                log::error!(target: "atoll", "cannot start a worker thread: {e}");
+                Err(e)
+            }
+        }
+    }
+
+    /// A worker's life: run queued connections, else poll, else park.
+    fn work(self: Arc<Self>, slot: Arc<Slot>) {
+        slot.tid.store(crate::sys::thread_id(), Ordering::Relaxed);
+        let mut buf = vec![0u8; READ_CHUNK];
+        let mut events = Events::with_capacity(EVENTS);
+        let mut batch = Vec::new();
+        let mut back_to_polling = false;
+        loop {
+            if self.exiting.load(Ordering::Acquire) {
+                break;
+            }
+            if !back_to_polling {
+                if let Ok(conn) = self.rx.try_recv() {
+                    self.run(&slot, conn, &mut buf);
+                    continue;
                 }
-                Error::Refused(_) => {
-                    server.stats.refused.fetch_add(1, Ordering::Relaxed);
-                    if let Some(span) = socket.span() {
-                        span.emit_acceptor(Kind::SpawnError {
-                            peer,
-                            reason: SpawnError::Refused(&err),
-                        });
+            }
+            if let Some(poll) = self.poll.try_lock() {
+                let mine = self.poll_once(poll, &mut events, &mut batch, back_to_polling);
+                back_to_polling = false;
+                match mine {
+                    Polled::Run(conn) => self.run(&slot, conn, &mut buf),
+                    Polled::HandedOut => back_to_polling = true,
+                    Polled::Nothing => {}
+                }
+                continue;
+            }
+            back_to_polling = false;
+            if !self.park(&slot) {
+                return; // retired: its slot is gone
+            }
+        }
+        self.threads.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// Waits for readiness (not at all when work is queued, unless the
+    /// queued work was just handed to woken workers), turns it into runnable
+    /// connections, queues all but one fast one, and returns that one.
+    fn poll_once(
+        self: &Arc<Self>,
+        mut poll: parking_lot::MutexGuard<'_, Poll>,
+        events: &mut Events,
+        batch: &mut Vec<Arc<Conn<H, M>>>,
+        block: bool,
+    ) -> Polled<H, M> {
+        self.poller_waiting.store(true, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+        let idle = block || self.rx.is_empty();
+        let timeout = (!idle || self.exiting.load(Ordering::Acquire)).then_some(Duration::ZERO);
+        let polled = poll.poll(events, timeout);
+        self.poller_waiting.store(false, Ordering::SeqCst);
+        drop(poll);
+        if let Err(e) = polled {
+            if e.kind() != io::ErrorKind::Interrupted {
+                log::error!(target: "atoll", "epoll_wait failed: {e}");
+                thread::sleep(Duration::from_millis(10));
+            }
+            return Polled::Nothing;
+        }
+        if events.is_empty() {
+            return Polled::Nothing;
+        }
+        let now = self.now_ns();
+        {
+            let slab = self.slab.lock();
+            for event in events.iter() {
+                let Some(conn) = slab.get(event.token()) else {
+                    continue; // the waker, or a connection gone meanwhile
+                };
+                let mut flags = READABLE;
+                if event.is_read_closed() || event.is_error() {
+                    flags |= HANGUP;
+                }
+                if conn.mark(flags, now) {
+                    batch.push(conn.clone());
+                }
+            }
+        }
+        let mut mine = None;
+        let (mut fast, mut slow) = (0, 0);
+        for conn in batch.drain(..) {
+            let is_slow = conn.is_slow();
+            if mine.is_none() && !is_slow {
+                mine = Some(conn);
+                continue;
+            }
+            if is_slow {
+                slow += 1;
+            } else {
+                fast += 1;
+            }
+            let _ = self.tx.send(conn);
+        }
+        fence(Ordering::SeqCst);
+        let handed = slow == 0 || self.hand_out(slow) == slow;
+        if fast > 0 {
+            self.wake_for_fast();
+        }
+        match mine {
+            Some(conn) => Polled::Run(conn),
+            None if slow > 0 && handed && fast == 0 => Polled::HandedOut,
+            None => Polled::Nothing,
+        }
+    }
+
+    /// Runs one connection, timing it: the wait since it became runnable
+    /// goes to the statistics, and a long run marks it slow.
+    fn run(&self, slot: &Slot, conn: Arc<Conn<H, M>>, buf: &mut [u8]) {
+        let start = self.now_ns();
+        self.busy.fetch_add(1, Ordering::SeqCst);
+        if self.monitor_asleep.load(Ordering::SeqCst)
+            && self.monitor_asleep.swap(false, Ordering::SeqCst)
+        {
+            self.monitor.unpark();
+        }
+        slot.token.store(conn.token.0, Ordering::Relaxed);
+        slot.busy_since.store(start.max(1), Ordering::Relaxed);
+        if conn.is_slow() && !slot.blocked.swap(true, Ordering::AcqRel) {
+            self.blocked.fetch_add(1, Ordering::Relaxed);
+        }
+        let waited = start.saturating_sub(conn.queued_at());
+        self.dispatches.fetch_add(1, Ordering::Relaxed);
+        self.dispatch_wait_ns.fetch_add(waited, Ordering::Relaxed);
+        driver::run(&conn, buf, Duration::from_nanos(waited));
+        let took = self.now_ns().saturating_sub(start);
+        slot.busy_since.store(0, Ordering::Relaxed);
+        self.unblock(slot);
+        self.busy.fetch_sub(1, Ordering::Relaxed);
+        // The monitor marks a connection slow when it finds its callback
+        // asleep; a quick run clears the mark.
+        if took < self.config.blocking_after.as_nanos() as u64 {
+            conn.set_slow(false);
+        }
+    }
+
+    fn unblock(&self, slot: &Slot) {
+        if slot.blocked.swap(false, Ordering::AcqRel) {
+            self.blocked.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Sleeps until handed work; `false` when the worker is one too many
+    /// and has waited `keepalive` for nothing: it has left the pool.
+    fn park(&self, slot: &Arc<Slot>) -> bool {
+        self.unblock(slot);
+        *slot.parker.woken.lock() = false;
+        {
+            let mut idle = self.idle.lock();
+            idle.push(slot.clone());
+            slot.parked.store(true, Ordering::Relaxed);
+            self.parked.fetch_add(1, Ordering::SeqCst);
+        }
+        fence(Ordering::SeqCst);
+        if !self.rx.is_empty() || self.exiting.load(Ordering::Acquire) {
+            self.unpark_self(slot);
+            return true;
+        }
+        let mut woken = slot.parker.woken.lock();
+        while !*woken {
+            let timed_out = slot
+                .parker
+                .cv
+                .wait_for(&mut woken, self.config.keepalive)
+                .timed_out();
+            if timed_out && !*woken && self.retire(slot) {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Takes a worker that parked off the idle list itself.
+    fn unpark_self(&self, slot: &Arc<Slot>) {
+        let mut idle = self.idle.lock();
+        if let Some(i) = idle.iter().position(|s| Arc::ptr_eq(s, slot)) {
+            idle.swap_remove(i);
+            self.parked.fetch_sub(1, Ordering::SeqCst);
+            slot.parked.store(false, Ordering::Relaxed);
+        }
+        // Otherwise a waker took it and set `woken`: nothing to undo.
+    }
+
+    /// Removes a parked worker beyond the base count from the pool.
+    fn retire(&self, slot: &Arc<Slot>) -> bool {
+        let mut idle = self.idle.lock();
+        let Some(i) = idle.iter().position(|s| Arc::ptr_eq(s, slot)) else {
+            return false; // being woken
+        };
+        let base = self.config.base;
+        if self
+            .threads
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |t| {
+                (t > base).then(|| t - 1)
+            })
+            .is_err()
+        {
+            return false;
+        }
+        idle.swap_remove(i);
+        self.parked.fetch_sub(1, Ordering::SeqCst);
+        drop(idle);
+        self.slots.lock().retain(|s| !Arc::ptr_eq(s, slot));
+        true
+    }
+
+    /// The monitor: while callbacks run, checks every `blocking_after`
+    /// that they are not all stuck with work waiting; adds a worker when
+    /// they are.
+    fn monitor(self: Arc<Self>) {
+        let tick = self.config.blocking_after;
+        let after = tick.as_nanos() as u64;
+        let mut idle_ticks = 0;
+        let mut saturated_since: Option<Instant> = None;
+        let mut warned: Option<Instant> = None;
+        loop {
+            {
+                let mut woken = self.monitor.woken.lock();
+                if !*woken {
+                    self.monitor.cv.wait_for(&mut woken, tick);
+                }
+                *woken = false;
+            }
+            if self.exiting.load(Ordering::Acquire) {
+                return;
+            }
+            let now = self.now_ns();
+            // Is any worker free (neither parked nor in a callback), or in a
+            // callback that started less than a tick ago? A callback that has
+            // run longer is blocking if its thread sleeps (a worker waiting
+            // for a CPU is not blocked), or after ten ticks.
+            let (mut progress, mut blocking) = (false, false);
+            for slot in self.slots.lock().iter() {
+                let since = slot.busy_since.load(Ordering::Relaxed);
+                if since == 0 {
+                    progress |= !slot.parked.load(Ordering::Relaxed);
+                    continue;
+                }
+                let busy = now.saturating_sub(since);
+                if busy < after {
+                    progress = true;
+                    continue;
+                }
+                if slot.blocked.load(Ordering::Relaxed) {
+                    blocking = true;
+                    continue;
+                }
+                let asleep = crate::sys::thread_sleeping(slot.tid.load(Ordering::Relaxed))
+                    .unwrap_or(true);
+                if asleep || busy >= 10 * after {
+                    blocking = true;
+                    if !slot.blocked.swap(true, Ordering::AcqRel) {
+                        self.blocked.fetch_add(1, Ordering::Relaxed);
+                    }
+                    let token = Token(slot.token.load(Ordering::Relaxed));
+                    if let Some(conn) = self.slab.lock().get(token) {
+                        conn.set_slow(true);
                     }
                 }
-                _ => {}
             }
-            if let Some(h) = handler {
-                let _ = guarded(conn, || h.handle_error(&err, &mut socket));
+            let starved = !self.rx.is_empty() || !self.poll.is_locked();
+            if starved && !progress {
+                if !self.wake_parked() && (!blocking || self.spawn_worker().is_err()) {
+                    let since = *saturated_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() >= SATURATION_WARNING_AFTER
+                        && warned.map_or(true, |w| w.elapsed() >= SATURATION_WARNING_EVERY)
+                    {
+                        warned = Some(Instant::now());
+                        self.saturations.fetch_add(1, Ordering::Relaxed);
+                        log::warn!(
+                            target: "atoll",
+                            "all {} workers have been busy in callbacks for {:?} with work \
+                             waiting: raise Builder::max_workers, or make the handlers block less",
+                            self.threads.load(Ordering::Relaxed),
+                            since.elapsed()
+                        );
+                    }
+                }
+            } else {
+                saturated_since = None;
             }
-            socket.emit_stop(Some(&err));
+            // Sleep until a callback starts once none has run for a while.
+            if self.busy.load(Ordering::SeqCst) == 0 && self.rx.is_empty() {
+                idle_ticks += 1;
+                if idle_ticks >= IDLE_TICKS {
+                    idle_ticks = 0;
+                    self.monitor_asleep.store(true, Ordering::SeqCst);
+                    if self.busy.load(Ordering::SeqCst) == 0 {
+                        let mut woken = self.monitor.woken.lock();
+                        while !*woken && self.monitor_asleep.load(Ordering::SeqCst) {
+                            self.monitor.cv.wait(&mut woken);
+                        }
+                    }
+                    self.monitor_asleep.store(false, Ordering::SeqCst);
+                }
+            } else {
+                idle_ticks = 0;
+            }
         }
-        (End::Close, Some(h)) => {
-            let _ = guarded(conn, || h.handle_close(&mut socket));
-        }
-        (End::Timeout, Some(h)) => {
-            let _ = guarded(conn, || h.handle_timeout(&mut socket));
-            socket.emit_stop(Some(&Error::Timeout));
-        }
-        (End::Shutdown, Some(h)) => {
-            let _ = guarded(conn, || h.handle_shutdown(&mut socket));
-        }
-        _ => {}
     }
-    publish(conn, &mut socket);
-    drop(socket);
-    // A handler's own Drop may panic too; it must not take the worker.
-    let _ = guarded(conn, move || drop(handler));
-    conn.release();
+
+    pub(crate) fn stats(&self) -> PoolStats {
+        PoolStats {
+            workers: self.threads.load(Ordering::Relaxed),
+            busy: self.busy.load(Ordering::Relaxed),
+            blocked: self.blocked.load(Ordering::Relaxed),
+            queued: self.rx.len(),
+            dispatches: self.dispatches.load(Ordering::Relaxed),
+            dispatch_wait: Duration::from_nanos(self.dispatch_wait_ns.load(Ordering::Relaxed)),
+            saturations: self.saturations.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Stops every worker and the monitor, waiting up to `grace` for those
+    /// still in a callback; drops what the pool holds, so that nothing
+    /// keeps the server's shared state alive.
+    pub(crate) fn shutdown(&self, grace: Duration) {
+        self.exiting.store(true, Ordering::SeqCst);
+        let parked: Vec<_> = std::mem::take(&mut *self.idle.lock());
+        self.parked.store(0, Ordering::SeqCst);
+        for slot in parked {
+            slot.parker.unpark();
+        }
+        self.monitor_asleep.store(false, Ordering::SeqCst);
+        self.monitor.unpark();
+        let _ = self.waker.wake();
+        let handles: Vec<_> = std::mem::take(&mut *self.handles.lock());
+        let until = Instant::now() + grace;
+        let me = thread::current().id();
+        for handle in handles {
+            if handle.thread().id() == me {
+                continue; // stop called from a callback: a thread cannot join itself
+            }
+            while !handle.is_finished() && Instant::now() < until {
+                thread::sleep(Duration::from_millis(1));
+            }
+            if handle.is_finished() {
+                let _ = handle.join();
+            } else {
+                let name = handle.thread().name().unwrap_or("a worker").to_string();
+                log::error!("atoll: stop: {name} is stuck in a callback; left running");
+            }
+        }
+        while self.rx.try_recv().is_ok() {}
+        let mut slab = self.slab.lock();
+        slab.entries.clear();
+        slab.free.clear();
+    }
 }
 
-impl<H: Handler<M>, M: Send + 'static> Release for Conn<H, M> {
-    /// Forgets the connection: refuses further messages, frees its slot and
-    /// tells a waiting stop.
-    fn release(&self) {
-        self.set_phase(ENDED);
-        self.acceptor.remove(self.token);
-        self.acceptor.limiter.release();
-        self.server.connection_ended();
-    }
+/// What a poll gave the poller to do.
+enum Polled<H, M> {
+    /// Run this connection.
+    Run(Arc<Conn<H, M>>),
+    /// Slow connections were queued and workers woken for them: poll again.
+    HandedOut,
+    Nothing,
 }
 
-/// How long stop waits for workers after forcing connections closed.
-pub(crate) const FORCE_GRACE: Duration = Duration::from_secs(1);
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Nothing;
+    impl Handler for Nothing {}
+
+    #[test]
+    fn a_reused_slot_gets_a_new_token_and_the_old_token_finds_nothing() {
+        let mut slab: Slab<Nothing, ()> = Slab::new();
+        let first = slab.vacant_token();
+        slab.remove(first);
+        let second = slab.vacant_token();
+        assert_eq!(
+            first.0 & 0xffff_ffff,
+            second.0 & 0xffff_ffff,
+            "the slot is reused"
+        );
+        assert_ne!(first, second, "with another generation");
+        assert!(slab.get(first).is_none());
+        slab.remove(first);
+        assert!(slab.free.is_empty(), "a stale token frees nothing");
+        slab.remove(second);
+        assert_eq!(slab.free.len(), 1);
+        assert_ne!(slab.vacant_token(), WAKER);
+    }
+}

@@ -6,19 +6,17 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::{Receiver, Sender};
 use mio::unix::SourceFd;
-use mio::{Events, Interest, Poll, Registry, Token, Waker};
+use mio::{Events, Interest, Poll, Token, Waker};
 use parking_lot::Mutex;
 use socket2::Socket as RawSocket;
 
-use crate::connection::{
-    Conn, Meta, Setup, State, Timer, CONNECT, HANGUP, OPEN, READABLE, SCHEDULED, TIMEOUT,
-};
+use crate::connection::{Conn, Meta, Setup, State, Timer, CONNECT, OPEN, SCHEDULED, TIMEOUT};
 use crate::handler::Handler;
 use crate::limiter::Limiter;
 use crate::server::Shared;
@@ -57,68 +55,13 @@ pub(crate) enum Control {
     Exit,
 }
 
-struct Entry<H, M> {
-    generation: u32,
-    conn: Option<Arc<Conn<H, M>>>,
-}
-
-/// The connections of one acceptor. A token is the slot index in its low
-/// 32 bits and the slot's generation in the high ones, so an event or timer
-/// for a closed connection never reaches the one that reused its slot.
-struct Slab<H, M> {
-    entries: Vec<Entry<H, M>>,
-    free: Vec<u32>,
-}
-
-impl<H, M> Slab<H, M> {
-    fn get(&self, token: Token) -> Option<&Arc<Conn<H, M>>> {
-        let entry = self.entries.get(token.0 & 0xffff_ffff)?;
-        if entry.generation as usize != token.0 >> 32 {
-            return None;
-        }
-        entry.conn.as_ref()
-    }
-
-    fn vacant_token(&mut self) -> Token {
-        let index = match self.free.pop() {
-            Some(i) => i as usize,
-            None => {
-                self.entries.push(Entry {
-                    generation: 0,
-                    conn: None,
-                });
-                self.entries.len() - 1
-            }
-        };
-        Token(index | (self.entries[index].generation as usize) << 32)
-    }
-
-    fn fill(&mut self, token: Token, conn: Arc<Conn<H, M>>) {
-        self.entries[token.0 & 0xffff_ffff].conn = Some(conn);
-    }
-
-    /// Frees a slot (filled or not) and retires its token.
-    fn remove(&mut self, token: Token) {
-        let index = token.0 & 0xffff_ffff;
-        if let Some(entry) = self.entries.get_mut(index) {
-            if entry.generation as usize == token.0 >> 32 {
-                // Stays clear of the reserved tokens at the top of the range.
-                entry.generation = (entry.generation + 1) % 0x7fff_ffff;
-                entry.conn = None;
-                self.free.push(index as u32);
-            }
-        }
-    }
-}
-
 /// The part of an acceptor that workers and the server handle share with
 /// its poll thread.
 pub(crate) struct AcceptorShared<H, M> {
-    slab: Mutex<Slab<H, M>>,
     pub(crate) limiter: Limiter,
     timers: Sender<(Instant, Token)>,
     waker: Arc<Waker>,
-    registry: Registry,
+    _conns: std::marker::PhantomData<fn() -> (H, M)>,
     /// When the poll thread will wake at the latest, in nanoseconds since
     /// `epoch`; a timer earlier than that must wake it.
     next_wake: AtomicU64,
@@ -127,26 +70,6 @@ pub(crate) struct AcceptorShared<H, M> {
 }
 
 impl<H: Handler<M>, M: Send + 'static> AcceptorShared<H, M> {
-    /// Every live connection of this acceptor.
-    pub(crate) fn connections(&self) -> Vec<Arc<Conn<H, M>>> {
-        self.slab
-            .lock()
-            .entries
-            .iter()
-            .filter_map(|e| e.conn.clone())
-            .collect()
-    }
-
-    /// Forgets a closed connection.
-    pub(crate) fn remove(&self, token: Token) {
-        self.slab.lock().remove(token);
-    }
-
-    /// Stops watching a connection's descriptor (when it is detached).
-    pub(crate) fn deregister(&self, fd: std::os::fd::RawFd) {
-        let _ = self.registry.deregister(&mut SourceFd(&fd));
-    }
-
     /// Hands the poll thread a timer entry, waking it if it would sleep
     /// past it.
     pub(crate) fn add_timer(&self, deadline: Instant, token: Token) {
@@ -248,15 +171,10 @@ pub(crate) fn acceptor<H: Handler<M>, M: Send + 'static>(
 ) -> io::Result<(Arc<AcceptorShared<H, M>>, Parts)> {
     let poll = Poll::new()?;
     let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
-    let registry = poll.registry().try_clone()?;
     let (control_tx, control) = crossbeam_channel::unbounded();
     let (timer_tx, timer_rx) = crossbeam_channel::unbounded();
     let limiter_waker = waker.clone();
     let shared = Arc::new(AcceptorShared {
-        slab: Mutex::new(Slab {
-            entries: Vec::new(),
-            free: Vec::new(),
-        }),
         limiter: Limiter::new(
             limit,
             Box::new(move || {
@@ -265,7 +183,7 @@ pub(crate) fn acceptor<H: Handler<M>, M: Send + 'static>(
         ),
         timers: timer_tx,
         waker,
-        registry,
+        _conns: std::marker::PhantomData,
         next_wake: AtomicU64::new(0),
         epoch: Instant::now(),
         control: control_tx,
@@ -318,39 +236,14 @@ impl<H: Handler<M>, M: Send + 'static> Reactor<H, M> {
             if !self.handle_controls() {
                 break;
             }
-            {
-                let slab = self.shared.slab.lock();
-                for event in events.iter() {
-                    match event.token() {
-                        LISTENER => self.listener_ready = true,
-                        WAKER => {}
-                        token => {
-                            if let Some(conn) = slab.get(token) {
-                                let mut flags = READABLE;
-                                if event.is_read_closed() || event.is_error() {
-                                    flags |= HANGUP;
-                                }
-                                conn.notify(flags);
-                            }
-                        }
-                    }
-                }
+            if events.iter().any(|e| e.token() == LISTENER) {
+                self.listener_ready = true;
             }
             self.fire_timers();
             self.redeliver();
             self.retry_waiting();
             self.accept();
-            if !events.is_empty() {
-                // Give the workers the core before waiting again: on few
-                // cores this saves a context switch per message.
-                std::thread::yield_now();
-            }
         }
-        // Break the conn -> acceptor -> slab -> conn cycle of connections
-        // that outlived the stop (stuck in a handler).
-        let mut slab = self.shared.slab.lock();
-        slab.entries.clear();
-        slab.free.clear();
     }
 
     /// Moves new timer entries to the heap and returns how long to sleep.
@@ -388,7 +281,7 @@ impl<H: Handler<M>, M: Send + 'static> Reactor<H, M> {
         if self.heap.len() < 4096 || self.heap.len() < 4 * live {
             return;
         }
-        let slab = self.shared.slab.lock();
+        let slab = self.server.pool.slab.lock();
         self.heap.retain(|Reverse((at, token))| {
             slab.get(*token)
                 .is_some_and(|conn| conn.timer.lock().queued == Some(*at))
@@ -503,7 +396,7 @@ impl<H: Handler<M>, M: Send + 'static> Reactor<H, M> {
                 break;
             }
             self.heap.pop();
-            let Some(conn) = self.shared.slab.lock().get(token).cloned() else {
+            let Some(conn) = self.lookup(token) else {
                 continue;
             };
             let mut timer = conn.timer.lock();
@@ -721,7 +614,8 @@ impl<H: Handler<M>, M: Send + 'static> Reactor<H, M> {
             };
             socket.set_span(span, announce);
         }
-        let mut slab = self.shared.slab.lock();
+        let pool = &self.server.pool;
+        let mut slab = pool.slab.lock();
         let token = slab.vacant_token();
         let conn = Arc::new(Conn {
             meta: Meta {
@@ -733,6 +627,8 @@ impl<H: Handler<M>, M: Send + 'static> Reactor<H, M> {
             },
             token,
             sched: AtomicU32::new(CONNECT | SCHEDULED),
+            queued_at: AtomicU64::new(pool.now_ns()),
+            slow: AtomicBool::new(false),
             server: self.server.clone(),
             acceptor: self.shared.clone(),
             stream,
@@ -746,10 +642,9 @@ impl<H: Handler<M>, M: Send + 'static> Reactor<H, M> {
             }),
         });
         if let Some(fd) = fd {
-            let registered =
-                self.poll
-                    .registry()
-                    .register(&mut SourceFd(&fd), token, Interest::READABLE);
+            let registered = pool
+                .registry
+                .register(&mut SourceFd(&fd), token, Interest::READABLE);
             if let Err(e) = registered {
                 slab.remove(token);
                 drop(slab);
@@ -760,13 +655,13 @@ impl<H: Handler<M>, M: Send + 'static> Reactor<H, M> {
         }
         slab.fill(token, conn.clone());
         drop(slab);
-        self.server.schedule(conn);
+        pool.schedule(conn);
         Some(token)
     }
 
     /// The connection a token names, if it is still live.
     pub(crate) fn lookup(&self, token: Token) -> Option<Arc<Conn<H, M>>> {
-        self.shared.slab.lock().get(token).cloned()
+        self.server.pool.slab.lock().get(token).cloned()
     }
 
     /// Telemetry of this acceptor, for the UDP receive path.
@@ -789,35 +684,4 @@ fn is_exhaustion(e: &io::Error) -> bool {
         e.raw_os_error(),
         Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
     )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    struct Nothing;
-    impl Handler for Nothing {}
-
-    #[test]
-    fn a_reused_slot_gets_a_new_token_and_the_old_token_finds_nothing() {
-        let mut slab: Slab<Nothing, ()> = Slab {
-            entries: Vec::new(),
-            free: Vec::new(),
-        };
-        let first = slab.vacant_token();
-        slab.remove(first);
-        let second = slab.vacant_token();
-        assert_eq!(
-            first.0 & 0xffff_ffff,
-            second.0 & 0xffff_ffff,
-            "the slot is reused"
-        );
-        assert_ne!(first, second, "with another generation");
-        assert!(slab.get(first).is_none());
-        slab.remove(first);
-        assert!(slab.free.is_empty(), "a stale token frees nothing");
-        slab.remove(second);
-        assert_eq!(slab.free.len(), 1);
-        assert_ne!(slab.vacant_token(), LISTENER);
-    }
 }

@@ -12,9 +12,10 @@ use parking_lot::{Condvar, Mutex, RwLock};
 
 use crate::config::Builder;
 use crate::connection::{Conn, Connection, SHUTDOWN};
+use crate::driver::FORCE_GRACE;
 use crate::error::{BoxError, Error};
 use crate::handler::Handler;
-use crate::pool::{worker_loop, Job, FORCE_GRACE};
+use crate::pool::{Pool, PoolConfig};
 use crate::reactor::{self, AcceptorShared, Control, Reactor};
 use crate::telemetry::{Event, Kind, Sink, SinkId, Span, SpanId, Telemetry};
 use crate::transport::{Addr, ListenSocket};
@@ -65,6 +66,23 @@ pub struct ServerStats {
     pub busy_workers: u64,
     /// Connections waiting for a worker now.
     pub queued: u64,
+    /// Worker threads now: the base count, plus those started for
+    /// callbacks that block (see [`Builder::max_workers`]).
+    pub workers: u64,
+    /// Workers in a callback that has run longer than
+    /// [`Builder::blocking_after`], or of a connection whose last callbacks
+    /// did: they do not count toward the base count of working threads.
+    pub blocked_workers: u64,
+    /// Times a worker took a connection up to run its callbacks.
+    pub dispatches: u64,
+    /// The sum over those of the time from readiness (data, a message, a
+    /// timer) to the worker: divided by `dispatches`, the mean dispatch
+    /// wait. It grows when the workers are saturated.
+    pub dispatch_wait: Duration,
+    /// Times every worker, at [`Builder::max_workers`], had been busy in a
+    /// callback for half a second with work waiting (each also logged as a
+    /// warning, at most once a minute).
+    pub saturations: u64,
     /// Messages [`Connection::send`] gave back because the connection's
     /// queue was full ([`SendError::Full`](crate::SendError::Full)): a
     /// handler not keeping up.
@@ -83,7 +101,6 @@ pub(crate) struct Counters {
     pub(crate) panics: AtomicU64,
     pub(crate) bytes_in: AtomicU64,
     pub(crate) bytes_out: AtomicU64,
-    pub(crate) busy_workers: AtomicU64,
     pub(crate) messages_refused: AtomicU64,
     pub(crate) proxy_errors: AtomicU64,
 }
@@ -92,7 +109,7 @@ pub(crate) struct Counters {
 pub(crate) struct Shared<H, M> {
     pub(crate) config: Builder,
     pub(crate) factory: Factory<H, M>,
-    jobs: Sender<Job<H, M>>,
+    pub(crate) pool: Arc<Pool<H, M>>,
     pub(crate) next_id: AtomicU64,
     pub(crate) stats: Counters,
     pub(crate) telemetry: Arc<Telemetry>,
@@ -103,12 +120,6 @@ pub(crate) struct Shared<H, M> {
 }
 
 impl<H: Handler<M>, M: Send + 'static> Shared<H, M> {
-    /// Queues a connection for a worker.
-    pub(crate) fn schedule(&self, conn: Arc<Conn<H, M>>) {
-        // Fails only once the workers have exited, at the end of a stop.
-        let _ = self.jobs.send(Job::Run(conn));
-    }
-
     /// Called when a connection released its slot.
     pub(crate) fn connection_ended(&self) {
         let _guard = self.drained.0.lock();
@@ -116,8 +127,7 @@ impl<H: Handler<M>, M: Send + 'static> Shared<H, M> {
     }
 
     fn conns(&self) -> Vec<Arc<Conn<H, M>>> {
-        let acceptors = self.acceptors.read();
-        acceptors.iter().flat_map(|a| a.connections()).collect()
+        self.pool.connections()
     }
 }
 
@@ -132,7 +142,7 @@ trait Backend<M>: Send + Sync {
     fn stats(&self) -> ServerStats;
     fn control(&self, make: &mut dyn FnMut(Sender<()>) -> Option<Control>) -> Result<(), Error>;
     fn exit_acceptors(&self);
-    fn exit_workers(&self, n: usize);
+    fn exit_workers(&self);
     fn config(&self) -> &Builder;
     fn telemetry(&self) -> &Arc<Telemetry>;
 }
@@ -183,6 +193,7 @@ impl<H: Handler<M>, M: Send + 'static> Backend<M> for Shared<H, M> {
 
     fn stats(&self) -> ServerStats {
         let s = &self.stats;
+        let pool = self.pool.stats();
         ServerStats {
             accepted: s.accepted.load(Ordering::Relaxed),
             rejected: s.rejected.load(Ordering::Relaxed),
@@ -192,8 +203,13 @@ impl<H: Handler<M>, M: Send + 'static> Backend<M> for Shared<H, M> {
             live: self.live() as u64,
             bytes_in: s.bytes_in.load(Ordering::Relaxed),
             bytes_out: s.bytes_out.load(Ordering::Relaxed),
-            busy_workers: s.busy_workers.load(Ordering::Relaxed),
-            queued: self.jobs.len() as u64,
+            busy_workers: pool.busy as u64,
+            queued: pool.queued as u64,
+            workers: pool.workers as u64,
+            blocked_workers: pool.blocked as u64,
+            dispatches: pool.dispatches,
+            dispatch_wait: pool.dispatch_wait,
+            saturations: pool.saturations,
             messages_refused: s.messages_refused.load(Ordering::Relaxed),
             proxy_errors: s.proxy_errors.load(Ordering::Relaxed),
         }
@@ -229,10 +245,8 @@ impl<H: Handler<M>, M: Send + 'static> Backend<M> for Shared<H, M> {
         }
     }
 
-    fn exit_workers(&self, n: usize) {
-        for _ in 0..n {
-            let _ = self.jobs.send(Job::Exit);
-        }
+    fn exit_workers(&self) {
+        self.pool.shutdown(FORCE_GRACE);
     }
 
     fn config(&self) -> &Builder {
@@ -258,7 +272,6 @@ struct Life {
     /// socket's file is then left in place.
     shared: bool,
     threads: Vec<JoinHandle<()>>,
-    workers: Vec<JoinHandle<()>>,
 }
 
 /// A running TCP server: the handle [`Builder::start`] returns.
@@ -319,14 +332,19 @@ impl<M: Send + 'static> Server<M> {
         factory: Factory<H, M>,
     ) -> Result<Server<M>, Error> {
         let listener = config.listen.bind()?;
-        let (jobs_tx, jobs_rx) = crossbeam_channel::unbounded();
+        let pool = Pool::start(PoolConfig {
+            base: config.num_workers,
+            max: config.max_workers.max(config.num_workers),
+            keepalive: config.worker_keepalive,
+            blocking_after: config.blocking_after,
+        })?;
         let mut parts = Vec::with_capacity(config.num_acceptors);
         for _ in 0..config.num_acceptors {
             parts.push(reactor::acceptor::<H, M>(config.num_connections)?);
         }
         let shared = Arc::new(Shared {
             factory,
-            jobs: jobs_tx,
+            pool,
             next_id: AtomicU64::new(1),
             stats: Counters::default(),
             telemetry: Arc::new(Telemetry::default()),
@@ -344,19 +362,11 @@ impl<M: Send + 'static> Server<M> {
                 listening: Vec::new(),
                 shared: false,
                 threads: Vec::new(),
-                workers: Vec::new(),
             }),
             stopped: Condvar::new(),
         };
         {
             let mut life = server.life.lock();
-            for i in 0..shared.config.num_workers {
-                let jobs = jobs_rx.clone();
-                let handle = thread::Builder::new()
-                    .name(format!("atoll-worker-{i}"))
-                    .spawn(move || worker_loop::<H, M>(jobs))?;
-                life.workers.push(handle);
-            }
             for (i, (acceptor, parts)) in parts.into_iter().enumerate() {
                 let reactor = Reactor::new(acceptor, shared.clone(), parts);
                 let handle = thread::Builder::new()
@@ -681,7 +691,7 @@ fn stop<M>(server: &Server<M>, wait: Option<Duration>) {
     // The lock is held only to change the status and take the threads, so
     // that status(), local_addr() and a handler calling them answer while
     // the connections drain.
-    let (threads, workers) = {
+    let threads = {
         let mut life = server.life.lock();
         match life.status {
             Status::Stopped => return,
@@ -704,10 +714,7 @@ fn stop<M>(server: &Server<M>, wait: Option<Duration>) {
         life.local_addr = None;
         life.listening.clear();
         backend.config().listen.close_inherited();
-        (
-            std::mem::take(&mut life.threads),
-            std::mem::take(&mut life.workers),
-        )
+        std::mem::take(&mut life.threads)
     };
     backend.shutdown_all();
     let deadline = wait.map(|w| Instant::now() + w);
@@ -724,23 +731,7 @@ fn stop<M>(server: &Server<M>, wait: Option<Duration>) {
     for handle in threads {
         let _ = handle.join();
     }
-    backend.exit_workers(workers.len());
-    let until = Instant::now() + FORCE_GRACE;
-    let me = thread::current().id();
-    for handle in workers {
-        if handle.thread().id() == me {
-            continue; // stop called from a callback: a thread cannot join itself
-        }
-        while !handle.is_finished() && Instant::now() < until {
-            thread::sleep(Duration::from_millis(1));
-        }
-        if handle.is_finished() {
-            let _ = handle.join();
-        } else {
-            let name = handle.thread().name().unwrap_or("a worker").to_string();
-            log::error!("atoll: stop: {name} is stuck in a callback; left running");
-        }
-    }
+    backend.exit_workers();
     server.life.lock().status = Status::Stopped;
     server.stopped.notify_all();
 }

@@ -264,3 +264,21 @@ pub(crate) fn take_inherited(raw: RawFd) -> io::Result<std::os::fd::OwnedFd> {
     // number once (a process-wide flag guards against a second call).
     Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(raw) })
 }
+
+/// The calling thread's kernel id, for [`thread_sleeping`].
+pub(crate) fn thread_id() -> i32 {
+    // SAFETY: gettid takes no arguments and cannot fail.
+    unsafe { libc::gettid() }
+}
+
+/// Whether thread `tid` of this process is asleep (blocked in the kernel:
+/// state `S` or `D` in `/proc/self/task/TID/stat`) rather than running or
+/// waiting for a CPU; `None` when that cannot be read.
+pub(crate) fn thread_sleeping(tid: i32) -> Option<bool> {
+    let stat = std::fs::read(format!("/proc/self/task/{tid}/stat")).ok()?;
+    // The state follows the command name, which is in parentheses and may
+    // itself hold a ')'.
+    let end = stat.iter().rposition(|&b| b == b')')?;
+    let state = *stat.get(end + 2)?;
+    Some(matches!(state, b'S' | b'D'))
+}

@@ -230,6 +230,14 @@ pub enum Kind<'a> {
     /// `[:connection, :ready]`: set up (after any handshake), before
     /// `handle_connection`.
     Ready,
+    /// `connection.dispatch` (atoll's own): a worker took the connection
+    /// up to run its callbacks, `wait` after it became runnable (readiness,
+    /// a message, a timer). Long waits mean the workers are saturated: see
+    /// [`Builder::max_workers`](crate::Builder::max_workers).
+    Dispatch {
+        /// From readiness to the worker.
+        wait: Duration,
+    },
     /// `[:connection, :async_recv]`: data for `handle_data`.
     AsyncRecv {
         /// The bytes.
@@ -334,6 +342,7 @@ impl Event<'_> {
             Kind::ConnectionStart { .. } => "connection.start",
             Kind::ConnectionStop { .. } => "connection.stop",
             Kind::Ready => "connection.ready",
+            Kind::Dispatch { .. } => "connection.dispatch",
             Kind::AsyncRecv { .. } => "connection.async_recv",
             Kind::Recv { .. } => "connection.recv",
             Kind::RecvError { .. } => "connection.recv_error",

@@ -1,0 +1,197 @@
+//! The echo load generator of `bench/run.sh`: closed-loop ping-pong over
+//! many connections, as a process of its own.
+//!
+//! ```text
+//! cargo run --release --example pingpong -- --addr 127.0.0.1:4000 --conns 100 --secs 3
+//! ```
+//!
+//! Every connection sends `--size` bytes, waits for all of them to come
+//! back, and sends again; `--threads` threads share the connections, each
+//! driving its share with one mio poll. After `--warmup-ms` it counts
+//! round trips for `--secs` seconds and prints one line:
+//!
+//! ```text
+//! round_trips=663912 secs=3.000 rate=221304 p50_us=431.1 p99_us=1190.4 errors=0
+//! ```
+//!
+//! Not an atoll example: it is the benchmark's client.
+
+mod common;
+
+#[path = "../benches/common/histogram.rs"]
+mod histogram;
+
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::ExitCode;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use histogram::Histogram;
+use mio::{Events, Interest, Poll, Token};
+
+const HELP: &str = "\
+pingpong: closed-loop echo load (the benchmark's client)
+
+Options (defaults in brackets):
+  --addr ADDR       the echo server [127.0.0.1:4000]
+  --conns N         connections [100]
+  --threads N       client threads [2]
+  --size N          bytes per message [64]
+  --secs S          measured seconds [3]
+  --warmup-ms MS    load before measuring [500]
+  --help            this text";
+
+fn main() -> ExitCode {
+    common::run_main("pingpong", run)
+}
+
+struct Settings {
+    size: usize,
+    from: Instant,
+    until: Instant,
+}
+
+fn run() -> common::Result {
+    let mut addr: SocketAddr = "127.0.0.1:4000".parse()?;
+    let (mut conns, mut threads, mut size) = (100usize, 2usize, 64usize);
+    let (mut secs, mut warmup) = (3.0f64, Duration::from_millis(500));
+    let mut args = common::Args::from_env();
+    while let Some(flag) = args.next() {
+        match flag.as_str() {
+            "--help" | "-h" => {
+                println!("{HELP}");
+                return Ok(());
+            }
+            "--addr" => addr = args.value()?.parse()?,
+            "--conns" => conns = args.num()?.try_into()?,
+            "--threads" => threads = args.num()?.try_into()?,
+            "--size" => size = args.num()?.try_into()?,
+            "--secs" => secs = args.value()?.parse()?,
+            "--warmup-ms" => warmup = args.ms()?,
+            _ => return Err(args.unknown()),
+        }
+    }
+    if conns == 0 || threads == 0 || size == 0 || !(secs > 0.0 && secs <= 3600.0) {
+        return Err("--conns, --threads and --size must be positive, --secs in (0, 3600]".into());
+    }
+    // Connect before the clock starts: accepting is not what is measured.
+    let mut shares: Vec<Vec<TcpStream>> = (0..threads).map(|_| Vec::new()).collect();
+    for i in 0..conns {
+        let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(10))
+            .map_err(|e| format!("connection {i} to {addr}: {e}"))?;
+        stream.set_nodelay(true)?;
+        stream.set_nonblocking(true)?;
+        shares[i % threads].push(stream);
+    }
+    let from = Instant::now() + warmup;
+    let until = from + Duration::from_secs_f64(secs);
+    let handles: Vec<_> = shares
+        .into_iter()
+        .map(|streams| {
+            let settings = Settings { size, from, until };
+            thread::spawn(move || drive(streams, &settings))
+        })
+        .collect();
+    let (mut total, mut errors, mut hist) = (0u64, 0u64, Histogram::new());
+    for handle in handles {
+        let (n, e, h) = handle.join().map_err(|_| "a client thread panicked")??;
+        total += n;
+        errors += e;
+        hist.merge(&h);
+    }
+    println!(
+        "round_trips={total} secs={secs:.3} rate={:.0} p50_us={:.1} p99_us={:.1} errors={errors}",
+        total as f64 / secs,
+        hist.quantile_us(0.50),
+        hist.quantile_us(0.99),
+    );
+    Ok(())
+}
+
+struct Conn {
+    stream: mio::net::TcpStream,
+    sent_at: Instant,
+    /// Bytes of the current message still to come back.
+    due: usize,
+    alive: bool,
+}
+
+/// Drives one thread's connections until `until`; returns the round trips
+/// completed inside the measured window, the connections that failed, and
+/// their latencies.
+fn drive(streams: Vec<TcpStream>, s: &Settings) -> io::Result<(u64, u64, Histogram)> {
+    let mut poll = Poll::new()?;
+    let message = vec![b'x'; s.size];
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut conns = Vec::with_capacity(streams.len());
+    for (i, stream) in streams.into_iter().enumerate() {
+        let mut stream = mio::net::TcpStream::from_std(stream);
+        poll.registry()
+            .register(&mut stream, Token(i), Interest::READABLE)?;
+        conns.push(Conn {
+            stream,
+            sent_at: Instant::now(),
+            due: 0,
+            alive: true,
+        });
+    }
+    let (mut done, mut errors, mut hist) = (0u64, 0u64, Histogram::new());
+    for conn in &mut conns {
+        send(conn, &message, &mut errors);
+    }
+    let mut events = Events::with_capacity(1024);
+    loop {
+        let now = Instant::now();
+        if now >= s.until {
+            break;
+        }
+        poll.poll(&mut events, Some(s.until - now))?;
+        for event in events.iter() {
+            let Some(conn) = conns.get_mut(event.token().0) else {
+                continue;
+            };
+            loop {
+                if !conn.alive {
+                    break;
+                }
+                match conn.stream.read(&mut buf) {
+                    Ok(0) => fail(conn, &mut errors),
+                    Ok(n) => {
+                        conn.due = conn.due.saturating_sub(n);
+                        if conn.due == 0 {
+                            let at = Instant::now();
+                            if at >= s.from && at < s.until {
+                                done += 1;
+                                hist.record(at - conn.sent_at);
+                            }
+                            send(conn, &message, &mut errors);
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(_) => fail(conn, &mut errors),
+                }
+            }
+        }
+    }
+    Ok((done, errors, hist))
+}
+
+/// Sends one message; 64 KiB at most fit an empty send buffer, so a write
+/// that does not take it all is a failure here.
+fn send(conn: &mut Conn, message: &[u8], errors: &mut u64) {
+    conn.sent_at = Instant::now();
+    conn.due = message.len();
+    match conn.stream.write(message) {
+        Ok(n) if n == message.len() => {}
+        _ => fail(conn, errors),
+    }
+}
+
+fn fail(conn: &mut Conn, errors: &mut u64) {
+    if conn.alive {
+        conn.alive = false;
+        *errors += 1;
+    }
+}
