@@ -615,8 +615,8 @@ impl<H: Handler<M>, M: Send + 'static> Pool<H, M> {
                     blocking = true;
                     continue;
                 }
-                let asleep = crate::sys::thread_sleeping(slot.tid.load(Ordering::Relaxed))
-                    .unwrap_or(true);
+                let asleep =
+                    crate::sys::thread_sleeping(slot.tid.load(Ordering::Relaxed)).unwrap_or(true);
                 if asleep || busy >= 10 * after {
                     blocking = true;
                     if !slot.blocked.swap(true, Ordering::AcqRel) {

@@ -12,6 +12,7 @@
 use std::error::Error;
 use std::io::{self, Write as _};
 use std::process::ExitCode;
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use atoll::logger::Level;
@@ -25,6 +26,13 @@ pub type Result<T = ()> = std::result::Result<T, Box<dyn Error>>;
 /// An example's `main`: runs `run` and, if it fails, prints `NAME: ERROR`
 /// on stderr and exits with status 1.
 pub fn run_main(name: &str, run: impl FnOnce() -> Result) -> ExitCode {
+    // Catch SIGINT and SIGTERM from the start: one that arrives while the
+    // server starts, before `wait_for_signal`, must stop it gracefully
+    // rather than kill the process.
+    if let Err(e) = Signals::new([SIGINT, SIGTERM]).map(|s| SIGNALS.set(Mutex::new(s))) {
+        eprintln!("{name}: cannot catch SIGINT and SIGTERM: {e}");
+        return ExitCode::FAILURE;
+    }
     match run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -185,9 +193,23 @@ pub fn init_log(level: &str, targets: &'static [&'static str]) -> Result {
 /// blocks until SIGINT or SIGTERM arrives.
 pub fn wait_for_signal() -> io::Result<()> {
     io::stdout().flush()?;
-    Signals::new([SIGINT, SIGTERM])?.forever().next();
+    match SIGNALS.get() {
+        Some(signals) => {
+            signals
+                .lock()
+                .map_err(|_| io::Error::other("signal wait poisoned"))?
+                .forever()
+                .next();
+        }
+        None => {
+            Signals::new([SIGINT, SIGTERM])?.forever().next();
+        }
+    }
     Ok(())
 }
+
+/// SIGINT and SIGTERM, caught since [`run_main`] began.
+static SIGNALS: OnceLock<Mutex<Signals>> = OnceLock::new();
 
 /// [`wait_for_signal`], then stops `server`: it refuses new connections at
 /// once and drains the open ones for up to `timeout`.
