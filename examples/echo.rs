@@ -12,6 +12,11 @@
 //! it was given instead of binding one. `--proxy-protocol` expects a PROXY
 //! protocol header (v1 or v2) from a load balancer on every connection;
 //! `--log info` then logs each connection's original client.
+//!
+//! `--delay-ms MS` makes the handler sleep MS milliseconds before each
+//! echo: a stand-in for a blocking call (a database query, a C library)
+//! that holds its worker thread while other connections go on being
+//! served by the rest of the pool.
 
 mod common;
 
@@ -22,7 +27,10 @@ use std::time::Duration;
 use atoll::proxy::ProxyProtocol;
 use atoll::{Flow, Handler, Server, Socket};
 
-struct Echo;
+struct Echo {
+    /// Slept before each echo, on the worker thread, as a blocking call would.
+    delay: Option<Duration>,
+}
 
 impl Handler for Echo {
     fn handle_connection(&mut self, socket: &mut Socket) -> Flow {
@@ -41,6 +49,9 @@ impl Handler for Echo {
     }
 
     fn handle_data(&mut self, data: &[u8], socket: &mut Socket) -> Flow {
+        if let Some(delay) = self.delay {
+            std::thread::sleep(delay);
+        }
         match socket.send(data) {
             Ok(()) => Flow::Continue,
             Err(e) => Flow::error(e),
@@ -64,6 +75,7 @@ Options (defaults in brackets):
   --retry-wait-ms MS        length of each wait [1000]
   --read-timeout-ms MS      idle timeout, 0 for none [60000]
   --shutdown-timeout-ms MS  drain time on SIGINT/SIGTERM [15000]
+  --delay-ms MS             sleep before each echo, as a blocking call [0]
   --log LEVEL               log events at error, info, debug or trace [off]
   --help                    this text";
 
@@ -74,6 +86,7 @@ fn main() -> ExitCode {
 fn run() -> common::Result {
     let mut builder = Server::builder().ip(IpAddr::from([127, 0, 0, 1]));
     let mut shutdown_timeout = Duration::from_secs(15);
+    let mut delay = None;
     let mut args = common::Args::from_env();
     while let Some(flag) = args.next() {
         if args.server_flag(&flag, &mut builder)? {
@@ -97,6 +110,10 @@ fn run() -> common::Result {
                 common::init_log(&args.value()?, &["atoll", "echo"])?;
                 builder
             }
+            "--delay-ms" => {
+                delay = common::optional_ms(args.num()?);
+                builder
+            }
             "--shutdown-timeout-ms" => {
                 shutdown_timeout = args.ms()?;
                 builder
@@ -111,7 +128,7 @@ fn run() -> common::Result {
         println!("socket-activated: listening on the inherited socket ({name})");
         builder = builder.listen_fd(socket.fd);
     }
-    let server = builder.start(|_conn| Ok(Echo))?;
+    let server = builder.start(move |_conn| Ok(Echo { delay }))?;
     println!("listening on {}", server.local_addr()?);
     common::wait_for_signal()?;
     let began = std::time::Instant::now();

@@ -5,11 +5,16 @@
 //! ```text
 //! cargo run --release --example http_hello -- --port 8080
 //! curl -i http://127.0.0.1:8080/
+//! curl -i http://127.0.0.1:8080/sleep/100
 //! wrk -t2 -c100 -d10s http://127.0.0.1:8080/
 //! ```
 //!
 //! # What it handles
 //!
+//! - `GET /sleep/MS` sleeps MS milliseconds (at most 60 000) on its worker
+//!   thread, then answers as every other path does: a stand-in for a
+//!   handler that makes a blocking call (a database query, a C library).
+//!   The fast paths stay fast while it sleeps, as long as workers remain.
 //! - Keep-alive: HTTP/1.1 connections stay open unless the request says
 //!   `Connection: close`; HTTP/1.0 ones close unless it says
 //!   `Connection: keep-alive`. Idle connections close after 60 s (atoll's
@@ -29,6 +34,7 @@
 //! | header fields | 100 | 431 |
 //! | body (declared or chunked total) | 1 MiB | 413 |
 //! | malformed request line, header, length or chunk | | 400 |
+//! | `/sleep/MS` with MS not a number or over 60 000 | | 400 |
 //! | an HTTP version other than 1.0 and 1.1 | | 505 |
 //!
 //! An HTTP/1.1 request without exactly one `Host`, and one with both
@@ -57,6 +63,9 @@ const MAX_LINE: usize = 4 << 10;
 /// How long a closing connection reads on for what the client still sends.
 const LINGER: Duration = Duration::from_secs(2);
 const HELLO: &[u8] = b"Hello, World!";
+/// The longest sleep `/sleep/MS` asks for: a client must not be able to
+/// hold a worker for ever.
+const MAX_SLEEP_MS: u64 = 60_000;
 /// Buffers that grew past this for one request are given back after it.
 const KEEP_CAPACITY: usize = 64 << 10;
 
@@ -85,6 +94,8 @@ struct Reply {
     keep_alive: bool,
     head_only: bool,
     http10: bool,
+    /// Slept before answering (`/sleep/MS`).
+    sleep: Option<Duration>,
 }
 
 /// How the body of a request is delimited.
@@ -203,6 +214,9 @@ impl Conn {
     }
 
     fn answer(&mut self, reply: Reply) -> Next {
+        if let Some(sleep) = reply.sleep {
+            std::thread::sleep(sleep);
+        }
         let out = &mut self.out;
         out.extend_from_slice(b"HTTP/1.1 200 OK\r\nServer: atoll\r\nDate: ");
         http_date(out);
@@ -380,6 +394,7 @@ fn parse_head(buf: &[u8]) -> Result<Option<(usize, Request)>, Status> {
         keep_alive: if http10 { keep_alive && !close } else { !close },
         head_only: method == b"HEAD",
         http10,
+        sleep: sleep_route(target)?,
     };
     Ok(Some((
         lines.pos,
@@ -389,6 +404,17 @@ fn parse_head(buf: &[u8]) -> Result<Option<(usize, Request)>, Status> {
             expect_continue,
         },
     )))
+}
+
+/// The sleep `/sleep/MS` asks for; `None` for every other path.
+fn sleep_route(target: &[u8]) -> Result<Option<Duration>, Status> {
+    let Some(ms) = target.strip_prefix(b"/sleep/") else {
+        return Ok(None);
+    };
+    match parse_decimal(ms) {
+        Some(ms) if ms <= MAX_SLEEP_MS => Ok(Some(Duration::from_millis(ms))),
+        _ => Err(Status::BadRequest),
+    }
 }
 
 /// No complete head yet: fine unless it can no longer fit the limit.
@@ -595,7 +621,10 @@ Options (defaults in brackets):
   --port N         port, 0 for a free one [8080]
   --workers N      worker threads [2 x cores, at least 4]
   --acceptors N    poll threads [one per core, at most 16]
-  --help           this text";
+  --help           this text
+
+Routes: GET /sleep/MS sleeps MS ms (at most 60000) before answering, as a
+blocking call would; every other path answers at once.";
 
 fn main() -> ExitCode {
     common::run_main("http_hello", run)
