@@ -127,7 +127,7 @@ fn run() -> common::Result {
     let mut shutdown_timeout = Duration::from_secs(15);
     let mut control = None;
     let mut args = common::Args::from_env();
-    while let Some(flag) = args.next() {
+    while let Some(flag) = args.flag()? {
         if args.server_flag(&flag, &mut builder)? {
             continue;
         }

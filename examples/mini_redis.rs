@@ -1083,7 +1083,7 @@ fn run() -> common::Result {
         .port(6379)
         .read_timeout(None);
     let mut args = common::Args::from_env();
-    while let Some(flag) = args.next() {
+    while let Some(flag) = args.flag()? {
         if args.server_flag(&flag, &mut builder)? {
             continue;
         }

@@ -956,3 +956,81 @@ fn a_sleep_that_is_not_a_number_or_too_long_gets_400_then_close() {
     }
     server.stop();
 }
+
+#[test]
+fn framing_that_could_smuggle_a_request_gets_400_then_close() {
+    let server = Served::start("http_hello", &[]);
+    let bad: [&[u8]; 7] = [
+        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd",
+        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +3\r\n\r\nabc",
+        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length : 3\r\n\r\nabc",
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, gzip\r\n\r\n0\r\n\r\n",
+        b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a\r\nX-Bare: a\rb\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n-1\r\n\r\n",
+    ];
+    for request in bad {
+        let mut http = Http::connect(&server);
+        http.send(request);
+        let status = http.refused().status;
+        assert_eq!(status, 400, "{}", String::from_utf8_lossy(request));
+    }
+    server.stop();
+}
+
+#[test]
+fn a_chunked_body_with_too_many_trailers_gets_431_then_close() {
+    let server = Served::start("http_hello", &[]);
+    let mut http = Http::connect(&server);
+    let trailers: String = (0..101).map(|i| format!("X-{i}: {i}\r\n")).collect();
+    http.send(
+        format!(
+            "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n{trailers}\r\n"
+        )
+        .as_bytes(),
+    );
+    assert_eq!(http.refused().status, 431);
+    server.stop();
+}
+
+// ------------------------------------------------------------ flags
+
+#[test]
+fn flags_take_their_value_after_an_equals_sign() {
+    let server = Served::start_with(
+        "echo",
+        &[
+            "--port=0",
+            "--workers=2",
+            "--delay-ms=1",
+            "--nodelay=false",
+            "--keepalive",
+        ],
+    );
+    let mut stream = connect(server.addr);
+    util::round_trip(&mut stream, b"flags with values");
+    server.stop();
+}
+
+#[test]
+fn flags_after_a_double_dash_are_arguments_and_refused() {
+    let mut echo = util::examples::command("echo");
+    echo.args(["--port=0", "--", "--workers", "2"]);
+    let output = run(echo, b"", PATIENCE);
+    assert!(!output.status.success());
+    assert!(
+        stderr(&output).contains(r#"unexpected argument "--workers""#),
+        "{}",
+        stderr(&output)
+    );
+    // A switch refuses a value other than true or false.
+    let mut echo = util::examples::command("echo");
+    echo.args(["--port=0", "--reuseport=yes"]);
+    let output = run(echo, b"", PATIENCE);
+    assert!(!output.status.success());
+    assert!(
+        stderr(&output).contains("--reuseport"),
+        "{}",
+        stderr(&output)
+    );
+}
