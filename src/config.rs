@@ -44,6 +44,7 @@ use crate::udp::{SessionMode, UdpOptions};
 /// # Ok::<(), atoll::Error>(())
 /// ```
 #[derive(Clone)]
+#[must_use = "a builder does nothing until `start` is called"]
 pub struct Builder {
     pub(crate) listen: ListenOptions,
     pub(crate) transport: Arc<dyn Transport>,
@@ -243,14 +244,14 @@ impl Builder {
     /// # use atoll::Handler;
     /// # struct H;
     /// # impl Handler for H {}
-    /// use std::os::fd::OwnedFd;
     /// let bound = std::net::TcpListener::bind("127.0.0.1:0")?;
     /// let addr = bound.local_addr()?;
-    /// let server = atoll::Server::builder().listen_fd(OwnedFd::from(bound)).start(|_| Ok(H))?;
+    /// // Anything that owns a descriptor: a std or socket2 listener, an `OwnedFd`.
+    /// let server = atoll::Server::builder().listen_fd(bound).start(|_| Ok(H))?;
     /// assert_eq!(server.local_addr()?, addr);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn listen_fd(mut self, fd: std::os::fd::OwnedFd) -> Builder {
+    pub fn listen_fd(mut self, fd: impl Into<std::os::fd::OwnedFd>) -> Builder {
         self.listen = self.listen.fd(fd);
         self
     }

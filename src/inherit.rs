@@ -67,6 +67,7 @@ static TAKEN: AtomicBool = AtomicBool::new(false);
 /// # Ok::<(), atoll::Error>(())
 /// ```
 #[derive(Debug)]
+#[non_exhaustive]
 pub struct ListenFd {
     /// The descriptor, now owned by this process (and close-on-exec).
     pub fd: OwnedFd,

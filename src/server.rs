@@ -42,6 +42,7 @@ pub enum Status {
 /// assert_eq!(stats.accepted, 0);
 /// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ServerStats {
     /// Connections accepted from the listener.
     pub accepted: u64,
@@ -296,6 +297,7 @@ struct Life {
 /// server.stop(Duration::from_secs(1));
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
+#[must_use = "dropping a started server stops it at once"]
 pub struct Server<M = ()> {
     backend: Arc<dyn Backend<M>>,
     life: Mutex<Life>,

@@ -293,6 +293,7 @@ pub enum Kind<'a> {
 /// # atoll::telemetry::detach(id);
 /// ```
 #[derive(Debug)]
+#[non_exhaustive]
 pub struct Event<'a> {
     /// The span the event belongs to.
     pub span: Span,

@@ -22,13 +22,20 @@ use signal_hook::iterator::Signals;
 /// What an example's `run` returns: any error, shown by [`run_main`].
 pub type Result<T = ()> = std::result::Result<T, Box<dyn Error>>;
 
-/// An example's `main`: runs `run` and, if it fails, prints `NAME: ERROR`
-/// on stderr and exits with status 1.
+/// An example's `main`: runs `run` and, if it fails, prints
+/// `NAME: ERROR: CAUSE: ...` (each error's `source()` in turn) on stderr
+/// and exits with status 1.
 pub fn run_main(name: &str, run: impl FnOnce() -> Result) -> ExitCode {
     match run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("{name}: {e}");
+            eprint!("{name}: {e}");
+            let mut cause = e.source();
+            while let Some(c) = cause {
+                eprint!(": {c}");
+                cause = c.source();
+            }
+            eprintln!();
             ExitCode::FAILURE
         }
     }

@@ -4,7 +4,7 @@
 use std::fmt;
 use std::io::{self, IoSlice, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -559,7 +559,7 @@ impl Connection {
     /// # let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     /// let mut conn = client::connect("127.0.0.1", listener.local_addr()?.port())?;
     /// let (mut server, _) = listener.accept()?;
-    /// let (tx, rx) = crossbeam_channel::unbounded();
+    /// let (tx, rx) = client::crossbeam_channel::unbounded();
     /// conn.arm(&tx)?;
     /// server.write_all(b"news")?;
     /// let packet = rx.recv_timeout(Duration::from_secs(5))?;
@@ -672,6 +672,61 @@ impl Connection {
     #[cfg(feature = "tls")]
     pub(super) fn fd(&self) -> RawFd {
         self.shared.fd
+    }
+}
+
+/// The connection's descriptor, for options this client does not wrap
+/// (through `socket2::SockRef`) or a system call of the application's own.
+/// Over TLS it is the TCP socket underneath: reading or writing it
+/// directly would corrupt the TLS stream.
+///
+/// # Closed connections
+///
+/// After [`shutdown`](Connection::shutdown) the descriptor is gone, and its
+/// number may already be another file's: a closed connection gives a
+/// descriptor of `/dev/null` instead, on which socket calls fail with
+/// `ENOTSOCK`.
+///
+/// ```
+/// use atoll::client;
+/// use socket2::SockRef;
+///
+/// # let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+/// # let port = listener.local_addr()?.port();
+/// let conn = client::connect("127.0.0.1", port)?;
+/// SockRef::from(&conn).set_keepalive(true)?;
+/// assert!(SockRef::from(&conn).keepalive()?);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+impl AsFd for Connection {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        if self.is_closed() {
+            return sys::closed_fd();
+        }
+        // SAFETY: `shared.fd` is the stream's descriptor and stays open
+        // until the stream becomes `Closed`, which only `shutdown` and the
+        // TLS upgrade do (taking `&mut self`) or the drop of the last
+        // `Shared` (this `Connection` holds one): none can happen while the
+        // returned borrow of `self` lives.
+        unsafe { BorrowedFd::borrow_raw(self.shared.fd) }
+    }
+}
+
+/// The connection's descriptor number; that of `/dev/null` once closed
+/// (see [`AsFd`](#impl-AsFd-for-Connection)).
+///
+/// ```
+/// use std::os::fd::AsRawFd;
+///
+/// # let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+/// # let port = listener.local_addr()?.port();
+/// let conn = atoll::client::connect("127.0.0.1", port)?;
+/// assert!(conn.as_raw_fd() >= 0);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+impl AsRawFd for Connection {
+    fn as_raw_fd(&self) -> RawFd {
+        self.as_fd().as_raw_fd()
     }
 }
 

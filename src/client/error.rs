@@ -453,15 +453,17 @@ impl ConnectError {
 impl fmt::Display for ConnectError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ConnectError::Ipv4(e) => write!(f, "IPv4 connection failed: {e}"),
-            ConnectError::Ipv6(e) => write!(f, "IPv6 connection failed: {e}"),
+            // One failure is the source's to print; two are both printed
+            // here, as `source()` can give only one.
+            ConnectError::Ipv4(_) => f.write_str("IPv4 connection failed"),
+            ConnectError::Ipv6(_) => f.write_str("IPv6 connection failed"),
             ConnectError::Both { ipv4, ipv6 } => {
                 write!(
                     f,
                     "IPv6 connection failed: {ipv6}; IPv4 connection failed: {ipv4}"
                 )
             }
-            ConnectError::Tls(e) => write!(f, "TLS handshake failed: {e}"),
+            ConnectError::Tls(_) => f.write_str("TLS handshake failed"),
         }
     }
 }

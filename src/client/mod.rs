@@ -118,3 +118,16 @@ pub use error::{ConnectError, Error};
 pub use options::{connect, IpVersionPreference, Options, CONNECTION_ATTEMPT_DELAY};
 #[cfg(feature = "tls")]
 pub use tls::TlsConfig;
+
+/// The channel crate of active mode: [`Connection::arm`] takes its
+/// `Sender`, so a program that uses no other version of it needs no
+/// dependency of its own (`atoll::client::crossbeam_channel::unbounded()`).
+/// A program that does depend on it must use the same major version.
+///
+/// ```
+/// use atoll::client::crossbeam_channel;
+///
+/// let (tx, rx) = crossbeam_channel::unbounded::<atoll::client::Packet>();
+/// # drop((tx, rx));
+/// ```
+pub use crossbeam_channel;

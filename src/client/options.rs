@@ -96,6 +96,7 @@ impl IpVersionPreference {
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Clone, Debug)]
+#[must_use = "options do nothing until `connect` is called"]
 pub struct Options {
     pub(super) host: String,
     pub(super) port: u16,

@@ -34,6 +34,7 @@ use crate::sys::{self, Wait};
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Clone)]
+#[must_use = "a TLS configuration does nothing until a connection uses it"]
 pub struct TlsConfig {
     roots: Vec<Certificate>,
     built_in_roots: bool,
