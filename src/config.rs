@@ -16,8 +16,7 @@ use crate::udp::{SessionMode, UdpOptions};
 
 /// Configures and starts a TCP server.
 ///
-/// Every option has Thousand Island's default unless its documentation says
-/// otherwise; the Thousand Island name is given where the Rust name differs.
+/// Every option documents its default.
 ///
 /// # Examples
 ///
@@ -93,7 +92,7 @@ impl fmt::Debug for Builder {
 /// 1,000 connections (`ATOLL_BENCH_ACCEPTORS=1` against `=2` in
 /// `cargo bench --bench echo`): each wakes for its own share of the
 /// connections, so readiness reaches the workers in smaller, earlier
-/// batches. See `docs/ARCHITECTURE.md`.
+/// batches. See [`docs/ARCHITECTURE.md`](https://github.com/atoll-rs/atoll/blob/main/docs/ARCHITECTURE.md).
 ///
 /// ```
 /// assert!(atoll::default_num_acceptors() >= 1);
@@ -108,7 +107,7 @@ fn cores() -> usize {
 
 /// The default number of worker threads: twice the available cores, at
 /// least 4, so that handlers that block briefly (a database call, a file
-/// read) do not leave cores idle. See `docs/ARCHITECTURE.md`.
+/// read) do not leave cores idle. See [`docs/ARCHITECTURE.md`](https://github.com/atoll-rs/atoll/blob/main/docs/ARCHITECTURE.md).
 ///
 /// ```
 /// assert!(atoll::default_num_workers() >= 4);
@@ -148,8 +147,7 @@ impl Builder {
     }
 
     /// The address to listen on: an IPv4 or IPv6 address, `0.0.0.0` or `::`
-    /// for any, `127.0.0.1` or `::1` for loopback. Default is `0.0.0.0`, as
-    /// `gen_tcp`.
+    /// for any, `127.0.0.1` or `::1` for loopback. Default is `0.0.0.0`.
     ///
     /// ```
     /// let builder = atoll::Server::builder().ip("::1".parse().unwrap());
@@ -272,7 +270,7 @@ impl Builder {
     /// closed with [`Error::Handshake`] to
     /// [`Handler::handle_error`](crate::Handler::handle_error). While it
     /// waits for the client it holds no worker. `None` waits forever.
-    /// Default is 5 s, as ranch and Thousand Island.
+    /// Default is 5 s.
     ///
     /// ```
     /// let builder = atoll::Server::builder().handshake_timeout(Some(std::time::Duration::from_secs(10)));
@@ -386,9 +384,8 @@ impl Builder {
 
     /// The number of poll threads, each accepting from the listener and
     /// watching the readiness of the connections it accepted. Default is
-    /// [`default_num_acceptors`] (Thousand Island's 100 acceptor processes
-    /// are not threads; here one poll thread accepts tens of thousands of
-    /// connections a second).
+    /// [`default_num_acceptors`]: one poll thread accepts tens of
+    /// thousands of connections a second, so a few are enough.
     ///
     /// ```
     /// let builder = atoll::Server::builder().num_acceptors(2);

@@ -11,7 +11,7 @@
 //!   [`Builder::listen_fd`](crate::Builder::listen_fd) before the old one
 //!   stops. No connection is refused in between: the system queues them on
 //!   the socket while any process holds it. `examples/handover.rs` shows a
-//!   whole handover; `docs/DEPLOYMENT.md` the setups that were tested.
+//!   whole handover; [`docs/DEPLOYMENT.md`](https://github.com/atoll-rs/atoll/blob/main/docs/DEPLOYMENT.md) the setups that were tested.
 //!
 //! # Examples
 //!

@@ -1,5 +1,5 @@
 //! A logger built on [`crate::telemetry`] events, switched on and off at
-//! run time: Thousand Island's `ThousandIsland.Logger`.
+//! run time, level by level.
 //!
 //! Records go through the `log` crate with the target `atoll`, one line per
 //! event, with the connection id and peer address. The levels, from the
@@ -54,9 +54,9 @@ pub enum Level {
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LoggerError {
-    /// The level is already enabled (`{:error, :already_exists}`).
+    /// The level is already enabled.
     AlreadyExists,
-    /// The level is not enabled (`{:error, :not_found}`).
+    /// The level is not enabled.
     NotFound,
 }
 

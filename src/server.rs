@@ -47,7 +47,7 @@ pub struct ServerStats {
     /// Connections accepted from the listener.
     pub accepted: u64,
     /// Connections closed because no slot of the limiter freed within the
-    /// retries (Thousand Island's `spawn_error`).
+    /// retries (each also a `SpawnError` telemetry event).
     pub rejected: u64,
     /// Connections the handler factory refused.
     pub refused: u64,
@@ -522,7 +522,7 @@ impl<M: Send + 'static> Server<M> {
     }
 
     /// Changes the limit of live connections per acceptor (`None`: no
-    /// limit), as ranch's `set_max_connections`. A raised limit admits
+    /// limit). A raised limit admits
     /// waiting connections at once; a lowered one closes nobody but admits
     /// no one until the count is under it.
     ///

@@ -22,10 +22,11 @@ use crate::transport::{handshake_blocking, Addr, Credentials, Stream, Transport}
 pub(crate) const READ_CHUNK: usize = 64 * 1024;
 
 /// Chunk size of [`Socket::sendfile`] on a stream that cannot splice (TLS):
-/// Thousand Island measured 1 MiB as the sweet spot.
+/// 1 MiB is large enough that the per-chunk cost vanishes, small enough
+/// to bound the copy buffer.
 const SENDFILE_CHUNK: u64 = 1 << 20;
 
-/// Counters of a connection's traffic, as Thousand Island's `getstat`.
+/// Counters of a connection's traffic: bytes and calls, in and out.
 ///
 /// ```
 /// let stats = atoll::SocketStats::default();
@@ -258,7 +259,7 @@ impl Socket {
         self.id
     }
 
-    /// The peer's address (Thousand Island's `peername`): the original
+    /// The peer's address: the original
     /// client's when a PROXY protocol header named it (see
     /// [`proxy`](crate::proxy)).
     ///
@@ -301,7 +302,7 @@ impl Socket {
         self.proxy.as_ref().map(|p| &p.header)
     }
 
-    /// The local address of the connection (Thousand Island's `sockname`).
+    /// The local address of the connection.
     ///
     /// ```
     /// # fn demo(socket: &mut atoll::Socket) -> Result<(), atoll::Error> {
@@ -414,7 +415,7 @@ impl Socket {
         }
     }
 
-    /// The traffic counters of this connection (Thousand Island's `getstat`).
+    /// The traffic counters of this connection.
     ///
     /// ```
     /// # fn demo(socket: &mut atoll::Socket) -> Result<(), atoll::Error> {
@@ -670,7 +671,7 @@ impl Socket {
     }
 
     /// Sends all of the slices, in order, with as few system calls as the
-    /// kernel allows (Thousand Island's iodata). Same timeout rule as
+    /// kernel allows, without joining them first. Same timeout rule as
     /// [`send`](Socket::send).
     ///
     /// ```no_run
@@ -832,7 +833,7 @@ impl Socket {
         Ok(pos - offset)
     }
 
-    /// Shuts down reading, writing or both (Thousand Island's `shutdown`).
+    /// Shuts down reading, writing or both.
     ///
     /// ```
     /// # fn demo(socket: &mut atoll::Socket) -> Result<(), atoll::Error> {

@@ -110,7 +110,7 @@ pub(super) struct Shared {
     pub(super) armed: AtomicBool,
 }
 
-/// A TCP connection to a server, plain or TLS (mug's `Socket`).
+/// A TCP connection to a server, plain or TLS.
 ///
 /// Made by [`Options::connect`] or [`connect`](super::connect). The socket
 /// underneath is non-blocking, but every method blocks the caller as a
@@ -312,7 +312,7 @@ impl Connection {
     }
 
     /// Sends all of `data`, waiting for room as long as the send timeout
-    /// allows (mug's `send`). Allowed while armed.
+    /// allows. Allowed while armed.
     ///
     /// Fails with [`Error::Closed`] after [`shutdown`](Connection::shutdown),
     /// [`Error::Timeout`] when the send timeout passes (an unknown part of
@@ -330,7 +330,7 @@ impl Connection {
     }
 
     /// Sends all of the slices, in order, with as few system calls as the
-    /// kernel allows (mug's `send_builder`): a header and a body go out
+    /// kernel allows, without joining them first: a header and a body go out
     /// together without being copied into one buffer first.
     ///
     /// ```
@@ -373,7 +373,7 @@ impl Connection {
     }
 
     /// Receives whatever arrives next, at least one byte, waiting up to
-    /// `timeout` (mug's `receive`); `None` waits forever.
+    /// `timeout`; `None` waits forever.
     ///
     /// A zero timeout makes one non-blocking attempt: the bytes already
     /// there, or [`Error::Timeout`]. Fails with [`Error::Closed`] once the
@@ -404,11 +404,11 @@ impl Connection {
     }
 
     /// Receives exactly `n` bytes, waiting up to `timeout` for all of them
-    /// (mug's `receive_exact`); `None` waits forever.
+    /// ; `None` waits forever.
     ///
     /// No byte is ever lost: when the timeout passes with only part of the
     /// bytes received, it fails with [`Error::Timeout`] and keeps them, and
-    /// the next receive returns them first. As in mug, when the peer closes
+    /// the next receive returns them first. When the peer closes
     /// before `n` bytes came, the bytes that did come are returned (fewer
     /// than `n`), and the next receive fails with [`Error::Closed`]. `n == 0`
     /// returns no bytes at once.
@@ -497,7 +497,7 @@ impl Connection {
         }
     }
 
-    /// Closes the connection (mug's `shutdown`): a TLS connection sends its
+    /// Closes the connection: a TLS connection sends its
     /// close notification, then the socket is shut down in both directions
     /// (what was sent still reaches the peer) and closed. Cancels an arming
     /// without a message. Afterwards [`send`](Connection::send) and
@@ -539,8 +539,7 @@ impl Connection {
     }
 
     /// Arms the connection: its next packet, the peer's close, or an error
-    /// arrives as one [`Packet`] on `tx` (mug's
-    /// `receive_next_packet_as_message`). Arm again after each message for
+    /// arrives as one [`Packet`] on `tx`. Arm again after each message for
     /// the next one.
     ///
     /// The message is sent by a background poll thread shared by all
@@ -571,7 +570,7 @@ impl Connection {
     }
 
     /// [`arm`](Connection::arm), with the packet turned into the channel's
-    /// own message type by `map` (mug's `select_tcp_messages` mapper), so
+    /// own message type by `map`, so
     /// that connections and other events can share one channel.
     ///
     /// ```

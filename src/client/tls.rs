@@ -205,6 +205,7 @@ fn tls_error(e: native_tls::Error) -> Error {
     Error::Tls(e.to_string())
 }
 
+#[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
 impl Connection {
     /// Upgrades a plain connection to TLS in place (STARTTLS): runs the
     /// handshake over it, after which every method works as before, over

@@ -32,8 +32,8 @@ enum Bind {
     Fd(Arc<parking_lot::Mutex<Option<OwnedFd>>>),
 }
 
-/// How to listen, and the options of every accepted socket: the listen
-/// options of the seeds (`gen_tcp`'s and Pool's), the Rust way.
+/// How to listen, and the options of every accepted socket: backlog,
+/// address reuse, buffer sizes, keepalive, an inherited descriptor.
 ///
 /// [`Builder`](crate::Builder) has a setter for each; use this type directly
 /// for a standalone [`Listener`].
@@ -143,8 +143,7 @@ impl ListenOptions {
     /// a socket passed by systemd (see
     /// [`inherit::systemd`](crate::inherit::systemd)), by a parent process,
     /// or by a predecessor in a handover (see
-    /// [`inherit::receive`](crate::inherit::receive)); the Pool reference's
-    /// `fd` option. A TCP or Unix stream socket that is bound but not yet
+    /// [`inherit::receive`](crate::inherit::receive)). A TCP or Unix stream socket that is bound but not yet
     /// listening is made to listen with the backlog; a UDP socket suits a
     /// UDP server. The socket is made non-blocking and close-on-exec.
     ///
@@ -665,8 +664,8 @@ impl AcceptError {
     }
 }
 
-/// A listening socket used on its own, without a server: the Pool
-/// reference's transport. Accepted connections come back as ready
+/// A listening socket used on its own, without a server, for code that
+/// runs its own accept loop. Accepted connections come back as ready
 /// [`Socket`]s with blocking, timed `recv` and `send`.
 ///
 /// ```
