@@ -37,14 +37,13 @@ fn main() -> ExitCode {
 }
 
 fn run() -> common::Result {
-    let mut args = common::Args::from_env();
-    let mut positional = Vec::new();
+    let mut args = common::Args::with_operands();
     let mut preference = IpVersionPreference::Ipv6Preferred;
     let mut timeout = Duration::from_secs(1);
     let mut tls = false;
     let mut ca: Option<String> = None;
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
+    while let Some(flag) = args.flag()? {
+        match flag.as_str() {
             "--help" | "-h" => {
                 println!("{HELP}");
                 return Ok(());
@@ -58,14 +57,13 @@ fn run() -> common::Result {
                     other => return Err(format!("--prefer {other}: unknown (see --help)").into()),
                 }
             }
-            "--timeout-ms" => timeout = Duration::from_millis(args.value()?.parse()?),
-            "--tls" => tls = true,
+            "--timeout-ms" => timeout = args.ms()?,
+            "--tls" => tls = args.switch()?,
             "--ca" => ca = Some(args.value()?),
-            flag if flag.starts_with("--") => return Err(common::unknown_option(flag)),
-            _ => positional.push(arg),
+            _ => return Err(args.unknown()),
         }
     }
-    let [host, port] = positional.as_slice() else {
+    let [host, port] = args.operands() else {
         return Err("expected HOST PORT (see --help)".into());
     };
     let mut options = Options::new(host.as_str(), port.parse()?)

@@ -106,7 +106,8 @@ Options (defaults in brackets):
   --ip ADDR                 address to listen on [127.0.0.1]
   --port N                  port, 0 for a free one [4000]; a successor
                             serves its predecessor's socket instead
-  --workers N               worker threads [2 x cores, at least 4]
+  --workers N               base worker threads [one per core]
+  --max-workers N           most worker threads, for blocking handlers [1024]
   --acceptors N             poll threads [one per core, at most 16]
   --shutdown-timeout-ms MS  drain time at handover and on SIGINT/SIGTERM [15000]
   --log LEVEL               log events at error, info, debug or trace [off]
@@ -127,7 +128,7 @@ fn run() -> common::Result {
     let mut shutdown_timeout = Duration::from_secs(15);
     let mut control = None;
     let mut args = common::Args::from_env();
-    while let Some(flag) = args.next() {
+    while let Some(flag) = args.flag()? {
         if args.server_flag(&flag, &mut builder)? {
             continue;
         }

@@ -34,10 +34,13 @@ fn main() -> common::Result {
 
 /// `--port N` (default 4000; 0 picks a free port).
 fn port_arg() -> common::Result<u16> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.as_slice() {
-        [] => Ok(4000),
-        [flag, port] if flag == "--port" => Ok(port.parse()?),
-        _ => Err("usage: hello_world [--port N]".into()),
+    let mut args = common::Args::from_env();
+    let mut port = 4000;
+    while let Some(flag) = args.flag()? {
+        match flag.as_str() {
+            "--port" => port = args.parse()?,
+            _ => return Err("usage: hello_world [--port N]".into()),
+        }
     }
+    Ok(port)
 }

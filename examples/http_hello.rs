@@ -5,11 +5,16 @@
 //! ```text
 //! cargo run --release --example http_hello -- --port 8080
 //! curl -i http://127.0.0.1:8080/
+//! curl -i http://127.0.0.1:8080/sleep/100
 //! wrk -t2 -c100 -d10s http://127.0.0.1:8080/
 //! ```
 //!
 //! # What it handles
 //!
+//! - `GET /sleep/MS` sleeps MS milliseconds (at most 60 000) on its worker
+//!   thread, then answers as every other path does: a stand-in for a
+//!   handler that makes a blocking call (a database query, a C library).
+//!   The fast paths stay fast while it sleeps, as long as workers remain.
 //! - Keep-alive: HTTP/1.1 connections stay open unless the request says
 //!   `Connection: close`; HTTP/1.0 ones close unless it says
 //!   `Connection: keep-alive`. Idle connections close after 60 s (atoll's
@@ -29,10 +34,15 @@
 //! | header fields | 100 | 431 |
 //! | body (declared or chunked total) | 1 MiB | 413 |
 //! | malformed request line, header, length or chunk | | 400 |
+//! | `/sleep/MS` with MS not a number or over 60 000 | | 400 |
 //! | an HTTP version other than 1.0 and 1.1 | | 505 |
 //!
-//! An HTTP/1.1 request without exactly one `Host`, and one with both
-//! `Content-Length` and `Transfer-Encoding`, are malformed (RFC 9112).
+//! Request heads, chunk-size lines and trailers are parsed by the
+//! `httparse` crate: hand-written HTTP framing is where request smuggling
+//! starts. This file adds the framing rules on top: an HTTP/1.1 request
+//! without exactly one `Host`, one with both `Content-Length` and
+//! `Transfer-Encoding`, and one with differing `Content-Length`s are
+//! malformed (RFC 9112).
 //!
 //! When the server closes a connection (an error, `Connection: close`), it
 //! shuts down its sending side and reads on for up to 2 s, so that request
@@ -52,11 +62,14 @@ use atoll::{Flow, Handler, Server, Socket};
 const MAX_HEAD: usize = 8 << 10;
 const MAX_HEADERS: usize = 100;
 const MAX_BODY: u64 = 1 << 20;
-/// The longest chunk-size line (with extensions) or trailer line.
+/// The longest chunk-size line (with extensions).
 const MAX_LINE: usize = 4 << 10;
 /// How long a closing connection reads on for what the client still sends.
 const LINGER: Duration = Duration::from_secs(2);
 const HELLO: &[u8] = b"Hello, World!";
+/// The longest sleep `/sleep/MS` asks for: a client must not be able to
+/// hold a worker for ever.
+const MAX_SLEEP_MS: u64 = 60_000;
 /// Buffers that grew past this for one request are given back after it.
 const KEEP_CAPACITY: usize = 64 << 10;
 
@@ -85,6 +98,8 @@ struct Reply {
     keep_alive: bool,
     head_only: bool,
     http10: bool,
+    /// Slept before answering (`/sleep/MS`).
+    sleep: Option<Duration>,
 }
 
 /// How the body of a request is delimited.
@@ -99,7 +114,7 @@ enum Chunk {
     Size,
     Data(u64),
     DataEnd,
-    Trailer(usize),
+    Trailers,
 }
 
 enum State {
@@ -203,6 +218,9 @@ impl Conn {
     }
 
     fn answer(&mut self, reply: Reply) -> Next {
+        if let Some(sleep) = reply.sleep {
+            std::thread::sleep(sleep);
+        }
         let out = &mut self.out;
         out.extend_from_slice(b"HTTP/1.1 200 OK\r\nServer: atoll\r\nDate: ");
         http_date(out);
@@ -290,60 +308,42 @@ impl Handler for Conn {
 
 /// Parses a request head at the start of `buf`: `None` while incomplete,
 /// else its length and what matters of it.
+///
+/// `httparse` does the syntax (request line, header names and values,
+/// line endings, no obsolete folding); this function adds the framing
+/// rules that keep a proxy in front and this server agreeing on where a
+/// request ends (RFC 9112 §6.3): one `Content-Length` value, chunked last,
+/// never both.
 fn parse_head(buf: &[u8]) -> Result<Option<(usize, Request)>, Status> {
     let window = &buf[..buf.len().min(MAX_HEAD)];
-    let mut lines = Lines {
-        buf: window,
-        pos: 0,
-    };
-    let Some(request_line) = lines.next()? else {
-        return incomplete(buf);
-    };
-    let mut parts = request_line.split(|&b| b == b' ');
-    let (Some(method), Some(target), Some(version), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(Status::BadRequest);
-    };
-    if method.is_empty() || !method.iter().all(|&b| is_tchar(b)) {
-        return Err(Status::BadRequest);
-    }
-    if target.is_empty() || !target.iter().all(|&b| b > b' ' && b != 0x7f) {
-        return Err(Status::BadRequest);
-    }
-    let http10 = match version {
-        b"HTTP/1.1" => false,
-        b"HTTP/1.0" => true,
-        [b'H', b'T', b'T', b'P', b'/', major, b'.', minor]
-            if major.is_ascii_digit() && minor.is_ascii_digit() =>
-        {
-            return Err(Status::VersionNotSupported)
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut request = httparse::Request::new(&mut headers);
+    let len = match request.parse(window) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD => {
+            return Err(Status::HeadersTooLarge)
         }
-        _ => return Err(Status::BadRequest),
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => return Err(Status::HeadersTooLarge),
+        Err(httparse::Error::Version) => return Err(version_error(window)),
+        Err(_) => return Err(Status::BadRequest),
     };
+    // A complete parse has all three; the defaults only satisfy the types.
+    let method = request.method.unwrap_or_default();
+    let target = request.path.unwrap_or_default();
+    let http10 = request.version == Some(0);
 
-    let mut headers = 0;
     let (mut close, mut keep_alive, mut expect_continue) = (false, false, false);
     let (mut hosts, mut length, mut chunked) = (0, None::<u64>, None::<bool>);
-    loop {
-        let Some(line) = lines.next()? else {
-            return incomplete(buf);
-        };
-        if line.is_empty() {
-            break;
-        }
-        headers += 1;
-        if headers > MAX_HEADERS {
-            return Err(Status::HeadersTooLarge);
-        }
-        let (name, value) = split_header(line)?;
-        if name.eq_ignore_ascii_case(b"content-length") {
-            let n = parse_decimal(value).ok_or(Status::BadRequest)?;
+    for header in request.headers.iter() {
+        let (name, value) = (header.name, header.value);
+        if name.eq_ignore_ascii_case("content-length") {
+            let n = parse_decimal(value.trim_ascii()).ok_or(Status::BadRequest)?;
             if length.is_some_and(|m| m != n) {
                 return Err(Status::BadRequest);
             }
             length = Some(n);
-        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
             // Chunked must be the last coding, once; the others describe
             // content this server drops anyway.
             for coding in list(value) {
@@ -352,15 +352,15 @@ fn parse_head(buf: &[u8]) -> Result<Option<(usize, Request)>, Status> {
                 }
                 chunked = Some(coding.eq_ignore_ascii_case(b"chunked"));
             }
-        } else if name.eq_ignore_ascii_case(b"connection") {
+        } else if name.eq_ignore_ascii_case("connection") {
             for option in list(value) {
                 close |= option.eq_ignore_ascii_case(b"close");
                 keep_alive |= option.eq_ignore_ascii_case(b"keep-alive");
             }
-        } else if name.eq_ignore_ascii_case(b"host") {
+        } else if name.eq_ignore_ascii_case("host") {
             hosts += 1;
-        } else if name.eq_ignore_ascii_case(b"expect") {
-            expect_continue = value.eq_ignore_ascii_case(b"100-continue");
+        } else if name.eq_ignore_ascii_case("expect") {
+            expect_continue = value.trim_ascii().eq_ignore_ascii_case(b"100-continue");
         }
     }
     if hosts > 1 || (!http10 && hosts == 0) {
@@ -378,11 +378,12 @@ fn parse_head(buf: &[u8]) -> Result<Option<(usize, Request)>, Status> {
     };
     let reply = Reply {
         keep_alive: if http10 { keep_alive && !close } else { !close },
-        head_only: method == b"HEAD",
+        head_only: method == "HEAD",
         http10,
+        sleep: sleep_route(target.as_bytes())?,
     };
     Ok(Some((
-        lines.pos,
+        len,
         Request {
             reply,
             body,
@@ -391,52 +392,31 @@ fn parse_head(buf: &[u8]) -> Result<Option<(usize, Request)>, Status> {
     )))
 }
 
-/// No complete head yet: fine unless it can no longer fit the limit.
-fn incomplete<T>(buf: &[u8]) -> Result<Option<T>, Status> {
-    if buf.len() >= MAX_HEAD {
-        Err(Status::HeadersTooLarge)
-    } else {
-        Ok(None)
-    }
-}
-
-/// Lines ended by LF, with an optional CR before it (RFC 9112 §2.2).
-struct Lines<'a> {
-    buf: &'a [u8],
-    pos: usize,
-}
-
-impl<'a> Lines<'a> {
-    /// The next complete line, without its ending; `None` if incomplete.
-    fn next(&mut self) -> Result<Option<&'a [u8]>, Status> {
-        let rest = &self.buf[self.pos..];
-        let Some(nl) = rest.iter().position(|&b| b == b'\n') else {
-            return Ok(None);
-        };
-        self.pos += nl + 1;
-        let line = rest[..nl].strip_suffix(b"\r").unwrap_or(&rest[..nl]);
-        if line.contains(&b'\r') {
-            return Err(Status::BadRequest); // a bare CR
+/// `httparse` knows HTTP/1.0 and 1.1 only: a well-formed other version
+/// (`HTTP/2.0`) is one this server does not support, anything else is
+/// malformed.
+fn version_error(head: &[u8]) -> Status {
+    let line = head.split(|&b| b == b'\n').next().unwrap_or_default();
+    let version = line.trim_ascii_end().rsplit(|&b| b == b' ').next();
+    match version {
+        Some([b'H', b'T', b'T', b'P', b'/', major, b'.', minor])
+            if major.is_ascii_digit() && minor.is_ascii_digit() =>
+        {
+            Status::VersionNotSupported
         }
-        Ok(Some(line))
+        _ => Status::BadRequest,
     }
 }
 
-/// `name: value`, the value without surrounding whitespace.
-fn split_header(line: &[u8]) -> Result<(&[u8], &[u8]), Status> {
-    let colon = line
-        .iter()
-        .position(|&b| b == b':')
-        .ok_or(Status::BadRequest)?;
-    let (name, value) = (&line[..colon], &line[colon + 1..]);
-    // An empty or spaced name also rejects obsolete line folding.
-    if name.is_empty() || !name.iter().all(|&b| is_tchar(b)) {
-        return Err(Status::BadRequest);
+/// The sleep `/sleep/MS` asks for; `None` for every other path.
+fn sleep_route(target: &[u8]) -> Result<Option<Duration>, Status> {
+    let Some(ms) = target.strip_prefix(b"/sleep/") else {
+        return Ok(None);
+    };
+    match parse_decimal(ms) {
+        Some(ms) if ms <= MAX_SLEEP_MS => Ok(Some(Duration::from_millis(ms))),
+        _ => Err(Status::BadRequest),
     }
-    if value.iter().any(|&b| (b < b' ' && b != b'\t') || b == 0x7f) {
-        return Err(Status::BadRequest);
-    }
-    Ok((name, value.trim_ascii()))
 }
 
 /// The non-empty elements of a comma-separated header value.
@@ -445,10 +425,6 @@ fn list(value: &[u8]) -> impl Iterator<Item = &[u8]> {
         .split(|&b| b == b',')
         .map(<[u8]>::trim_ascii)
         .filter(|s| !s.is_empty())
-}
-
-fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 fn parse_decimal(s: &[u8]) -> Option<u64> {
@@ -471,29 +447,23 @@ fn skip_body(buf: &[u8], pos: &mut usize, body: Body) -> Result<Option<Body>, St
     };
     loop {
         let rest = &buf[*pos..];
-        let line = || -> Result<Option<(usize, &[u8])>, Status> {
-            let window = &rest[..rest.len().min(MAX_LINE)];
-            match window.iter().position(|&b| b == b'\n') {
-                Some(nl) => Ok(Some((nl + 1, window[..nl].trim_ascii_end()))),
-                None if rest.len() >= MAX_LINE => Err(Status::BadRequest),
-                None => Ok(None),
-            }
-        };
         let pending = Ok(Some(Body::Chunked { total, step }));
         step = match step {
             Chunk::Size => {
-                let Some((used, line)) = line()? else {
-                    return pending;
+                // The size line with its extensions, which are skipped.
+                let window = &rest[..rest.len().min(MAX_LINE)];
+                let (used, size) = match httparse::parse_chunk_size(window) {
+                    Ok(httparse::Status::Complete(line)) => line,
+                    Ok(httparse::Status::Partial) if rest.len() < MAX_LINE => return pending,
+                    _ => return Err(Status::BadRequest),
                 };
-                let digits = line.split(|&b| b == b';').next().unwrap_or_default();
-                let size = parse_hex(digits.trim_ascii()).ok_or(Status::BadRequest)?;
                 total = total.saturating_add(size);
                 if total > MAX_BODY {
                     return Err(Status::PayloadTooLarge);
                 }
                 *pos += used;
                 if size == 0 {
-                    Chunk::Trailer(0)
+                    Chunk::Trailers
                 } else {
                     Chunk::Data(size)
                 }
@@ -515,30 +485,24 @@ fn skip_body(buf: &[u8], pos: &mut usize, body: Body) -> Result<Option<Body>, St
                 [] | [b'\r'] => return pending,
                 _ => return Err(Status::BadRequest),
             },
-            Chunk::Trailer(lines) => {
-                let Some((used, line)) = line()? else {
-                    return pending;
+            // The trailer section, checked and dropped once it is whole.
+            Chunk::Trailers => {
+                let window = &rest[..rest.len().min(MAX_HEAD)];
+                let mut trailers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+                return match httparse::parse_headers(window, &mut trailers) {
+                    Ok(httparse::Status::Complete((used, _))) => {
+                        *pos += used;
+                        Ok(None)
+                    }
+                    Ok(httparse::Status::Partial) if rest.len() < MAX_HEAD => pending,
+                    Ok(httparse::Status::Partial) | Err(httparse::Error::TooManyHeaders) => {
+                        Err(Status::HeadersTooLarge)
+                    }
+                    Err(_) => Err(Status::BadRequest),
                 };
-                *pos += used;
-                if line.is_empty() {
-                    return Ok(None);
-                }
-                if lines >= MAX_HEADERS {
-                    return Err(Status::HeadersTooLarge);
-                }
-                Chunk::Trailer(lines + 1)
             }
         };
     }
-}
-
-fn parse_hex(s: &[u8]) -> Option<u64> {
-    if s.is_empty() || s.len() > 15 {
-        return None;
-    }
-    s.iter().try_fold(0u64, |n, &h| {
-        Some(n * 16 + u64::from((h as char).to_digit(16)?))
-    })
 }
 
 /// Appends the current time as an HTTP date. Each worker thread formats it
@@ -593,9 +557,13 @@ http_hello: an HTTP/1.1 hello-world server on atoll
 Options (defaults in brackets):
   --ip ADDR        address to listen on [127.0.0.1]
   --port N         port, 0 for a free one [8080]
-  --workers N      worker threads [2 x cores, at least 4]
+  --workers N      base worker threads [one per core]
+  --max-workers N  most worker threads, for blocking handlers [1024]
   --acceptors N    poll threads [one per core, at most 16]
-  --help           this text";
+  --help           this text
+
+Routes: GET /sleep/MS sleeps MS ms (at most 60000) before answering, as a
+blocking call would; every other path answers at once.";
 
 fn main() -> ExitCode {
     common::run_main("http_hello", run)
@@ -606,7 +574,7 @@ fn run() -> common::Result {
         .ip(IpAddr::from([127, 0, 0, 1]))
         .port(8080);
     let mut args = common::Args::from_env();
-    while let Some(flag) = args.next() {
+    while let Some(flag) = args.flag()? {
         if args.server_flag(&flag, &mut builder)? {
             continue;
         }

@@ -90,16 +90,16 @@ fn run() -> common::Result {
     let mut per_source = 2000usize;
     let mut clients = 2usize;
     let mut args = common::Args::from_env();
-    while let Some(flag) = args.next() {
+    while let Some(flag) = args.flag()? {
         match flag.as_str() {
             "--help" | "-h" => {
                 println!("{HELP}");
                 return Ok(());
             }
-            "--addr" => addr = args.value()?.parse()?,
-            "--idle" => first_idle = args.value()?.parse()?,
-            "--per-source" => per_source = args.value()?.parse()?,
-            "--clients" => clients = args.value()?.parse()?,
+            "--addr" => addr = args.parse()?,
+            "--idle" => first_idle = args.parse()?,
+            "--per-source" => per_source = args.parse()?,
+            "--clients" => clients = args.parse()?,
             _ => return Err(args.unknown()),
         }
     }

@@ -42,11 +42,14 @@ impl Handler<Msg> for Messenger {
 }
 
 fn main() -> common::Result {
-    let port = match std::env::args().skip(1).collect::<Vec<_>>().as_slice() {
-        [] => 4000,
-        [flag, port] if flag == "--port" => port.parse()?,
-        _ => return Err("usage: messenger [--port N]".into()),
-    };
+    let mut args = common::Args::from_env();
+    let mut port: u16 = 4000;
+    while let Some(flag) = args.flag()? {
+        match flag.as_str() {
+            "--port" => port = args.parse()?,
+            _ => return Err("usage: messenger [--port N]".into()),
+        }
+    }
     let server = Arc::new(
         Server::builder()
             .ip([127, 0, 0, 1].into())

@@ -77,14 +77,11 @@ impl Handler for Metrics {
 
 fn main() -> common::Result {
     let (mut port, mut metrics_port) = (4000u16, 9100u16);
-    let mut args = std::env::args().skip(1);
-    while let Some(flag) = args.next() {
-        let value = args
-            .next()
-            .ok_or("usage: metrics [--port N] [--metrics-port N]")?;
+    let mut args = common::Args::from_env();
+    while let Some(flag) = args.flag()? {
         match flag.as_str() {
-            "--port" => port = value.parse()?,
-            "--metrics-port" => metrics_port = value.parse()?,
+            "--port" => port = args.parse()?,
+            "--metrics-port" => metrics_port = args.parse()?,
             _ => return Err("usage: metrics [--port N] [--metrics-port N]".into()),
         }
     }

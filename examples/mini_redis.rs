@@ -1069,7 +1069,8 @@ mini_redis: a Redis server (RESP2, strings) on atoll
 Options (defaults in brackets):
   --ip ADDR        address to listen on [127.0.0.1]
   --port N         port, 0 for a free one [6379]
-  --workers N      worker threads [2 x cores, at least 4]
+  --workers N      base worker threads [one per core]
+  --max-workers N  most worker threads, for blocking handlers [1024]
   --acceptors N    poll threads [one per core, at most 16]
   --help           this text";
 
@@ -1083,7 +1084,7 @@ fn run() -> common::Result {
         .port(6379)
         .read_timeout(None);
     let mut args = common::Args::from_env();
-    while let Some(flag) = args.next() {
+    while let Some(flag) = args.flag()? {
         if args.server_flag(&flag, &mut builder)? {
             continue;
         }

@@ -47,14 +47,14 @@ fn run() -> common::Result {
     let mut delay = Duration::ZERO;
     let mut kind = String::from("tokio");
     let mut args = common::Args::from_env();
-    while let Some(flag) = args.next() {
+    while let Some(flag) = args.flag()? {
         match flag.as_str() {
             "--help" | "-h" => {
                 println!("{HELP}");
                 return Ok(());
             }
             "--kind" => kind = args.value()?,
-            "--ip" => ip = args.value()?.parse()?,
+            "--ip" => ip = args.parse()?,
             "--port" => port = args.num()?.try_into()?,
             "--workers" => workers = args.num()?.try_into()?,
             "--delay-ms" => delay = args.ms()?,

@@ -47,15 +47,15 @@ fn run() -> common::Result {
     let mut port: u16 = 8080;
     let mut workers = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut args = common::Args::from_env();
-    while let Some(flag) = args.next() {
+    while let Some(flag) = args.flag()? {
         match flag.as_str() {
             "--help" | "-h" => {
                 println!("{HELP}");
                 return Ok(());
             }
-            "--ip" => ip = args.value()?.parse()?,
-            "--port" => port = args.value()?.parse()?,
-            "--workers" => workers = args.value()?.parse()?,
+            "--ip" => ip = args.parse()?,
+            "--port" => port = args.parse()?,
+            "--workers" => workers = args.parse()?,
             _ => return Err(args.unknown()),
         }
     }

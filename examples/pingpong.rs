@@ -57,17 +57,17 @@ fn run() -> common::Result {
     let (mut conns, mut threads, mut size) = (100usize, 2usize, 64usize);
     let (mut secs, mut warmup) = (3.0f64, Duration::from_millis(500));
     let mut args = common::Args::from_env();
-    while let Some(flag) = args.next() {
+    while let Some(flag) = args.flag()? {
         match flag.as_str() {
             "--help" | "-h" => {
                 println!("{HELP}");
                 return Ok(());
             }
-            "--addr" => addr = args.value()?.parse()?,
+            "--addr" => addr = args.parse()?,
             "--conns" => conns = args.num()?.try_into()?,
             "--threads" => threads = args.num()?.try_into()?,
             "--size" => size = args.num()?.try_into()?,
-            "--secs" => secs = args.value()?.parse()?,
+            "--secs" => secs = args.parse()?,
             "--warmup-ms" => warmup = args.ms()?,
             _ => return Err(args.unknown()),
         }

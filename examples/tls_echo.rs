@@ -75,20 +75,20 @@ fn parse() -> common::Result<Option<Options>> {
         ..Options::default()
     };
     let mut args = common::Args::from_env();
-    while let Some(flag) = args.next() {
+    while let Some(flag) = args.flag()? {
         match flag.as_str() {
             "--help" | "-h" => {
                 println!("{HELP}");
                 return Ok(None);
             }
-            "--port" => a.port = args.value()?.parse()?,
+            "--port" => a.port = args.parse()?,
             "--cert" => a.cert = args.value()?,
             "--key" => a.key = args.value()?,
             "--alpn" => a.alpn = args.value()?.split(',').map(str::to_string).collect(),
             "--backend" => a.backend = args.value()?,
             "--client-ca" => a.client_ca = Some(args.value()?),
             "--handshake-timeout-ms" => {
-                a.handshake_timeout = common::optional_ms(args.value()?.parse()?);
+                a.handshake_timeout = args.timeout_ms()?;
             }
             _ => return Err(args.unknown()),
         }

@@ -27,17 +27,18 @@ const USAGE: &str = "usage: udp_echo [--port N] [--workers N] [--listeners N] [-
 fn main() -> common::Result {
     let mut builder = Server::builder().ip([127, 0, 0, 1].into()).port(4000);
     let mut mode = SessionMode::PerDatagram;
-    let mut args = std::env::args().skip(1);
-    while let Some(flag) = args.next() {
-        if flag == "--per-peer" {
-            mode = SessionMode::PerPeer;
-            continue;
-        }
-        let value: usize = args.next().ok_or(USAGE)?.parse()?;
+    let mut args = common::Args::from_env();
+    while let Some(flag) = args.flag()? {
         builder = match flag.as_str() {
-            "--port" => builder.port(u16::try_from(value)?),
-            "--workers" => builder.num_workers(value),
-            "--listeners" => builder.num_acceptors(value),
+            "--per-peer" => {
+                if args.switch()? {
+                    mode = SessionMode::PerPeer;
+                }
+                builder
+            }
+            "--port" => builder.port(args.parse()?),
+            "--workers" => builder.num_workers(args.parse()?),
+            "--listeners" => builder.num_acceptors(args.parse()?),
             _ => return Err(USAGE.into()),
         };
     }

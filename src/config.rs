@@ -16,8 +16,7 @@ use crate::udp::{SessionMode, UdpOptions};
 
 /// Configures and starts a TCP server.
 ///
-/// Every option has Thousand Island's default unless its documentation says
-/// otherwise; the Thousand Island name is given where the Rust name differs.
+/// Every option documents its default.
 ///
 /// # Examples
 ///
@@ -44,6 +43,7 @@ use crate::udp::{SessionMode, UdpOptions};
 /// # Ok::<(), atoll::Error>(())
 /// ```
 #[derive(Clone)]
+#[must_use = "a builder does nothing until `start` is called"]
 pub struct Builder {
     pub(crate) listen: ListenOptions,
     pub(crate) transport: Arc<dyn Transport>,
@@ -98,7 +98,7 @@ impl fmt::Debug for Builder {
 /// 1,000 connections (`ATOLL_BENCH_ACCEPTORS=1` against `=2` in
 /// `cargo bench --bench echo`): each wakes for its own share of the
 /// connections, so readiness reaches the workers in smaller, earlier
-/// batches. See `docs/ARCHITECTURE.md`.
+/// batches. See [`docs/ARCHITECTURE.md`](https://github.com/atoll-rs/atoll/blob/main/docs/ARCHITECTURE.md).
 ///
 /// ```
 /// assert!(atoll::default_num_acceptors() >= 1);
@@ -114,7 +114,7 @@ fn cores() -> usize {
 /// The default base number of worker threads: one per available core.
 /// Fast callbacks need no more: the workers collect readiness themselves
 /// and run it where it lands. Callbacks that block get more threads, up to
-/// [`Builder::max_workers`]. See `docs/ARCHITECTURE.md`.
+/// [`Builder::max_workers`]. See [`docs/ARCHITECTURE.md`](https://github.com/atoll-rs/atoll/blob/main/docs/ARCHITECTURE.md).
 ///
 /// ```
 /// assert!(atoll::default_num_workers() >= 1);
@@ -160,8 +160,7 @@ impl Builder {
     }
 
     /// The address to listen on: an IPv4 or IPv6 address, `0.0.0.0` or `::`
-    /// for any, `127.0.0.1` or `::1` for loopback. Default is `0.0.0.0`, as
-    /// `gen_tcp`.
+    /// for any, `127.0.0.1` or `::1` for loopback. Default is `0.0.0.0`.
     ///
     /// ```
     /// let builder = atoll::Server::builder().ip("::1".parse().unwrap());
@@ -256,14 +255,14 @@ impl Builder {
     /// # use atoll::Handler;
     /// # struct H;
     /// # impl Handler for H {}
-    /// use std::os::fd::OwnedFd;
     /// let bound = std::net::TcpListener::bind("127.0.0.1:0")?;
     /// let addr = bound.local_addr()?;
-    /// let server = atoll::Server::builder().listen_fd(OwnedFd::from(bound)).start(|_| Ok(H))?;
+    /// // Anything that owns a descriptor: a std or socket2 listener, an `OwnedFd`.
+    /// let server = atoll::Server::builder().listen_fd(bound).start(|_| Ok(H))?;
     /// assert_eq!(server.local_addr()?, addr);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn listen_fd(mut self, fd: std::os::fd::OwnedFd) -> Builder {
+    pub fn listen_fd(mut self, fd: impl Into<std::os::fd::OwnedFd>) -> Builder {
         self.listen = self.listen.fd(fd);
         self
     }
@@ -284,7 +283,7 @@ impl Builder {
     /// closed with [`Error::Handshake`] to
     /// [`Handler::handle_error`](crate::Handler::handle_error). While it
     /// waits for the client it holds no worker. `None` waits forever.
-    /// Default is 5 s, as ranch and Thousand Island.
+    /// Default is 5 s.
     ///
     /// ```
     /// let builder = atoll::Server::builder().handshake_timeout(Some(std::time::Duration::from_secs(10)));
@@ -398,9 +397,8 @@ impl Builder {
 
     /// The number of poll threads, each accepting from the listener and
     /// watching the readiness of the connections it accepted. Default is
-    /// [`default_num_acceptors`] (Thousand Island's 100 acceptor processes
-    /// are not threads; here one poll thread accepts tens of thousands of
-    /// connections a second).
+    /// [`default_num_acceptors`]: one poll thread accepts tens of
+    /// thousands of connections a second, so a few are enough.
     ///
     /// ```
     /// let builder = atoll::Server::builder().num_acceptors(2);

@@ -105,14 +105,16 @@ impl fmt::Display for Error {
         match self {
             Error::Closed => f.write_str("connection closed"),
             Error::Timeout => f.write_str("timed out"),
-            Error::Io(e) => write!(f, "socket error: {e}"),
-            Error::Handler(e) => write!(f, "handler error: {e}"),
+            // The cause is the source's to print, not this message's: a
+            // reporter that walks `source()` would print it twice.
+            Error::Io(_) => f.write_str("socket error"),
+            Error::Handler(_) => f.write_str("handler error"),
             Error::Panic(msg) => write!(f, "handler panicked: {msg}"),
-            Error::Refused(e) => write!(f, "connection refused by the handler factory: {e}"),
-            Error::Handshake(e) => write!(f, "handshake failed: {e}"),
-            Error::ProxyHeader(e) => write!(f, "PROXY protocol header refused: {e}"),
+            Error::Refused(_) => f.write_str("connection refused by the handler factory"),
+            Error::Handshake(_) => f.write_str("handshake failed"),
+            Error::ProxyHeader(_) => f.write_str("PROXY protocol header refused"),
             Error::Config(msg) => write!(f, "invalid configuration: {msg}"),
-            Error::Bind { addr, source } => write!(f, "cannot bind {addr}: {source}"),
+            Error::Bind { addr, .. } => write!(f, "cannot bind {addr}"),
         }
     }
 }
@@ -145,6 +147,22 @@ impl From<Error> for io::Error {
             Error::Config(_) => io::Error::new(io::ErrorKind::InvalidInput, err),
             other => io::Error::other(other),
         }
+    }
+}
+
+/// An error and its causes, `error: cause: cause`, as the log shows them:
+/// each error's `Display` holds only its own message.
+pub(crate) struct Chain<'a>(pub(crate) &'a (dyn std::error::Error + 'static));
+
+impl fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut cause = self.0.source();
+        while let Some(e) = cause {
+            write!(f, ": {e}")?;
+            cause = e.source();
+        }
+        Ok(())
     }
 }
 

@@ -8,15 +8,14 @@ use crate::socket::Socket;
 
 /// What the server does with a connection after a callback returns.
 ///
-/// The Rust form of Thousand Island's `handler_result()`:
-///
-/// | Thousand Island | atoll |
+/// | flow | the server then |
 /// |---|---|
-/// | `{:continue, state}` | [`Flow::Continue`] |
-/// | `{:continue, state, timeout}` | [`Flow::ContinueTimeout`] |
-/// | `{:continue, state, {:persistent, timeout}}` | [`Flow::ContinuePersistent`] |
-/// | `{:close, state}` | [`Flow::Close`] |
-/// | `{:error, reason, state}` | [`Flow::Error`] |
+/// | [`Flow::Continue`] | waits for more data, with the read timeout |
+/// | [`Flow::ContinueTimeout`] | waits with this timeout, for the next wait only |
+/// | [`Flow::ContinuePersistent`] | waits with this timeout from now on |
+/// | [`Flow::Close`] | calls `handle_close`, then closes the connection |
+/// | [`Flow::Error`] | calls `handle_error` with the reason, then closes |
+/// | [`Flow::Detach`] | hands the socket to the application's own thread |
 ///
 /// # Examples
 ///

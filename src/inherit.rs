@@ -11,7 +11,7 @@
 //!   [`Builder::listen_fd`](crate::Builder::listen_fd) before the old one
 //!   stops. No connection is refused in between: the system queues them on
 //!   the socket while any process holds it. `examples/handover.rs` shows a
-//!   whole handover; `docs/DEPLOYMENT.md` the setups that were tested.
+//!   whole handover; [`docs/DEPLOYMENT.md`](https://github.com/atoll-rs/atoll/blob/main/docs/DEPLOYMENT.md) the setups that were tested.
 //!
 //! # Examples
 //!
@@ -67,6 +67,7 @@ static TAKEN: AtomicBool = AtomicBool::new(false);
 /// # Ok::<(), atoll::Error>(())
 /// ```
 #[derive(Debug)]
+#[non_exhaustive]
 pub struct ListenFd {
     /// The descriptor, now owned by this process (and close-on-exec).
     pub fd: OwnedFd,

@@ -1,6 +1,6 @@
 //! atoll: a socket server library for programs that are not async.
 //!
-//! A Thousand Island for threads: mio poll threads accept connections and
+//! mio poll threads accept connections and
 //! watch their readiness; a fixed pool of worker threads runs the
 //! application's blocking [`Handler`] callbacks; a counting limiter caps live
 //! connections. Between callbacks a connection costs no thread, so a handful
@@ -39,7 +39,7 @@
 //!
 //! # The pieces
 //!
-//! - [`Builder`] holds every option with Thousand Island's defaults;
+//! - [`Builder`] holds every option, each documenting its default;
 //!   [`Builder::start`] binds and returns a [`Server`].
 //! - [`Handler`] is the application's per-connection value; its callbacks
 //!   return a [`Flow`].
@@ -52,11 +52,16 @@
 //!   and a standalone listener.
 //! - [`telemetry`] and [`logger`] let the application observe a running
 //!   server.
-//! - [`udp`] serves datagrams with the same handlers (Abyss).
+//! - [`udp`] serves datagrams with the same handlers.
 //! - [`client`] is a blocking TCP client (with TLS) for threaded code.
 //!
-//! See `docs/ARCHITECTURE.md` for the threads and the life of a connection.
+//! See [`docs/ARCHITECTURE.md`](https://github.com/atoll-rs/atoll/blob/main/docs/ARCHITECTURE.md)
+//! for the threads and the life of a connection. Readers who know
+//! Thousand Island (Elixir) find each of its names mapped to atoll's in
+//! [`docs/COMING_FROM_THOUSAND_ISLAND.md`](https://github.com/atoll-rs/atoll/blob/main/docs/COMING_FROM_THOUSAND_ISLAND.md).
 #![warn(missing_docs, missing_debug_implementations)]
+// docs.rs builds with every feature and marks what each item needs.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod client;

@@ -1,5 +1,5 @@
 //! A logger built on [`crate::telemetry`] events, switched on and off at
-//! run time: Thousand Island's `ThousandIsland.Logger`.
+//! run time, level by level.
 //!
 //! Records go through the `log` crate with the target `atoll`, one line per
 //! event, with the connection id and peer address. The levels, from the
@@ -26,6 +26,7 @@ use std::io::IoSlice;
 
 use parking_lot::Mutex;
 
+use crate::error::Chain;
 use crate::telemetry::{self, Event, Kind, SinkId};
 
 /// A log level of the logger; enabling one enables the more severe ones.
@@ -53,9 +54,9 @@ pub enum Level {
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LoggerError {
-    /// The level is already enabled (`{:error, :already_exists}`).
+    /// The level is already enabled.
     AlreadyExists,
-    /// The level is not enabled (`{:error, :not_found}`).
+    /// The level is not enabled.
     NotFound,
 }
 
@@ -201,7 +202,7 @@ impl fmt::Display for Details<'_, '_> {
             }
             Kind::SpawnError { peer, reason } => write!(f, " peer={peer} reason={reason:?}"),
             Kind::AcceptExhausted { error } | Kind::AcceptError { error } => {
-                write!(f, " error=\"{error}\"")
+                write!(f, " error=\"{}\"", Chain(*error))
             }
             Kind::ConnectionStart { local, via, .. } => {
                 write!(f, " local={local}")?;
@@ -221,15 +222,15 @@ impl fmt::Display for Details<'_, '_> {
                     stats.recv_bytes, stats.recv_count, stats.send_bytes, stats.send_count
                 )?;
                 match error {
-                    Some(e) => write!(f, " error=\"{e}\""),
+                    Some(e) => write!(f, " error=\"{}\"", Chain(*e)),
                     None => Ok(()),
                 }
             }
             Kind::AsyncRecv { data } | Kind::Recv { data } => write!(f, " bytes={}", data.len()),
             Kind::Send { data } => write!(f, " bytes={}", bytes(data)),
-            Kind::RecvError { error } => write!(f, " error=\"{error}\""),
+            Kind::RecvError { error } => write!(f, " error=\"{}\"", Chain(*error)),
             Kind::SendError { data, error } => {
-                write!(f, " bytes={} error=\"{error}\"", bytes(data))
+                write!(f, " bytes={} error=\"{}\"", bytes(data), Chain(*error))
             }
             Kind::Sendfile {
                 offset,
@@ -242,7 +243,11 @@ impl fmt::Display for Details<'_, '_> {
                 error,
                 ..
             } => {
-                write!(f, " offset={offset} length={length} error=\"{error}\"")
+                write!(
+                    f,
+                    " offset={offset} length={length} error=\"{}\"",
+                    Chain(*error)
+                )
             }
             Kind::SocketShutdown { way } => write!(f, " way={way:?}"),
             Kind::DatagramDropped { peer, len, reason } => {

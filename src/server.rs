@@ -43,11 +43,12 @@ pub enum Status {
 /// assert_eq!(stats.accepted, 0);
 /// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ServerStats {
     /// Connections accepted from the listener.
     pub accepted: u64,
     /// Connections closed because no slot of the limiter freed within the
-    /// retries (Thousand Island's `spawn_error`).
+    /// retries (each also a `SpawnError` telemetry event).
     pub rejected: u64,
     /// Connections the handler factory refused.
     pub refused: u64,
@@ -309,6 +310,7 @@ struct Life {
 /// server.stop(Duration::from_secs(1));
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
+#[must_use = "dropping a started server stops it at once"]
 pub struct Server<M = ()> {
     backend: Arc<dyn Backend<M>>,
     life: Mutex<Life>,
@@ -530,7 +532,7 @@ impl<M: Send + 'static> Server<M> {
     }
 
     /// Changes the limit of live connections per acceptor (`None`: no
-    /// limit), as ranch's `set_max_connections`. A raised limit admits
+    /// limit). A raised limit admits
     /// waiting connections at once; a lowered one closes nobody but admits
     /// no one until the count is under it.
     ///

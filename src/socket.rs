@@ -4,14 +4,14 @@ use std::fmt;
 use std::fs::File;
 use std::io::{self, IoSlice, Read, Write};
 use std::net::Shutdown;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use socket2::SockRef;
 
-use crate::error::Error;
+use crate::error::{Chain, Error};
 use crate::proxy::{Proxied, ProxyHeader};
 use crate::sys::{self, Wait};
 use crate::telemetry::{ConnSpan, Kind, Telemetry};
@@ -22,16 +22,18 @@ use crate::transport::{handshake_blocking, Addr, Credentials, Stream, Transport}
 pub(crate) const READ_CHUNK: usize = 64 * 1024;
 
 /// Chunk size of [`Socket::sendfile`] on a stream that cannot splice (TLS):
-/// Thousand Island measured 1 MiB as the sweet spot.
+/// 1 MiB is large enough that the per-chunk cost vanishes, small enough
+/// to bound the copy buffer.
 const SENDFILE_CHUNK: u64 = 1 << 20;
 
-/// Counters of a connection's traffic, as Thousand Island's `getstat`.
+/// Counters of a connection's traffic: bytes and calls, in and out.
 ///
 /// ```
 /// let stats = atoll::SocketStats::default();
 /// assert_eq!(stats.recv_bytes + stats.send_bytes, 0);
 /// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct SocketStats {
     /// Bytes received (`recv_oct`).
     pub recv_bytes: u64,
@@ -257,7 +259,7 @@ impl Socket {
         self.id
     }
 
-    /// The peer's address (Thousand Island's `peername`): the original
+    /// The peer's address: the original
     /// client's when a PROXY protocol header named it (see
     /// [`proxy`](crate::proxy)).
     ///
@@ -300,7 +302,7 @@ impl Socket {
         self.proxy.as_ref().map(|p| &p.header)
     }
 
-    /// The local address of the connection (Thousand Island's `sockname`).
+    /// The local address of the connection.
     ///
     /// ```
     /// # fn demo(socket: &mut atoll::Socket) -> Result<(), atoll::Error> {
@@ -401,13 +403,19 @@ impl Socket {
                 Ok(())
             }
             Err(e) => {
-                self.fatal = Some(Error::Handshake(e.to_string().into()));
+                // The connection's error keeps the whole reason, causes and
+                // all; `e` itself goes back to the caller.
+                let reason = match &e {
+                    Error::Handshake(inner) => Chain(inner.as_ref()).to_string(),
+                    other => Chain(other).to_string(),
+                };
+                self.fatal = Some(Error::Handshake(reason.into()));
                 Err(e)
             }
         }
     }
 
-    /// The traffic counters of this connection (Thousand Island's `getstat`).
+    /// The traffic counters of this connection.
     ///
     /// ```
     /// # fn demo(socket: &mut atoll::Socket) -> Result<(), atoll::Error> {
@@ -663,7 +671,7 @@ impl Socket {
     }
 
     /// Sends all of the slices, in order, with as few system calls as the
-    /// kernel allows (Thousand Island's iodata). Same timeout rule as
+    /// kernel allows, without joining them first. Same timeout rule as
     /// [`send`](Socket::send).
     ///
     /// ```no_run
@@ -825,7 +833,7 @@ impl Socket {
         Ok(pos - offset)
     }
 
-    /// Shuts down reading, writing or both (Thousand Island's `shutdown`).
+    /// Shuts down reading, writing or both.
     ///
     /// ```
     /// # fn demo(socket: &mut atoll::Socket) -> Result<(), atoll::Error> {
@@ -1021,6 +1029,60 @@ impl Socket {
     /// Makes this socket end its connection when dropped (detached mode).
     pub(crate) fn set_release(&mut self, release: Arc<dyn Release>) {
         self.release = Some(release);
+    }
+}
+
+/// The connection's descriptor, for options atoll does not wrap (through
+/// `socket2::SockRef`) or a system call of the application's own.
+///
+/// # Closed sockets
+///
+/// Once the socket is closed ([`close`](Socket::close), a send timeout, a
+/// failed upgrade) its descriptor is gone, and may already be another
+/// file's: it is never handed out. A closed socket gives a descriptor of
+/// `/dev/null` instead, on which every socket call fails with `ENOTSOCK`.
+/// Check [`is_closed`](Socket::is_closed) first where that matters.
+///
+/// ```
+/// use atoll::{Flow, Handler, Socket};
+/// use socket2::SockRef;
+///
+/// struct Tuned;
+///
+/// impl Handler for Tuned {
+///     fn handle_connection(&mut self, socket: &mut Socket) -> Flow {
+///         // An option atoll has no method for.
+///         match SockRef::from(&*socket).set_tcp_keepalive(
+///             &socket2::TcpKeepalive::new().with_time(std::time::Duration::from_secs(30)),
+///         ) {
+///             Ok(()) => Flow::Continue,
+///             Err(e) => Flow::error(e),
+///         }
+///     }
+/// }
+/// ```
+impl AsFd for Socket {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        match &self.stream {
+            Some(stream) => stream.io().sock().as_fd(),
+            None => sys::closed_fd(),
+        }
+    }
+}
+
+/// The connection's descriptor number; that of `/dev/null` once closed
+/// (see [`AsFd`](#impl-AsFd-for-Socket)).
+///
+/// ```
+/// use std::os::fd::AsRawFd;
+///
+/// # fn demo(socket: &atoll::Socket) {
+/// println!("connection {} on descriptor {}", socket.id(), socket.as_raw_fd());
+/// # }
+/// ```
+impl AsRawFd for Socket {
+    fn as_raw_fd(&self) -> RawFd {
+        self.as_fd().as_raw_fd()
     }
 }
 

@@ -7,8 +7,29 @@
 //! again").
 
 use std::io;
-use std::os::fd::RawFd;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
+use std::sync::OnceLock;
 use std::time::Instant;
+
+/// A descriptor that is always open and is no socket (`/dev/null`), handed
+/// out by `AsFd` for a connection whose own descriptor is closed: the
+/// number it had may already name another file, which must never be
+/// reached through a closed connection.
+///
+/// Opened once per process, at the first need. If that very first open
+/// fails (the process is out of descriptors) there is no descriptor to
+/// give and it panics, as an infallible `AsFd` leaves no other way.
+pub(crate) fn closed_fd() -> BorrowedFd<'static> {
+    static DEV_NULL: OnceLock<OwnedFd> = OnceLock::new();
+    DEV_NULL
+        .get_or_init(|| match std::fs::File::open("/dev/null") {
+            Ok(file) => OwnedFd::from(file),
+            Err(e) => {
+                panic!("atoll: cannot open /dev/null for a closed connection's descriptor: {e}")
+            }
+        })
+        .as_fd()
+}
 
 /// Readiness to wait for in [`wait_fd`].
 #[derive(Clone, Copy)]

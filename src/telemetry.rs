@@ -1,7 +1,7 @@
 //! Telemetry: spans and events that applications observe.
 //!
-//! As a low-level library atoll logs nothing inline; it emits events, the
-//! Rust form of Thousand Island's `:telemetry` spans:
+//! As a low-level library atoll logs nothing inline; it emits events in
+//! three nested spans:
 //!
 //! - the **listener** span: a listening socket, from bind to close (so a
 //!   suspend ends it and a resume starts a new one);
@@ -133,7 +133,7 @@ pub enum DropReason {
     Limit,
 }
 
-/// What happened. The names follow Thousand Island's events.
+/// What happened.
 ///
 /// ```
 /// use atoll::telemetry::{Event, Kind};
@@ -301,6 +301,7 @@ pub enum Kind<'a> {
 /// # atoll::telemetry::detach(id);
 /// ```
 #[derive(Debug)]
+#[non_exhaustive]
 pub struct Event<'a> {
     /// The span the event belongs to.
     pub span: Span,
@@ -320,7 +321,7 @@ pub struct Event<'a> {
 }
 
 impl Event<'_> {
-    /// The event's name as Thousand Island writes it, such as
+    /// The event's name, `span.event`, such as
     /// `"connection.start"`.
     ///
     /// ```

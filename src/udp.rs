@@ -1,4 +1,4 @@
-//! UDP: Abyss for threads.
+//! UDP: datagram servers with the same handlers, workers and lifecycle.
 //!
 //! A UDP server is a [`Builder`](crate::Builder) with
 //! [`udp`](crate::Builder::udp) set. Datagrams arrive through the poll
@@ -7,7 +7,7 @@
 //! messages, telemetry and lifecycle as TCP. A *session* takes the place of
 //! a connection:
 //!
-//! - [`SessionMode::PerDatagram`] (Abyss's model): every datagram starts a
+//! - [`SessionMode::PerDatagram`] : every datagram starts a
 //!   session: `handle_connection`, then `handle_data` with the datagram.
 //!   The session then lives on only for messages, until a callback closes
 //!   it or its idle timeout passes.
@@ -84,7 +84,7 @@ const RECV_ERRORS: u32 = 16;
 /// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum SessionMode {
-    /// Each datagram is a session of its own (Abyss's model).
+    /// Each datagram is a session of its own.
     #[default]
     PerDatagram,
     /// One session per remote address, while it keeps sending.

@@ -251,9 +251,14 @@ fn ipv6_only_against_an_ipv4_only_server_reports_the_ipv6_failure() {
         ),
         other => panic!("expected an IPv6 failure, got {other:?}"),
     }
-    assert!(
-        err.to_string().starts_with("IPv6 connection failed: "),
-        "{err}"
+    // The message is its own; the cause comes once, from `source()`.
+    assert_eq!(err.to_string(), "IPv6 connection failed");
+    let cause = std::error::Error::source(&err)
+        .expect("a source")
+        .to_string();
+    assert_eq!(
+        util::chain(&err),
+        format!("IPv6 connection failed: {cause}")
     );
     // The literal IPv4 address has no IPv6 address at all.
     let err = Options::new("127.0.0.1", port)
@@ -1153,4 +1158,28 @@ mod tls {
         assert_eq!(conn.send(b"late"), Err(Error::Closed));
         server.join().unwrap();
     }
+}
+
+#[test]
+fn as_fd_reaches_the_connection_and_never_a_closed_descriptor() {
+    use std::os::fd::AsRawFd;
+    let (server, port) = echo_server();
+    let mut conn = client::connect("127.0.0.1", port).unwrap();
+    let sock = socket2::SockRef::from(&conn);
+    assert_eq!(
+        sock.local_addr().unwrap().as_socket(),
+        Some(conn.local_addr())
+    );
+    sock.set_keepalive(true).unwrap();
+    assert!(sock.keepalive().unwrap());
+    assert!(conn.as_raw_fd() >= 0);
+    conn.send(b"still works\n").unwrap();
+    assert_eq!(
+        conn.receive_exact(12, Some(PATIENCE)).unwrap(),
+        b"still works\n"
+    );
+    conn.shutdown().unwrap();
+    let err = socket2::SockRef::from(&conn).local_addr().unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::ENOTSOCK));
+    stop(server);
 }

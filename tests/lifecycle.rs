@@ -112,6 +112,17 @@ fn port_zero_reports_the_bound_port_and_a_taken_port_fails_with_a_bind_error() {
             .start(|_| Ok(Echo))
             .expect_err("a second server on a taken port must not start");
         let text = err.to_string();
+        // Each cause printed once: the message, then the OS error from
+        // `source()` (as `anyhow`'s `{:#}` shows a chain).
+        let cause = std::error::Error::source(&err).map(ToString::to_string);
+        assert_eq!(
+            util::chain(&err),
+            format!("{text}: {}", cause.as_deref().unwrap_or("no source")),
+        );
+        assert!(
+            !text.contains(cause.as_deref().unwrap_or("no source")),
+            "{text}"
+        );
         match err {
             Error::Bind {
                 addr: tried,
@@ -509,7 +520,8 @@ impl Handler for Drain {
     }
 
     fn handle_error(&mut self, error: &Error, socket: &mut Socket) {
-        self.log.push(socket, format!("error: {error}"));
+        self.log
+            .push(socket, format!("error: {}", util::chain(error)));
     }
 }
 
@@ -605,7 +617,8 @@ impl Handler for Blocker {
     }
 
     fn handle_error(&mut self, error: &Error, socket: &mut Socket) {
-        self.log.push(socket, format!("error: {error}"));
+        self.log
+            .push(socket, format!("error: {}", util::chain(error)));
     }
 }
 

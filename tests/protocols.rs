@@ -841,3 +841,196 @@ fn a_chunked_body_split_across_writes_is_skipped() {
     assert_eq!(http.response().body, b"Hello, World!");
     server.stop();
 }
+
+// ------------------------------------------- handlers that block (--delay-ms, /sleep/MS)
+
+#[test]
+fn echo_with_a_delay_echoes_every_client_whole_and_in_order() {
+    let server = Served::start("echo", &["--delay-ms", "20", "--workers", "2"]);
+    let addr = server.addr;
+    let clients: Vec<_> = (0..4)
+        .map(|c| {
+            std::thread::spawn(move || {
+                let mut stream = connect(addr);
+                for i in 0..5 {
+                    util::round_trip(&mut stream, format!("client {c} message {i}\n").as_bytes());
+                }
+                // Several messages in one write come back as they went.
+                let burst: Vec<u8> = (0..10)
+                    .flat_map(|i| format!("{c}:{i};").into_bytes())
+                    .collect();
+                util::round_trip(&mut stream, &burst);
+            })
+        })
+        .collect();
+    for client in clients {
+        client.join().expect("a client thread");
+    }
+    util::client_round_trip(addr, b"through atoll's own client");
+    server.stop();
+}
+
+#[test]
+fn echo_refuses_a_delay_that_is_not_a_number() {
+    let output = run(
+        {
+            let mut echo = util::examples::command("echo");
+            echo.args(["--port", "0", "--delay-ms", "soon"]);
+            echo
+        },
+        b"",
+        PATIENCE,
+    );
+    assert!(!output.status.success());
+    assert!(
+        stderr(&output).contains("--delay-ms"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[test]
+fn curl_gets_hello_world_from_the_sleep_route() {
+    let server = Served::start("http_hello", &["--workers", "2"]);
+    let Some(output) = curl(&[
+        "--write-out",
+        " %{http_code}\n",
+        &server.url("/sleep/30"),
+        &server.url("/"),
+    ]) else {
+        return;
+    };
+    assert_eq!(stdout(&output), "Hello, World! 200\nHello, World! 200\n");
+    server.stop();
+}
+
+#[test]
+fn pipelined_sleeping_and_fast_requests_are_answered_in_order() {
+    let server = Served::start("http_hello", &["--workers", "2"]);
+    let mut http = Http::connect(&server);
+    http.send(
+        b"GET /sleep/40 HTTP/1.1\r\nHost: a\r\n\r\n\
+          HEAD /sleep/0 HTTP/1.1\r\nHost: a\r\n\r\n\
+          GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    );
+    let first = http.response();
+    assert_eq!(
+        (first.status, first.body.as_slice()),
+        (200, &b"Hello, World!"[..])
+    );
+    assert_eq!(first.header("connection"), None);
+    let second = read_response(&mut http.reader, true);
+    assert_eq!(second.status, 200);
+    assert_eq!(second.header("content-length"), Some("13"));
+    let third = http.response();
+    assert_eq!(
+        (third.status, third.body.as_slice()),
+        (200, &b"Hello, World!"[..])
+    );
+    assert_eq!(third.header("connection"), Some("close"));
+    assert!(http.is_closed());
+    server.stop();
+}
+
+#[test]
+fn a_fast_request_is_answered_while_another_connection_sleeps() {
+    let server = Served::start("http_hello", &["--workers", "2"]);
+    let mut sleeper = Http::connect(&server);
+    sleeper.send(b"GET /sleep/300 HTTP/1.1\r\nHost: a\r\n\r\n");
+    let mut fast = Http::connect(&server);
+    for _ in 0..3 {
+        fast.send(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+        assert_eq!(fast.response().body, b"Hello, World!");
+    }
+    assert_eq!(sleeper.response().body, b"Hello, World!");
+    server.stop();
+}
+
+#[test]
+fn a_sleep_that_is_not_a_number_or_too_long_gets_400_then_close() {
+    let server = Served::start("http_hello", &[]);
+    for path in ["/sleep/", "/sleep/soon", "/sleep/-1", "/sleep/60001"] {
+        let mut http = Http::connect(&server);
+        http.send(format!("GET {path} HTTP/1.1\r\nHost: a\r\n\r\n").as_bytes());
+        assert_eq!(http.refused().status, 400, "{path}");
+    }
+    server.stop();
+}
+
+#[test]
+fn framing_that_could_smuggle_a_request_gets_400_then_close() {
+    let server = Served::start("http_hello", &[]);
+    let bad: [&[u8]; 7] = [
+        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd",
+        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +3\r\n\r\nabc",
+        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length : 3\r\n\r\nabc",
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, gzip\r\n\r\n0\r\n\r\n",
+        b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a\r\nX-Bare: a\rb\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n-1\r\n\r\n",
+    ];
+    for request in bad {
+        let mut http = Http::connect(&server);
+        http.send(request);
+        let status = http.refused().status;
+        assert_eq!(status, 400, "{}", String::from_utf8_lossy(request));
+    }
+    server.stop();
+}
+
+#[test]
+fn a_chunked_body_with_too_many_trailers_gets_431_then_close() {
+    let server = Served::start("http_hello", &[]);
+    let mut http = Http::connect(&server);
+    let trailers: String = (0..101).map(|i| format!("X-{i}: {i}\r\n")).collect();
+    http.send(
+        format!(
+            "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n{trailers}\r\n"
+        )
+        .as_bytes(),
+    );
+    assert_eq!(http.refused().status, 431);
+    server.stop();
+}
+
+// ------------------------------------------------------------ flags
+
+#[test]
+fn flags_take_their_value_after_an_equals_sign() {
+    let server = Served::start_with(
+        "echo",
+        &[
+            "--port=0",
+            "--workers=2",
+            "--delay-ms=1",
+            "--nodelay=false",
+            "--keepalive",
+        ],
+    );
+    let mut stream = connect(server.addr);
+    util::round_trip(&mut stream, b"flags with values");
+    server.stop();
+}
+
+#[test]
+fn flags_after_a_double_dash_are_arguments_and_refused() {
+    let mut echo = util::examples::command("echo");
+    echo.args(["--port=0", "--", "--workers", "2"]);
+    let output = run(echo, b"", PATIENCE);
+    assert!(!output.status.success());
+    assert!(
+        stderr(&output).contains(r#"unexpected argument "--workers""#),
+        "{}",
+        stderr(&output)
+    );
+    // A switch refuses a value other than true or false.
+    let mut echo = util::examples::command("echo");
+    echo.args(["--port=0", "--reuseport=yes"]);
+    let output = run(echo, b"", PATIENCE);
+    assert!(!output.status.success());
+    assert!(
+        stderr(&output).contains("--reuseport"),
+        "{}",
+        stderr(&output)
+    );
+}

@@ -122,9 +122,11 @@ impl Handler for Probe {
             Error::ProxyHeader(_) => "proxy",
             _ => "other",
         };
-        let _ = self
-            .events
-            .send(format!("error {} {kind} {error}", socket.id()));
+        let _ = self.events.send(format!(
+            "error {} {kind} {}",
+            socket.id(),
+            util::chain(error)
+        ));
     }
 }
 
@@ -1476,7 +1478,7 @@ fn headers_from_an_untrusted_address_are_refused() {
             Flow::Close
         }
         fn handle_error(&mut self, error: &Error, _socket: &mut Socket) {
-            let _ = self.0.send(format!("error {error}"));
+            let _ = self.0.send(format!("error {}", util::chain(error)));
         }
     }
     let (tx, notes) = mpsc::channel();

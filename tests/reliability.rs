@@ -582,13 +582,13 @@ fn classify(e: &Error) -> String {
         Error::Timeout => "timeout".into(),
         Error::Closed => "closed".into(),
         Error::Io(e) => format!("io:{:?}", e.kind()),
-        Error::Handshake(r) => format!("handshake:{r}"),
+        Error::Handshake(r) => format!("handshake:{}", util::chain(r.as_ref())),
         Error::Panic(m) => format!("panic:{m}"),
         Error::Handler(r) => match r.downcast_ref::<Error>() {
             Some(inner) => format!("handler:{}", classify(inner)),
-            None => format!("handler:{r}"),
+            None => format!("handler:{}", util::chain(r.as_ref())),
         },
-        other => format!("other:{other}"),
+        other => format!("other:{}", util::chain(other)),
     }
 }
 

@@ -835,3 +835,47 @@ fn close_gracefully_ends_without_a_reset_despite_unread_bytes() {
     let result = results.recv_timeout(PATIENCE).unwrap();
     assert_eq!(result, "Ok(()) Ok(())");
 }
+
+/// Answers each connection with the peer address that `socket2` reads
+/// from the socket's descriptor, then closes and reports what `SockRef`
+/// says of the closed socket.
+struct PeerThroughFd {
+    closed: mpsc::Sender<Option<i32>>,
+}
+
+impl Handler for PeerThroughFd {
+    fn handle_connection(&mut self, socket: &mut Socket) -> Flow {
+        use std::os::fd::AsRawFd;
+        let peer = socket2::SockRef::from(&*socket)
+            .peer_addr()
+            .ok()
+            .and_then(|a| a.as_socket());
+        let line = format!("{peer:?} {}\n", socket.as_raw_fd() >= 0);
+        if let Err(e) = socket.send(line.as_bytes()) {
+            return Flow::error(e);
+        }
+        socket.close();
+        let after = socket2::SockRef::from(&*socket).peer_addr();
+        let _ = self.closed.send(after.err().and_then(|e| e.raw_os_error()));
+        Flow::Close
+    }
+}
+
+#[test]
+fn as_fd_reaches_the_connection_and_never_a_closed_descriptor() {
+    let (tx, closed) = mpsc::channel();
+    let server = builder()
+        .start(move |_| Ok(PeerThroughFd { closed: tx.clone() }))
+        .unwrap();
+    let mut client = connect(tcp_addr(&server));
+    let mut line = String::new();
+    BufReader::new(&mut client).read_line(&mut line).unwrap();
+    // The handler's descriptor is this client's connection.
+    assert_eq!(
+        line,
+        format!("Some({:?}) true\n", client.local_addr().unwrap())
+    );
+    // Closed: the old number is not handed out; socket calls fail.
+    assert_eq!(closed.recv_timeout(PATIENCE).unwrap(), Some(libc::ENOTSOCK));
+    server.stop(PATIENCE);
+}

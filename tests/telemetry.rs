@@ -51,7 +51,7 @@ impl Recorder {
                     stats.recv_count,
                     stats.send_bytes,
                     stats.send_count,
-                    error.map(|e| e.to_string())
+                    error.map(|e| util::chain(e))
                 ),
                 Kind::SpawnError {
                     reason: SpawnError::Limiter,
@@ -60,7 +60,7 @@ impl Recorder {
                 Kind::SpawnError {
                     reason: SpawnError::Refused(e),
                     ..
-                } => format!("refused: {e}"),
+                } => format!("refused: {}", util::chain(e)),
                 Kind::AcceptorStop { connections, .. } => format!("accepted {connections}"),
                 _ => String::new(),
             };

@@ -176,8 +176,8 @@ impl Handler for Echo {
 
     fn handle_error(&mut self, error: &Error, _socket: &mut Socket) {
         let _ = self.events.send(match error {
-            Error::Handshake(_) => Event::HandshakeError(error.to_string()),
-            _ => Event::OtherError(error.to_string()),
+            Error::Handshake(_) => Event::HandshakeError(util::chain(error)),
+            _ => Event::OtherError(util::chain(error)),
         });
     }
 }
@@ -490,7 +490,7 @@ fn a_failed_starttls_upgrade_reaches_handle_error<B: Backend>() {
             Flow::Continue // the failure is the connection's error anyway
         }
         fn handle_error(&mut self, error: &Error, _socket: &mut Socket) {
-            let _ = self.events.send(format!("{error}"));
+            let _ = self.events.send(util::chain(error));
         }
     }
     let tls: Arc<dyn Transport> = Arc::new(tls::<B>());

@@ -23,8 +23,9 @@ use signal_hook::iterator::Signals;
 /// What an example's `run` returns: any error, shown by [`run_main`].
 pub type Result<T = ()> = std::result::Result<T, Box<dyn Error>>;
 
-/// An example's `main`: runs `run` and, if it fails, prints `NAME: ERROR`
-/// on stderr and exits with status 1.
+/// An example's `main`: runs `run` and, if it fails, prints
+/// `NAME: ERROR: CAUSE: ...` (each error's `source()` in turn) on stderr
+/// and exits with status 1.
 pub fn run_main(name: &str, run: impl FnOnce() -> Result) -> ExitCode {
     // Catch SIGINT and SIGTERM from the start: one that arrives while the
     // server starts, before `wait_for_signal`, must stop it gracefully
@@ -36,60 +37,144 @@ pub fn run_main(name: &str, run: impl FnOnce() -> Result) -> ExitCode {
     match run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("{name}: {e}");
+            eprint!("{name}: {e}");
+            let mut cause = e.source();
+            while let Some(c) = cause {
+                eprint!(": {c}");
+                cause = c.source();
+            }
+            eprintln!();
             ExitCode::FAILURE
         }
     }
 }
 
-/// The command line after the program name, read flag by flag.
+/// The command line after the program name, read flag by flag with
+/// `lexopt`: `--port 4000` and `--port=4000` alike, short flags (`-h`),
+/// and `--` before arguments that only look like flags.
 ///
-/// As an iterator it yields each flag (or positional argument). A flag
-/// that takes a value then reads it with [`value`](Args::value),
-/// [`num`](Args::num), [`ms`](Args::ms) or
-/// [`timeout_ms`](Args::timeout_ms): the argument after the flag,
-/// whatever it looks like. A switch reads nothing.
+/// [`flag`](Args::flag) yields each flag as written without its value
+/// (`--port`); a flag that takes a value then reads it with
+/// [`value`](Args::value), [`parse`](Args::parse), [`ms`](Args::ms) or
+/// [`timeout_ms`](Args::timeout_ms). A switch reads nothing, or a
+/// `=true`/`=false` after it with [`switch`](Args::switch). Positional
+/// arguments are refused unless the example asked for them
+/// ([`with_operands`](Args::with_operands)).
 ///
 /// ```ignore
 /// let mut args = common::Args::from_env();
-/// while let Some(flag) = args.next() {
+/// while let Some(flag) = args.flag()? {
 ///     match flag.as_str() {
-///         "--verbose" => verbose = true,
+///         "--verbose" => verbose = args.switch()?,
 ///         "--port" => port = args.value()?.parse()?,
 ///         _ => return Err(args.unknown()),
 ///     }
 /// }
 /// ```
 pub struct Args {
-    args: std::iter::Skip<std::env::Args>,
+    parser: lexopt::Parser,
     /// The flag last yielded, named by the errors.
     flag: String,
+    /// Positional arguments, when the example takes them.
+    operands: Option<Vec<String>>,
 }
 
 impl Args {
     /// The arguments this process was started with.
     pub fn from_env() -> Args {
         Args {
-            args: std::env::args().skip(1),
+            parser: lexopt::Parser::from_env(),
             flag: String::new(),
+            operands: None,
         }
     }
 
-    /// The value of the flag last yielded; if the command line ends
-    /// there, the error `--flag needs a value (see --help)`.
-    pub fn value(&mut self) -> Result<String> {
-        self.args
-            .next()
-            .ok_or_else(|| format!("{} needs a value (see --help)", self.flag).into())
+    /// The same, for an example that takes positional arguments:
+    /// [`flag`](Args::flag) sets them aside, to be read with
+    /// [`operands`](Args::operands).
+    pub fn with_operands() -> Args {
+        Args {
+            operands: Some(Vec::new()),
+            ..Args::from_env()
+        }
     }
 
-    /// The value as a whole number; the error names flag and value:
-    /// `--port x: invalid digit found in string`.
-    pub fn num(&mut self) -> Result<u64> {
+    /// The next flag (`--name` or `-c`), or `None` at the end. A flag
+    /// given a value it does not take (`--reuseport=1`) is an error here.
+    pub fn flag(&mut self) -> Result<Option<String>> {
+        loop {
+            let flag = match self.parser.next()? {
+                None => return Ok(None),
+                Some(lexopt::Arg::Long(name)) => format!("--{name}"),
+                Some(lexopt::Arg::Short(c)) => format!("-{c}"),
+                Some(lexopt::Arg::Value(value)) => {
+                    let value = value
+                        .into_string()
+                        .map_err(|v| format!("{v:?} is not UTF-8"))?;
+                    match &mut self.operands {
+                        Some(operands) => {
+                            operands.push(value);
+                            continue;
+                        }
+                        None => {
+                            return Err(format!("unexpected argument {value:?} (see --help)").into())
+                        }
+                    }
+                }
+            };
+            self.flag.clone_from(&flag);
+            return Ok(Some(flag));
+        }
+    }
+
+    /// The positional arguments read so far.
+    pub fn operands(&self) -> &[String] {
+        self.operands.as_deref().unwrap_or_default()
+    }
+
+    /// The value of the flag last yielded: the argument after it, or what
+    /// follows its `=`; if there is none, the error
+    /// `--flag needs a value (see --help)`.
+    pub fn value(&mut self) -> Result<String> {
+        match self.parser.value() {
+            Ok(value) => value
+                .into_string()
+                .map_err(|v| format!("{} {v:?}: not UTF-8", self.flag).into()),
+            Err(lexopt::Error::MissingValue { .. }) => {
+                Err(format!("{} needs a value (see --help)", self.flag).into())
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// A switch: `true`, or what follows its `=` (`--nodelay=false`).
+    pub fn switch(&mut self) -> Result<bool> {
+        match self.parser.optional_value() {
+            None => Ok(true),
+            Some(value) => match value.to_str() {
+                Some("true") => Ok(true),
+                Some("false") => Ok(false),
+                _ => Err(format!("{}={value:?}: true or false", self.flag).into()),
+            },
+        }
+    }
+
+    /// The value parsed as a `T` (an address, a port, a count); the
+    /// error names flag and value: `--port x: invalid digit found in
+    /// string`.
+    pub fn parse<T: std::str::FromStr>(&mut self) -> Result<T>
+    where
+        T::Err: std::fmt::Display,
+    {
         let value = self.value()?;
         value
             .parse()
             .map_err(|e| format!("{} {value}: {e}", self.flag).into())
+    }
+
+    /// The value as a whole number, as [`parse`](Args::parse) reads it.
+    pub fn num(&mut self) -> Result<u64> {
+        self.parse()
     }
 
     /// The value as milliseconds, as [`num`](Args::num) reads them.
@@ -102,16 +187,22 @@ impl Args {
         Ok(optional_ms(self.num()?))
     }
 
+    /// The value as a size or count, 0 for none (no limit, the kernel's).
+    pub fn optional_num(&mut self) -> Result<Option<usize>> {
+        Ok(Some(self.parse::<usize>()?).filter(|&n| n > 0))
+    }
+
     /// Applies one of the flags every atoll server example takes
     /// (`--ip`, `--port`, `--workers`, `--acceptors`) to `builder`;
     /// `false` for any other flag.
     pub fn server_flag(&mut self, flag: &str, builder: &mut atoll::Builder) -> Result<bool> {
         let b = std::mem::take(builder);
         *builder = match flag {
-            "--ip" => b.ip(self.value()?.parse()?),
-            "--port" => b.port(self.num()?.try_into()?),
-            "--workers" => b.num_workers(self.num()?.try_into()?),
-            "--acceptors" => b.num_acceptors(self.num()?.try_into()?),
+            "--ip" => b.ip(self.parse()?),
+            "--port" => b.port(self.parse()?),
+            "--workers" => b.num_workers(self.parse()?),
+            "--acceptors" => b.num_acceptors(self.parse()?),
+            "--max-workers" => b.max_workers(self.parse()?),
             _ => {
                 *builder = b;
                 return Ok(false);
@@ -120,25 +211,10 @@ impl Args {
         Ok(true)
     }
 
-    /// The error for a flag that no option matches. Its value is read
-    /// first, as every flag's is: a flag with nothing after it says it
-    /// needs a value, else `unknown option --flag (see --help)`.
-    pub fn unknown(&mut self) -> Box<dyn Error> {
-        match self.value() {
-            Ok(_) => unknown_option(&self.flag),
-            Err(e) => e,
-        }
-    }
-}
-
-impl Iterator for Args {
-    type Item = String;
-
-    /// The next flag (or positional argument).
-    fn next(&mut self) -> Option<String> {
-        let flag = self.args.next()?;
-        self.flag.clone_from(&flag);
-        Some(flag)
+    /// The error for a flag that no option matches:
+    /// `unknown option --flag (see --help)`.
+    pub fn unknown(&self) -> Box<dyn Error> {
+        unknown_option(&self.flag)
     }
 }
 

@@ -69,7 +69,7 @@ impl fmt::Display for ConnId {
     }
 }
 
-/// The message an armed connection sends (mug's `TcpMessage`): its next
+/// The message an armed connection sends: its next
 /// packet, its close, or its error, with the id of the connection.
 ///
 /// # Examples

@@ -4,7 +4,7 @@
 use std::fmt;
 use std::io::{self, IoSlice, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -110,7 +110,7 @@ pub(super) struct Shared {
     pub(super) armed: AtomicBool,
 }
 
-/// A TCP connection to a server, plain or TLS (mug's `Socket`).
+/// A TCP connection to a server, plain or TLS.
 ///
 /// Made by [`Options::connect`] or [`connect`](super::connect). The socket
 /// underneath is non-blocking, but every method blocks the caller as a
@@ -312,7 +312,7 @@ impl Connection {
     }
 
     /// Sends all of `data`, waiting for room as long as the send timeout
-    /// allows (mug's `send`). Allowed while armed.
+    /// allows. Allowed while armed.
     ///
     /// Fails with [`Error::Closed`] after [`shutdown`](Connection::shutdown),
     /// [`Error::Timeout`] when the send timeout passes (an unknown part of
@@ -330,7 +330,7 @@ impl Connection {
     }
 
     /// Sends all of the slices, in order, with as few system calls as the
-    /// kernel allows (mug's `send_builder`): a header and a body go out
+    /// kernel allows, without joining them first: a header and a body go out
     /// together without being copied into one buffer first.
     ///
     /// ```
@@ -373,7 +373,7 @@ impl Connection {
     }
 
     /// Receives whatever arrives next, at least one byte, waiting up to
-    /// `timeout` (mug's `receive`); `None` waits forever.
+    /// `timeout`; `None` waits forever.
     ///
     /// A zero timeout makes one non-blocking attempt: the bytes already
     /// there, or [`Error::Timeout`]. Fails with [`Error::Closed`] once the
@@ -404,11 +404,11 @@ impl Connection {
     }
 
     /// Receives exactly `n` bytes, waiting up to `timeout` for all of them
-    /// (mug's `receive_exact`); `None` waits forever.
+    /// ; `None` waits forever.
     ///
     /// No byte is ever lost: when the timeout passes with only part of the
     /// bytes received, it fails with [`Error::Timeout`] and keeps them, and
-    /// the next receive returns them first. As in mug, when the peer closes
+    /// the next receive returns them first. When the peer closes
     /// before `n` bytes came, the bytes that did come are returned (fewer
     /// than `n`), and the next receive fails with [`Error::Closed`]. `n == 0`
     /// returns no bytes at once.
@@ -497,7 +497,7 @@ impl Connection {
         }
     }
 
-    /// Closes the connection (mug's `shutdown`): a TLS connection sends its
+    /// Closes the connection: a TLS connection sends its
     /// close notification, then the socket is shut down in both directions
     /// (what was sent still reaches the peer) and closed. Cancels an arming
     /// without a message. Afterwards [`send`](Connection::send) and
@@ -539,8 +539,7 @@ impl Connection {
     }
 
     /// Arms the connection: its next packet, the peer's close, or an error
-    /// arrives as one [`Packet`] on `tx` (mug's
-    /// `receive_next_packet_as_message`). Arm again after each message for
+    /// arrives as one [`Packet`] on `tx`. Arm again after each message for
     /// the next one.
     ///
     /// The message is sent by a background poll thread shared by all
@@ -559,7 +558,7 @@ impl Connection {
     /// # let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     /// let mut conn = client::connect("127.0.0.1", listener.local_addr()?.port())?;
     /// let (mut server, _) = listener.accept()?;
-    /// let (tx, rx) = crossbeam_channel::unbounded();
+    /// let (tx, rx) = client::crossbeam_channel::unbounded();
     /// conn.arm(&tx)?;
     /// server.write_all(b"news")?;
     /// let packet = rx.recv_timeout(Duration::from_secs(5))?;
@@ -571,7 +570,7 @@ impl Connection {
     }
 
     /// [`arm`](Connection::arm), with the packet turned into the channel's
-    /// own message type by `map` (mug's `select_tcp_messages` mapper), so
+    /// own message type by `map`, so
     /// that connections and other events can share one channel.
     ///
     /// ```
@@ -672,6 +671,61 @@ impl Connection {
     #[cfg(feature = "tls")]
     pub(super) fn fd(&self) -> RawFd {
         self.shared.fd
+    }
+}
+
+/// The connection's descriptor, for options this client does not wrap
+/// (through `socket2::SockRef`) or a system call of the application's own.
+/// Over TLS it is the TCP socket underneath: reading or writing it
+/// directly would corrupt the TLS stream.
+///
+/// # Closed connections
+///
+/// After [`shutdown`](Connection::shutdown) the descriptor is gone, and its
+/// number may already be another file's: a closed connection gives a
+/// descriptor of `/dev/null` instead, on which socket calls fail with
+/// `ENOTSOCK`.
+///
+/// ```
+/// use atoll::client;
+/// use socket2::SockRef;
+///
+/// # let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+/// # let port = listener.local_addr()?.port();
+/// let conn = client::connect("127.0.0.1", port)?;
+/// SockRef::from(&conn).set_keepalive(true)?;
+/// assert!(SockRef::from(&conn).keepalive()?);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+impl AsFd for Connection {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        if self.is_closed() {
+            return sys::closed_fd();
+        }
+        // SAFETY: `shared.fd` is the stream's descriptor and stays open
+        // until the stream becomes `Closed`, which only `shutdown` and the
+        // TLS upgrade do (taking `&mut self`) or the drop of the last
+        // `Shared` (this `Connection` holds one): none can happen while the
+        // returned borrow of `self` lives.
+        unsafe { BorrowedFd::borrow_raw(self.shared.fd) }
+    }
+}
+
+/// The connection's descriptor number; that of `/dev/null` once closed
+/// (see [`AsFd`](#impl-AsFd-for-Connection)).
+///
+/// ```
+/// use std::os::fd::AsRawFd;
+///
+/// # let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+/// # let port = listener.local_addr()?.port();
+/// let conn = atoll::client::connect("127.0.0.1", port)?;
+/// assert!(conn.as_raw_fd() >= 0);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+impl AsRawFd for Connection {
+    fn as_raw_fd(&self) -> RawFd {
+        self.as_fd().as_raw_fd()
     }
 }
 

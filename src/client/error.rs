@@ -3,17 +3,17 @@
 use std::fmt;
 use std::io;
 
-/// Declares [`Error`] with mug's POSIX cases, each with its `libc` code and
+/// Declares [`Error`] with its POSIX cases, each with its `libc` code and
 /// a short description, so that the variant list, the code table and the
 /// descriptions cannot drift apart.
 macro_rules! client_error {
     ($( $(#[$cfg:meta])* $variant:ident = $code:ident, $desc:literal; )*) => {
         /// Everything that can go wrong on a client [`Connection`](super::Connection),
-        /// as one flat enum: mug's error type.
+        /// as one flat enum.
         ///
         /// Beside [`Closed`](Error::Closed), [`Timeout`](Error::Timeout) and
         /// [`Nxdomain`](Error::Nxdomain) there is one variant per POSIX code
-        /// of mug's list, named as mug (and Erlang) name it, so
+        /// a socket call can return, named after it, so
         /// `Error::Econnrefused` is `ECONNREFUSED`. `Display` gives a short
         /// description ("connection refused").
         ///
@@ -24,7 +24,7 @@ macro_rules! client_error {
         /// else in [`Error::Other`], so no error ever fails to convert. Where
         /// two names share one code on a platform (`EAGAIN` and
         /// `EWOULDBLOCK`, `EDEADLK` and `EDEADLOCK`, `ENOTSUP` and
-        /// `EOPNOTSUPP` on Linux), the first in mug's list is returned:
+        /// `EOPNOTSUPP` on Linux), one is returned:
         /// `Ewouldblock`, `Edeadlk`, `Enotsup`. An `io::Error` made from an
         /// `Error` (as the [`Read`](std::io::Read) and
         /// [`Write`](std::io::Write) impls do) converts back to the same
@@ -72,7 +72,7 @@ macro_rules! client_error {
             /// name": the resolver answered "try again", or could not be
             /// reached. The text is the resolver's.
             Resolve(String),
-            /// An error this enum has no case for: an OS code outside mug's
+            /// An error this enum has no case for: an OS code outside the
             /// list, or an `io::Error` without a code whose kind maps to no
             /// case.
             Other {
@@ -86,7 +86,7 @@ macro_rules! client_error {
         }
 
         impl Error {
-            /// The case for a raw OS error code (an `errno`), if mug's list
+            /// The case for a raw OS error code (an `errno`), if the list
             /// has one.
             ///
             /// ```
@@ -294,7 +294,7 @@ impl Error {
         })
     }
 
-    /// The error a failed connect attempt reports: as mug, a timeout from
+    /// The error a failed connect attempt reports: a timeout from
     /// the operating system is a [`Error::Timeout`] too.
     pub(super) fn from_connect(err: io::Error) -> Error {
         match Error::from(err) {
@@ -354,7 +354,7 @@ impl From<Error> for io::Error {
 }
 
 /// Why [`connect`](super::Options::connect) failed: which address family
-/// failed and why (mug's `ConnectError`), or the TLS handshake after a TCP
+/// failed and why, or the TLS handshake after a TCP
 /// connection was made.
 ///
 /// A family that was allowed but has no address for the host failed with
@@ -453,15 +453,17 @@ impl ConnectError {
 impl fmt::Display for ConnectError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ConnectError::Ipv4(e) => write!(f, "IPv4 connection failed: {e}"),
-            ConnectError::Ipv6(e) => write!(f, "IPv6 connection failed: {e}"),
+            // One failure is the source's to print; two are both printed
+            // here, as `source()` can give only one.
+            ConnectError::Ipv4(_) => f.write_str("IPv4 connection failed"),
+            ConnectError::Ipv6(_) => f.write_str("IPv6 connection failed"),
             ConnectError::Both { ipv4, ipv6 } => {
                 write!(
                     f,
                     "IPv6 connection failed: {ipv6}; IPv4 connection failed: {ipv4}"
                 )
             }
-            ConnectError::Tls(e) => write!(f, "TLS handshake failed: {e}"),
+            ConnectError::Tls(_) => f.write_str("TLS handshake failed"),
         }
     }
 }

@@ -1,4 +1,4 @@
-//! Establishing a TCP connection: the candidate addresses, mug's
+//! Establishing a TCP connection: the candidate addresses, the
 //! one-family-after-the-other order, and RFC 8305's race.
 
 use std::io;
@@ -101,7 +101,7 @@ fn candidates(
 }
 
 /// Tries the addresses of one family in order, within one connect timeout
-/// for them all (mug's per-family timeout).
+/// for them all (the timeout is per family).
 fn try_family(
     addrs: &[SocketAddr],
     timeout: Option<Duration>,

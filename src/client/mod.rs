@@ -1,10 +1,9 @@
-//! A blocking TCP client for threaded code: mug for Rust, with TLS and
-//! happy eyeballs.
+//! A blocking TCP client for threaded code, with TLS and happy eyeballs.
 //!
-//! The behaviour and error model are those of Gleam's mug: connect with a
+//! Connect with a
 //! per-family timeout and an IP version preference, send, receive with a
 //! timeout, receive exactly `n` bytes, shut down; or arm the connection so
-//! that its next packet arrives as a message on a channel. Beyond mug: TLS
+//! that its next packet arrives as a message on a channel. Also: TLS
 //! (connect, or upgrade a live connection), RFC 8305 happy eyeballs, a
 //! name-resolution timeout, and `Read`/`Write`.
 //!
@@ -97,8 +96,8 @@
 //!
 //! # Errors
 //!
-//! [`Error`] is mug's error: [`Error::Closed`], [`Error::Timeout`],
-//! [`Error::Nxdomain`] and one variant per POSIX code of mug's list, plus
+//! [`Error`] is one flat enum: [`Error::Closed`], [`Error::Timeout`],
+//! [`Error::Nxdomain`] and one variant per POSIX socket error code, plus
 //! a catch-all so that converting any [`std::io::Error`] always succeeds.
 //! [`ConnectError`] says which address family failed. The server's
 //! [`atoll::Error`](crate::Error) is a different type.
@@ -117,4 +116,18 @@ pub use connection::Connection;
 pub use error::{ConnectError, Error};
 pub use options::{connect, IpVersionPreference, Options, CONNECTION_ATTEMPT_DELAY};
 #[cfg(feature = "tls")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
 pub use tls::TlsConfig;
+
+/// The channel crate of active mode: [`Connection::arm`] takes its
+/// `Sender`, so a program that uses no other version of it needs no
+/// dependency of its own (`atoll::client::crossbeam_channel::unbounded()`).
+/// A program that does depend on it must use the same major version.
+///
+/// ```
+/// use atoll::client::crossbeam_channel;
+///
+/// let (tx, rx) = crossbeam_channel::unbounded::<atoll::client::Packet>();
+/// # drop((tx, rx));
+/// ```
+pub use crossbeam_channel;

@@ -18,8 +18,7 @@ use super::TlsConfig;
 /// ```
 pub const CONNECTION_ATTEMPT_DELAY: Duration = Duration::from_millis(250);
 
-/// Which IP versions to try, and in which order (mug's
-/// `IpVersionPreference`).
+/// Which IP versions to try, and in which order.
 ///
 /// IPv6 is the better choice when it works, but not every network carries
 /// it, so the default tries IPv6 first and falls back to IPv4.
@@ -71,8 +70,8 @@ impl IpVersionPreference {
     }
 }
 
-/// Where to connect and how: mug's `ConnectionOptions`, plus what mug does
-/// not have (happy eyeballs, a resolution timeout, a send timeout, TLS).
+/// Where to connect and how: address family order and timeouts, happy
+/// eyeballs, a resolution timeout, a send timeout, TLS.
 ///
 /// Built from a host and a port; every other option says its default. The
 /// setters take and return the options by value, as the server's
@@ -96,6 +95,7 @@ impl IpVersionPreference {
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Clone, Debug)]
+#[must_use = "options do nothing until `connect` is called"]
 pub struct Options {
     pub(super) host: String,
     pub(super) port: u16,
@@ -113,7 +113,7 @@ pub struct Options {
 impl Options {
     /// Options for connecting to `host` (a name, or a literal IPv4 or IPv6
     /// address, with or without brackets) on `port`, every other option at
-    /// its default (mug's `new`).
+    /// its default.
     ///
     /// ```
     /// let options = atoll::client::Options::new("example.com", 80);
@@ -157,12 +157,12 @@ impl Options {
     /// How long one address family may take to connect; `None` leaves it to
     /// the operating system (minutes on Linux).
     ///
-    /// As in mug, the timeout is per family: when IPv6 and then IPv4 are
+    /// The timeout is per family: when IPv6 and then IPv4 are
     /// tried, connecting can take twice this long. In
     /// [happy eyeballs](Options::happy_eyeballs) mode it bounds each attempt
     /// from the moment that attempt starts. A timeout reported by the
     /// operating system is an [`Error::Timeout`](super::Error::Timeout) too,
-    /// even before this one is reached. Default is 1 s (mug's `timeout`).
+    /// even before this one is reached. Default is 1 s.
     ///
     /// ```
     /// use std::time::Duration;
@@ -195,7 +195,7 @@ impl Options {
     /// broken IPv6 path this connects over IPv4 after 250 ms rather than
     /// after the whole IPv6 [`connect_timeout`](Options::connect_timeout).
     /// With an `...Only` preference, only the addresses of that family are
-    /// raced. Default is `false`, mug's sequential behaviour.
+    /// raced. Default is `false`: one family after the other.
     ///
     /// ```
     /// let options = atoll::client::Options::new("localhost", 80).happy_eyeballs(true);
@@ -223,7 +223,7 @@ impl Options {
 
     /// Sets `TCP_NODELAY` on the connection, so that small sends go out at
     /// once instead of waiting to be coalesced (Nagle's algorithm). Default
-    /// is `false`, the operating system's default, as mug.
+    /// is `false`, the operating system's default.
     ///
     /// ```
     /// let options = atoll::client::Options::new("localhost", 80).nodelay(true);
@@ -237,7 +237,7 @@ impl Options {
     /// call) may wait for the peer to make room; `None` waits forever. A
     /// send that times out has sent an unknown part of its bytes, so the
     /// stream should be closed. Can be changed on the connection with
-    /// [`Connection::set_send_timeout`]. Default is `None`, as mug.
+    /// [`Connection::set_send_timeout`]. Default is `None`.
     ///
     /// ```
     /// use std::time::Duration;
@@ -276,12 +276,13 @@ impl Options {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     #[cfg(feature = "tls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
     pub fn tls(mut self, config: Option<TlsConfig>) -> Options {
         self.tls = config;
         self
     }
 
-    /// Establishes a connection (mug's `connect`), in passive mode: read it
+    /// Establishes a connection, in passive mode: read it
     /// with [`receive`](Connection::receive), or
     /// [`arm`](Connection::arm) it to have its next packet delivered as a
     /// message.

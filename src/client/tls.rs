@@ -34,6 +34,7 @@ use crate::sys::{self, Wait};
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Clone)]
+#[must_use = "a TLS configuration does nothing until a connection uses it"]
 pub struct TlsConfig {
     roots: Vec<Certificate>,
     built_in_roots: bool,
@@ -204,6 +205,7 @@ fn tls_error(e: native_tls::Error) -> Error {
     Error::Tls(e.to_string())
 }
 
+#[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
 impl Connection {
     /// Upgrades a plain connection to TLS in place (STARTTLS): runs the
     /// handshake over it, after which every method works as before, over

@@ -86,6 +86,7 @@ use crate::transport::{Addr, Io};
 /// let builder = atoll::Server::builder().proxy_protocol(options);
 /// ```
 #[derive(Clone)]
+#[must_use = "PROXY protocol options do nothing until given to `Builder::proxy_protocol`"]
 pub struct ProxyProtocol {
     pub(crate) v1: bool,
     pub(crate) v2: bool,

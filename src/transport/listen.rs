@@ -32,8 +32,8 @@ enum Bind {
     Fd(Arc<parking_lot::Mutex<Option<OwnedFd>>>),
 }
 
-/// How to listen, and the options of every accepted socket: the listen
-/// options of the seeds (`gen_tcp`'s and Pool's), the Rust way.
+/// How to listen, and the options of every accepted socket: backlog,
+/// address reuse, buffer sizes, keepalive, an inherited descriptor.
 ///
 /// [`Builder`](crate::Builder) has a setter for each; use this type directly
 /// for a standalone [`Listener`].
@@ -51,6 +51,7 @@ enum Bind {
 ///     .keepalive(true);
 /// ```
 #[derive(Clone, Debug)]
+#[must_use = "listen options do nothing until given to a builder or `Listener::bind`"]
 pub struct ListenOptions {
     bind: Bind,
     pub(crate) backlog: u32,
@@ -142,8 +143,7 @@ impl ListenOptions {
     /// a socket passed by systemd (see
     /// [`inherit::systemd`](crate::inherit::systemd)), by a parent process,
     /// or by a predecessor in a handover (see
-    /// [`inherit::receive`](crate::inherit::receive)); the Pool reference's
-    /// `fd` option. A TCP or Unix stream socket that is bound but not yet
+    /// [`inherit::receive`](crate::inherit::receive)). A TCP or Unix stream socket that is bound but not yet
     /// listening is made to listen with the backlog; a UDP socket suits a
     /// UDP server. The socket is made non-blocking and close-on-exec.
     ///
@@ -157,13 +157,12 @@ impl ListenOptions {
     /// Unix socket's file is left alone.
     ///
     /// ```
-    /// use std::os::fd::OwnedFd;
     /// let bound = std::net::TcpListener::bind("127.0.0.1:0")?;
-    /// let options = atoll::transport::ListenOptions::new().fd(OwnedFd::from(bound));
+    /// let options = atoll::transport::ListenOptions::new().fd(bound);
     /// # Ok::<(), std::io::Error>(())
     /// ```
-    pub fn fd(mut self, fd: OwnedFd) -> ListenOptions {
-        self.bind = Bind::Fd(Arc::new(parking_lot::Mutex::new(Some(fd))));
+    pub fn fd(mut self, fd: impl Into<OwnedFd>) -> ListenOptions {
+        self.bind = Bind::Fd(Arc::new(parking_lot::Mutex::new(Some(fd.into()))));
         self
     }
 
@@ -632,17 +631,25 @@ impl fmt::Display for AcceptError {
         match self {
             AcceptError::Timeout => f.write_str("no connection within the timeout"),
             AcceptError::Closed => f.write_str("the listener is closed"),
-            AcceptError::SystemLimit(e) => write!(f, "out of descriptors or memory: {e}"),
+            AcceptError::SystemLimit(_) => f.write_str("out of descriptors or memory"),
             AcceptError::Aborted => {
                 f.write_str("the connection was aborted before it was accepted")
             }
-            AcceptError::Handshake(e) => write!(f, "handshake failed: {e}"),
-            AcceptError::Io(e) => write!(f, "accept failed: {e}"),
+            AcceptError::Handshake(_) => f.write_str("handshake failed"),
+            AcceptError::Io(_) => f.write_str("accept failed"),
         }
     }
 }
 
-impl std::error::Error for AcceptError {}
+impl std::error::Error for AcceptError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            AcceptError::SystemLimit(e) | AcceptError::Io(e) => Some(e),
+            AcceptError::Handshake(e) => Some(e),
+            _ => None,
+        }
+    }
+}
 
 impl AcceptError {
     fn from_io(e: io::Error) -> AcceptError {
@@ -657,8 +664,8 @@ impl AcceptError {
     }
 }
 
-/// A listening socket used on its own, without a server: the Pool
-/// reference's transport. Accepted connections come back as ready
+/// A listening socket used on its own, without a server, for code that
+/// runs its own accept loop. Accepted connections come back as ready
 /// [`Socket`]s with blocking, timed `recv` and `send`.
 ///
 /// ```

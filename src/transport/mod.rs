@@ -7,8 +7,7 @@
 //! `rustls`) encrypt them. Applications can
 //! implement [`Transport`] and [`Stream`] for their own framing or cipher.
 //!
-//! The same pieces work outside a server, as the Pool reference's transport
-//! does: [`Listener::bind`] listens with options, [`Listener::accept`]
+//! The same pieces work outside a server: [`Listener::bind`] listens with options, [`Listener::accept`]
 //! accepts with an optional timeout and returns a ready [`Socket`](crate::Socket), whose
 //! `recv` and `send` block with timeouts.
 //!
@@ -93,8 +92,10 @@ pub use self::io::{Credentials, Io};
 pub(crate) use self::listen::{handshake_blocking, ListenSocket};
 pub use self::listen::{AcceptError, ListenOptions, Listener};
 #[cfg(feature = "tls")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
 pub use self::native::NativeTls;
 #[cfg(feature = "rustls")]
+#[cfg_attr(docsrs, doc(cfg(feature = "rustls")))]
 pub use self::rustls::{ClientAuth, Rustls};
 
 use crate::error::BoxError;

@@ -15,7 +15,7 @@ use crate::error::Error;
 const GATHER: usize = 16 * 1024;
 
 /// TLS by the platform's library (OpenSSL on Linux) through `native-tls`:
-/// Thousand Island's SSL transport. Feature `tls`, on by default.
+/// the TLS most deployments already trust. Feature `tls`, on by default.
 ///
 /// It cannot ask clients for a certificate; for mutual TLS use
 /// [`Rustls`](super::Rustls) (feature `rustls`).

@@ -500,18 +500,16 @@ struct Failure(::rustls::Error);
 impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         use ::rustls::{Error as E, InvalidMessage as M};
-        let e = &self.0;
-        match e {
+        // rustls's own text is the source's to print.
+        f.write_str(match &self.0 {
             E::InvalidMessage(M::InvalidContentType | M::UnknownProtocolVersion) => {
-                write!(f, "not TLS (plain text on a TLS port?): {e}")
+                "not TLS (plain text on a TLS port?)"
             }
-            E::NoApplicationProtocol => {
-                write!(f, "no ALPN protocol in common with the client: {e}")
-            }
-            E::NoCertificatesPresented => write!(f, "client certificate required: {e}"),
-            E::InvalidCertificate(_) => write!(f, "client certificate refused: {e}"),
-            _ => write!(f, "TLS: {e}"),
-        }
+            E::NoApplicationProtocol => "no ALPN protocol in common with the client",
+            E::NoCertificatesPresented => "client certificate required",
+            E::InvalidCertificate(_) => "client certificate refused",
+            _ => "TLS error",
+        })
     }
 }
 

@@ -16,6 +16,19 @@ use atoll::{Builder, Flow, Handler, Server, Socket};
 /// Generous bound for anything a test waits on; never a performance claim.
 pub const PATIENCE: Duration = Duration::from_secs(10);
 
+/// An error and its causes as `anyhow`'s `{:#}` shows them:
+/// `error: cause: cause`, walking `source()`.
+pub fn chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut cause = err.source();
+    while let Some(e) = cause {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        cause = e.source();
+    }
+    text
+}
+
 /// A builder bound to 127.0.0.1 on a free port, with the given workers.
 pub fn builder() -> Builder {
     atoll::Server::builder()
