@@ -40,6 +40,7 @@ Options (defaults in brackets):
   --size N          bytes per message [64]
   --secs S          measured seconds [3]
   --warmup-ms MS    load before measuring [500]
+  --hold-ms MS      keep the connections open this long after printing [0]
   --help            this text";
 
 fn main() -> ExitCode {
@@ -56,6 +57,7 @@ fn run() -> common::Result {
     let mut addr: SocketAddr = "127.0.0.1:4000".parse()?;
     let (mut conns, mut threads, mut size) = (100usize, 2usize, 64usize);
     let (mut secs, mut warmup) = (3.0f64, Duration::from_millis(500));
+    let mut hold = Duration::ZERO;
     let mut args = common::Args::from_env();
     while let Some(flag) = args.flag()? {
         match flag.as_str() {
@@ -69,6 +71,7 @@ fn run() -> common::Result {
             "--size" => size = args.num()?.try_into()?,
             "--secs" => secs = args.parse()?,
             "--warmup-ms" => warmup = args.ms()?,
+            "--hold-ms" => hold = args.ms()?,
             _ => return Err(args.unknown()),
         }
     }
@@ -94,8 +97,10 @@ fn run() -> common::Result {
         })
         .collect();
     let (mut total, mut errors, mut hist) = (0u64, 0u64, Histogram::new());
+    let mut streams = Vec::new();
     for handle in handles {
-        let (n, e, h) = handle.join().map_err(|_| "a client thread panicked")??;
+        let (n, e, h, s) = handle.join().map_err(|_| "a client thread panicked")??;
+        streams.push(s);
         total += n;
         errors += e;
         hist.merge(&h);
@@ -106,6 +111,11 @@ fn run() -> common::Result {
         hist.quantile_us(0.50),
         hist.quantile_us(0.99),
     );
+    // Let whoever reads the line sample the server while every connection
+    // is still open (a thread-per-connection server's threads end with
+    // them).
+    std::io::Write::flush(&mut std::io::stdout())?;
+    thread::sleep(hold);
     Ok(())
 }
 
@@ -118,9 +128,9 @@ struct Conn {
 }
 
 /// Drives one thread's connections until `until`; returns the round trips
-/// completed inside the measured window, the connections that failed, and
-/// their latencies.
-fn drive(streams: Vec<TcpStream>, s: &Settings) -> io::Result<(u64, u64, Histogram)> {
+/// completed inside the measured window, the connections that failed,
+/// their latencies, and the connections (still open).
+fn drive(streams: Vec<TcpStream>, s: &Settings) -> io::Result<(u64, u64, Histogram, Vec<Conn>)> {
     let mut poll = Poll::new()?;
     let message = vec![b'x'; s.size];
     let mut buf = vec![0u8; 64 * 1024];
@@ -175,7 +185,7 @@ fn drive(streams: Vec<TcpStream>, s: &Settings) -> io::Result<(u64, u64, Histogr
             }
         }
     }
-    Ok((done, errors, hist))
+    Ok((done, errors, hist, conns))
 }
 
 /// Sends one message; 64 KiB at most fit an empty send buffer, so a write
