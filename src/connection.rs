@@ -105,7 +105,7 @@ pub(crate) struct Conn<H, M> {
     /// it to another worker rather than run it itself.
     pub(crate) slow: AtomicBool,
     pub(crate) server: Arc<Shared<H, M>>,
-    pub(crate) acceptor: Arc<AcceptorShared<H, M>>,
+    pub(crate) acceptor: Arc<AcceptorShared>,
     /// For forcing the connection closed at stop from another thread.
     pub(crate) stream: Weak<socket2::Socket>,
     pub(crate) phase: AtomicU8,

@@ -7,7 +7,6 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mio::unix::SourceFd;
 use parking_lot::MutexGuard;
 
 use crate::connection::{
@@ -377,7 +376,7 @@ fn finish<H: Handler<M>, M: Send + 'static>(
     match (end, handler.as_mut()) {
         (End::Detach(give), _) => {
             if let Some(fd) = socket.raw_fd() {
-                let _ = server.pool.registry.deregister(&mut SourceFd(&fd));
+                server.pool.deregister(fd);
             }
             socket.set_release(conn.clone());
             conn.set_phase(DETACHED);

@@ -24,8 +24,9 @@
 //! connection was fast until now) is caught by the monitor thread, which
 //! ticks every `blocking_after` while callbacks run: when every worker that
 //! is not parked has been in one callback for longer than that, and work
-//! waits or nobody polls, it wakes or starts a worker. Workers beyond the
-//! base count exit after `keepalive` without work.
+//! waits or nobody polls, it wakes a parked worker, or starts one if a
+//! callback sleeps in the kernel. Workers beyond the base count exit after
+//! `keepalive` without work.
 
 use std::io;
 use std::sync::atomic::{fence, AtomicBool, AtomicI32, AtomicU64, AtomicUsize, Ordering};
@@ -34,8 +35,9 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
-use mio::{Events, Poll, Registry, Token, Waker};
-use parking_lot::{Condvar, Mutex};
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Registry, Token, Waker};
+use parking_lot::{Condvar, Mutex, RwLock};
 
 use crate::connection::{Conn, HANGUP, READABLE};
 use crate::driver;
@@ -178,10 +180,12 @@ pub(crate) struct Pool<H, M> {
     config: PoolConfig,
     tx: Sender<Arc<Conn<H, M>>>,
     rx: Receiver<Arc<Conn<H, M>>>,
-    /// Held by the poller while it polls and collects.
-    poll: Mutex<Poll>,
-    pub(crate) registry: Registry,
-    waker: Waker,
+    /// Held by the poller while it polls and collects. The epoll, its
+    /// registry and its waker are closed at shutdown (`None`), so that a
+    /// stopped server holds no descriptor.
+    poll: Mutex<Option<Poll>>,
+    registry: RwLock<Option<Registry>>,
+    waker: RwLock<Option<Waker>>,
     pub(crate) slab: Mutex<Slab<H, M>>,
     epoch: Instant,
     /// Parked workers, the last parked on top (woken first: its cache is
@@ -218,9 +222,9 @@ impl<H: Handler<M>, M: Send + 'static> Pool<H, M> {
             config,
             tx,
             rx,
-            poll: Mutex::new(poll),
-            registry,
-            waker,
+            poll: Mutex::new(Some(poll)),
+            registry: RwLock::new(Some(registry)),
+            waker: RwLock::new(Some(waker)),
             slab: Mutex::new(Slab::new()),
             epoch: Instant::now(),
             idle: Mutex::new(Vec::new()),
@@ -254,6 +258,29 @@ impl<H: Handler<M>, M: Send + 'static> Pool<H, M> {
         self.epoch.elapsed().as_nanos() as u64
     }
 
+    /// Watches a connection's descriptor for readability, edge-triggered,
+    /// for good.
+    pub(crate) fn register(&self, fd: std::os::fd::RawFd, token: Token) -> io::Result<()> {
+        match self.registry.read().as_ref() {
+            Some(registry) => registry.register(&mut SourceFd(&fd), token, Interest::READABLE),
+            None => Err(io::Error::other("the server is stopping")),
+        }
+    }
+
+    /// Stops watching a descriptor (a detached connection's).
+    pub(crate) fn deregister(&self, fd: std::os::fd::RawFd) {
+        if let Some(registry) = self.registry.read().as_ref() {
+            let _ = registry.deregister(&mut SourceFd(&fd));
+        }
+    }
+
+    /// Wakes the poller from `epoll_wait`.
+    fn wake_poller(&self) {
+        if let Some(waker) = self.waker.read().as_ref() {
+            let _ = waker.wake();
+        }
+    }
+
     /// Every live connection.
     pub(crate) fn connections(&self) -> Vec<Arc<Conn<H, M>>> {
         self.slab.lock().iter().cloned().collect()
@@ -280,7 +307,7 @@ impl<H: Handler<M>, M: Send + 'static> Pool<H, M> {
             self.wake_for_fast()
         };
         if !handed && self.poller_waiting.load(Ordering::SeqCst) {
-            let _ = self.waker.wake();
+            self.wake_poller();
         }
     }
 
@@ -386,8 +413,13 @@ impl<H: Handler<M>, M: Send + 'static> Pool<H, M> {
                     continue;
                 }
             }
-            if let Some(poll) = self.poll.try_lock() {
-                let mine = self.poll_once(poll, &mut events, &mut batch, back_to_polling);
+            if let Some(mut poll) = self.poll.try_lock() {
+                let Some(epoll) = poll.as_mut() else {
+                    break; // closed: the pool is shutting down
+                };
+                let polled = self.poll_once(epoll, &mut events, back_to_polling);
+                drop(poll);
+                let mine = self.collect(polled, &events, &mut batch);
                 back_to_polling = false;
                 match mine {
                     Polled::Run(conn) => self.run(&slot, conn, &mut buf),
@@ -407,20 +439,22 @@ impl<H: Handler<M>, M: Send + 'static> Pool<H, M> {
     /// Waits for readiness (not at all when work is queued, unless the
     /// queued work was just handed to woken workers), turns it into runnable
     /// connections, queues all but one fast one, and returns that one.
-    fn poll_once(
-        self: &Arc<Self>,
-        mut poll: parking_lot::MutexGuard<'_, Poll>,
-        events: &mut Events,
-        batch: &mut Vec<Arc<Conn<H, M>>>,
-        block: bool,
-    ) -> Polled<H, M> {
+    fn poll_once(&self, poll: &mut Poll, events: &mut Events, block: bool) -> io::Result<()> {
         self.poller_waiting.store(true, Ordering::SeqCst);
         fence(Ordering::SeqCst);
         let idle = block || self.rx.is_empty();
         let timeout = (!idle || self.exiting.load(Ordering::Acquire)).then_some(Duration::ZERO);
         let polled = poll.poll(events, timeout);
         self.poller_waiting.store(false, Ordering::SeqCst);
-        drop(poll);
+        polled
+    }
+
+    fn collect(
+        self: &Arc<Self>,
+        polled: io::Result<()>,
+        events: &Events,
+        batch: &mut Vec<Arc<Conn<H, M>>>,
+    ) -> Polled<H, M> {
         if let Err(e) = polled {
             if e.kind() != io::ErrorKind::Interrupted {
                 log::error!(target: "atoll", "epoll_wait failed: {e}");
@@ -597,8 +631,9 @@ impl<H: Handler<M>, M: Send + 'static> Pool<H, M> {
             let now = self.now_ns();
             // Is any worker free (neither parked nor in a callback), or in a
             // callback that started less than a tick ago? A callback that has
-            // run longer is blocking if its thread sleeps (a worker waiting
-            // for a CPU is not blocked), or after ten ticks.
+            // run longer is blocking if its thread sleeps in the kernel. One
+            // that computes, or waits for a CPU, is not: more threads would
+            // not make it finish sooner, so it gets a parked worker at most.
             let (mut progress, mut blocking) = (false, false);
             for slot in self.slots.lock().iter() {
                 let since = slot.busy_since.load(Ordering::Relaxed);
@@ -617,7 +652,7 @@ impl<H: Handler<M>, M: Send + 'static> Pool<H, M> {
                 }
                 let asleep =
                     crate::sys::thread_sleeping(slot.tid.load(Ordering::Relaxed)).unwrap_or(true);
-                if asleep || busy >= 10 * after {
+                if asleep {
                     blocking = true;
                     if !slot.blocked.swap(true, Ordering::AcqRel) {
                         self.blocked.fetch_add(1, Ordering::Relaxed);
@@ -628,7 +663,14 @@ impl<H: Handler<M>, M: Send + 'static> Pool<H, M> {
                     }
                 }
             }
-            let starved = !self.rx.is_empty() || !self.poll.is_locked();
+            let queued = !self.rx.is_empty();
+            if queued && self.poller_waiting.load(Ordering::SeqCst) {
+                // Work queued behind workers that have since blocked: the
+                // poller, asleep in epoll_wait, counts as free only once it
+                // looks at the queue.
+                self.wake_poller();
+            }
+            let starved = queued || !self.poll.is_locked();
             if starved && !progress {
                 if !self.wake_parked() && (!blocking || self.spawn_worker().is_err()) {
                     let since = *saturated_since.get_or_insert_with(Instant::now);
@@ -693,7 +735,7 @@ impl<H: Handler<M>, M: Send + 'static> Pool<H, M> {
         }
         self.monitor_asleep.store(false, Ordering::SeqCst);
         self.monitor.unpark();
-        let _ = self.waker.wake();
+        self.wake_poller();
         let handles: Vec<_> = std::mem::take(&mut *self.handles.lock());
         let until = Instant::now() + grace;
         let me = thread::current().id();
@@ -712,6 +754,9 @@ impl<H: Handler<M>, M: Send + 'static> Pool<H, M> {
             }
         }
         while self.rx.try_recv().is_ok() {}
+        self.poll.lock().take();
+        self.registry.write().take();
+        self.waker.write().take();
         let mut slab = self.slab.lock();
         slab.entries.clear();
         slab.free.clear();

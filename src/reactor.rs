@@ -11,7 +11,6 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::{Receiver, Sender};
-use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 use parking_lot::Mutex;
 use socket2::Socket as RawSocket;
@@ -57,11 +56,10 @@ pub(crate) enum Control {
 
 /// The part of an acceptor that workers and the server handle share with
 /// its poll thread.
-pub(crate) struct AcceptorShared<H, M> {
+pub(crate) struct AcceptorShared {
     pub(crate) limiter: Limiter,
     timers: Sender<(Instant, Token)>,
     waker: Arc<Waker>,
-    _conns: std::marker::PhantomData<fn() -> (H, M)>,
     /// When the poll thread will wake at the latest, in nanoseconds since
     /// `epoch`; a timer earlier than that must wake it.
     next_wake: AtomicU64,
@@ -69,7 +67,7 @@ pub(crate) struct AcceptorShared<H, M> {
     pub(crate) control: Sender<Control>,
 }
 
-impl<H: Handler<M>, M: Send + 'static> AcceptorShared<H, M> {
+impl AcceptorShared {
     /// Hands the poll thread a timer entry, waking it if it would sleep
     /// past it.
     pub(crate) fn add_timer(&self, deadline: Instant, token: Token) {
@@ -123,7 +121,7 @@ const DATAGRAMS_WAITING: usize = 1024;
 
 /// The state a poll thread keeps to itself.
 pub(crate) struct Reactor<H, M> {
-    pub(crate) shared: Arc<AcceptorShared<H, M>>,
+    pub(crate) shared: Arc<AcceptorShared>,
     pub(crate) server: Arc<Shared<H, M>>,
     poll: Poll,
     control: Receiver<Control>,
@@ -166,9 +164,7 @@ pub(crate) struct Parts {
 }
 
 /// Creates the poll of one acceptor: its shared half and its thread's half.
-pub(crate) fn acceptor<H: Handler<M>, M: Send + 'static>(
-    limit: Option<usize>,
-) -> io::Result<(Arc<AcceptorShared<H, M>>, Parts)> {
+pub(crate) fn acceptor(limit: Option<usize>) -> io::Result<(Arc<AcceptorShared>, Parts)> {
     let poll = Poll::new()?;
     let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
     let (control_tx, control) = crossbeam_channel::unbounded();
@@ -183,7 +179,6 @@ pub(crate) fn acceptor<H: Handler<M>, M: Send + 'static>(
         ),
         timers: timer_tx,
         waker,
-        _conns: std::marker::PhantomData,
         next_wake: AtomicU64::new(0),
         epoch: Instant::now(),
         control: control_tx,
@@ -200,7 +195,7 @@ pub(crate) fn acceptor<H: Handler<M>, M: Send + 'static>(
 
 impl<H: Handler<M>, M: Send + 'static> Reactor<H, M> {
     pub(crate) fn new(
-        shared: Arc<AcceptorShared<H, M>>,
+        shared: Arc<AcceptorShared>,
         server: Arc<Shared<H, M>>,
         parts: Parts,
     ) -> Reactor<H, M> {
@@ -642,9 +637,7 @@ impl<H: Handler<M>, M: Send + 'static> Reactor<H, M> {
             }),
         });
         if let Some(fd) = fd {
-            let registered = pool
-                .registry
-                .register(&mut SourceFd(&fd), token, Interest::READABLE);
+            let registered = pool.register(fd, token);
             if let Err(e) = registered {
                 slab.remove(token);
                 drop(slab);

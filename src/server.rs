@@ -116,7 +116,7 @@ pub(crate) struct Shared<H, M> {
     pub(crate) telemetry: Arc<Telemetry>,
     /// Emptied once the poll threads are told to exit at stop, so that a
     /// stopped server that is not dropped holds none of their descriptors.
-    acceptors: RwLock<Vec<Arc<AcceptorShared<H, M>>>>,
+    acceptors: RwLock<Vec<Arc<AcceptorShared>>>,
     drained: (Mutex<()>, Condvar),
 }
 
@@ -342,7 +342,7 @@ impl<M: Send + 'static> Server<M> {
         })?;
         let mut parts = Vec::with_capacity(config.num_acceptors);
         for _ in 0..config.num_acceptors {
-            parts.push(reactor::acceptor::<H, M>(config.num_connections)?);
+            parts.push(reactor::acceptor(config.num_connections)?);
         }
         let shared = Arc::new(Shared {
             factory,

@@ -161,7 +161,8 @@ fn ten_thousand_connect_close_cycles_leak_no_descriptors_or_threads() {
     let threads_before = settled_thread_count();
     let fds_before = open_fds();
 
-    let server = echo_server(builder().num_workers(2).num_acceptors(1));
+    // A fixed pool, so that the thread count below is exact.
+    let server = echo_server(builder().fixed_workers(2).num_acceptors(1));
     let addr = tcp_addr(&server);
     // One cycle first, so that anything made once (not per connection)
     // exists before the baseline.
@@ -181,8 +182,8 @@ fn ten_thousand_connect_close_cycles_leak_no_descriptors_or_threads() {
         fds_running,
         "descriptors after {CYCLES} cycles vs before"
     );
-    wait_until("2 workers and 1 poll thread, no more", || {
-        atoll_threads() == 3
+    wait_until("2 workers, 1 acceptor and the monitor, no more", || {
+        atoll_threads() == 4
     });
     let stats = server.stats();
     assert_eq!(
@@ -233,15 +234,16 @@ fn thread_count_is_fixed_with_500_connections_open() {
     wait_until("500 live connections", || {
         server.connection_count() == CONNS
     });
+    // The workers, the acceptors and the pool's monitor.
     wait_until("every thread named", || {
-        atoll_threads() == WORKERS + ACCEPTORS
+        atoll_threads() == WORKERS + ACCEPTORS + 1
     });
-    assert_eq!(thread_count(), before + WORKERS + ACCEPTORS);
+    assert_eq!(thread_count(), before + WORKERS + ACCEPTORS + 1);
     // And still after every connection was served a second time.
     for c in conns.iter_mut() {
         round_trip(c, b"again");
     }
-    assert_eq!(thread_count(), before + WORKERS + ACCEPTORS);
+    assert_eq!(thread_count(), before + WORKERS + ACCEPTORS + 1);
 
     server.stop(PATIENCE);
     wait_until("the server's threads exited", || thread_count() == before);
@@ -305,12 +307,15 @@ fn suspend_and_resume_start_no_threads_and_stop_joins_every_thread() {
     let fds_before = open_fds();
     let (busy_tx, busy_rx) = mpsc::channel();
     let busy_tx = Mutex::new(busy_tx);
+    // A fixed pool: the slow requests below would otherwise get workers
+    // of their own.
     let server = builder()
-        .num_workers(WORKERS)
+        .fixed_workers(WORKERS)
         .num_acceptors(2)
         .start(move |_| Ok(Slow(busy_tx.lock().unwrap().clone())))
         .unwrap();
-    assert_eq!(thread_count(), before + WORKERS + 2);
+    // The workers, two acceptors and the pool's monitor.
+    assert_eq!(thread_count(), before + WORKERS + 3);
     let mut idle = connect(tcp_addr(&server));
     round_trip(&mut idle, b"idle");
     for _ in 0..3 {
@@ -319,11 +324,11 @@ fn suspend_and_resume_start_no_threads_and_stop_joins_every_thread() {
     }
     // Threads of earlier tests may still be leaving the kernel's list.
     wait_until("no thread besides the server's", || {
-        thread_count() == before + WORKERS + 2
+        thread_count() == before + WORKERS + 3
     });
     // A thread names itself once it first runs, which a loaded machine
     // may delay.
-    wait_until("every thread named", || atoll_threads() == WORKERS + 2);
+    wait_until("every thread named", || atoll_threads() == WORKERS + 3);
 
     // One slow request per worker: all busy at once, so every worker thread
     // is watched.
