@@ -87,6 +87,7 @@ linux_only! {
     pub mod inherit;
     mod limiter;
     pub mod logger;
+    pub mod notify;
     mod pool;
     pub mod proxy;
     mod reactor;
