@@ -50,6 +50,12 @@
 //! failed handover, `handover failed (WHY): still serving`, then `waiting
 //! for a successor again` once the control socket is back.
 //!
+//! Under systemd (`Type=notify`, `NotifyAccess=all`) it reports its state
+//! ([`atoll::notify`]): `READY=1` once it serves; a successor sends
+//! `MAINPID=` with its own id and `READY=1` before its predecessor exits,
+//! so the service manager follows the new process; `STOPPING=1` when a
+//! signal stops it. Outside systemd these do nothing.
+//!
 //! Stops gracefully on SIGINT or SIGTERM, like `echo`. One handover at a
 //! time: while one is under way the control path does not exist, and a
 //! third process started then would try to bind the port itself and fail.
@@ -63,7 +69,7 @@ use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use atoll::inherit::{self, HandoverPoint};
-use atoll::{Flow, Handler, Server, Socket};
+use atoll::{notify, Flow, Handler, Server, Socket};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
@@ -188,6 +194,16 @@ fn run() -> common::Result {
     if took_over {
         println!("took over from predecessor");
     }
+    // The service manager follows this process from now on; the
+    // predecessor exits once drained.
+    let state = if took_over {
+        format!("MAINPID={}\nREADY=1", std::process::id())
+    } else {
+        "READY=1".to_string()
+    };
+    if let Err(e) = notify::send(&state) {
+        eprintln!("handover: telling the service manager: {e}");
+    }
 
     let (events, stops) = mpsc::channel();
     let on_signal = events.clone();
@@ -206,6 +222,9 @@ fn run() -> common::Result {
     let open = server.connection_count();
     match event {
         Event::Signal => {
+            if let Err(e) = notify::stopping() {
+                eprintln!("handover: telling the service manager: {e}");
+            }
             // The control socket's file stays behind (the control thread
             // holds it); the next start replaces it.
             server.stop(shutdown_timeout);

@@ -391,7 +391,7 @@ fn finish<H: Handler<M>, M: Send + 'static>(
             match &err {
                 // Surfaced, as an abnormal exit is in Thousand Island.
                 Error::Handler(_) if !server.config.silent_terminate_on_error => {
-                    log::error!(target: "atoll", "connection {id} from {peer} ended: {err}")
+                    log::error!(target: "atoll", "connection {id} from {peer} ended: {}", crate::error::Chain(&err))
                 }
                 Error::ProxyHeader(_) => {
                     server.stats.proxy_errors.fetch_add(1, Ordering::Relaxed);

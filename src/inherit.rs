@@ -79,10 +79,14 @@ pub struct ListenFd {
 /// The sockets systemd passed to this process, as `sd_listen_fds(3)` and
 /// `sd_listen_fds_with_names(3)` define them: `LISTEN_FDS` descriptors from
 /// 3 on, when `LISTEN_PID` is this process. Empty when the process was not
-/// socket-activated. Removes the three variables from the environment, so
-/// that children do not see them; call it early, before other threads read
-/// the environment. The descriptors are taken once: a second call is an
+/// socket-activated. The descriptors are taken once: a second call is an
 /// error.
+///
+/// The variables stay in the environment: removing them while another
+/// thread may read the environment is undefined behaviour, and a child
+/// that inherits them ignores them anyway, since `LISTEN_PID` is not its
+/// own process id. [`systemd_unset_env`] removes them where that is
+/// known to be safe.
 ///
 /// ```no_run
 /// use atoll::{inherit, Handler, Server};
@@ -134,9 +138,6 @@ pub fn systemd() -> Result<Vec<ListenFd>, Error> {
     if TAKEN.swap(true, Ordering::AcqRel) {
         return Err(bad("the descriptors were taken already".into()));
     }
-    for name in ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"] {
-        std::env::remove_var(name);
-    }
     let mut sockets = Vec::with_capacity(n);
     for (raw, name) in (FIRST_FD..).zip(names) {
         let fd = sys::take_inherited(raw).map_err(|e| bad(format!("descriptor {raw}: {e}")))?;
@@ -146,6 +147,29 @@ pub fn systemd() -> Result<Vec<ListenFd>, Error> {
         sockets.push(ListenFd { fd, name });
     }
     Ok(sockets)
+}
+
+/// Removes `LISTEN_PID`, `LISTEN_FDS` and `LISTEN_FDNAMES` from the
+/// environment, as `sd_listen_fds(1)` does when asked to, for a program
+/// that wants no trace of them (before it runs a child that might reuse
+/// its process id, say).
+///
+/// # Safety
+///
+/// No other thread may read or write the environment meanwhile (not even
+/// through `getenv` in a C library, DNS resolution, or time zone code):
+/// call it at the start of `main`, before any thread, atoll's included, is
+/// started. This is `std::env::remove_var`'s own condition.
+///
+/// ```
+/// // Single-threaded here: nothing else reads the environment.
+/// unsafe { atoll::inherit::systemd_unset_env() };
+/// assert!(std::env::var_os("LISTEN_FDS").is_none());
+/// ```
+pub unsafe fn systemd_unset_env() {
+    for name in ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"] {
+        std::env::remove_var(name);
+    }
 }
 
 /// Sends descriptors (at most 253) over a connected Unix stream socket, in

@@ -64,29 +64,46 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(unsafe_op_in_unsafe_fn)]
 
-pub mod client;
-mod config;
-mod connection;
-mod driver;
-mod error;
-mod handler;
-pub mod inherit;
-mod limiter;
-pub mod logger;
-mod pool;
-pub mod proxy;
-mod reactor;
-mod server;
-mod socket;
-mod sys;
-pub mod telemetry;
-pub mod transport;
-pub mod udp;
+// atoll is Linux-only, and says so once instead of failing with a page of
+// errors: every module is compiled on Linux alone.
+#[cfg(not(target_os = "linux"))]
+compile_error!(
+    "atoll supports Linux only: it needs sendfile(2), SO_PEERCRED, \
+     MSG_CMSG_CLOEXEC and MSG_NOSIGNAL, and systemd's socket activation, \
+     which this target lacks or spells differently"
+);
 
-pub use config::{default_num_acceptors, default_num_workers, Builder, DEFAULT_MAX_WORKERS};
-pub use connection::{Connection, SendError};
-pub use error::{BoxError, Error};
-pub use handler::{Flow, Handler};
-pub use server::{Server, ServerStats, Status};
-pub use socket::{Socket, SocketStats};
-pub use std::net::Shutdown;
+/// Compiles each item on Linux only (see the `compile_error!` above).
+macro_rules! linux_only {
+    ($($item:item)*) => { $( #[cfg(target_os = "linux")] $item )* };
+}
+
+linux_only! {
+    pub mod client;
+    mod config;
+    mod connection;
+    mod driver;
+    mod error;
+    mod handler;
+    pub mod inherit;
+    mod limiter;
+    pub mod logger;
+    pub mod notify;
+    mod pool;
+    pub mod proxy;
+    mod reactor;
+    mod server;
+    mod socket;
+    mod sys;
+    pub mod telemetry;
+    pub mod transport;
+    pub mod udp;
+
+    pub use config::{default_num_acceptors, default_num_workers, Builder, DEFAULT_MAX_WORKERS};
+    pub use connection::{Connection, SendError};
+    pub use error::{BoxError, Error};
+    pub use handler::{Flow, Handler};
+    pub use server::{Server, ServerStats, Status};
+    pub use socket::{Socket, SocketStats};
+    pub use std::net::Shutdown;
+}

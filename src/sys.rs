@@ -4,7 +4,8 @@
 //! `SCM_RIGHTS` or inherited from systemd. Every `unsafe` block of the crate lives
 //! here, except the client's `getaddrinfo` (in `client/resolve.rs`, which
 //! needs std's lookup's missing distinction between "no such name" and "try
-//! again").
+//! again") and the client connection's `AsFd` (whose descriptor sits behind
+//! a lock a borrow cannot outlive).
 
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};

@@ -958,3 +958,118 @@ fn handover_point_survives_a_failed_successor_and_refuses_a_taken_path() {
         "the file was left alone"
     );
 }
+
+// ------------------------------------------- service manager notifications
+
+/// The service manager's end of `NOTIFY_SOCKET`: a datagram socket.
+struct NotifySocket {
+    socket: std::os::unix::net::UnixDatagram,
+}
+
+impl NotifySocket {
+    fn at_path(path: &TempPath) -> NotifySocket {
+        let socket = std::os::unix::net::UnixDatagram::bind(&path.0).expect("bind NOTIFY_SOCKET");
+        socket.set_read_timeout(Some(PATIENCE)).unwrap();
+        NotifySocket { socket }
+    }
+
+    fn abstract_named(name: &str) -> NotifySocket {
+        use std::os::linux::net::SocketAddrExt;
+        let addr = std::os::unix::net::SocketAddr::from_abstract_name(name).unwrap();
+        let socket = std::os::unix::net::UnixDatagram::bind_addr(&addr).expect("bind");
+        socket.set_read_timeout(Some(PATIENCE)).unwrap();
+        NotifySocket { socket }
+    }
+
+    /// The next message, as text.
+    fn next(&self, what: &str) -> String {
+        let mut buf = [0u8; 512];
+        let n = self
+            .socket
+            .recv(&mut buf)
+            .unwrap_or_else(|e| panic!("no {what} notification: {e}"));
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    }
+
+    /// Nothing more came within a short while.
+    fn assert_quiet(&self) {
+        self.socket
+            .set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        let mut buf = [0u8; 512];
+        if let Ok(n) = self.socket.recv(&mut buf) {
+            panic!(
+                "unexpected notification {:?}",
+                String::from_utf8_lossy(&buf[..n])
+            );
+        }
+        self.socket.set_read_timeout(Some(PATIENCE)).unwrap();
+    }
+}
+
+/// A `handover` process told to notify `notify_socket`.
+fn notifying_handover(notify_socket: &str, args: &[&str]) -> Served {
+    let mut command = examples::command("handover");
+    command.env("NOTIFY_SOCKET", notify_socket).args(args);
+    Served::wait(Process::spawn("handover", command))
+}
+
+#[test]
+fn handover_tells_the_service_manager_ready_new_main_pid_and_stopping() {
+    let control = TempPath::new("notify-control.sock");
+    let notify_path = TempPath::new("notify.sock");
+    let manager = NotifySocket::at_path(&notify_path);
+    let common = ["--control", control.as_str(), "--workers", "2"];
+
+    let first_args: Vec<&str> = ["--port", "0"].into_iter().chain(common).collect();
+    let mut first = notifying_handover(notify_path.as_str(), &first_args);
+    assert_eq!(manager.next("first READY"), "READY=1");
+
+    let port = first.port();
+    let next_args: Vec<&str> = ["--port", port.as_str()]
+        .into_iter()
+        .chain(common)
+        .collect();
+    let successor = notifying_handover(notify_path.as_str(), &next_args);
+    assert_eq!(
+        manager.next("successor MAINPID"),
+        format!("MAINPID={}\nREADY=1", successor.process.pid())
+    );
+    // The predecessor hands over and exits without saying STOPPING: the
+    // service goes on, in the successor.
+    let status = first.process.wait_exit(PATIENCE);
+    assert!(status.success(), "the predecessor exited with {status}");
+    manager.assert_quiet();
+    round_trip(&mut connect(successor.addr), b"served by the successor");
+
+    successor.process.signal("TERM");
+    assert_eq!(manager.next("STOPPING"), "STOPPING=1");
+    let mut successor = successor;
+    assert!(successor.process.wait_exit(PATIENCE * 2).success());
+}
+
+#[test]
+fn notify_reaches_an_abstract_notify_socket() {
+    let name = format!("atoll-notify-{}", std::process::id());
+    let manager = NotifySocket::abstract_named(&name);
+    let control = TempPath::new("notify-abstract.sock");
+    let served = notifying_handover(
+        &format!("@{name}"),
+        &["--port", "0", "--control", control.as_str()],
+    );
+    assert_eq!(manager.next("READY"), "READY=1");
+    served.stop();
+    assert_eq!(manager.next("STOPPING"), "STOPPING=1");
+}
+
+#[test]
+fn an_unreachable_notify_socket_is_reported_and_the_server_serves_on() {
+    let control = TempPath::new("notify-missing-control.sock");
+    let missing = TempPath::new("notify-nobody.sock");
+    let served = notifying_handover(
+        missing.as_str(),
+        &["--port", "0", "--control", control.as_str()],
+    );
+    round_trip(&mut connect(served.addr), b"still serving");
+    served.stop();
+}
