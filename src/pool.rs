@@ -46,6 +46,8 @@ use crate::socket::READ_CHUNK;
 
 /// The waker's token in the pool's epoll; no slab token reaches it.
 const WAKER: Token = Token(usize::MAX);
+/// Fast connections a poll must queue before it wakes a parked worker.
+const WAKE_FOR: usize = 4;
 /// Events taken from `epoll_wait` at once.
 const EVENTS: usize = 1024;
 /// Monitor ticks with no callback running after which it sleeps until one
@@ -498,7 +500,10 @@ impl<H: Handler<M>, M: Send + 'static> Pool<H, M> {
         }
         fence(Ordering::SeqCst);
         let handed = slow == 0 || self.hand_out(slow) == slow;
-        if fast > 0 {
+        // A parked worker costs a wake-up and, once the queue is empty, a
+        // sleep: worth it for a batch, not for one or two connections the
+        // poller runs in microseconds.
+        if fast >= WAKE_FOR {
             self.wake_for_fast();
         }
         match mine {

@@ -912,9 +912,11 @@ fn a_connection_accepted_but_not_yet_served_at_stop_is_served_then_shut_down() {
     let gate = Arc::new(Mutex::new(()));
     let log = CallLog::new();
     let (g, l) = (gate.clone(), log.clone());
+    // One worker that never grows: the second connection must still be
+    // waiting for it when the stop begins.
     let server = Arc::new(
         builder()
-            .num_workers(1)
+            .fixed_workers(1)
             .start(move |_| {
                 Ok(Gated {
                     gate: g.clone(),

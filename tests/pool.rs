@@ -253,7 +253,10 @@ fn every_dispatch_is_counted_and_reported_with_its_wait() {
     assert!(after.workers >= 1 && after.busy_workers <= after.workers);
 }
 
-/// Voluntary and involuntary context switches of every thread of `pid`.
+/// Voluntary context switches of every thread of `pid`: each is a thread
+/// going to sleep (in `epoll_wait`, on a futex), which is what the
+/// dispatch design decides. Involuntary ones count preemptions, which
+/// other load on the machine decides.
 fn context_switches(pid: u32) -> u64 {
     let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("the server's threads");
     tasks
@@ -262,7 +265,7 @@ fn context_switches(pid: u32) -> u64 {
         .flat_map(|status| {
             status
                 .lines()
-                .filter(|l| l.contains("ctxt_switches"))
+                .filter(|l| l.starts_with("voluntary_ctxt_switches"))
                 .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
                 .collect::<Vec<_>>()
         })
