@@ -57,6 +57,8 @@ const IDLE_TICKS: u32 = 64;
 /// the saturation warning is logged; and the least time between two.
 const SATURATION_WARNING_AFTER: Duration = Duration::from_millis(500);
 const SATURATION_WARNING_EVERY: Duration = Duration::from_secs(60);
+/// How long starting workers pauses after the system refused a thread.
+const SPAWN_PAUSE: Duration = Duration::from_secs(1);
 
 /// How the pool sizes itself.
 #[derive(Clone, Debug)]
@@ -211,6 +213,8 @@ pub(crate) struct Pool<H, M> {
     dispatches: AtomicU64,
     dispatch_wait_ns: AtomicU64,
     saturations: AtomicU64,
+    /// The pool's clock until which no worker is started, after a failure.
+    spawn_paused_until: AtomicU64,
 }
 
 impl<H: Handler<M>, M: Send + 'static> Pool<H, M> {
@@ -244,6 +248,7 @@ impl<H: Handler<M>, M: Send + 'static> Pool<H, M> {
             dispatches: AtomicU64::new(0),
             dispatch_wait_ns: AtomicU64::new(0),
             saturations: AtomicU64::new(0),
+            spawn_paused_until: AtomicU64::new(0),
         });
         for _ in 0..pool.config.base {
             pool.spawn_worker()?;
@@ -357,6 +362,9 @@ impl<H: Handler<M>, M: Send + 'static> Pool<H, M> {
 
     /// Starts one more worker, if the cap allows.
     fn spawn_worker(self: &Arc<Self>) -> io::Result<()> {
+        if self.now_ns() < self.spawn_paused_until.load(Ordering::Relaxed) {
+            return Err(io::Error::other("starting workers is paused after a failure"));
+        }
         let max = self.config.max;
         if self
             .threads
@@ -392,7 +400,15 @@ impl<H: Handler<M>, M: Send + 'static> Pool<H, M> {
             Err(e) => {
                 self.threads.fetch_sub(1, Ordering::AcqRel);
                 self.slots.lock().retain(|s| !Arc::ptr_eq(s, &slot));
-                log::error!(target: "atoll", "cannot start a worker thread: {e}");
+                // Out of threads or memory: trying again at once would fail
+                // the same way, so pause, and say so once per pause.
+                let pause = self.now_ns() + SPAWN_PAUSE.as_nanos() as u64;
+                self.spawn_paused_until.store(pause, Ordering::Relaxed);
+                log::error!(
+                    target: "atoll",
+                    "cannot start a worker thread ({} running): {e}; trying again in {SPAWN_PAUSE:?}",
+                    self.threads.load(Ordering::Relaxed)
+                );
                 Err(e)
             }
         }
@@ -438,9 +454,8 @@ impl<H: Handler<M>, M: Send + 'static> Pool<H, M> {
         self.threads.fetch_sub(1, Ordering::AcqRel);
     }
 
-    /// Waits for readiness (not at all when work is queued, unless the
-    /// queued work was just handed to woken workers), turns it into runnable
-    /// connections, queues all but one fast one, and returns that one.
+    /// Waits for readiness: not at all when work is queued, unless `block`
+    /// (the queued work was just handed to workers woken for it).
     fn poll_once(&self, poll: &mut Poll, events: &mut Events, block: bool) -> io::Result<()> {
         self.poller_waiting.store(true, Ordering::SeqCst);
         fence(Ordering::SeqCst);
@@ -451,6 +466,9 @@ impl<H: Handler<M>, M: Send + 'static> Pool<H, M> {
         polled
     }
 
+    /// Turns readiness into runnable connections: keeps one fast one for
+    /// the poller, queues the rest, and wakes or starts workers for the
+    /// slow ones.
     fn collect(
         self: &Arc<Self>,
         polled: io::Result<()>,
@@ -514,7 +532,7 @@ impl<H: Handler<M>, M: Send + 'static> Pool<H, M> {
     }
 
     /// Runs one connection, timing it: the wait since it became runnable
-    /// goes to the statistics, and a long run marks it slow.
+    /// goes to the statistics, and a quick run clears its slow mark.
     fn run(&self, slot: &Slot, conn: Arc<Conn<H, M>>, buf: &mut [u8]) {
         let start = self.now_ns();
         self.busy.fetch_add(1, Ordering::SeqCst);
