@@ -7,7 +7,10 @@
 //!
 //! Every connection sends `--size` bytes, waits for all of them to come
 //! back, and sends again; `--threads` threads share the connections, each
-//! driving its share with one mio poll. After `--warmup-ms` it counts
+//! driving its share with one mio poll. `--tls` speaks TLS (native-tls,
+//! any certificate accepted: loopback benchmarks only); `--udp` uses
+//! connected UDP sockets instead, each resending a datagram whose echo has
+//! not come within 100 ms. After `--warmup-ms` it counts
 //! round trips for `--secs` seconds and prints one line:
 //!
 //! ```text
@@ -22,13 +25,18 @@ mod common;
 mod histogram;
 
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::os::fd::{AsRawFd, RawFd};
 use std::process::ExitCode;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use histogram::Histogram;
+use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
+
+/// How long a UDP datagram waits for its echo before it is sent again.
+const RESEND_AFTER: Duration = Duration::from_millis(100);
 
 const HELP: &str = "\
 pingpong: closed-loop echo load (the benchmark's client)
@@ -41,6 +49,8 @@ Options (defaults in brackets):
   --secs S          measured seconds [3]
   --warmup-ms MS    load before measuring [500]
   --hold-ms MS      keep the connections open this long after printing [0]
+  --tls             TLS connections (any server certificate accepted)
+  --udp             UDP sockets instead of TCP connections
   --help            this text";
 
 fn main() -> ExitCode {
@@ -53,11 +63,77 @@ struct Settings {
     until: Instant,
 }
 
+/// How a client socket carries bytes.
+enum Wire {
+    Tcp(TcpStream),
+    Tls(Box<native_tls::TlsStream<TcpStream>>),
+    Udp(UdpSocket),
+}
+
+impl Wire {
+    fn fd(&self) -> RawFd {
+        match self {
+            Wire::Tcp(s) => s.as_raw_fd(),
+            Wire::Tls(s) => s.get_ref().as_raw_fd(),
+            Wire::Udp(s) => s.as_raw_fd(),
+        }
+    }
+
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Wire::Tcp(s) => s.read(buf),
+            Wire::Tls(s) => s.read(buf),
+            Wire::Udp(s) => s.recv(buf),
+        }
+    }
+
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Wire::Tcp(s) => s.write(buf),
+            Wire::Tls(s) => s.write(buf),
+            Wire::Udp(s) => s.send(buf),
+        }
+    }
+}
+
+/// Opens connection `i` to `addr` over the chosen wire, non-blocking.
+fn open(
+    i: usize,
+    addr: SocketAddr,
+    tls: Option<&native_tls::TlsConnector>,
+    udp: bool,
+) -> common::Result<Wire> {
+    if udp {
+        let socket = UdpSocket::bind(if addr.is_ipv4() {
+            "127.0.0.1:0"
+        } else {
+            "[::1]:0"
+        })?;
+        socket.connect(addr)?;
+        socket.set_nonblocking(true)?;
+        return Ok(Wire::Udp(socket));
+    }
+    let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(10))
+        .map_err(|e| format!("connection {i} to {addr}: {e}"))?;
+    stream.set_nodelay(true)?;
+    let Some(connector) = tls else {
+        stream.set_nonblocking(true)?;
+        return Ok(Wire::Tcp(stream));
+    };
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let tls = connector
+        .connect("localhost", stream)
+        .map_err(|e| format!("TLS handshake of connection {i}: {e}"))?;
+    tls.get_ref().set_nonblocking(true)?;
+    Ok(Wire::Tls(Box::new(tls)))
+}
+
 fn run() -> common::Result {
     let mut addr: SocketAddr = "127.0.0.1:4000".parse()?;
     let (mut conns, mut threads, mut size) = (100usize, 2usize, 64usize);
     let (mut secs, mut warmup) = (3.0f64, Duration::from_millis(500));
     let mut hold = Duration::ZERO;
+    let (mut tls, mut udp) = (false, false);
     let mut args = common::Args::from_env();
     while let Some(flag) = args.flag()? {
         match flag.as_str() {
@@ -72,6 +148,8 @@ fn run() -> common::Result {
             "--secs" => secs = args.parse()?,
             "--warmup-ms" => warmup = args.ms()?,
             "--hold-ms" => hold = args.ms()?,
+            "--tls" => tls = args.switch()?,
+            "--udp" => udp = args.switch()?,
             _ => return Err(args.unknown()),
         }
     }
@@ -79,13 +157,18 @@ fn run() -> common::Result {
         return Err("--conns, --threads and --size must be positive, --secs in (0, 3600]".into());
     }
     // Connect before the clock starts: accepting is not what is measured.
-    let mut shares: Vec<Vec<TcpStream>> = (0..threads).map(|_| Vec::new()).collect();
+    let connector = match tls {
+        true => Some(
+            native_tls::TlsConnector::builder()
+                .danger_accept_invalid_certs(true)
+                .danger_accept_invalid_hostnames(true)
+                .build()?,
+        ),
+        false => None,
+    };
+    let mut shares: Vec<Vec<Wire>> = (0..threads).map(|_| Vec::new()).collect();
     for i in 0..conns {
-        let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(10))
-            .map_err(|e| format!("connection {i} to {addr}: {e}"))?;
-        stream.set_nodelay(true)?;
-        stream.set_nonblocking(true)?;
-        shares[i % threads].push(stream);
+        shares[i % threads].push(open(i, addr, connector.as_ref(), udp)?);
     }
     let from = Instant::now() + warmup;
     let until = from + Duration::from_secs_f64(secs);
@@ -120,7 +203,7 @@ fn run() -> common::Result {
 }
 
 struct Conn {
-    stream: mio::net::TcpStream,
+    wire: Wire,
     sent_at: Instant,
     /// Bytes of the current message still to come back.
     due: usize,
@@ -130,17 +213,16 @@ struct Conn {
 /// Drives one thread's connections until `until`; returns the round trips
 /// completed inside the measured window, the connections that failed,
 /// their latencies, and the connections (still open).
-fn drive(streams: Vec<TcpStream>, s: &Settings) -> io::Result<(u64, u64, Histogram, Vec<Conn>)> {
+fn drive(wires: Vec<Wire>, s: &Settings) -> io::Result<(u64, u64, Histogram, Vec<Conn>)> {
     let mut poll = Poll::new()?;
     let message = vec![b'x'; s.size];
     let mut buf = vec![0u8; 64 * 1024];
-    let mut conns = Vec::with_capacity(streams.len());
-    for (i, stream) in streams.into_iter().enumerate() {
-        let mut stream = mio::net::TcpStream::from_std(stream);
+    let mut conns = Vec::with_capacity(wires.len());
+    for (i, wire) in wires.into_iter().enumerate() {
         poll.registry()
-            .register(&mut stream, Token(i), Interest::READABLE)?;
+            .register(&mut SourceFd(&wire.fd()), Token(i), Interest::READABLE)?;
         conns.push(Conn {
-            stream,
+            wire,
             sent_at: Instant::now(),
             due: 0,
             alive: true,
@@ -156,7 +238,8 @@ fn drive(streams: Vec<TcpStream>, s: &Settings) -> io::Result<(u64, u64, Histogr
         if now >= s.until {
             break;
         }
-        poll.poll(&mut events, Some(s.until - now))?;
+        let wait = (s.until - now).min(RESEND_AFTER);
+        poll.poll(&mut events, Some(wait))?;
         for event in events.iter() {
             let Some(conn) = conns.get_mut(event.token().0) else {
                 continue;
@@ -165,8 +248,11 @@ fn drive(streams: Vec<TcpStream>, s: &Settings) -> io::Result<(u64, u64, Histogr
                 if !conn.alive {
                     break;
                 }
-                match conn.stream.read(&mut buf) {
+                match conn.wire.read(&mut buf) {
                     Ok(0) => fail(conn, &mut errors),
+                    // A datagram's echo comes whole; a late one, of a
+                    // datagram already sent again, is not told apart.
+                    Ok(n) if matches!(conn.wire, Wire::Udp(_)) && n != message.len() => {}
                     Ok(n) => {
                         conn.due = conn.due.saturating_sub(n);
                         if conn.due == 0 {
@@ -184,6 +270,14 @@ fn drive(streams: Vec<TcpStream>, s: &Settings) -> io::Result<(u64, u64, Histogr
                 }
             }
         }
+        // UDP may drop a datagram: send again what waited too long.
+        let now = Instant::now();
+        for conn in &mut conns {
+            if conn.alive && matches!(conn.wire, Wire::Udp(_)) && now - conn.sent_at >= RESEND_AFTER
+            {
+                send(conn, &message, &mut errors);
+            }
+        }
     }
     Ok((done, errors, hist, conns))
 }
@@ -193,7 +287,7 @@ fn drive(streams: Vec<TcpStream>, s: &Settings) -> io::Result<(u64, u64, Histogr
 fn send(conn: &mut Conn, message: &[u8], errors: &mut u64) {
     conn.sent_at = Instant::now();
     conn.due = message.len();
-    match conn.stream.write(message) {
+    match conn.wire.write(message) {
         Ok(n) if n == message.len() => {}
         _ => fail(conn, errors),
     }
