@@ -11,6 +11,7 @@ use crate::error::{BoxError, Error};
 use crate::handler::Handler;
 use crate::proxy::ProxyProtocol;
 use crate::server::Server;
+use crate::telemetry::Sink;
 use crate::transport::{Addr, ListenOptions, Tcp, Transport};
 use crate::udp::{SessionMode, UdpOptions};
 
@@ -58,6 +59,7 @@ pub struct Builder {
     pub(crate) silent_terminate_on_error: bool,
     pub(crate) max_queued_messages: Option<usize>,
     pub(crate) proxy: Option<ProxyProtocol>,
+    pub(crate) sinks: Vec<Arc<dyn Sink>>,
 }
 
 impl fmt::Debug for Builder {
@@ -82,6 +84,7 @@ impl fmt::Debug for Builder {
             .field("silent_terminate_on_error", &self.silent_terminate_on_error)
             .field("max_queued_messages", &self.max_queued_messages)
             .field("proxy", &self.proxy)
+            .field("sinks", &self.sinks.len())
             .finish()
     }
 }
@@ -132,6 +135,7 @@ impl Default for Builder {
             silent_terminate_on_error: false,
             max_queued_messages: Some(4096),
             proxy: None,
+            sinks: Vec::new(),
         }
     }
 }
@@ -600,6 +604,36 @@ impl Builder {
         self
     }
 
+    /// Attaches a telemetry sink to the server from its start, so that it
+    /// sees the first `listener.start` and `acceptor.start` too (a sink
+    /// attached with [`Server::attach_sink`] comes after them). It stays
+    /// attached for the life of the server. May be called for several
+    /// sinks. Default is none.
+    ///
+    /// ```
+    /// # use atoll::Handler;
+    /// # struct H;
+    /// # impl Handler for H {}
+    /// use std::sync::{Arc, Mutex};
+    /// use atoll::telemetry::Event;
+    ///
+    /// let names = Arc::new(Mutex::new(Vec::new()));
+    /// let seen = names.clone();
+    /// let server = atoll::Server::builder()
+    ///     .ip([127, 0, 0, 1].into())
+    ///     .port(0)
+    ///     .num_acceptors(1)
+    ///     .sink(move |e: &Event<'_>| seen.lock().unwrap().push(e.name()))
+    ///     .start(|_| Ok(H))?;
+    /// server.stop(std::time::Duration::from_secs(1));
+    /// assert_eq!(names.lock().unwrap()[0], "listener.start");
+    /// # Ok::<(), atoll::Error>(())
+    /// ```
+    pub fn sink(mut self, sink: impl Sink) -> Builder {
+        self.sinks.push(Arc::new(sink));
+        self
+    }
+
     /// Rejects configurations that cannot work.
     pub(crate) fn validate(&self) -> Result<(), Error> {
         let bad = |msg: &str| Err(Error::Config(msg.to_string()));
@@ -1015,5 +1049,15 @@ impl Builder {
     /// ```
     pub fn get_proxy_protocol(&self) -> Option<&ProxyProtocol> {
         self.proxy.as_ref()
+    }
+
+    /// How many telemetry sinks were given with [`sink`](Builder::sink).
+    /// Default is 0.
+    ///
+    /// ```
+    /// assert_eq!(atoll::Builder::new().get_sinks(), 0);
+    /// ```
+    pub fn get_sinks(&self) -> usize {
+        self.sinks.len()
     }
 }

@@ -190,8 +190,16 @@ impl fmt::Display for Details<'_, '_> {
             Kind::ListenerStart {
                 local, transport, ..
             } => write!(f, " local={local} transport={transport}"),
-            Kind::ListenerStop { local, duration } => {
-                write!(f, " local={local} duration={duration:?}")
+            Kind::ListenerStop {
+                local,
+                duration,
+                transport,
+                ..
+            } => {
+                write!(
+                    f,
+                    " local={local} duration={duration:?} transport={transport}"
+                )
             }
             Kind::AcceptorStop {
                 duration,
@@ -232,17 +240,37 @@ impl fmt::Display for Details<'_, '_> {
                 write!(f, " bytes={} error=\"{error}\"", bytes(data))
             }
             Kind::Sendfile {
+                path,
                 offset,
                 bytes_written,
                 ..
-            } => write!(f, " offset={offset} bytes={bytes_written}"),
+            } => {
+                write_path(f, *path)?;
+                write!(f, " offset={offset} bytes={bytes_written}")
+            }
             Kind::SendfileError {
+                path,
                 offset,
                 length,
                 error,
                 ..
             } => {
+                write_path(f, *path)?;
                 write!(f, " offset={offset} length={length} error=\"{error}\"")
+            }
+            Kind::Custom {
+                name,
+                measurements,
+                metadata,
+            } => {
+                write!(f, " name={name}")?;
+                for (key, value) in measurements.iter() {
+                    write!(f, " {key}={value}")?;
+                }
+                for (key, value) in metadata.iter() {
+                    write!(f, " {key}=\"{value}\"")?;
+                }
+                Ok(())
             }
             Kind::SocketShutdown { way } => write!(f, " way={way:?}"),
             Kind::DatagramDropped { peer, len, reason } => {
@@ -250,5 +278,12 @@ impl fmt::Display for Details<'_, '_> {
             }
             _ => Ok(()),
         }
+    }
+}
+
+fn write_path(f: &mut fmt::Formatter<'_>, path: Option<&std::path::Path>) -> fmt::Result {
+    match path {
+        Some(path) => write!(f, " path=\"{}\"", path.display()),
+        None => Ok(()),
     }
 }

@@ -6,6 +6,8 @@ use std::io::{self, IoSlice, Read, Write};
 use std::net::Shutdown;
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,7 +16,7 @@ use socket2::SockRef;
 use crate::error::Error;
 use crate::proxy::{Proxied, ProxyHeader};
 use crate::sys::{self, Wait};
-use crate::telemetry::{ConnSpan, Kind, Telemetry};
+use crate::telemetry::{ConnSpan, ConnectionSpan, Kind, Telemetry};
 use crate::transport::{handshake_blocking, Addr, Credentials, Stream, Transport};
 
 /// Bytes a worker reads per system call for
@@ -117,8 +119,9 @@ pub struct Socket {
     /// The connection span (none for a standalone listener's sockets);
     /// taken when the stop event is emitted.
     span: Option<ConnSpan>,
-    /// Whether the span's start event was emitted.
-    announced: bool,
+    /// Whether the span's start event was emitted (atomic only so that
+    /// `emit`, which takes `&self`, can emit it first).
+    announced: AtomicBool,
     /// The PROXY protocol header and the proxy's address.
     proxy: Option<Arc<Proxied>>,
 }
@@ -162,7 +165,7 @@ impl Socket {
             published: (0, 0),
             release: None,
             span: None,
-            announced: false,
+            announced: AtomicBool::new(false),
             proxy: None,
         }
     }
@@ -173,28 +176,31 @@ impl Socket {
         self.stream = Some(stream);
     }
 
-    /// Joins the connection span; emits its start event now if `announce`,
-    /// else at [`start_span`](Socket::start_span).
-    pub(crate) fn set_span(&mut self, span: ConnSpan, announce: bool) {
+    /// Joins the connection span. Its start event is not emitted yet,
+    /// whatever `_peer_known` says: it comes with the connection's first
+    /// event once its handler exists, or with its stop, and a connection
+    /// the factory refuses emits none (only the acceptor's `spawn_error`),
+    /// as in Thousand Island, where the span starts in the handler process.
+    /// It carries the accept time all the same.
+    pub(crate) fn set_span(&mut self, span: ConnSpan, _peer_known: bool) {
         self.span = Some(span);
-        if announce {
-            self.start_span();
-        }
     }
 
-    /// Emits the span's start event, once.
-    pub(crate) fn start_span(&mut self) {
-        if self.announced {
+    /// The PROXY protocol header named the client. The start event waits
+    /// for the handler even so (see [`set_span`](Socket::set_span)).
+    pub(crate) fn start_span(&mut self) {}
+
+    /// Emits the span's start event, once, with the accept time.
+    fn announce(&self) {
+        let Some(span) = &self.span else { return };
+        if self.announced.swap(true, Ordering::Relaxed) {
             return;
         }
-        self.announced = true;
-        if let Some(span) = &self.span {
-            span.emit(&self.peer, || Kind::ConnectionStart {
-                peer: &self.peer,
-                local: &self.local,
-                via: self.proxy.as_ref().map(|p| &p.via),
-            });
-        }
+        span.emit_at(span.started, &self.peer, || Kind::ConnectionStart {
+            peer: &self.peer,
+            local: &self.local,
+            via: self.proxy.as_ref().map(|p| &p.via),
+        });
     }
 
     /// Takes the PROXY protocol header: the client it names becomes the
@@ -214,22 +220,64 @@ impl Socket {
         delta
     }
 
-    pub(crate) fn span(&self) -> Option<&ConnSpan> {
+    /// The connection's telemetry span (Thousand Island's
+    /// `telemetry_span`): its id, its parent's and its start, to relate
+    /// the application's own telemetry to the connection's events. `None`
+    /// for a socket of a standalone [`Listener`](crate::transport::Listener),
+    /// and once the connection's stop event was emitted.
+    ///
+    /// ```
+    /// # fn demo(socket: &mut atoll::Socket) {
+    /// if let Some(span) = socket.span() {
+    ///     println!("connection span {} under {}", span.id().0, span.parent().0);
+    /// }
+    /// # }
+    /// ```
+    pub fn span(&self) -> Option<&ConnectionSpan> {
         self.span.as_ref()
+    }
+
+    /// Emits the application's own event in the connection's span
+    /// ([`Kind::Custom`](crate::telemetry::Kind::Custom), named
+    /// `"connection.custom"`), to the server's and the process's sinks
+    /// (Thousand Island's `Telemetry.span_event`). Costs one atomic load
+    /// when no sink is attached.
+    ///
+    /// ```
+    /// # fn demo(socket: &mut atoll::Socket) {
+    /// socket.span_event("cache_lookup", &[("hits", 3), ("misses", 1)], &[("table", "users")]);
+    /// # }
+    /// ```
+    pub fn span_event(&self, name: &str, measurements: &[(&str, i64)], metadata: &[(&str, &str)]) {
+        self.emit(|| Kind::Custom {
+            name,
+            measurements,
+            metadata,
+        });
     }
 
     /// Emits a connection event if a sink is attached.
     #[inline]
     pub(crate) fn emit<'a>(&'a self, kind: impl FnOnce() -> Kind<'a>) {
         if let Some(span) = &self.span {
+            if Telemetry::enabled() {
+                self.announce();
+            }
             span.emit(&self.peer, kind);
         }
     }
 
     /// Ends the connection span: the stop event, once, with `error` only
-    /// for a real error.
+    /// for a real error. A connection the factory refused never started.
     pub(crate) fn emit_stop(&mut self, error: Option<&Error>) {
-        self.start_span();
+        let never_started = !self.announced.load(Ordering::Relaxed);
+        if never_started && matches!(error, Some(Error::Refused(_))) {
+            self.span = None;
+            return;
+        }
+        if Telemetry::enabled() {
+            self.announce();
+        }
         if let Some(span) = self.span.take() {
             let stats = self.stats;
             span.emit(&self.peer, || Kind::ConnectionStop {
@@ -762,15 +810,61 @@ impl Socket {
     /// # Ok(()) }
     /// ```
     pub fn sendfile(&mut self, file: &File, offset: u64, len: u64) -> Result<u64, Error> {
+        self.sendfile_traced(None, file, offset, len)
+    }
+
+    /// [`sendfile`](Socket::sendfile) of the file at `path` (Thousand
+    /// Island's `sendfile` by file name): opens it, sends `len` bytes from
+    /// `offset` (`0`: to the end) and closes it. The telemetry events carry
+    /// the name as given. A file that cannot be opened fails with
+    /// [`Error::Io`] and a `sendfile_error` event.
+    ///
+    /// ```no_run
+    /// # fn demo(socket: &mut atoll::Socket) -> Result<(), atoll::Error> {
+    /// let sent = socket.sendfile_path("static/index.html", 0, 0)?;
+    /// # Ok(()) }
+    /// ```
+    pub fn sendfile_path(
+        &mut self,
+        path: impl AsRef<Path>,
+        offset: u64,
+        len: u64,
+    ) -> Result<u64, Error> {
+        let path = path.as_ref();
+        match File::open(path) {
+            Ok(file) => self.sendfile_traced(Some(path), &file, offset, len),
+            Err(e) => {
+                let error = Error::Io(e);
+                self.emit(|| Kind::SendfileError {
+                    path: Some(path),
+                    file: None,
+                    offset,
+                    length: len,
+                    error: &error,
+                });
+                Err(error)
+            }
+        }
+    }
+
+    fn sendfile_traced(
+        &mut self,
+        path: Option<&Path>,
+        file: &File,
+        offset: u64,
+        len: u64,
+    ) -> Result<u64, Error> {
         let result = self.sendfile_inner(file, offset, len);
         match &result {
             Ok(bytes_written) => self.emit(|| Kind::Sendfile {
+                path,
                 file,
                 offset,
                 bytes_written: *bytes_written,
             }),
             Err(error) => self.emit(|| Kind::SendfileError {
-                file,
+                path,
+                file: Some(file),
                 offset,
                 length: len,
                 error,

@@ -42,6 +42,7 @@ use std::fs::File;
 use std::io::{self, IoSlice};
 use std::net::Shutdown;
 use std::panic::{self, AssertUnwindSafe};
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -159,12 +160,17 @@ pub enum Kind<'a> {
         /// The listen options.
         options: &'a ListenOptions,
     },
-    /// `[:listener, :stop]`: the listener closed (suspend or stop).
+    /// `[:listener, :stop]`: the listener closed (suspend or stop). Its
+    /// metadata repeats the start's, as Thousand Island's does.
     ListenerStop {
         /// Where it listened.
         local: &'a Addr,
         /// How long it listened.
         duration: Duration,
+        /// The transport's name.
+        transport: &'static str,
+        /// The listen options.
+        options: &'a ListenOptions,
     },
     /// `[:acceptor, :start]`: a poll thread accepts from the listener.
     AcceptorStart,
@@ -185,8 +191,10 @@ pub enum Kind<'a> {
     /// `[:acceptor, :econnaborted]`: a client gave up before its
     /// connection was accepted.
     ConnectionAborted,
-    /// The process or system ran out of descriptors or memory on accept
-    /// (`EMFILE`, `ENFILE`, ...); accepting pauses briefly.
+    /// `[:acceptor, :emfile]`: the process or system ran out of
+    /// descriptors or memory on accept (`EMFILE`, `ENFILE`, ...); accepting
+    /// pauses briefly. [`Event::name`] gives Thousand Island's
+    /// `acceptor.emfile` (it was `acceptor.exhausted`).
     AcceptExhausted {
         /// The error.
         error: &'a io::Error,
@@ -259,6 +267,11 @@ pub enum Kind<'a> {
     },
     /// `[:connection, :sendfile]`: a file was sent.
     Sendfile {
+        /// The file's name as the caller gave it to
+        /// [`Socket::sendfile_path`](crate::Socket::sendfile_path); `None`
+        /// when it gave an open [`File`] to
+        /// [`Socket::sendfile`](crate::Socket::sendfile).
+        path: Option<&'a Path>,
         /// The file.
         file: &'a File,
         /// Where sending started.
@@ -268,8 +281,12 @@ pub enum Kind<'a> {
     },
     /// `[:connection, :sendfile_error]`: sending a file failed.
     SendfileError {
-        /// The file.
-        file: &'a File,
+        /// The file's name as the caller gave it (see
+        /// [`Kind::Sendfile`]).
+        path: Option<&'a Path>,
+        /// The file; `None` when the file named by `path` could not be
+        /// opened.
+        file: Option<&'a File>,
         /// Where sending started.
         offset: u64,
         /// Bytes asked for (0: to the end).
@@ -281,6 +298,18 @@ pub enum Kind<'a> {
     SocketShutdown {
         /// The direction.
         way: Shutdown,
+    },
+    /// An application's own event in the connection's span, emitted with
+    /// [`Socket::span_event`](crate::Socket::span_event) (Thousand Island's
+    /// `Telemetry.span_event` on the socket's span). [`Event::name`] gives
+    /// `"connection.custom"`; `name` is the application's.
+    Custom {
+        /// The application's name for the event.
+        name: &'a str,
+        /// Numeric measurements, by name.
+        measurements: &'a [(&'a str, i64)],
+        /// Metadata, by name.
+        metadata: &'a [(&'a str, &'a str)],
     },
 }
 
@@ -328,7 +357,7 @@ impl Event<'_> {
             Kind::AcceptorStop { .. } => "acceptor.stop",
             Kind::SpawnError { .. } => "acceptor.spawn_error",
             Kind::ConnectionAborted => "acceptor.econnaborted",
-            Kind::AcceptExhausted { .. } => "acceptor.exhausted",
+            Kind::AcceptExhausted { .. } => "acceptor.emfile",
             Kind::AcceptError { .. } => "acceptor.accept_error",
             Kind::DatagramDropped { .. } => "acceptor.datagram_dropped",
             Kind::ConnectionStart { .. } => "connection.start",
@@ -342,6 +371,7 @@ impl Event<'_> {
             Kind::Sendfile { .. } => "connection.sendfile",
             Kind::SendfileError { .. } => "connection.sendfile_error",
             Kind::SocketShutdown { .. } => "connection.socket_shutdown",
+            Kind::Custom { .. } => "connection.custom",
         }
     }
 }
@@ -491,11 +521,40 @@ impl Telemetry {
         self.sinks.deliver(event);
         GLOBAL.deliver(event);
     }
+
+    /// A server's emitter with the sinks given to its builder attached, so
+    /// they see the first listener and acceptor starts.
+    pub(crate) fn with_sinks(sinks: &[Arc<dyn Sink>]) -> Telemetry {
+        let telemetry = Telemetry::default();
+        for sink in sinks {
+            telemetry.sinks.attach(sink.clone());
+        }
+        telemetry
+    }
 }
 
-/// A connection's place in the span tree, kept by its socket.
-#[derive(Clone, Debug)]
-pub(crate) struct ConnSpan {
+/// A connection's span: its place in the span tree, which
+/// [`Socket::span`](crate::Socket::span) gives the handler (Thousand
+/// Island's `telemetry_span`), so that the application can relate its own
+/// telemetry to the connection's events or emit events in it with
+/// [`Socket::span_event`](crate::Socket::span_event).
+///
+/// ```
+/// use atoll::{Flow, Handler, Socket};
+///
+/// struct Traced;
+///
+/// impl Handler for Traced {
+///     fn handle_connection(&mut self, socket: &mut Socket) -> Flow {
+///         if let Some(span) = socket.span() {
+///             println!("span {:?} under acceptor {:?}, {:?} old", span.id(), span.parent(), span.started().elapsed());
+///         }
+///         Flow::Continue
+///     }
+/// }
+/// ```
+#[derive(Clone)]
+pub struct ConnectionSpan {
     pub(crate) telemetry: Arc<Telemetry>,
     pub(crate) id: SpanId,
     pub(crate) parent: SpanId,
@@ -505,7 +564,54 @@ pub(crate) struct ConnSpan {
     pub(crate) started: Instant,
 }
 
-impl ConnSpan {
+/// The internal name of [`ConnectionSpan`].
+pub(crate) type ConnSpan = ConnectionSpan;
+
+impl fmt::Debug for ConnectionSpan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConnectionSpan")
+            .field("id", &self.id)
+            .field("parent", &self.parent)
+            .field("connection", &self.connection)
+            .finish()
+    }
+}
+
+impl ConnectionSpan {
+    /// The span's id: the [`Event::id`] of the connection's events.
+    ///
+    /// ```
+    /// # fn demo(socket: &atoll::Socket) {
+    /// let id = socket.span().map(|s| s.id());
+    /// # }
+    /// ```
+    pub fn id(&self) -> SpanId {
+        self.id
+    }
+
+    /// The parent span's id: the acceptor that accepted the connection.
+    ///
+    /// ```
+    /// # fn demo(socket: &atoll::Socket) {
+    /// let acceptor = socket.span().map(|s| s.parent());
+    /// # }
+    /// ```
+    pub fn parent(&self) -> SpanId {
+        self.parent
+    }
+
+    /// When the span started (the connection was accepted): the
+    /// [`Event::at`] of its `connection.start`.
+    ///
+    /// ```
+    /// # fn demo(socket: &atoll::Socket) {
+    /// let age = socket.span().map(|s| s.started().elapsed());
+    /// # }
+    /// ```
+    pub fn started(&self) -> Instant {
+        self.started
+    }
+
     /// Emits an event of the acceptor that accepted this connection.
     pub(crate) fn emit_acceptor(&self, kind: Kind<'_>) {
         if Telemetry::enabled() {
@@ -525,12 +631,18 @@ impl ConnSpan {
     /// built then.
     #[inline]
     pub(crate) fn emit<'a>(&self, peer: &'a Addr, kind: impl FnOnce() -> Kind<'a>) {
+        self.emit_at(Instant::now(), peer, kind)
+    }
+
+    /// [`emit`](ConnectionSpan::emit) with the time the event happened.
+    #[inline]
+    pub(crate) fn emit_at<'a>(&self, at: Instant, peer: &'a Addr, kind: impl FnOnce() -> Kind<'a>) {
         if Telemetry::enabled() {
             self.telemetry.emit(&Event {
                 span: Span::Connection,
                 id: self.id,
                 parent: Some(self.parent),
-                at: Instant::now(),
+                at,
                 connection: Some(self.connection),
                 peer: Some(peer),
                 kind: kind(),
