@@ -521,14 +521,31 @@ impl Builder {
     }
 
     /// How long a send may wait for the peer to read before it fails with
-    /// [`Error::Timeout`] and the connection is closed; `None` waits
-    /// forever. Default is 30 s.
+    /// [`Error::SendTimeout`] and (see
+    /// [`send_timeout_close`](Builder::send_timeout_close)) the connection
+    /// is closed; `None` waits forever. Default is 30 s.
     ///
     /// ```
     /// let builder = atoll::Server::builder().send_timeout(Some(std::time::Duration::from_secs(5)));
     /// ```
     pub fn send_timeout(mut self, timeout: Option<Duration>) -> Builder {
         self.listen = self.listen.send_timeout(timeout);
+        self
+    }
+
+    /// Whether a send that times out closes the connection (Thousand
+    /// Island's `send_timeout_close`). Off, the send fails with
+    /// [`Error::SendTimeout`], which holds the bytes not sent, and the
+    /// connection stays open for the handler to retry or close. A handler
+    /// can change it for its connection with
+    /// [`Socket::set_send_timeout_close`](crate::Socket::set_send_timeout_close).
+    /// Default is `true`.
+    ///
+    /// ```
+    /// let builder = atoll::Server::builder().send_timeout_close(false);
+    /// ```
+    pub fn send_timeout_close(mut self, close: bool) -> Builder {
+        self.listen = self.listen.send_timeout_close(close);
         self
     }
 
@@ -993,7 +1010,17 @@ impl Builder {
     /// assert_eq!(atoll::Builder::new().get_send_timeout(), Some(Duration::from_secs(30)));
     /// ```
     pub fn get_send_timeout(&self) -> Option<Duration> {
-        self.listen.send_timeout
+        self.listen.send_timeout.timeout
+    }
+
+    /// Whether a send that times out closes the connection. Default is
+    /// `true`.
+    ///
+    /// ```
+    /// assert!(atoll::Builder::new().get_send_timeout_close());
+    /// ```
+    pub fn get_send_timeout_close(&self) -> bool {
+        self.listen.send_timeout.close
     }
 
     /// `SO_REUSEADDR` on the listener. Default is `true`.

@@ -45,6 +45,14 @@ pub struct SocketStats {
     pub send_count: u64,
 }
 
+/// How a connection's sends wait: the listen options' send timeout and
+/// `send_timeout_close`, carried together to each accepted socket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct SendPolicy {
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) close: bool,
+}
+
 /// Called when a detached socket is dropped, so the server can release the
 /// connection's slot and forget it.
 pub(crate) trait Release: Send + Sync {
@@ -64,7 +72,8 @@ pub(crate) trait Release: Send + Sync {
 ///   it);
 /// - writes by [`send`](Socket::send), [`send_vectored`](Socket::send_vectored),
 ///   [`sendfile`](Socket::sendfile) and [`Write`] use the send timeout, and a
-///   send that times out closes the connection (as `send_timeout_close`).
+///   send that times out closes the connection unless `send_timeout_close`
+///   is off ([`set_send_timeout_close`](Socket::set_send_timeout_close)).
 ///
 /// `Socket` implements [`Read`] and [`Write`], so `BufReader`, `write!` and
 /// existing protocol code work on it unchanged.
@@ -109,6 +118,8 @@ pub struct Socket {
     maybe_more: bool,
     read_timeout: Option<Duration>,
     send_timeout: Option<Duration>,
+    /// Whether a send that times out closes the socket.
+    send_timeout_close: bool,
     /// Why the socket closed itself (a send timeout, a failed upgrade):
     /// the connection's error, whatever the callback returns.
     fatal: Option<Error>,
@@ -133,9 +144,9 @@ impl Socket {
         peer: Addr,
         local: Addr,
         read_timeout: Option<Duration>,
-        send_timeout: Option<Duration>,
+        send: SendPolicy,
     ) -> Socket {
-        let mut socket = Socket::pending(id, peer, local, read_timeout, send_timeout);
+        let mut socket = Socket::pending(id, peer, local, read_timeout, send);
         socket.attach(stream);
         socket
     }
@@ -146,7 +157,7 @@ impl Socket {
         peer: Addr,
         local: Addr,
         read_timeout: Option<Duration>,
-        send_timeout: Option<Duration>,
+        send: SendPolicy,
     ) -> Socket {
         Socket {
             stream: None,
@@ -159,7 +170,8 @@ impl Socket {
             unread: Vec::new(),
             maybe_more: false,
             read_timeout,
-            send_timeout,
+            send_timeout: send.timeout,
+            send_timeout_close: send.close,
             fatal: None,
             stats: SocketStats::default(),
             published: (0, 0),
@@ -399,6 +411,23 @@ impl Socket {
         self.stream.as_ref()?.peer_certificate()
     }
 
+    /// What the TLS handshake settled: protocol version, cipher suite and
+    /// the server name the client asked for (Thousand Island's
+    /// `connection_information`), as far as the backend tells (see
+    /// [`TlsInfo`](crate::transport::TlsInfo)); `None` on a plain
+    /// connection.
+    ///
+    /// ```
+    /// # fn demo(socket: &mut atoll::Socket) {
+    /// if let Some(info) = socket.tls_info() {
+    ///     println!("{:?} {:?} for {:?}", info.protocol, info.cipher_suite, info.server_name);
+    /// }
+    /// # }
+    /// ```
+    pub fn tls_info(&self) -> Option<crate::transport::TlsInfo> {
+        self.stream.as_ref()?.tls_info()
+    }
+
     /// The process at the other end of a Unix socket (pid, uid, gid).
     ///
     /// ```
@@ -415,8 +444,10 @@ impl Socket {
     /// Upgrades a plain connection to TLS in place (STARTTLS, the seed's
     /// `switch_transport`): runs `transport`'s handshake on the live socket,
     /// waiting up to the server's `handshake_timeout`, and goes on over the
-    /// new stream. If the handshake fails the connection is closed and ends
-    /// with [`Handler::handle_error`](crate::Handler::handle_error).
+    /// new stream. If the handshake fails ([`Error::Upgrade`]) or runs out
+    /// of time ([`Error::HandshakeTimeout`]) the connection is closed and
+    /// ends with [`Handler::handle_error`](crate::Handler::handle_error)
+    /// receiving that error.
     ///
     /// ```no_run
     /// # #[cfg(feature = "tls")]
@@ -435,11 +466,10 @@ impl Socket {
         let stream = self.stream.take().ok_or(Error::Closed)?;
         let Some(io) = stream.into_io() else {
             let err = "only a plain connection can be upgraded";
-            self.fatal = Some(Error::Handshake(err.into()));
-            return Err(Error::Handshake(err.into()));
+            self.fatal = Some(Error::Upgrade(err.into()));
+            return Err(Error::Upgrade(err.into()));
         };
-        let deadline = self.handshake_timeout.map(|t| Instant::now() + t);
-        match handshake_blocking(transport.handshake(io), deadline) {
+        match handshake_blocking(transport.handshake(io), self.handshake_timeout) {
             Ok(stream) => {
                 self.attach(stream);
                 self.secure = transport.is_secure();
@@ -449,7 +479,19 @@ impl Socket {
                 Ok(())
             }
             Err(e) => {
-                self.fatal = Some(Error::Handshake(e.to_string().into()));
+                let (fatal, e) = match e {
+                    // The timeout keeps its kind; a failure is the upgrade's.
+                    Error::HandshakeTimeout(limit) => (
+                        Error::HandshakeTimeout(limit),
+                        Error::HandshakeTimeout(limit),
+                    ),
+                    Error::Handshake(reason) => (
+                        Error::Upgrade(reason.to_string().into()),
+                        Error::Upgrade(reason),
+                    ),
+                    other => (Error::Upgrade(other.to_string().into()), other),
+                };
+                self.fatal = Some(fatal);
                 Err(e)
             }
         }
@@ -522,6 +564,34 @@ impl Socket {
     /// ```
     pub fn set_send_timeout(&mut self, timeout: Option<Duration>) {
         self.send_timeout = timeout;
+    }
+
+    /// Whether a send that times out closes the connection (Thousand
+    /// Island's `send_timeout_close`); the server's
+    /// [`send_timeout_close`](crate::Builder::send_timeout_close) unless
+    /// changed here.
+    ///
+    /// ```
+    /// # fn demo(socket: &mut atoll::Socket) {
+    /// let closes = socket.send_timeout_close();
+    /// # }
+    /// ```
+    pub fn send_timeout_close(&self) -> bool {
+        self.send_timeout_close
+    }
+
+    /// Sets whether a send that times out closes the connection. Off, the
+    /// send fails with [`Error::SendTimeout`] (what went out and the rest)
+    /// and the connection stays open: the handler may send the rest later,
+    /// or close it.
+    ///
+    /// ```
+    /// # fn demo(socket: &mut atoll::Socket) {
+    /// socket.set_send_timeout_close(false);
+    /// # }
+    /// ```
+    pub fn set_send_timeout_close(&mut self, close: bool) {
+        self.send_timeout_close = close;
     }
 
     /// Receives data, waiting up to the read timeout.
@@ -677,8 +747,10 @@ impl Socket {
         self.maybe_more
     }
 
-    /// Sends all of `data`, waiting up to the send timeout. On timeout the
-    /// connection is closed and [`Error::Timeout`] returned.
+    /// Sends all of `data`, waiting up to the send timeout. On timeout it
+    /// fails with [`Error::SendTimeout`], which holds the bytes not sent,
+    /// and the connection is closed (unless `send_timeout_close` is off, see
+    /// [`set_send_timeout_close`](Socket::set_send_timeout_close)).
     ///
     /// ```
     /// # fn demo(socket: &mut atoll::Socket) -> Result<(), atoll::Error> {
@@ -738,11 +810,29 @@ impl Socket {
     fn send_inner(&mut self, mut bufs: &mut [IoSlice<'_>]) -> Result<(), Error> {
         let deadline = self.send_timeout.map(|t| Instant::now() + t);
         IoSlice::advance_slices(&mut bufs, 0);
+        let mut sent = 0u64;
         while !bufs.is_empty() {
-            let n = self.write_blocking(bufs, deadline)?;
-            IoSlice::advance_slices(&mut bufs, n);
+            match self.write_blocking(bufs, deadline) {
+                Ok(n) => {
+                    sent += n as u64;
+                    IoSlice::advance_slices(&mut bufs, n);
+                }
+                Err(Error::Timeout) => {
+                    // Copied only on this path: the caller's slices are
+                    // borrowed and the error outlives them.
+                    let unsent = bufs.iter().flat_map(|b| b.iter().copied()).collect();
+                    return Err(Error::SendTimeout { sent, unsent });
+                }
+                Err(e) => return Err(e),
+            }
         }
-        self.flush_blocking(deadline)
+        match self.flush_blocking(deadline) {
+            Err(Error::Timeout) => Err(Error::SendTimeout {
+                sent,
+                unsent: Vec::new(),
+            }),
+            other => other,
+        }
     }
 
     /// One write of at least one byte, waiting until `deadline`. A timeout
@@ -785,11 +875,12 @@ impl Socket {
         self.stats.send_count += 1;
     }
 
-    /// Waits until writable; on timeout closes the socket, as a send that
-    /// cannot complete leaves the stream in an unknown state.
+    /// Waits until writable; on timeout closes the socket unless
+    /// `send_timeout_close` is off: the peer that stopped reading is then
+    /// the handler's to deal with.
     fn wait_writable(&mut self, deadline: Option<Instant>) -> Result<(), Error> {
         let res = self.wait(Wait::Write, deadline);
-        if matches!(res, Err(Error::Timeout)) {
+        if matches!(res, Err(Error::Timeout)) && self.send_timeout_close {
             self.fatal = Some(Error::Timeout);
             self.close();
         }
