@@ -350,6 +350,7 @@ fn after<H: Handler<M>, M: Send + 'static>(
             timeout
         }
         Flow::Close => return Err(End::Close),
+        Flow::Timeout => return Err(End::Timeout),
         Flow::Detach(f) => return Err(End::Detach(f)),
     };
     conn.arm_timer(timeout.map(|t| Instant::now() + t));
