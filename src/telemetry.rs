@@ -11,8 +11,11 @@
 //!   its parent the acceptor span that accepted it.
 //!
 //! Each [`Event`] carries its span's id, the parent's id, a monotonic
-//! timestamp and what happened ([`Kind`]). Events that carry data lend it:
-//! a sink that wants to keep bytes copies them itself.
+//! timestamp and what happened ([`Kind`]), whose fields are the event's
+//! measurements and metadata; [`Event::measurements`] and
+//! [`Event::metadata`] also list them by Thousand Island's keys. Events
+//! that carry data lend it: a sink that wants to keep bytes copies them
+//! itself.
 //!
 //! A [`Sink`] (any `Fn(&Event)` closure too) is attached to one server with
 //! [`Server::attach_sink`](crate::Server::attach_sink) or to every server of
@@ -373,6 +376,227 @@ impl Event<'_> {
             Kind::SocketShutdown { .. } => "connection.socket_shutdown",
             Kind::Custom { .. } => "connection.custom",
         }
+    }
+}
+
+/// One measurement or metadata value of an event, typed: what
+/// [`Event::measurements`] and [`Event::metadata`] list by Thousand
+/// Island's key.
+///
+/// ```
+/// use atoll::telemetry::{Event, Value};
+/// # fn demo(event: &Event<'_>) {
+/// for (key, value) in event.measurements() {
+///     if let Value::Count(n) = value {
+///         println!("{} {key}={n}", event.name());
+///     }
+/// }
+/// # }
+/// ```
+#[derive(Clone, Copy, Debug)]
+#[non_exhaustive]
+pub enum Value<'a> {
+    /// A point in time (`monotonic_time`).
+    Time(Instant),
+    /// A length of time (`duration`).
+    Duration(Duration),
+    /// A count of bytes, calls, connections, or an offset or a port.
+    Count(u64),
+    /// An application's own measurement ([`Kind::Custom`]).
+    Int(i64),
+    /// A span's id.
+    Span(SpanId),
+    /// An address (with its port, also given apart as `*_port`).
+    Addr(&'a Addr),
+    /// A name: a transport, a shutdown direction, an application's
+    /// metadata.
+    Text(&'a str),
+    /// The listen options (`transport_options`).
+    Options(&'a ListenOptions),
+    /// Bytes received.
+    Bytes(&'a [u8]),
+    /// Bytes sent, as the slices given.
+    Slices(&'a [IoSlice<'a>]),
+    /// A file's name as the caller gave it.
+    Path(&'a Path),
+    /// An error of a connection.
+    Error(&'a Error),
+    /// An error of an accept.
+    IoError(&'a io::Error),
+    /// Why a connection was turned away.
+    SpawnError(&'a SpawnError<'a>),
+    /// Why a datagram was dropped.
+    DropReason(DropReason),
+}
+
+impl Event<'_> {
+    /// The event's measurements, by Thousand Island's keys and in its
+    /// places (which put `data`, `error` and `filename` of the data events
+    /// among the measurements). `monotonic_time` is [`Event::at`].
+    ///
+    /// ```
+    /// use atoll::telemetry::{Event, Value};
+    /// # fn demo(event: &Event<'_>) {
+    /// if event.name() == "connection.stop" {
+    ///     let octets_in = event.measurements().into_iter().find_map(|(k, v)| match (k, v) {
+    ///         ("recv_oct", Value::Count(n)) => Some(n),
+    ///         _ => None,
+    ///     });
+    /// }
+    /// # }
+    /// ```
+    pub fn measurements(&self) -> Vec<(&str, Value<'_>)> {
+        let mut out = vec![("monotonic_time", Value::Time(self.at))];
+        match &self.kind {
+            Kind::ListenerStop { duration, .. } => {
+                out.push(("duration", Value::Duration(*duration)))
+            }
+            Kind::AcceptorStop {
+                duration,
+                connections,
+            } => {
+                out.push(("duration", Value::Duration(*duration)));
+                out.push(("connections", Value::Count(*connections)));
+            }
+            Kind::ConnectionStop {
+                duration, stats, ..
+            } => {
+                out.push(("duration", Value::Duration(*duration)));
+                out.push(("send_oct", Value::Count(stats.send_bytes)));
+                out.push(("send_cnt", Value::Count(stats.send_count)));
+                out.push(("recv_oct", Value::Count(stats.recv_bytes)));
+                out.push(("recv_cnt", Value::Count(stats.recv_count)));
+            }
+            Kind::AsyncRecv { data } | Kind::Recv { data } => {
+                out.push(("data", Value::Bytes(data)))
+            }
+            Kind::RecvError { error } => out.push(("error", Value::Error(error))),
+            Kind::Send { data } => out.push(("data", Value::Slices(data))),
+            Kind::SendError { data, error } => {
+                out.push(("data", Value::Slices(data)));
+                out.push(("error", Value::Error(error)));
+            }
+            Kind::Sendfile {
+                path,
+                offset,
+                bytes_written,
+                ..
+            } => {
+                if let Some(path) = path {
+                    out.push(("filename", Value::Path(path)));
+                }
+                out.push(("offset", Value::Count(*offset)));
+                out.push(("bytes_written", Value::Count(*bytes_written)));
+            }
+            Kind::SendfileError {
+                path,
+                offset,
+                length,
+                error,
+                ..
+            } => {
+                if let Some(path) = path {
+                    out.push(("filename", Value::Path(path)));
+                }
+                out.push(("offset", Value::Count(*offset)));
+                out.push(("length", Value::Count(*length)));
+                out.push(("error", Value::Error(error)));
+            }
+            Kind::SocketShutdown { way } => out.push((
+                "way",
+                Value::Text(match way {
+                    Shutdown::Read => "read",
+                    Shutdown::Write => "write",
+                    Shutdown::Both => "read_write",
+                }),
+            )),
+            Kind::DatagramDropped { len, .. } => out.push(("length", Value::Count(*len as u64))),
+            Kind::Custom { measurements, .. } => {
+                out.extend(measurements.iter().map(|(k, v)| (*k, Value::Int(*v))));
+            }
+            _ => {}
+        }
+        out
+    }
+
+    /// The event's metadata, by Thousand Island's keys: the span context
+    /// and its parent's, then the event's own (`local_address` and
+    /// `local_port`, `transport_module`, `transport_options`,
+    /// `remote_address` and `remote_port`, `error`, ...).
+    ///
+    /// ```
+    /// use atoll::telemetry::{Event, Value};
+    /// # fn demo(event: &Event<'_>) {
+    /// for (key, value) in event.metadata() {
+    ///     if let ("transport_module", Value::Text(name)) = (key, value) {
+    ///         println!("listening with {name}");
+    ///     }
+    /// }
+    /// # }
+    /// ```
+    pub fn metadata(&self) -> Vec<(&str, Value<'_>)> {
+        let mut out = vec![("telemetry_span_context", Value::Span(self.id))];
+        if let Some(parent) = self.parent {
+            out.push(("parent_telemetry_span_context", Value::Span(parent)));
+        }
+        match &self.kind {
+            Kind::ListenerStart {
+                local,
+                transport,
+                options,
+            }
+            | Kind::ListenerStop {
+                local,
+                transport,
+                options,
+                ..
+            } => {
+                push_addr(&mut out, ["local_address", "local_port"], local);
+                out.push(("transport_module", Value::Text(transport)));
+                out.push(("transport_options", Value::Options(options)));
+            }
+            Kind::SpawnError { peer, reason } => {
+                push_addr(&mut out, ["remote_address", "remote_port"], peer);
+                out.push(("error", Value::SpawnError(reason)));
+            }
+            Kind::AcceptExhausted { error } | Kind::AcceptError { error } => {
+                out.push(("error", Value::IoError(error)));
+            }
+            Kind::DatagramDropped { peer, reason, .. } => {
+                push_addr(&mut out, ["remote_address", "remote_port"], peer);
+                out.push(("reason", Value::DropReason(*reason)));
+            }
+            Kind::ConnectionStart { peer, local, via } => {
+                push_addr(&mut out, ["remote_address", "remote_port"], peer);
+                push_addr(&mut out, ["local_address", "local_port"], local);
+                if let Some(via) = via {
+                    push_addr(&mut out, ["proxy_address", "proxy_port"], via);
+                }
+            }
+            Kind::ConnectionStop { error, .. } => {
+                if let Some(peer) = self.peer {
+                    push_addr(&mut out, ["remote_address", "remote_port"], peer);
+                }
+                if let Some(error) = error {
+                    out.push(("error", Value::Error(error)));
+                }
+            }
+            Kind::Custom { name, metadata, .. } => {
+                out.push(("name", Value::Text(name)));
+                out.extend(metadata.iter().map(|(k, v)| (*k, Value::Text(v))));
+            }
+            _ => {}
+        }
+        out
+    }
+}
+
+/// An address and, for an IP one, its port apart, as Thousand Island
+/// gives them.
+fn push_addr<'b>(out: &mut Vec<(&'b str, Value<'b>)>, keys: [&'static str; 2], addr: &'b Addr) {
+    out.push((keys[0], Value::Addr(addr)));
+    if let Some(port) = addr.port() {
+        out.push((keys[1], Value::Count(u64::from(port))));
     }
 }
 

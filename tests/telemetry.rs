@@ -748,3 +748,78 @@ fn a_sendfile_that_fails_emits_sendfile_error_with_the_file_name_and_the_error()
         errors[1]
     );
 }
+
+#[test]
+fn measurements_and_metadata_are_listed_by_thousand_islands_keys() {
+    use atoll::telemetry::Value;
+    type Keys = (String, Vec<String>, Vec<String>);
+    let seen: Arc<Mutex<Vec<Keys>>> = Arc::default();
+    let log = seen.clone();
+    let server = builder()
+        .num_acceptors(1)
+        .sink(move |e: &Event<'_>| {
+            let keys = |list: Vec<(&str, Value<'_>)>| {
+                list.iter()
+                    .map(|(k, v)| match v {
+                        Value::Count(n) if k.ends_with("_oct") => format!("{k}={n}"),
+                        Value::Text(t) => format!("{k}={t}"),
+                        _ => k.to_string(),
+                    })
+                    .collect()
+            };
+            log.lock().unwrap().push((
+                e.name().to_string(),
+                keys(e.measurements()),
+                keys(e.metadata()),
+            ));
+        })
+        .start(|_| Ok(Echo))
+        .unwrap();
+    let mut client = connect(tcp_addr(&server));
+    round_trip(&mut client, b"four");
+    drop(client);
+    wait_until("the stop", || {
+        seen.lock()
+            .unwrap()
+            .iter()
+            .any(|(name, ..)| name == "connection.stop")
+    });
+    server.stop(PATIENCE);
+    let seen = seen.lock().unwrap();
+    let of = |name: &str| seen.iter().find(|(n, ..)| n == name).cloned().unwrap();
+    let (_, m, d) = of("listener.start");
+    assert_eq!(m, ["monotonic_time"]);
+    assert_eq!(
+        d,
+        [
+            "telemetry_span_context",
+            "local_address",
+            "local_port",
+            "transport_module=tcp",
+            "transport_options"
+        ]
+    );
+    let (_, m, d) = of("connection.stop");
+    assert_eq!(
+        m,
+        [
+            "monotonic_time",
+            "duration",
+            "send_oct=4",
+            "send_cnt",
+            "recv_oct=4",
+            "recv_cnt"
+        ]
+    );
+    assert_eq!(
+        d,
+        [
+            "telemetry_span_context",
+            "parent_telemetry_span_context",
+            "remote_address",
+            "remote_port"
+        ]
+    );
+    let (_, m, _) = of("connection.async_recv");
+    assert_eq!(m, ["monotonic_time", "data"]);
+}
