@@ -11,7 +11,8 @@ use crate::error::{BoxError, Error};
 use crate::handler::Handler;
 use crate::proxy::ProxyProtocol;
 use crate::server::Server;
-use crate::transport::{ListenOptions, Tcp, Transport};
+use crate::telemetry::Sink;
+use crate::transport::{Addr, ListenOptions, Tcp, Transport};
 use crate::udp::{SessionMode, UdpOptions};
 
 /// Configures and starts a TCP server.
@@ -61,6 +62,7 @@ pub struct Builder {
     pub(crate) silent_terminate_on_error: bool,
     pub(crate) max_queued_messages: Option<usize>,
     pub(crate) proxy: Option<ProxyProtocol>,
+    pub(crate) sinks: Vec<Arc<dyn Sink>>,
 }
 
 impl fmt::Debug for Builder {
@@ -88,6 +90,7 @@ impl fmt::Debug for Builder {
             .field("silent_terminate_on_error", &self.silent_terminate_on_error)
             .field("max_queued_messages", &self.max_queued_messages)
             .field("proxy", &self.proxy)
+            .field("sinks", &self.sinks.len())
             .finish()
     }
 }
@@ -145,6 +148,7 @@ impl Default for Builder {
             silent_terminate_on_error: false,
             max_queued_messages: Some(4096),
             proxy: None,
+            sinks: Vec::new(),
         }
     }
 }
@@ -586,14 +590,31 @@ impl Builder {
     }
 
     /// How long a send may wait for the peer to read before it fails with
-    /// [`Error::Timeout`] and the connection is closed; `None` waits
-    /// forever. Default is 30 s.
+    /// [`Error::SendTimeout`] and (see
+    /// [`send_timeout_close`](Builder::send_timeout_close)) the connection
+    /// is closed; `None` waits forever. Default is 30 s.
     ///
     /// ```
     /// let builder = atoll::Server::builder().send_timeout(Some(std::time::Duration::from_secs(5)));
     /// ```
     pub fn send_timeout(mut self, timeout: Option<Duration>) -> Builder {
         self.listen = self.listen.send_timeout(timeout);
+        self
+    }
+
+    /// Whether a send that times out closes the connection (Thousand
+    /// Island's `send_timeout_close`). Off, the send fails with
+    /// [`Error::SendTimeout`], which holds the bytes not sent, and the
+    /// connection stays open for the handler to retry or close. A handler
+    /// can change it for its connection with
+    /// [`Socket::set_send_timeout_close`](crate::Socket::set_send_timeout_close).
+    /// Default is `true`.
+    ///
+    /// ```
+    /// let builder = atoll::Server::builder().send_timeout_close(false);
+    /// ```
+    pub fn send_timeout_close(mut self, close: bool) -> Builder {
+        self.listen = self.listen.send_timeout_close(close);
         self
     }
 
@@ -608,8 +629,13 @@ impl Builder {
         self
     }
 
-    /// `SO_LINGER` on accepted sockets. Default is `None` (off): Thousand
-    /// Island dropped its 30 s default after lingering closes hung nodes.
+    /// `SO_LINGER` on accepted sockets. Default is `None` (off), a
+    /// deliberate difference from Thousand Island's `linger: {true, 30}`:
+    /// a lingering `close` blocks the closing thread until the peer has
+    /// acknowledged the unsent data or the time passes. There that thread is
+    /// the connection's own process; here it is one of a few shared
+    /// workers, which peers that stop reading would stall. Off, the kernel
+    /// still delivers the unsent data after `close`.
     ///
     /// ```
     /// let builder = atoll::Server::builder().linger(Some(std::time::Duration::from_secs(1)));
@@ -661,6 +687,36 @@ impl Builder {
     /// ```
     pub fn proxy_protocol(mut self, options: ProxyProtocol) -> Builder {
         self.proxy = Some(options);
+        self
+    }
+
+    /// Attaches a telemetry sink to the server from its start, so that it
+    /// sees the first `listener.start` and `acceptor.start` too (a sink
+    /// attached with [`Server::attach_sink`] comes after them). It stays
+    /// attached for the life of the server. May be called for several
+    /// sinks. Default is none.
+    ///
+    /// ```
+    /// # use atoll::Handler;
+    /// # struct H;
+    /// # impl Handler for H {}
+    /// use std::sync::{Arc, Mutex};
+    /// use atoll::telemetry::Event;
+    ///
+    /// let names = Arc::new(Mutex::new(Vec::new()));
+    /// let seen = names.clone();
+    /// let server = atoll::Server::builder()
+    ///     .ip([127, 0, 0, 1].into())
+    ///     .port(0)
+    ///     .num_acceptors(1)
+    ///     .sink(move |e: &Event<'_>| seen.lock().unwrap().push(e.name()))
+    ///     .start(|_| Ok(H))?;
+    /// server.stop(std::time::Duration::from_secs(1));
+    /// assert_eq!(names.lock().unwrap()[0], "listener.start");
+    /// # Ok::<(), atoll::Error>(())
+    /// ```
+    pub fn sink(mut self, sink: impl Sink) -> Builder {
+        self.sinks.push(Arc::new(sink));
         self
     }
 
@@ -759,5 +815,354 @@ impl Builder {
             config.listen = config.listen.reuse_port(true);
         }
         Server::start(config, Box::new(factory))
+    }
+}
+
+/// Getters: what each option is set to, by the setter's name with `get_`
+/// in front (the setters take the builder by value, so the plain names are
+/// taken). A fresh builder reports the defaults.
+impl Builder {
+    /// The address the server will bind: `ip`:`port`, the Unix socket path,
+    /// or an inherited socket's own address. Default is `0.0.0.0:4000`.
+    ///
+    /// ```
+    /// assert_eq!(atoll::Builder::new().get_addr().to_string(), "0.0.0.0:4000");
+    /// ```
+    pub fn get_addr(&self) -> Addr {
+        self.listen.bind_addr()
+    }
+
+    /// The IP address to listen on; `None` for a Unix socket. Default is
+    /// `0.0.0.0`.
+    ///
+    /// ```
+    /// assert_eq!(atoll::Builder::new().get_ip(), Some([0, 0, 0, 0].into()));
+    /// ```
+    pub fn get_ip(&self) -> Option<IpAddr> {
+        self.get_addr().ip()
+    }
+
+    /// The port to listen on; `None` for a Unix socket. Default is 4000.
+    ///
+    /// ```
+    /// assert_eq!(atoll::Builder::new().get_port(), Some(4000));
+    /// ```
+    pub fn get_port(&self) -> Option<u16> {
+        self.get_addr().port()
+    }
+
+    /// Whether a stale Unix socket file is removed before binding. Default
+    /// is `false`.
+    ///
+    /// ```
+    /// assert!(!atoll::Builder::new().get_remove_stale_socket());
+    /// ```
+    pub fn get_remove_stale_socket(&self) -> bool {
+        self.listen.remove_stale_socket
+    }
+
+    /// `IPV6_V6ONLY`; `None` leaves the system's default.
+    ///
+    /// ```
+    /// assert_eq!(atoll::Builder::new().get_only_v6(), None);
+    /// ```
+    pub fn get_only_v6(&self) -> Option<bool> {
+        self.listen.only_v6
+    }
+
+    /// `SO_REUSEPORT`. Default is `false`.
+    ///
+    /// ```
+    /// assert!(!atoll::Builder::new().get_reuse_port());
+    /// ```
+    pub fn get_reuse_port(&self) -> bool {
+        self.listen.reuse_port
+    }
+
+    /// Every listen option at once.
+    ///
+    /// ```
+    /// let options = atoll::Builder::new().get_listen_options().clone();
+    /// ```
+    pub fn get_listen_options(&self) -> &ListenOptions {
+        &self.listen
+    }
+
+    /// The name of the transport ([`Transport::name`]). Default is
+    /// `"tcp"`.
+    ///
+    /// ```
+    /// assert_eq!(atoll::Builder::new().get_transport_name(), "tcp");
+    /// ```
+    pub fn get_transport_name(&self) -> &'static str {
+        self.transport.name()
+    }
+
+    /// The handshake timeout. Default is 5 s.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// assert_eq!(atoll::Builder::new().get_handshake_timeout(), Some(Duration::from_secs(5)));
+    /// ```
+    pub fn get_handshake_timeout(&self) -> Option<Duration> {
+        self.handshake_timeout
+    }
+
+    /// The UDP session mode; `None` for a stream server. Default is `None`.
+    ///
+    /// ```
+    /// use atoll::udp::SessionMode;
+    /// assert_eq!(atoll::Builder::new().get_udp(), None);
+    /// assert_eq!(atoll::Builder::new().udp(SessionMode::PerPeer).get_udp(), Some(SessionMode::PerPeer));
+    /// ```
+    pub fn get_udp(&self) -> Option<SessionMode> {
+        self.listen.udp.as_ref().map(|u| u.mode)
+    }
+
+    /// UDP: the largest datagram taken. Default is 65,507.
+    ///
+    /// ```
+    /// assert_eq!(atoll::Builder::new().get_max_datagram_size(), 65_507);
+    /// ```
+    pub fn get_max_datagram_size(&self) -> usize {
+        self.udp_options().max_datagram_size
+    }
+
+    /// UDP: `SO_BROADCAST`. Default is `false`.
+    ///
+    /// ```
+    /// assert!(!atoll::Builder::new().get_broadcast());
+    /// ```
+    pub fn get_broadcast(&self) -> bool {
+        self.udp_options().broadcast
+    }
+
+    /// UDP: the IPv4 multicast groups joined, with their interfaces.
+    /// Default is none.
+    ///
+    /// ```
+    /// assert!(atoll::Builder::new().get_multicast_v4().is_empty());
+    /// ```
+    pub fn get_multicast_v4(&self) -> Vec<(Ipv4Addr, Ipv4Addr)> {
+        self.udp_options().multicast_v4
+    }
+
+    /// UDP: the IPv6 multicast groups joined, with their interface
+    /// indexes. Default is none.
+    ///
+    /// ```
+    /// assert!(atoll::Builder::new().get_multicast_v6().is_empty());
+    /// ```
+    pub fn get_multicast_v6(&self) -> Vec<(Ipv6Addr, u32)> {
+        self.udp_options().multicast_v6
+    }
+
+    /// UDP: multicast loopback; `None` leaves the system's default.
+    ///
+    /// ```
+    /// assert_eq!(atoll::Builder::new().get_multicast_loop(), None);
+    /// ```
+    pub fn get_multicast_loop(&self) -> Option<bool> {
+        self.udp_options().multicast_loop
+    }
+
+    /// UDP: the multicast TTL; `None` leaves the system's default.
+    ///
+    /// ```
+    /// assert_eq!(atoll::Builder::new().get_multicast_ttl(), None);
+    /// ```
+    pub fn get_multicast_ttl(&self) -> Option<u32> {
+        self.udp_options().multicast_ttl
+    }
+
+    fn udp_options(&self) -> UdpOptions {
+        self.listen.udp.clone().unwrap_or_default()
+    }
+
+    /// The number of poll threads. Default is [`default_num_acceptors`].
+    ///
+    /// ```
+    /// assert_eq!(atoll::Builder::new().get_num_acceptors(), atoll::default_num_acceptors());
+    /// ```
+    pub fn get_num_acceptors(&self) -> usize {
+        self.num_acceptors
+    }
+
+    /// The number of worker threads. Default is [`default_num_workers`].
+    ///
+    /// ```
+    /// assert_eq!(atoll::Builder::new().get_num_workers(), atoll::default_num_workers());
+    /// ```
+    pub fn get_num_workers(&self) -> usize {
+        self.num_workers
+    }
+
+    /// The most live connections per acceptor. Default is 16,384.
+    ///
+    /// ```
+    /// assert_eq!(atoll::Builder::new().get_num_connections(), Some(16_384));
+    /// ```
+    pub fn get_num_connections(&self) -> Option<usize> {
+        self.num_connections
+    }
+
+    /// How many waits for a free slot. Default is 5.
+    ///
+    /// ```
+    /// assert_eq!(atoll::Builder::new().get_max_connections_retry_count(), 5);
+    /// ```
+    pub fn get_max_connections_retry_count(&self) -> u32 {
+        self.max_connections_retry_count
+    }
+
+    /// How long each wait for a free slot lasts. Default is 1 s.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// assert_eq!(atoll::Builder::new().get_max_connections_retry_wait(), Duration::from_secs(1));
+    /// ```
+    pub fn get_max_connections_retry_wait(&self) -> Duration {
+        self.max_connections_retry_wait
+    }
+
+    /// The idle (and `recv`) timeout. Default is 60 s.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// assert_eq!(atoll::Builder::new().get_read_timeout(), Some(Duration::from_secs(60)));
+    /// ```
+    pub fn get_read_timeout(&self) -> Option<Duration> {
+        self.read_timeout
+    }
+
+    /// How long a shutdown waits for connections. Default is 15 s.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// assert_eq!(atoll::Builder::new().get_shutdown_timeout(), Some(Duration::from_secs(15)));
+    /// ```
+    pub fn get_shutdown_timeout(&self) -> Option<Duration> {
+        self.shutdown_timeout
+    }
+
+    /// Whether handler errors go unlogged. Default is `false`.
+    ///
+    /// ```
+    /// assert!(!atoll::Builder::new().get_silent_terminate_on_error());
+    /// ```
+    pub fn get_silent_terminate_on_error(&self) -> bool {
+        self.silent_terminate_on_error
+    }
+
+    /// The cap of each connection's message queue. Default is 4096.
+    ///
+    /// ```
+    /// assert_eq!(atoll::Builder::new().get_max_queued_messages(), Some(4096));
+    /// ```
+    pub fn get_max_queued_messages(&self) -> Option<usize> {
+        self.max_queued_messages
+    }
+
+    /// The listen backlog. Default is 1024.
+    ///
+    /// ```
+    /// assert_eq!(atoll::Builder::new().get_backlog(), 1024);
+    /// ```
+    pub fn get_backlog(&self) -> u32 {
+        self.listen.backlog
+    }
+
+    /// `TCP_NODELAY` on accepted sockets. Default is `true`.
+    ///
+    /// ```
+    /// assert!(atoll::Builder::new().get_nodelay());
+    /// ```
+    pub fn get_nodelay(&self) -> bool {
+        self.listen.nodelay
+    }
+
+    /// The send timeout. Default is 30 s.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// assert_eq!(atoll::Builder::new().get_send_timeout(), Some(Duration::from_secs(30)));
+    /// ```
+    pub fn get_send_timeout(&self) -> Option<Duration> {
+        self.listen.send_timeout.timeout
+    }
+
+    /// Whether a send that times out closes the connection. Default is
+    /// `true`.
+    ///
+    /// ```
+    /// assert!(atoll::Builder::new().get_send_timeout_close());
+    /// ```
+    pub fn get_send_timeout_close(&self) -> bool {
+        self.listen.send_timeout.close
+    }
+
+    /// `SO_REUSEADDR` on the listener. Default is `true`.
+    ///
+    /// ```
+    /// assert!(atoll::Builder::new().get_reuse_address());
+    /// ```
+    pub fn get_reuse_address(&self) -> bool {
+        self.listen.reuse_address
+    }
+
+    /// `SO_LINGER` on accepted sockets. Default is `None` (off).
+    ///
+    /// ```
+    /// assert_eq!(atoll::Builder::new().get_linger(), None);
+    /// ```
+    pub fn get_linger(&self) -> Option<Duration> {
+        self.listen.linger
+    }
+
+    /// `SO_KEEPALIVE` on accepted sockets. Default is `false`.
+    ///
+    /// ```
+    /// assert!(!atoll::Builder::new().get_keepalive());
+    /// ```
+    pub fn get_keepalive(&self) -> bool {
+        self.listen.keepalive
+    }
+
+    /// `SO_RCVBUF` on accepted sockets; `None` leaves the kernel's.
+    ///
+    /// ```
+    /// assert_eq!(atoll::Builder::new().get_recv_buffer_size(), None);
+    /// ```
+    pub fn get_recv_buffer_size(&self) -> Option<usize> {
+        self.listen.recv_buffer_size
+    }
+
+    /// `SO_SNDBUF` on accepted sockets; `None` leaves the kernel's.
+    ///
+    /// ```
+    /// assert_eq!(atoll::Builder::new().get_send_buffer_size(), None);
+    /// ```
+    pub fn get_send_buffer_size(&self) -> Option<usize> {
+        self.listen.send_buffer_size
+    }
+
+    /// The PROXY protocol options, when headers are read. Default is
+    /// `None`.
+    ///
+    /// ```
+    /// assert!(atoll::Builder::new().get_proxy_protocol().is_none());
+    /// ```
+    pub fn get_proxy_protocol(&self) -> Option<&ProxyProtocol> {
+        self.proxy.as_ref()
+    }
+
+    /// How many telemetry sinks were given with [`sink`](Builder::sink).
+    /// Default is 0.
+    ///
+    /// ```
+    /// assert_eq!(atoll::Builder::new().get_sinks(), 0);
+    /// ```
+    pub fn get_sinks(&self) -> usize {
+        self.sinks.len()
     }
 }

@@ -57,12 +57,17 @@ pub(crate) fn run<H: Handler<M>, M: Send + 'static>(
     waited: Duration,
 ) {
     let mut state = conn.state.lock();
-    if let Some(socket) = state.socket.as_ref() {
-        socket.emit(|| Kind::Dispatch { wait: waited });
+    // Reported in the connection's span, which starts once its handler
+    // exists: by `step` for the run that makes the handler.
+    let mut waited = Some(waited);
+    if state.handler.is_some() {
+        if let (Some(socket), Some(wait)) = (state.socket.as_ref(), waited.take()) {
+            socket.emit(|| Kind::Dispatch { wait });
+        }
     }
     for _ in 0..MAX_ROUNDS {
         let flags = conn.sched.fetch_and(SCHEDULED, Ordering::AcqRel) & !SCHEDULED;
-        let result = step(conn, &mut state, flags, buf);
+        let result = step(conn, &mut state, flags, buf, waited.take());
         if let Some(socket) = state.socket.as_mut() {
             publish(conn, socket);
         }
@@ -101,6 +106,7 @@ fn step<H: Handler<M>, M: Send + 'static>(
     state: &mut State<H>,
     flags: u32,
     buf: &mut [u8],
+    waited: Option<Duration>,
 ) -> Result<(), End> {
     // A stop that finds the connection accepted but not yet set up sets it
     // up, serves what the client already sent, then shuts it down: the
@@ -128,6 +134,14 @@ fn step<H: Handler<M>, M: Send + 'static>(
             Ok(Ok(handler)) => state.handler = Some(handler),
             Ok(Err(reason)) => return Err(End::Error(Error::Refused(reason))),
             Err(end) => return Err(end),
+        }
+        // The connection exists for telemetry once it has a handler: a
+        // refused one was only ever a spawn error.
+        if let Some(socket) = state.socket.as_mut() {
+            socket.start_span();
+            if let Some(wait) = waited {
+                socket.emit(|| Kind::Dispatch { wait });
+            }
         }
         if let Some(e) = refused {
             return Err(End::Error(e));
@@ -236,7 +250,7 @@ fn proxy_header<H: Handler<M>, M: Send + 'static>(
     let read = options
         .check_trusted(&conn.meta.peer)
         .and_then(|()| proxy::read_header(&io, options).map_err(Error::ProxyHeader));
-    let result = match read {
+    match read {
         Ok(Some(header)) => {
             let proxied = Arc::new(Proxied {
                 header,
@@ -251,14 +265,12 @@ fn proxy_header<H: Handler<M>, M: Send + 'static>(
         Ok(None) if flags & HANGUP != 0 => Err(Error::ProxyHeader(proxy::CUT_SHORT.into())),
         Ok(None) if !conn.timer_expired() => {
             state.setup = Setup::Proxy(io);
-            return Ok(false);
+            Ok(false)
         }
         Ok(None) => Err(proxy::late(options)),
         // The socket closes with `io` here.
         Err(e) => Err(e),
-    };
-    socket.start_span();
-    result
+    }
 }
 
 /// Moves the transport's handshake on; `Ok(true)` once the stream is ready.
@@ -309,10 +321,7 @@ fn handshake<H: Handler<M>, M: Send + 'static>(
 }
 
 fn handshake_timed_out(limit: Option<Duration>) -> End {
-    let limit = limit.unwrap_or_default();
-    End::Error(Error::Handshake(
-        format!("the handshake did not finish within {limit:?}").into(),
-    ))
+    End::Error(Error::HandshakeTimeout(limit.unwrap_or_default()))
 }
 
 /// Applies the flow a callback returned; `Err` when the connection ends.
@@ -336,6 +345,7 @@ fn after<H: Handler<M>, M: Send + 'static>(
             timeout
         }
         Flow::Close => return Err(End::Close),
+        Flow::Timeout => return Err(End::Timeout),
         Flow::Detach(f) => return Err(End::Detach(f)),
     };
     conn.arm_timer(timeout.map(|t| Instant::now() + t));

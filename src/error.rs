@@ -38,6 +38,22 @@ pub enum Error {
     Closed,
     /// An operation did not complete within its timeout.
     Timeout,
+    /// A send did not complete within the send timeout (Erlang's
+    /// `{:timeout, rest}`): `sent` bytes went out and `unsent` are the
+    /// bytes the stream did not take, in order, to send again when the
+    /// connection is kept (`send_timeout_close` off). A TLS stream may
+    /// also hold some of what it took, to go out before anything sent
+    /// next. [`is_timeout`](Error::is_timeout) is true.
+    SendTimeout {
+        /// Bytes of this send that the stream took.
+        sent: u64,
+        /// The rest of this send.
+        unsent: Vec<u8>,
+    },
+    /// The transport's handshake (or a STARTTLS upgrade's) did not finish
+    /// within the handshake timeout, this long.
+    /// [`is_timeout`](Error::is_timeout) is true.
+    HandshakeTimeout(std::time::Duration),
     /// An operating-system error on the socket.
     Io(io::Error),
     /// A handler callback returned [`Flow::Error`](crate::Flow::Error) with
@@ -50,9 +66,13 @@ pub enum Error {
     /// no handler exists to receive it.
     Refused(BoxError),
     /// The transport's handshake failed (plain text on a TLS port, a
-    /// protocol version refused, the client rejected the certificate) or
-    /// did not finish within the handshake timeout.
+    /// protocol version refused, the client rejected the certificate).
+    /// One that ran out of time is [`Error::HandshakeTimeout`].
     Handshake(BoxError),
+    /// A STARTTLS upgrade ([`Socket::upgrade`](crate::Socket::upgrade))
+    /// failed: the handshake on the live connection failed, or the
+    /// connection was not a plain one. The connection is closed.
+    Upgrade(BoxError),
     /// The PROXY protocol header was malformed, too long, of a version not
     /// accepted, or did not arrive within the header timeout (see
     /// [`proxy`](crate::proxy)). A parse error is a
@@ -79,13 +99,20 @@ impl Error {
         matches!(self, Error::Closed)
     }
 
-    /// Whether this is [`Error::Timeout`].
+    /// Whether an operation ran out of time: [`Error::Timeout`],
+    /// [`Error::SendTimeout`] or [`Error::HandshakeTimeout`].
     ///
     /// ```
+    /// use std::time::Duration;
     /// assert!(atoll::Error::Timeout.is_timeout());
+    /// assert!(atoll::Error::HandshakeTimeout(Duration::from_secs(5)).is_timeout());
+    /// assert!(atoll::Error::SendTimeout { sent: 0, unsent: b"rest".to_vec() }.is_timeout());
     /// ```
     pub fn is_timeout(&self) -> bool {
-        matches!(self, Error::Timeout)
+        matches!(
+            self,
+            Error::Timeout | Error::SendTimeout { .. } | Error::HandshakeTimeout(_)
+        )
     }
 
     /// Converts an I/O error from a socket call, mapping the kinds that mean
@@ -107,11 +134,20 @@ impl fmt::Display for Error {
             Error::Timeout => f.write_str("timed out"),
             // The cause is the source's to print, not this message's: a
             // reporter that walks `source()` would print it twice.
+            Error::SendTimeout { sent, unsent } => write!(
+                f,
+                "send timed out after {sent} bytes, {} unsent",
+                unsent.len()
+            ),
+            Error::HandshakeTimeout(limit) => {
+                write!(f, "handshake timed out: not finished within {limit:?}")
+            }
             Error::Io(_) => f.write_str("socket error"),
             Error::Handler(_) => f.write_str("handler error"),
             Error::Panic(msg) => write!(f, "handler panicked: {msg}"),
             Error::Refused(_) => f.write_str("connection refused by the handler factory"),
             Error::Handshake(_) => f.write_str("handshake failed"),
+            Error::Upgrade(_) => f.write_str("TLS upgrade failed"),
             Error::ProxyHeader(_) => f.write_str("PROXY protocol header refused"),
             Error::Config(msg) => write!(f, "invalid configuration: {msg}"),
             Error::Bind { addr, .. } => write!(f, "cannot bind {addr}"),
@@ -123,9 +159,11 @@ impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Error::Io(e) | Error::Bind { source: e, .. } => Some(e),
-            Error::Handler(e) | Error::Refused(e) | Error::Handshake(e) | Error::ProxyHeader(e) => {
-                Some(e.as_ref())
-            }
+            Error::Handler(e)
+            | Error::Refused(e)
+            | Error::Handshake(e)
+            | Error::Upgrade(e)
+            | Error::ProxyHeader(e) => Some(e.as_ref()),
             _ => None,
         }
     }
@@ -143,6 +181,9 @@ impl From<Error> for io::Error {
             Error::Io(e) => e,
             Error::Closed => io::Error::new(io::ErrorKind::NotConnected, Error::Closed),
             Error::Timeout => io::Error::new(io::ErrorKind::TimedOut, Error::Timeout),
+            Error::SendTimeout { .. } | Error::HandshakeTimeout(_) => {
+                io::Error::new(io::ErrorKind::TimedOut, err)
+            }
             Error::Bind { source, .. } => source,
             Error::Config(_) => io::Error::new(io::ErrorKind::InvalidInput, err),
             other => io::Error::other(other),

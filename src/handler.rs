@@ -16,6 +16,7 @@ use crate::socket::Socket;
 /// | [`Flow::Close`] | calls `handle_close`, then closes the connection |
 /// | [`Flow::Error`] | calls `handle_error` with the reason, then closes |
 /// | [`Flow::Detach`] | hands the socket to the application's own thread |
+/// | [`Flow::Timeout`] | calls `handle_timeout`, then closes, as an idle timeout does |
 ///
 /// # Examples
 ///
@@ -51,6 +52,32 @@ pub enum Flow {
     ContinuePersistent(Option<Duration>),
     /// Close the connection; [`Handler::handle_close`] runs first.
     Close,
+    /// End the connection as timed out, as if its idle timeout had passed:
+    /// [`Handler::handle_timeout`] runs (the socket still open), and the
+    /// connection's stop event carries [`Error::Timeout`] (Thousand
+    /// Island's `{:error, :timeout, state}`). For a protocol timeout the
+    /// handler noticed itself, such as a [`Socket::recv`] that timed out.
+    ///
+    /// ```
+    /// use atoll::{Flow, Handler, Socket};
+    ///
+    /// struct Greeting;
+    ///
+    /// impl Handler for Greeting {
+    ///     fn handle_connection(&mut self, socket: &mut Socket) -> Flow {
+    ///         match socket.recv(5) {
+    ///             Ok(_) => Flow::Continue,
+    ///             Err(e) if e.is_timeout() => Flow::Timeout,
+    ///             Err(e) => Flow::error(e),
+    ///         }
+    ///     }
+    ///
+    ///     fn handle_timeout(&mut self, socket: &mut Socket) {
+    ///         let _ = socket.send(b"too slow\n");
+    ///     }
+    /// }
+    /// ```
+    Timeout,
     /// Close the connection because of this error;
     /// [`Handler::handle_error`] receives it as [`Error::Handler`], and it is
     /// logged unless `silent_terminate_on_error` is set.
@@ -110,6 +137,7 @@ impl fmt::Debug for Flow {
             Flow::ContinueTimeout(t) => f.debug_tuple("ContinueTimeout").field(t).finish(),
             Flow::ContinuePersistent(t) => f.debug_tuple("ContinuePersistent").field(t).finish(),
             Flow::Close => f.write_str("Close"),
+            Flow::Timeout => f.write_str("Timeout"),
             Flow::Error(e) => f.debug_tuple("Error").field(e).finish(),
             Flow::Detach(_) => f.write_str("Detach(..)"),
         }
@@ -148,7 +176,8 @@ impl fmt::Debug for Flow {
 ///     that timed out ([`Error::Timeout`]), a [`Flow::Error`], or a panic in
 ///     a callback. The socket is already closed.
 ///   - [`handle_timeout`](Handler::handle_timeout): no data came within the
-///     idle timeout. The socket is still open.
+///     idle timeout, or a callback returned [`Flow::Timeout`]. The socket
+///     is still open.
 ///   - [`handle_shutdown`](Handler::handle_shutdown): the server is
 ///     stopping. The socket is still open.
 ///
@@ -208,8 +237,9 @@ pub trait Handler<M = ()>: Send + 'static {
         let _ = socket;
     }
 
-    /// The idle timeout passed with no data; the socket is still open, and
-    /// closed after this returns.
+    /// The idle timeout passed with no data, or a callback returned
+    /// [`Flow::Timeout`]; the socket is still open, and closed after this
+    /// returns.
     fn handle_timeout(&mut self, socket: &mut Socket) {
         let _ = socket;
     }

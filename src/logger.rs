@@ -142,7 +142,7 @@ fn set(state: &mut Option<(Level, SinkId)>, level: Option<Level>) {
 fn level_of(kind: &Kind<'_>) -> Level {
     match kind {
         Kind::SpawnError { .. }
-        | Kind::AcceptExhausted { .. }
+        | Kind::Emfile { .. }
         | Kind::AcceptError { .. }
         | Kind::RecvError { .. }
         | Kind::SendError { .. }
@@ -191,8 +191,16 @@ impl fmt::Display for Details<'_, '_> {
             Kind::ListenerStart {
                 local, transport, ..
             } => write!(f, " local={local} transport={transport}"),
-            Kind::ListenerStop { local, duration } => {
-                write!(f, " local={local} duration={duration:?}")
+            Kind::ListenerStop {
+                local,
+                duration,
+                transport,
+                ..
+            } => {
+                write!(
+                    f,
+                    " local={local} duration={duration:?} transport={transport}"
+                )
             }
             Kind::AcceptorStop {
                 duration,
@@ -201,7 +209,7 @@ impl fmt::Display for Details<'_, '_> {
                 write!(f, " duration={duration:?} connections={connections}")
             }
             Kind::SpawnError { peer, reason } => write!(f, " peer={peer} reason={reason:?}"),
-            Kind::AcceptExhausted { error } | Kind::AcceptError { error } => {
+            Kind::Emfile { error } | Kind::AcceptError { error } => {
                 write!(f, " error=\"{}\"", Chain(*error))
             }
             Kind::ConnectionStart { local, via, .. } => {
@@ -233,21 +241,41 @@ impl fmt::Display for Details<'_, '_> {
                 write!(f, " bytes={} error=\"{}\"", bytes(data), Chain(*error))
             }
             Kind::Sendfile {
+                path,
                 offset,
                 bytes_written,
                 ..
-            } => write!(f, " offset={offset} bytes={bytes_written}"),
+            } => {
+                write_path(f, *path)?;
+                write!(f, " offset={offset} bytes={bytes_written}")
+            }
             Kind::SendfileError {
+                path,
                 offset,
                 length,
                 error,
                 ..
             } => {
+                write_path(f, *path)?;
                 write!(
                     f,
                     " offset={offset} length={length} error=\"{}\"",
                     Chain(*error)
                 )
+            }
+            Kind::Custom {
+                name,
+                measurements,
+                metadata,
+            } => {
+                write!(f, " name={name}")?;
+                for (key, value) in measurements.iter() {
+                    write!(f, " {key}={value}")?;
+                }
+                for (key, value) in metadata.iter() {
+                    write!(f, " {key}=\"{value}\"")?;
+                }
+                Ok(())
             }
             Kind::SocketShutdown { way } => write!(f, " way={way:?}"),
             Kind::DatagramDropped { peer, len, reason } => {
@@ -255,5 +283,12 @@ impl fmt::Display for Details<'_, '_> {
             }
             _ => Ok(()),
         }
+    }
+}
+
+fn write_path(f: &mut fmt::Formatter<'_>, path: Option<&std::path::Path>) -> fmt::Result {
+    match path {
+        Some(path) => write!(f, " path=\"{}\"", path.display()),
+        None => Ok(()),
     }
 }

@@ -505,7 +505,7 @@ impl<H: Handler<M>, M: Send + 'static> Reactor<H, M> {
                     errors += 1;
                     let exhausted = is_exhaustion(&e);
                     self.emit(if exhausted {
-                        Kind::AcceptExhausted { error: &e }
+                        Kind::Emfile { error: &e }
                     } else if e.raw_os_error() == Some(libc::ECONNABORTED) {
                         Kind::ConnectionAborted
                     } else {
@@ -595,9 +595,6 @@ impl<H: Handler<M>, M: Send + 'static> Reactor<H, M> {
             config.listen.send_timeout,
         );
         socket.set_secure(config.transport.is_secure(), config.handshake_timeout);
-        // Behind a proxy, the connection starts once its header names the
-        // client.
-        let announce = !matches!(setup, Setup::Proxy(_));
         if let Some(span) = &self.span {
             let span = ConnSpan {
                 telemetry: self.server.telemetry.clone(),
@@ -607,7 +604,7 @@ impl<H: Handler<M>, M: Send + 'static> Reactor<H, M> {
                 connection: id,
                 started: Instant::now(),
             };
-            socket.set_span(span, announce);
+            socket.set_span(span);
         }
         let pool = &self.server.pool;
         let mut slab = pool.slab.lock();

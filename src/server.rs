@@ -349,7 +349,7 @@ impl<M: Send + 'static> Server<M> {
             pool,
             next_id: AtomicU64::new(1),
             stats: Counters::default(),
-            telemetry: Arc::new(Telemetry::default()),
+            telemetry: Arc::new(Telemetry::with_sinks(&config.sinks)),
             acceptors: RwLock::new(parts.iter().map(|p| p.0.clone()).collect()),
             drained: (Mutex::new(()), Condvar::new()),
             config,
@@ -815,21 +815,25 @@ fn listen<M>(
 fn listener_start<M>(backend: &dyn Backend<M>, addr: &Addr) -> SpanId {
     let span = SpanId::next();
     let config = backend.config();
-    let transport = if config.listen.udp.is_some() {
-        "udp"
-    } else {
-        config.transport.name()
-    };
     emit_listener(
         backend,
         span,
         Kind::ListenerStart {
             local: addr,
-            transport,
+            transport: transport_name(config),
             options: &config.listen,
         },
     );
     span
+}
+
+/// The transport a listener span names.
+fn transport_name(config: &Builder) -> &'static str {
+    if config.listen.udp.is_some() {
+        "udp"
+    } else {
+        config.transport.name()
+    }
 }
 
 fn emit_listener<M>(backend: &dyn Backend<M>, span: SpanId, kind: Kind<'_>) {
@@ -858,5 +862,15 @@ fn end_listener_span<M>(backend: &dyn Backend<M>, life: &mut Life) {
         return;
     };
     let duration = started.elapsed();
-    emit_listener(backend, span, Kind::ListenerStop { local, duration });
+    let config = backend.config();
+    emit_listener(
+        backend,
+        span,
+        Kind::ListenerStop {
+            local,
+            duration,
+            transport: transport_name(config),
+            options: &config.listen,
+        },
+    );
 }

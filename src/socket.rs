@@ -6,6 +6,8 @@ use std::io::{self, IoSlice, Read, Write};
 use std::net::Shutdown;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,7 +16,7 @@ use socket2::SockRef;
 use crate::error::{Chain, Error};
 use crate::proxy::{Proxied, ProxyHeader};
 use crate::sys::{self, Wait};
-use crate::telemetry::{ConnSpan, Kind, Telemetry};
+use crate::telemetry::{ConnSpan, ConnectionSpan, Kind, Telemetry};
 use crate::transport::{handshake_blocking, Addr, Credentials, Stream, Transport};
 
 /// Bytes a worker reads per system call for
@@ -45,6 +47,14 @@ pub struct SocketStats {
     pub send_count: u64,
 }
 
+/// How a connection's sends wait: the listen options' send timeout and
+/// `send_timeout_close`, carried together to each accepted socket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct SendPolicy {
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) close: bool,
+}
+
 /// Called when a detached socket is dropped, so the server can release the
 /// connection's slot and forget it.
 pub(crate) trait Release: Send + Sync {
@@ -64,7 +74,8 @@ pub(crate) trait Release: Send + Sync {
 ///   it);
 /// - writes by [`send`](Socket::send), [`send_vectored`](Socket::send_vectored),
 ///   [`sendfile`](Socket::sendfile) and [`Write`] use the send timeout, and a
-///   send that times out closes the connection (as `send_timeout_close`).
+///   send that times out closes the connection unless `send_timeout_close`
+///   is off ([`set_send_timeout_close`](Socket::set_send_timeout_close)).
 ///
 /// `Socket` implements [`Read`] and [`Write`], so `BufReader`, `write!` and
 /// existing protocol code work on it unchanged.
@@ -109,6 +120,8 @@ pub struct Socket {
     maybe_more: bool,
     read_timeout: Option<Duration>,
     send_timeout: Option<Duration>,
+    /// Whether a send that times out closes the socket.
+    send_timeout_close: bool,
     /// Why the socket closed itself (a send timeout, a failed upgrade):
     /// the connection's error, whatever the callback returns.
     fatal: Option<Error>,
@@ -119,8 +132,9 @@ pub struct Socket {
     /// The connection span (none for a standalone listener's sockets);
     /// taken when the stop event is emitted.
     span: Option<ConnSpan>,
-    /// Whether the span's start event was emitted.
-    announced: bool,
+    /// Whether the span's start event was emitted (atomic only so that
+    /// `emit`, which takes `&self`, can emit it first).
+    announced: AtomicBool,
     /// The PROXY protocol header and the proxy's address.
     proxy: Option<Arc<Proxied>>,
 }
@@ -132,9 +146,9 @@ impl Socket {
         peer: Addr,
         local: Addr,
         read_timeout: Option<Duration>,
-        send_timeout: Option<Duration>,
+        send: SendPolicy,
     ) -> Socket {
-        let mut socket = Socket::pending(id, peer, local, read_timeout, send_timeout);
+        let mut socket = Socket::pending(id, peer, local, read_timeout, send);
         socket.attach(stream);
         socket
     }
@@ -145,7 +159,7 @@ impl Socket {
         peer: Addr,
         local: Addr,
         read_timeout: Option<Duration>,
-        send_timeout: Option<Duration>,
+        send: SendPolicy,
     ) -> Socket {
         Socket {
             stream: None,
@@ -158,13 +172,14 @@ impl Socket {
             unread: Vec::new(),
             maybe_more: false,
             read_timeout,
-            send_timeout,
+            send_timeout: send.timeout,
+            send_timeout_close: send.close,
             fatal: None,
             stats: SocketStats::default(),
             published: (0, 0),
             release: None,
             span: None,
-            announced: false,
+            announced: AtomicBool::new(false),
             proxy: None,
         }
     }
@@ -175,28 +190,33 @@ impl Socket {
         self.stream = Some(stream);
     }
 
-    /// Joins the connection span; emits its start event now if `announce`,
-    /// else at [`start_span`](Socket::start_span).
-    pub(crate) fn set_span(&mut self, span: ConnSpan, announce: bool) {
+    /// Joins the connection span. Its start event waits for
+    /// [`start_span`](Socket::start_span), once the handler exists (or for
+    /// the stop of a connection that had one), so a connection the factory
+    /// refuses emits none: only the acceptor's `spawn_error`. It carries
+    /// the accept time all the same.
+    pub(crate) fn set_span(&mut self, span: ConnSpan) {
         self.span = Some(span);
-        if announce {
-            self.start_span();
-        }
     }
 
-    /// Emits the span's start event, once.
+    /// The connection has its handler: its span starts (the event carries
+    /// the accept time). Until then no event of it is emitted, so a
+    /// connection the factory refuses is only a spawn error.
     pub(crate) fn start_span(&mut self) {
-        if self.announced {
+        self.announce();
+    }
+
+    /// Emits the span's start event, once, with the accept time.
+    fn announce(&self) {
+        let Some(span) = &self.span else { return };
+        if self.announced.swap(true, Ordering::Relaxed) {
             return;
         }
-        self.announced = true;
-        if let Some(span) = &self.span {
-            span.emit(&self.peer, || Kind::ConnectionStart {
-                peer: &self.peer,
-                local: &self.local,
-                via: self.proxy.as_ref().map(|p| &p.via),
-            });
-        }
+        span.emit_at(span.started, &self.peer, || Kind::ConnectionStart {
+            peer: &self.peer,
+            local: &self.local,
+            via: self.proxy.as_ref().map(|p| &p.via),
+        });
     }
 
     /// Takes the PROXY protocol header: the client it names becomes the
@@ -216,22 +236,64 @@ impl Socket {
         delta
     }
 
-    pub(crate) fn span(&self) -> Option<&ConnSpan> {
+    /// The connection's telemetry span (Thousand Island's
+    /// `telemetry_span`): its id, its parent's and its start, to relate
+    /// the application's own telemetry to the connection's events. `None`
+    /// for a socket of a standalone [`Listener`](crate::transport::Listener),
+    /// and once the connection's stop event was emitted.
+    ///
+    /// ```
+    /// # fn demo(socket: &mut atoll::Socket) {
+    /// if let Some(span) = socket.span() {
+    ///     println!("connection span {} under {}", span.id().0, span.parent().0);
+    /// }
+    /// # }
+    /// ```
+    pub fn span(&self) -> Option<&ConnectionSpan> {
         self.span.as_ref()
+    }
+
+    /// Emits the application's own event in the connection's span
+    /// ([`Kind::Custom`](crate::telemetry::Kind::Custom), named
+    /// `"connection.custom"`), to the server's and the process's sinks
+    /// (Thousand Island's `Telemetry.span_event`). Costs one atomic load
+    /// when no sink is attached.
+    ///
+    /// ```
+    /// # fn demo(socket: &mut atoll::Socket) {
+    /// socket.span_event("cache_lookup", &[("hits", 3), ("misses", 1)], &[("table", "users")]);
+    /// # }
+    /// ```
+    pub fn span_event(&self, name: &str, measurements: &[(&str, i64)], metadata: &[(&str, &str)]) {
+        self.emit(|| Kind::Custom {
+            name,
+            measurements,
+            metadata,
+        });
     }
 
     /// Emits a connection event if a sink is attached.
     #[inline]
     pub(crate) fn emit<'a>(&'a self, kind: impl FnOnce() -> Kind<'a>) {
         if let Some(span) = &self.span {
+            if Telemetry::enabled() {
+                self.announce();
+            }
             span.emit(&self.peer, kind);
         }
     }
 
     /// Ends the connection span: the stop event, once, with `error` only
-    /// for a real error.
+    /// for a real error. A connection the factory refused never started.
     pub(crate) fn emit_stop(&mut self, error: Option<&Error>) {
-        self.start_span();
+        let never_started = !self.announced.load(Ordering::Relaxed);
+        if never_started && matches!(error, Some(Error::Refused(_))) {
+            self.span = None;
+            return;
+        }
+        if Telemetry::enabled() {
+            self.announce();
+        }
         if let Some(span) = self.span.take() {
             let stats = self.stats;
             span.emit(&self.peer, || Kind::ConnectionStop {
@@ -353,6 +415,23 @@ impl Socket {
         self.stream.as_ref()?.peer_certificate()
     }
 
+    /// What the TLS handshake settled: protocol version, cipher suite and
+    /// the server name the client asked for (Thousand Island's
+    /// `connection_information`), as far as the backend tells (see
+    /// [`TlsInfo`](crate::transport::TlsInfo)); `None` on a plain
+    /// connection.
+    ///
+    /// ```
+    /// # fn demo(socket: &mut atoll::Socket) {
+    /// if let Some(info) = socket.tls_info() {
+    ///     println!("{:?} {:?} for {:?}", info.protocol, info.cipher_suite, info.server_name);
+    /// }
+    /// # }
+    /// ```
+    pub fn tls_info(&self) -> Option<crate::transport::TlsInfo> {
+        self.stream.as_ref()?.tls_info()
+    }
+
     /// The process at the other end of a Unix socket (pid, uid, gid).
     ///
     /// ```
@@ -369,8 +448,10 @@ impl Socket {
     /// Upgrades a plain connection to TLS in place (STARTTLS, the seed's
     /// `switch_transport`): runs `transport`'s handshake on the live socket,
     /// waiting up to the server's `handshake_timeout`, and goes on over the
-    /// new stream. If the handshake fails the connection is closed and ends
-    /// with [`Handler::handle_error`](crate::Handler::handle_error).
+    /// new stream. If the handshake fails ([`Error::Upgrade`]) or runs out
+    /// of time ([`Error::HandshakeTimeout`]) the connection is closed and
+    /// ends with [`Handler::handle_error`](crate::Handler::handle_error)
+    /// receiving that error.
     ///
     /// ```no_run
     /// # #[cfg(feature = "tls")]
@@ -389,11 +470,10 @@ impl Socket {
         let stream = self.stream.take().ok_or(Error::Closed)?;
         let Some(io) = stream.into_io() else {
             let err = "only a plain connection can be upgraded";
-            self.fatal = Some(Error::Handshake(err.into()));
-            return Err(Error::Handshake(err.into()));
+            self.fatal = Some(Error::Upgrade(err.into()));
+            return Err(Error::Upgrade(err.into()));
         };
-        let deadline = self.handshake_timeout.map(|t| Instant::now() + t);
-        match handshake_blocking(transport.handshake(io), deadline) {
+        match handshake_blocking(transport.handshake(io), self.handshake_timeout) {
             Ok(stream) => {
                 self.attach(stream);
                 self.secure = transport.is_secure();
@@ -404,12 +484,20 @@ impl Socket {
             }
             Err(e) => {
                 // The connection's error keeps the whole reason, causes and
-                // all; `e` itself goes back to the caller.
-                let reason = match &e {
-                    Error::Handshake(inner) => Chain(inner.as_ref()).to_string(),
-                    other => Chain(other).to_string(),
+                // all; `e` itself goes back to the caller. A timeout keeps
+                // its kind; a failure is the upgrade's.
+                let (fatal, e) = match e {
+                    Error::HandshakeTimeout(limit) => (
+                        Error::HandshakeTimeout(limit),
+                        Error::HandshakeTimeout(limit),
+                    ),
+                    Error::Handshake(reason) => (
+                        Error::Upgrade(Chain(reason.as_ref()).to_string().into()),
+                        Error::Upgrade(reason),
+                    ),
+                    other => (Error::Upgrade(Chain(&other).to_string().into()), other),
                 };
-                self.fatal = Some(Error::Handshake(reason.into()));
+                self.fatal = Some(fatal);
                 Err(e)
             }
         }
@@ -482,6 +570,34 @@ impl Socket {
     /// ```
     pub fn set_send_timeout(&mut self, timeout: Option<Duration>) {
         self.send_timeout = timeout;
+    }
+
+    /// Whether a send that times out closes the connection (Thousand
+    /// Island's `send_timeout_close`); the server's
+    /// [`send_timeout_close`](crate::Builder::send_timeout_close) unless
+    /// changed here.
+    ///
+    /// ```
+    /// # fn demo(socket: &mut atoll::Socket) {
+    /// let closes = socket.send_timeout_close();
+    /// # }
+    /// ```
+    pub fn send_timeout_close(&self) -> bool {
+        self.send_timeout_close
+    }
+
+    /// Sets whether a send that times out closes the connection. Off, the
+    /// send fails with [`Error::SendTimeout`] (what went out and the rest)
+    /// and the connection stays open: the handler may send the rest later,
+    /// or close it.
+    ///
+    /// ```
+    /// # fn demo(socket: &mut atoll::Socket) {
+    /// socket.set_send_timeout_close(false);
+    /// # }
+    /// ```
+    pub fn set_send_timeout_close(&mut self, close: bool) {
+        self.send_timeout_close = close;
     }
 
     /// Receives data, waiting up to the read timeout.
@@ -637,8 +753,10 @@ impl Socket {
         self.maybe_more
     }
 
-    /// Sends all of `data`, waiting up to the send timeout. On timeout the
-    /// connection is closed and [`Error::Timeout`] returned.
+    /// Sends all of `data`, waiting up to the send timeout. On timeout it
+    /// fails with [`Error::SendTimeout`], which holds the bytes not sent,
+    /// and the connection is closed (unless `send_timeout_close` is off, see
+    /// [`set_send_timeout_close`](Socket::set_send_timeout_close)).
     ///
     /// ```
     /// # fn demo(socket: &mut atoll::Socket) -> Result<(), atoll::Error> {
@@ -698,11 +816,29 @@ impl Socket {
     fn send_inner(&mut self, mut bufs: &mut [IoSlice<'_>]) -> Result<(), Error> {
         let deadline = self.send_timeout.map(|t| Instant::now() + t);
         IoSlice::advance_slices(&mut bufs, 0);
+        let mut sent = 0u64;
         while !bufs.is_empty() {
-            let n = self.write_blocking(bufs, deadline)?;
-            IoSlice::advance_slices(&mut bufs, n);
+            match self.write_blocking(bufs, deadline) {
+                Ok(n) => {
+                    sent += n as u64;
+                    IoSlice::advance_slices(&mut bufs, n);
+                }
+                Err(Error::Timeout) => {
+                    // Copied only on this path: the caller's slices are
+                    // borrowed and the error outlives them.
+                    let unsent = bufs.iter().flat_map(|b| b.iter().copied()).collect();
+                    return Err(Error::SendTimeout { sent, unsent });
+                }
+                Err(e) => return Err(e),
+            }
         }
-        self.flush_blocking(deadline)
+        match self.flush_blocking(deadline) {
+            Err(Error::Timeout) => Err(Error::SendTimeout {
+                sent,
+                unsent: Vec::new(),
+            }),
+            other => other,
+        }
     }
 
     /// One write of at least one byte, waiting until `deadline`. A timeout
@@ -745,11 +881,12 @@ impl Socket {
         self.stats.send_count += 1;
     }
 
-    /// Waits until writable; on timeout closes the socket, as a send that
-    /// cannot complete leaves the stream in an unknown state.
+    /// Waits until writable; on timeout closes the socket unless
+    /// `send_timeout_close` is off: the peer that stopped reading is then
+    /// the handler's to deal with.
     fn wait_writable(&mut self, deadline: Option<Instant>) -> Result<(), Error> {
         let res = self.wait(Wait::Write, deadline);
-        if matches!(res, Err(Error::Timeout)) {
+        if matches!(res, Err(Error::Timeout)) && self.send_timeout_close {
             self.fatal = Some(Error::Timeout);
             self.close();
         }
@@ -770,15 +907,61 @@ impl Socket {
     /// # Ok(()) }
     /// ```
     pub fn sendfile(&mut self, file: &File, offset: u64, len: u64) -> Result<u64, Error> {
+        self.sendfile_traced(None, file, offset, len)
+    }
+
+    /// [`sendfile`](Socket::sendfile) of the file at `path` (Thousand
+    /// Island's `sendfile` by file name): opens it, sends `len` bytes from
+    /// `offset` (`0`: to the end) and closes it. The telemetry events carry
+    /// the name as given. A file that cannot be opened fails with
+    /// [`Error::Io`] and a `sendfile_error` event.
+    ///
+    /// ```no_run
+    /// # fn demo(socket: &mut atoll::Socket) -> Result<(), atoll::Error> {
+    /// let sent = socket.sendfile_path("static/index.html", 0, 0)?;
+    /// # Ok(()) }
+    /// ```
+    pub fn sendfile_path(
+        &mut self,
+        path: impl AsRef<Path>,
+        offset: u64,
+        len: u64,
+    ) -> Result<u64, Error> {
+        let path = path.as_ref();
+        match File::open(path) {
+            Ok(file) => self.sendfile_traced(Some(path), &file, offset, len),
+            Err(e) => {
+                let error = Error::Io(e);
+                self.emit(|| Kind::SendfileError {
+                    path: Some(path),
+                    file: None,
+                    offset,
+                    length: len,
+                    error: &error,
+                });
+                Err(error)
+            }
+        }
+    }
+
+    fn sendfile_traced(
+        &mut self,
+        path: Option<&Path>,
+        file: &File,
+        offset: u64,
+        len: u64,
+    ) -> Result<u64, Error> {
         let result = self.sendfile_inner(file, offset, len);
         match &result {
             Ok(bytes_written) => self.emit(|| Kind::Sendfile {
+                path,
                 file,
                 offset,
                 bytes_written: *bytes_written,
             }),
             Err(error) => self.emit(|| Kind::SendfileError {
-                file,
+                path,
+                file: Some(file),
                 offset,
                 length: len,
                 error,

@@ -42,6 +42,55 @@ pub(crate) enum Wait {
 /// Blocks until `fd` is ready for `what` or `deadline` passes (`None`: no
 /// deadline). Returns `Ok(false)` on timeout. Hang-ups and errors count as
 /// ready: the next read or write reports them.
+/// Waits until `fd` is readable or `wake` is: `Ok(false)` when `deadline`
+/// passed first. For waits another thread must be able to cut short.
+pub(crate) fn wait_read_or_wake(
+    fd: RawFd,
+    wake: RawFd,
+    deadline: Option<Instant>,
+) -> io::Result<bool> {
+    loop {
+        let mut pfds = [fd, wake].map(|fd| libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        });
+        // SAFETY: `pfds` is an array of valid, initialised pollfds that
+        // lives across the call, and we pass its exact length.
+        let rc = unsafe { libc::poll(pfds.as_mut_ptr(), 2, poll_timeout_ms(deadline)) };
+        if rc < 0 {
+            let err = io::Error::last_os_error();
+            if err.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(err);
+        }
+        if rc > 0 {
+            return Ok(true);
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return Ok(false);
+        }
+    }
+}
+
+/// The `poll` timeout until `deadline`, rounded up to a millisecond.
+fn poll_timeout_ms(deadline: Option<Instant>) -> libc::c_int {
+    match deadline {
+        None => -1,
+        Some(d) => {
+            let left = d.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                0
+            } else {
+                // Round up so a short wait does not become a busy loop.
+                let ms = left.as_micros().div_ceil(1000);
+                ms.min(libc::c_int::MAX as u128) as libc::c_int
+            }
+        }
+    }
+}
+
 pub(crate) fn wait_fd(fd: RawFd, what: Wait, deadline: Option<Instant>) -> io::Result<bool> {
     let events = match what {
         Wait::Read => libc::POLLIN,

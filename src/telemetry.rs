@@ -11,8 +11,11 @@
 //!   its parent the acceptor span that accepted it.
 //!
 //! Each [`Event`] carries its span's id, the parent's id, a monotonic
-//! timestamp and what happened ([`Kind`]). Events that carry data lend it:
-//! a sink that wants to keep bytes copies them itself.
+//! timestamp and what happened ([`Kind`]), whose fields are the event's
+//! measurements and metadata; [`Event::measurements`] and
+//! [`Event::metadata`] also list them by Thousand Island's keys. Events
+//! that carry data lend it: a sink that wants to keep bytes copies them
+//! itself.
 //!
 //! A [`Sink`] (any `Fn(&Event)` closure too) is attached to one server with
 //! [`Server::attach_sink`](crate::Server::attach_sink) or to every server of
@@ -42,6 +45,7 @@ use std::fs::File;
 use std::io::{self, IoSlice};
 use std::net::Shutdown;
 use std::panic::{self, AssertUnwindSafe};
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -159,12 +163,17 @@ pub enum Kind<'a> {
         /// The listen options.
         options: &'a ListenOptions,
     },
-    /// `[:listener, :stop]`: the listener closed (suspend or stop).
+    /// `[:listener, :stop]`: the listener closed (suspend or stop). Its
+    /// metadata repeats the start's, as Thousand Island's does.
     ListenerStop {
         /// Where it listened.
         local: &'a Addr,
         /// How long it listened.
         duration: Duration,
+        /// The transport's name.
+        transport: &'static str,
+        /// The listen options.
+        options: &'a ListenOptions,
     },
     /// `[:acceptor, :start]`: a poll thread accepts from the listener.
     AcceptorStart,
@@ -185,9 +194,11 @@ pub enum Kind<'a> {
     /// `[:acceptor, :econnaborted]`: a client gave up before its
     /// connection was accepted.
     ConnectionAborted,
-    /// The process or system ran out of descriptors or memory on accept
-    /// (`EMFILE`, `ENFILE`, ...); accepting pauses briefly.
-    AcceptExhausted {
+    /// `[:acceptor, :emfile]`: the process or system ran out of
+    /// descriptors or memory on accept (`EMFILE`, `ENFILE`, ...); accepting
+    /// pauses briefly. [`Event::name`] gives Thousand Island's
+    /// `acceptor.emfile` (it was `acceptor.exhausted`).
+    Emfile {
         /// The error.
         error: &'a io::Error,
     },
@@ -267,6 +278,11 @@ pub enum Kind<'a> {
     },
     /// `[:connection, :sendfile]`: a file was sent.
     Sendfile {
+        /// The file's name as the caller gave it to
+        /// [`Socket::sendfile_path`](crate::Socket::sendfile_path); `None`
+        /// when it gave an open [`File`] to
+        /// [`Socket::sendfile`](crate::Socket::sendfile).
+        path: Option<&'a Path>,
         /// The file.
         file: &'a File,
         /// Where sending started.
@@ -276,8 +292,12 @@ pub enum Kind<'a> {
     },
     /// `[:connection, :sendfile_error]`: sending a file failed.
     SendfileError {
-        /// The file.
-        file: &'a File,
+        /// The file's name as the caller gave it (see
+        /// [`Kind::Sendfile`]).
+        path: Option<&'a Path>,
+        /// The file; `None` when the file named by `path` could not be
+        /// opened.
+        file: Option<&'a File>,
         /// Where sending started.
         offset: u64,
         /// Bytes asked for (0: to the end).
@@ -289,6 +309,18 @@ pub enum Kind<'a> {
     SocketShutdown {
         /// The direction.
         way: Shutdown,
+    },
+    /// An application's own event in the connection's span, emitted with
+    /// [`Socket::span_event`](crate::Socket::span_event) (Thousand Island's
+    /// `Telemetry.span_event` on the socket's span). [`Event::name`] gives
+    /// `"connection.custom"`; `name` is the application's.
+    Custom {
+        /// The application's name for the event.
+        name: &'a str,
+        /// Numeric measurements, by name.
+        measurements: &'a [(&'a str, i64)],
+        /// Metadata, by name.
+        metadata: &'a [(&'a str, &'a str)],
     },
 }
 
@@ -337,7 +369,7 @@ impl Event<'_> {
             Kind::AcceptorStop { .. } => "acceptor.stop",
             Kind::SpawnError { .. } => "acceptor.spawn_error",
             Kind::ConnectionAborted => "acceptor.econnaborted",
-            Kind::AcceptExhausted { .. } => "acceptor.exhausted",
+            Kind::Emfile { .. } => "acceptor.emfile",
             Kind::AcceptError { .. } => "acceptor.accept_error",
             Kind::DatagramDropped { .. } => "acceptor.datagram_dropped",
             Kind::ConnectionStart { .. } => "connection.start",
@@ -352,7 +384,229 @@ impl Event<'_> {
             Kind::Sendfile { .. } => "connection.sendfile",
             Kind::SendfileError { .. } => "connection.sendfile_error",
             Kind::SocketShutdown { .. } => "connection.socket_shutdown",
+            Kind::Custom { .. } => "connection.custom",
         }
+    }
+}
+
+/// One measurement or metadata value of an event, typed: what
+/// [`Event::measurements`] and [`Event::metadata`] list by Thousand
+/// Island's key.
+///
+/// ```
+/// use atoll::telemetry::{Event, Value};
+/// # fn demo(event: &Event<'_>) {
+/// for (key, value) in event.measurements() {
+///     if let Value::Count(n) = value {
+///         println!("{} {key}={n}", event.name());
+///     }
+/// }
+/// # }
+/// ```
+#[derive(Clone, Copy, Debug)]
+#[non_exhaustive]
+pub enum Value<'a> {
+    /// A point in time (`monotonic_time`).
+    Time(Instant),
+    /// A length of time (`duration`).
+    Duration(Duration),
+    /// A count of bytes, calls, connections, or an offset or a port.
+    Count(u64),
+    /// An application's own measurement ([`Kind::Custom`]).
+    Int(i64),
+    /// A span's id.
+    Span(SpanId),
+    /// An address (with its port, also given apart as `*_port`).
+    Addr(&'a Addr),
+    /// A name: a transport, a shutdown direction, an application's
+    /// metadata.
+    Text(&'a str),
+    /// The listen options (`transport_options`).
+    Options(&'a ListenOptions),
+    /// Bytes received.
+    Bytes(&'a [u8]),
+    /// Bytes sent, as the slices given.
+    Slices(&'a [IoSlice<'a>]),
+    /// A file's name as the caller gave it.
+    Path(&'a Path),
+    /// An error of a connection.
+    Error(&'a Error),
+    /// An error of an accept.
+    IoError(&'a io::Error),
+    /// Why a connection was turned away.
+    SpawnError(&'a SpawnError<'a>),
+    /// Why a datagram was dropped.
+    DropReason(DropReason),
+}
+
+impl Event<'_> {
+    /// The event's measurements, by Thousand Island's keys and in its
+    /// places (which put `data`, `error` and `filename` of the data events
+    /// among the measurements). `monotonic_time` is [`Event::at`].
+    ///
+    /// ```
+    /// use atoll::telemetry::{Event, Value};
+    /// # fn demo(event: &Event<'_>) {
+    /// if event.name() == "connection.stop" {
+    ///     let octets_in = event.measurements().into_iter().find_map(|(k, v)| match (k, v) {
+    ///         ("recv_oct", Value::Count(n)) => Some(n),
+    ///         _ => None,
+    ///     });
+    /// }
+    /// # }
+    /// ```
+    pub fn measurements(&self) -> Vec<(&str, Value<'_>)> {
+        let mut out = vec![("monotonic_time", Value::Time(self.at))];
+        match &self.kind {
+            Kind::ListenerStop { duration, .. } => {
+                out.push(("duration", Value::Duration(*duration)))
+            }
+            Kind::AcceptorStop {
+                duration,
+                connections,
+            } => {
+                out.push(("duration", Value::Duration(*duration)));
+                out.push(("connections", Value::Count(*connections)));
+            }
+            Kind::ConnectionStop {
+                duration, stats, ..
+            } => {
+                out.push(("duration", Value::Duration(*duration)));
+                out.push(("send_oct", Value::Count(stats.send_bytes)));
+                out.push(("send_cnt", Value::Count(stats.send_count)));
+                out.push(("recv_oct", Value::Count(stats.recv_bytes)));
+                out.push(("recv_cnt", Value::Count(stats.recv_count)));
+            }
+            Kind::AsyncRecv { data } | Kind::Recv { data } => {
+                out.push(("data", Value::Bytes(data)))
+            }
+            Kind::RecvError { error } => out.push(("error", Value::Error(error))),
+            Kind::Send { data } => out.push(("data", Value::Slices(data))),
+            Kind::SendError { data, error } => {
+                out.push(("data", Value::Slices(data)));
+                out.push(("error", Value::Error(error)));
+            }
+            Kind::Sendfile {
+                path,
+                offset,
+                bytes_written,
+                ..
+            } => {
+                if let Some(path) = path {
+                    out.push(("filename", Value::Path(path)));
+                }
+                out.push(("offset", Value::Count(*offset)));
+                out.push(("bytes_written", Value::Count(*bytes_written)));
+            }
+            Kind::SendfileError {
+                path,
+                offset,
+                length,
+                error,
+                ..
+            } => {
+                if let Some(path) = path {
+                    out.push(("filename", Value::Path(path)));
+                }
+                out.push(("offset", Value::Count(*offset)));
+                out.push(("length", Value::Count(*length)));
+                out.push(("error", Value::Error(error)));
+            }
+            Kind::SocketShutdown { way } => out.push((
+                "way",
+                Value::Text(match way {
+                    Shutdown::Read => "read",
+                    Shutdown::Write => "write",
+                    Shutdown::Both => "read_write",
+                }),
+            )),
+            Kind::DatagramDropped { len, .. } => out.push(("length", Value::Count(*len as u64))),
+            Kind::Custom { measurements, .. } => {
+                out.extend(measurements.iter().map(|(k, v)| (*k, Value::Int(*v))));
+            }
+            _ => {}
+        }
+        out
+    }
+
+    /// The event's metadata, by Thousand Island's keys: the span context
+    /// and its parent's, then the event's own (`local_address` and
+    /// `local_port`, `transport_module`, `transport_options`,
+    /// `remote_address` and `remote_port`, `error`, ...).
+    ///
+    /// ```
+    /// use atoll::telemetry::{Event, Value};
+    /// # fn demo(event: &Event<'_>) {
+    /// for (key, value) in event.metadata() {
+    ///     if let ("transport_module", Value::Text(name)) = (key, value) {
+    ///         println!("listening with {name}");
+    ///     }
+    /// }
+    /// # }
+    /// ```
+    pub fn metadata(&self) -> Vec<(&str, Value<'_>)> {
+        let mut out = vec![("telemetry_span_context", Value::Span(self.id))];
+        if let Some(parent) = self.parent {
+            out.push(("parent_telemetry_span_context", Value::Span(parent)));
+        }
+        match &self.kind {
+            Kind::ListenerStart {
+                local,
+                transport,
+                options,
+            }
+            | Kind::ListenerStop {
+                local,
+                transport,
+                options,
+                ..
+            } => {
+                push_addr(&mut out, ["local_address", "local_port"], local);
+                out.push(("transport_module", Value::Text(transport)));
+                out.push(("transport_options", Value::Options(options)));
+            }
+            Kind::SpawnError { peer, reason } => {
+                push_addr(&mut out, ["remote_address", "remote_port"], peer);
+                out.push(("error", Value::SpawnError(reason)));
+            }
+            Kind::Emfile { error } | Kind::AcceptError { error } => {
+                out.push(("error", Value::IoError(error)));
+            }
+            Kind::DatagramDropped { peer, reason, .. } => {
+                push_addr(&mut out, ["remote_address", "remote_port"], peer);
+                out.push(("reason", Value::DropReason(*reason)));
+            }
+            Kind::ConnectionStart { peer, local, via } => {
+                push_addr(&mut out, ["remote_address", "remote_port"], peer);
+                push_addr(&mut out, ["local_address", "local_port"], local);
+                if let Some(via) = via {
+                    push_addr(&mut out, ["proxy_address", "proxy_port"], via);
+                }
+            }
+            Kind::ConnectionStop { error, .. } => {
+                if let Some(peer) = self.peer {
+                    push_addr(&mut out, ["remote_address", "remote_port"], peer);
+                }
+                if let Some(error) = error {
+                    out.push(("error", Value::Error(error)));
+                }
+            }
+            Kind::Custom { name, metadata, .. } => {
+                out.push(("name", Value::Text(name)));
+                out.extend(metadata.iter().map(|(k, v)| (*k, Value::Text(v))));
+            }
+            _ => {}
+        }
+        out
+    }
+}
+
+/// An address and, for an IP one, its port apart, as Thousand Island
+/// gives them.
+fn push_addr<'b>(out: &mut Vec<(&'b str, Value<'b>)>, keys: [&'static str; 2], addr: &'b Addr) {
+    out.push((keys[0], Value::Addr(addr)));
+    if let Some(port) = addr.port() {
+        out.push((keys[1], Value::Count(u64::from(port))));
     }
 }
 
@@ -501,11 +755,40 @@ impl Telemetry {
         self.sinks.deliver(event);
         GLOBAL.deliver(event);
     }
+
+    /// A server's emitter with the sinks given to its builder attached, so
+    /// they see the first listener and acceptor starts.
+    pub(crate) fn with_sinks(sinks: &[Arc<dyn Sink>]) -> Telemetry {
+        let telemetry = Telemetry::default();
+        for sink in sinks {
+            telemetry.sinks.attach(sink.clone());
+        }
+        telemetry
+    }
 }
 
-/// A connection's place in the span tree, kept by its socket.
-#[derive(Clone, Debug)]
-pub(crate) struct ConnSpan {
+/// A connection's span: its place in the span tree, which
+/// [`Socket::span`](crate::Socket::span) gives the handler (Thousand
+/// Island's `telemetry_span`), so that the application can relate its own
+/// telemetry to the connection's events or emit events in it with
+/// [`Socket::span_event`](crate::Socket::span_event).
+///
+/// ```
+/// use atoll::{Flow, Handler, Socket};
+///
+/// struct Traced;
+///
+/// impl Handler for Traced {
+///     fn handle_connection(&mut self, socket: &mut Socket) -> Flow {
+///         if let Some(span) = socket.span() {
+///             println!("span {:?} under acceptor {:?}, {:?} old", span.id(), span.parent(), span.started().elapsed());
+///         }
+///         Flow::Continue
+///     }
+/// }
+/// ```
+#[derive(Clone)]
+pub struct ConnectionSpan {
     pub(crate) telemetry: Arc<Telemetry>,
     pub(crate) id: SpanId,
     pub(crate) parent: SpanId,
@@ -515,7 +798,54 @@ pub(crate) struct ConnSpan {
     pub(crate) started: Instant,
 }
 
-impl ConnSpan {
+/// The internal name of [`ConnectionSpan`].
+pub(crate) type ConnSpan = ConnectionSpan;
+
+impl fmt::Debug for ConnectionSpan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConnectionSpan")
+            .field("id", &self.id)
+            .field("parent", &self.parent)
+            .field("connection", &self.connection)
+            .finish()
+    }
+}
+
+impl ConnectionSpan {
+    /// The span's id: the [`Event::id`] of the connection's events.
+    ///
+    /// ```
+    /// # fn demo(socket: &atoll::Socket) {
+    /// let id = socket.span().map(|s| s.id());
+    /// # }
+    /// ```
+    pub fn id(&self) -> SpanId {
+        self.id
+    }
+
+    /// The parent span's id: the acceptor that accepted the connection.
+    ///
+    /// ```
+    /// # fn demo(socket: &atoll::Socket) {
+    /// let acceptor = socket.span().map(|s| s.parent());
+    /// # }
+    /// ```
+    pub fn parent(&self) -> SpanId {
+        self.parent
+    }
+
+    /// When the span started (the connection was accepted): the
+    /// [`Event::at`] of its `connection.start`.
+    ///
+    /// ```
+    /// # fn demo(socket: &atoll::Socket) {
+    /// let age = socket.span().map(|s| s.started().elapsed());
+    /// # }
+    /// ```
+    pub fn started(&self) -> Instant {
+        self.started
+    }
+
     /// Emits an event of the acceptor that accepted this connection.
     pub(crate) fn emit_acceptor(&self, kind: Kind<'_>) {
         if Telemetry::enabled() {
@@ -535,12 +865,18 @@ impl ConnSpan {
     /// built then.
     #[inline]
     pub(crate) fn emit<'a>(&self, peer: &'a Addr, kind: impl FnOnce() -> Kind<'a>) {
+        self.emit_at(Instant::now(), peer, kind)
+    }
+
+    /// [`emit`](ConnectionSpan::emit) with the time the event happened.
+    #[inline]
+    pub(crate) fn emit_at<'a>(&self, at: Instant, peer: &'a Addr, kind: impl FnOnce() -> Kind<'a>) {
         if Telemetry::enabled() {
             self.telemetry.emit(&Event {
                 span: Span::Connection,
                 id: self.id,
                 parent: Some(self.parent),
-                at: Instant::now(),
+                at,
                 connection: Some(self.connection),
                 peer: Some(peer),
                 kind: kind(),

@@ -426,7 +426,16 @@ fn flow_error_after_a_send_timeout_reaches_handle_error() {
     log.wait_for("connection");
     wait_no_connections(&server);
     read_to_close(&mut client);
-    assert_eq!(log.entries(), ["connection", "error:handler:timed out"]);
+    let entries = log.entries();
+    assert_eq!(entries.len(), 2, "{entries:?}");
+    assert_eq!(entries[0], "connection");
+    // The handler's error is the send's: how far it got, what was left.
+    assert!(
+        entries[1].starts_with("error:handler:send timed out after ")
+            && entries[1].ends_with(" unsent"),
+        "{}",
+        entries[1]
+    );
     server.stop(PATIENCE);
 }
 
@@ -1313,4 +1322,62 @@ fn a_full_message_queue_gives_messages_back_and_loses_none_queued() {
     // Caught up: the queue takes messages again.
     conn.send(100).unwrap();
     log.wait_for("100");
+}
+
+#[test]
+fn flow_timeout_runs_handle_timeout_and_the_connection_stops_with_the_timeout_error() {
+    struct GivesUp(mpsc::Sender<String>);
+    impl Handler<&'static str> for GivesUp {
+        fn handle_data(&mut self, data: &[u8], _: &mut Socket) -> Flow {
+            if data == b"slow" {
+                Flow::Timeout
+            } else {
+                Flow::Continue
+            }
+        }
+        fn handle_message(&mut self, _: &'static str, _: &mut Socket) -> Flow {
+            Flow::Timeout
+        }
+        fn handle_timeout(&mut self, socket: &mut Socket) {
+            // Still open: the peer gets a last word.
+            let _ = socket.send(b"timed out\n");
+            let _ = self.0.send("timeout".into());
+        }
+        fn handle_error(&mut self, error: &Error, _: &mut Socket) {
+            let _ = self.0.send(format!("error:{}", describe(error)));
+        }
+        fn handle_close(&mut self, _: &mut Socket) {
+            let _ = self.0.send("close".into());
+        }
+    }
+    let (tx, rx) = mpsc::channel();
+    let (stops, stopped) = mpsc::channel();
+    let stops = std::sync::Mutex::new(stops);
+    let server = builder()
+        .sink(move |e: &atoll::telemetry::Event<'_>| {
+            if let atoll::telemetry::Kind::ConnectionStop { error, .. } = &e.kind {
+                let _ = stops.lock().unwrap().send(error.map(|e| e.is_timeout()));
+            }
+        })
+        .start(move |_| Ok(GivesUp(tx.clone())))
+        .unwrap();
+    // From a data callback.
+    let mut client = connect(tcp_addr(&server));
+    client.write_all(b"slow").unwrap();
+    assert_eq!(read_to_close(&mut client), b"timed out\n");
+    assert_eq!(rx.recv_timeout(PATIENCE).unwrap(), "timeout");
+    assert_eq!(stopped.recv_timeout(PATIENCE).unwrap(), Some(true));
+    // From a message callback.
+    let mut client = connect(tcp_addr(&server));
+    wait_until("the connection is listed", || {
+        server.connection_count() == 1
+    });
+    for conn in server.connections() {
+        conn.send("tick").unwrap();
+    }
+    assert_eq!(read_to_close(&mut client), b"timed out\n");
+    assert_eq!(rx.recv_timeout(PATIENCE).unwrap(), "timeout");
+    assert_eq!(stopped.recv_timeout(PATIENCE).unwrap(), Some(true));
+    server.stop(PATIENCE);
+    assert!(rx.try_recv().is_err(), "only handle_timeout ran");
 }

@@ -579,7 +579,7 @@ impl Counts {
 /// `handshake:<reason>`, `panic:<message>`, `handler:<inner>`.
 fn classify(e: &Error) -> String {
     match e {
-        Error::Timeout => "timeout".into(),
+        Error::Timeout | Error::SendTimeout { .. } => "timeout".into(),
         Error::Closed => "closed".into(),
         Error::Io(e) => format!("io:{:?}", e.kind()),
         Error::Handshake(r) => format!("handshake:{}", util::chain(r.as_ref())),
@@ -990,7 +990,7 @@ fn clients_that_never_read_are_closed_by_the_send_timeout_which_frees_the_worker
         counts.hostile_errors().len() == READERLESS
     });
     // The echo handler returns Flow::error(e) from its failed send: the
-    // error it receives is the handler error around Error::Timeout.
+    // error it receives is the handler error around Error::SendTimeout.
     assert_eq!(
         counts.errors_starting("handler:timeout"),
         READERLESS,

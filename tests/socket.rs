@@ -879,3 +879,94 @@ fn as_fd_reaches_the_connection_and_never_a_closed_descriptor() {
     assert_eq!(closed.recv_timeout(PATIENCE).unwrap(), Some(libc::ENOTSOCK));
     server.stop(PATIENCE);
 }
+#[test]
+fn a_timed_out_send_gives_back_exactly_the_unsent_bytes_and_keeps_the_connection_when_asked() {
+    const TOTAL: usize = 32 << 20;
+    let data: Vec<u8> = (0..TOTAL).map(|i| (i % 253) as u8).collect();
+    let expected = data.clone();
+    let (read_now, go) = mpsc::channel::<()>();
+    let (report, reports) = mpsc::channel::<(u64, usize)>();
+    struct Keeps {
+        data: Vec<u8>,
+        read_now: mpsc::Sender<()>,
+        report: mpsc::Sender<(u64, usize)>,
+    }
+    impl Handler for Keeps {
+        fn handle_connection(&mut self, socket: &mut Socket) -> Flow {
+            assert!(!socket.send_timeout_close());
+            let _ = socket.set_send_buffer_size(4096);
+            match socket.send(&self.data) {
+                Err(Error::SendTimeout { sent, unsent }) => {
+                    let _ = self.report.send((sent, unsent.len()));
+                    assert_eq!(&self.data[sent as usize..], &unsent[..]);
+                    assert!(!socket.is_closed());
+                    // The client reads from now on: the rest goes out.
+                    let _ = self.read_now.send(());
+                    socket.set_send_timeout(None);
+                    socket
+                        .send(&unsent)
+                        .map_or_else(Flow::error, |()| Flow::Close)
+                }
+                other => Flow::error(format!("expected a send timeout, got {other:?}")),
+            }
+        }
+    }
+    let server = builder()
+        .send_timeout(Some(Duration::from_millis(100)))
+        .send_timeout_close(false)
+        .start(move |_| {
+            Ok(Keeps {
+                data: data.clone(),
+                read_now: read_now.clone(),
+                report: report.clone(),
+            })
+        })
+        .unwrap();
+    let mut client = connect(tcp_addr(&server));
+    go.recv_timeout(PATIENCE).unwrap();
+    let (sent, unsent) = reports.recv_timeout(PATIENCE).unwrap();
+    assert!(
+        unsent > 0 && sent as usize + unsent == TOTAL,
+        "{sent} + {unsent}"
+    );
+    let got = read_to_close(&mut client);
+    assert!(got == expected, "{} bytes back of {TOTAL}", got.len());
+    server.stop(PATIENCE);
+}
+
+#[test]
+fn by_default_a_timed_out_send_closes_the_connection_and_reports_the_unsent_bytes() {
+    struct Closes(mpsc::Sender<String>);
+    impl Handler for Closes {
+        fn handle_connection(&mut self, socket: &mut Socket) -> Flow {
+            let _ = socket.set_send_buffer_size(4096);
+            let result = socket.send(&vec![1u8; 32 << 20]);
+            let _ = self.0.send(match &result {
+                Err(Error::SendTimeout { sent, unsent }) => {
+                    format!(
+                        "{} closed={}",
+                        *sent as usize + unsent.len(),
+                        socket.is_closed()
+                    )
+                }
+                other => format!("{other:?}"),
+            });
+            Flow::Continue
+        }
+        fn handle_error(&mut self, error: &Error, _: &mut Socket) {
+            let _ = self.0.send(format!("error: {error}"));
+        }
+    }
+    let (tx, rx) = mpsc::channel();
+    let server = builder()
+        .send_timeout(Some(Duration::from_millis(100)))
+        .start(move |_| Ok(Closes(tx.clone())))
+        .unwrap();
+    let _client = connect(tcp_addr(&server));
+    assert_eq!(
+        rx.recv_timeout(PATIENCE).unwrap(),
+        format!("{} closed=true", 32 << 20)
+    );
+    assert_eq!(rx.recv_timeout(PATIENCE).unwrap(), "error: timed out");
+    server.stop(PATIENCE);
+}

@@ -16,6 +16,18 @@ use atoll::transport::{Handshake, Io, PendingHandshake, Transport};
 use atoll::{Flow, Handler, Socket};
 use util::{builder, connect, read_to_close, round_trip, tcp_addr, wait_until, Echo, PATIENCE};
 
+/// The backlog of listen options, read through its `Debug` form (the
+/// options have no getters of their own; the builder's are tested in
+/// `tests/defaults.rs`).
+fn options_backlog(options: &atoll::transport::ListenOptions) -> String {
+    let text = format!("{options:?}");
+    text.split("backlog: ")
+        .nth(1)
+        .and_then(|rest| rest.split(',').next())
+        .unwrap_or_default()
+        .to_string()
+}
+
 /// An event, owned.
 #[derive(Clone, Debug)]
 struct Rec {
@@ -45,10 +57,44 @@ impl Recorder {
                 }
                 Kind::Send { data } => data.iter().map(|s| String::from_utf8_lossy(s)).collect(),
                 Kind::Sendfile {
+                    path: None,
                     offset,
                     bytes_written,
                     ..
                 } => format!("{offset}+{bytes_written}"),
+                Kind::Sendfile {
+                    path: Some(path),
+                    offset,
+                    bytes_written,
+                    ..
+                } => format!("{} {offset}+{bytes_written}", path.display()),
+                Kind::SendfileError {
+                    path,
+                    file,
+                    offset,
+                    length,
+                    error,
+                } => format!(
+                    "path={:?} open={} {offset}+{length} error={error:?}",
+                    path.map(|p| p.display().to_string()),
+                    file.is_some()
+                ),
+                Kind::RecvError { error } => format!("error={error:?}"),
+                Kind::SendError { data, error } => format!(
+                    "bytes={} error={error:?}",
+                    data.iter().map(|s| s.len()).sum::<usize>()
+                ),
+                Kind::ListenerStart {
+                    transport, options, ..
+                }
+                | Kind::ListenerStop {
+                    transport, options, ..
+                } => format!("{transport} backlog={}", options_backlog(options)),
+                Kind::Custom {
+                    name,
+                    measurements,
+                    metadata,
+                } => format!("{name} {measurements:?} {metadata:?}"),
                 Kind::SocketShutdown { way } => format!("{way:?}"),
                 Kind::ConnectionStop { stats, error, .. } => format!(
                     "in={}/{} out={}/{} error={:?}",
@@ -225,7 +271,7 @@ fn the_limiter_turning_a_client_away_is_a_spawn_error_of_the_acceptor() {
 }
 
 #[test]
-fn a_refusing_factory_is_a_spawn_error_and_the_connection_stops_with_it() {
+fn a_refusing_factory_is_only_a_spawn_error_with_no_connection_span() {
     struct Never;
     impl Handler for Never {}
     let rec = Recorder::default();
@@ -235,9 +281,10 @@ fn a_refusing_factory_is_a_spawn_error_and_the_connection_stops_with_it() {
     server.attach_sink(rec.sink());
     let mut client = connect(tcp_addr(&server));
     assert_eq!(read_to_close(&mut client), b"");
-    wait_until("the stop", || {
-        rec.all().iter().any(|r| r.name == "connection.stop")
-    });
+    wait_until("the refusal is counted", || server.stats().refused == 1);
+    // Stopping joins the workers: every event of the refused connection
+    // has been delivered by then.
+    server.stop(PATIENCE);
     let all = rec.all();
     let spawn = all
         .iter()
@@ -247,17 +294,12 @@ fn a_refusing_factory_is_a_spawn_error_and_the_connection_stops_with_it() {
         spawn.detail,
         "refused: connection refused by the handler factory: no room"
     );
-    let stop = all.iter().find(|r| r.name == "connection.stop").unwrap();
-    assert!(
-        stop.detail.contains("error=Some(\"connection refused"),
-        "{}",
-        stop.detail
-    );
-    assert_eq!(
-        all.iter().filter(|r| r.name == "connection.start").count(),
-        1
-    );
-    server.stop(PATIENCE);
+    let connection_events: Vec<_> = all
+        .iter()
+        .filter(|r| r.span == Span::Connection)
+        .map(|r| r.name)
+        .collect();
+    assert!(connection_events.is_empty(), "{connection_events:?}");
 }
 
 /// A transport whose handshake fails at once, or never finishes.
@@ -483,4 +525,306 @@ fn the_counters_snapshot_live_connections_bytes_and_workers() {
     drop(a);
     wait_until("one live", || server.stats().live == 1);
     server.stop(PATIENCE);
+}
+
+#[test]
+fn a_sink_given_to_the_builder_sees_the_first_listener_and_acceptor_starts_and_stops_with_their_metadata(
+) {
+    let rec = Recorder::default();
+    let server = builder()
+        .num_acceptors(1)
+        .backlog(77)
+        .sink(rec.sink())
+        .start(|_| Ok(Echo))
+        .unwrap();
+    server.stop(PATIENCE);
+    let all = rec.all();
+    let names: Vec<_> = all.iter().map(|r| r.name).collect();
+    assert_eq!(
+        names,
+        [
+            "listener.start",
+            "acceptor.start",
+            "acceptor.stop",
+            "listener.stop"
+        ]
+    );
+    // The stop repeats the start's transport and options.
+    assert_eq!(all[0].detail, "tcp backlog=77");
+    assert_eq!(all[3].detail, "tcp backlog=77");
+    assert_eq!(all[0].id, all[3].id);
+}
+
+#[test]
+fn a_handler_reaches_its_span_and_emits_its_own_events_in_it() {
+    struct Traced(std::sync::mpsc::Sender<(SpanId, SpanId)>);
+    impl Handler for Traced {
+        fn handle_data(&mut self, data: &[u8], socket: &mut Socket) -> Flow {
+            let span = socket.span().expect("a server connection has a span");
+            let _ = self.0.send((span.id(), span.parent()));
+            assert!(span.started().elapsed() < Duration::from_secs(3600));
+            socket.span_event(
+                "lookup",
+                &[("hits", data.len() as i64)],
+                &[("table", "users")],
+            );
+            socket
+                .send(data)
+                .map_or_else(Flow::error, |()| Flow::Continue)
+        }
+    }
+    let rec = Recorder::default();
+    let (tx, ids) = std::sync::mpsc::channel();
+    let server = builder()
+        .sink(rec.sink())
+        .start(move |_| Ok(Traced(tx.clone())))
+        .unwrap();
+    let mut client = connect(tcp_addr(&server));
+    round_trip(&mut client, b"abc");
+    let (id, parent) = ids.recv_timeout(PATIENCE).unwrap();
+    let all = rec.all();
+    let start = all.iter().find(|r| r.name == "connection.start").unwrap();
+    assert_eq!((start.id, start.parent), (id, Some(parent)));
+    let custom = all.iter().find(|r| r.name == "connection.custom").unwrap();
+    assert_eq!((custom.id, custom.span), (id, Span::Connection));
+    assert_eq!(
+        custom.detail,
+        "lookup [(\"hits\", 3)] [(\"table\", \"users\")]"
+    );
+    server.stop(PATIENCE);
+}
+
+/// Runs `handler` on one connection whose client does what `client` does,
+/// and returns the events of that connection once it stopped.
+fn events_of<H: Handler>(
+    b: atoll::Builder,
+    handler: impl Fn() -> H + Send + Sync + 'static,
+    client: impl FnOnce(std::net::TcpStream),
+) -> Vec<Rec> {
+    let rec = Recorder::default();
+    let server = b.sink(rec.sink()).start(move |_| Ok(handler())).unwrap();
+    client(connect(tcp_addr(&server)));
+    wait_until("the connection stopped", || {
+        rec.all().iter().any(|r| r.name == "connection.stop")
+    });
+    server.stop(PATIENCE);
+    rec.all()
+        .into_iter()
+        .filter(|r| r.span == Span::Connection)
+        .collect()
+}
+
+fn detail_of(events: &[Rec], name: &str) -> String {
+    events
+        .iter()
+        .find(|r| r.name == name)
+        .map(|r| r.detail.clone())
+        .unwrap_or_else(|| panic!("no {name} in {events:?}"))
+}
+
+#[test]
+fn a_recv_that_times_out_or_is_reset_emits_recv_error_with_the_error() {
+    struct Waits;
+    impl Handler for Waits {
+        fn handle_connection(&mut self, socket: &mut Socket) -> Flow {
+            match socket.recv_timeout(10, Some(Duration::from_millis(50))) {
+                Ok(_) => Flow::Close,
+                Err(e) if e.is_timeout() => {
+                    // Now wait for the reset the client sends next.
+                    let _ = socket.send(b"go");
+                    match socket.recv_timeout(10, Some(PATIENCE)) {
+                        Ok(_) => Flow::Close,
+                        Err(e) => Flow::error(e),
+                    }
+                }
+                Err(e) => Flow::error(e),
+            }
+        }
+    }
+    let events = events_of(
+        builder(),
+        || Waits,
+        |mut client| {
+            let mut go = [0u8; 2];
+            client.read_exact(&mut go).unwrap();
+            // A close with unread data (and no linger) resets the connection.
+            socket2::SockRef::from(&client)
+                .set_linger(Some(Duration::ZERO))
+                .unwrap();
+            drop(client);
+        },
+    );
+    let errors: Vec<_> = events
+        .iter()
+        .filter(|r| r.name == "connection.recv_error")
+        .map(|r| r.detail.as_str())
+        .collect();
+    assert_eq!(errors.len(), 2, "{events:?}");
+    assert_eq!(errors[0], "error=Timeout");
+    assert!(
+        errors[1].contains("ConnectionReset") || errors[1] == "error=Closed",
+        "{}",
+        errors[1]
+    );
+}
+
+#[test]
+fn a_send_the_peer_never_reads_emits_send_error_with_the_bytes_and_the_timeout() {
+    const BIG: usize = 64 << 20;
+    struct Floods;
+    impl Handler for Floods {
+        fn handle_connection(&mut self, socket: &mut Socket) -> Flow {
+            let _ = socket.set_send_buffer_size(4096);
+            match socket.send(&vec![7u8; BIG]) {
+                Ok(()) => Flow::Close,
+                Err(e) => Flow::error(e),
+            }
+        }
+    }
+    let (hold, held) = std::sync::mpsc::channel();
+    let events = events_of(
+        builder().send_timeout(Some(Duration::from_millis(100))),
+        || Floods,
+        move |client| {
+            // Connected, never read until the server gave up.
+            let _ = hold.send(client);
+        },
+    );
+    drop(held);
+    let detail = detail_of(&events, "connection.send_error");
+    assert!(
+        detail.starts_with(&format!("bytes={BIG} error=")) && detail.contains("Timeout"),
+        "{detail}"
+    );
+    assert!(detail_of(&events, "connection.stop").contains("timed out"));
+}
+
+#[test]
+fn a_sendfile_that_fails_emits_sendfile_error_with_the_file_name_and_the_error() {
+    let dir = std::env::temp_dir().join(format!("atoll-sendfile-error-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let present = dir.join("present");
+    std::fs::write(&present, b"0123456789").unwrap();
+    let missing = dir.join("missing");
+    struct Sends(std::path::PathBuf, std::path::PathBuf);
+    impl Handler for Sends {
+        fn handle_connection(&mut self, socket: &mut Socket) -> Flow {
+            assert_eq!(socket.sendfile_path(&self.0, 2, 3).unwrap(), 3);
+            assert!(socket.sendfile_path(&self.1, 0, 0).is_err());
+            // A file open for writing only cannot be read from.
+            let write_only = std::fs::OpenOptions::new()
+                .append(true)
+                .open(&self.0)
+                .unwrap();
+            assert!(socket.sendfile(&write_only, 0, 4).is_err());
+            Flow::Close
+        }
+    }
+    let (p, m) = (present.clone(), missing.clone());
+    let events = events_of(
+        builder(),
+        move || Sends(p.clone(), m.clone()),
+        |mut client| {
+            assert_eq!(read_to_close(&mut client), b"234");
+        },
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(
+        detail_of(&events, "connection.sendfile"),
+        format!("{} 2+3", present.display())
+    );
+    let errors: Vec<_> = events
+        .iter()
+        .filter(|r| r.name == "connection.sendfile_error")
+        .map(|r| r.detail.clone())
+        .collect();
+    assert_eq!(errors.len(), 2, "{events:?}");
+    assert!(
+        errors[0].starts_with(&format!(
+            "path=Some({:?}) open=false 0+0 error=Io(",
+            missing.display().to_string()
+        )) && errors[0].contains("NotFound"),
+        "{}",
+        errors[0]
+    );
+    assert!(
+        errors[1].starts_with("path=None open=true 0+4 error=Io(") && errors[1].contains("code: 9"),
+        "{}",
+        errors[1]
+    );
+}
+
+#[test]
+fn measurements_and_metadata_are_listed_by_thousand_islands_keys() {
+    use atoll::telemetry::Value;
+    type Keys = (String, Vec<String>, Vec<String>);
+    let seen: Arc<Mutex<Vec<Keys>>> = Arc::default();
+    let log = seen.clone();
+    let server = builder()
+        .num_acceptors(1)
+        .sink(move |e: &Event<'_>| {
+            let keys = |list: Vec<(&str, Value<'_>)>| {
+                list.iter()
+                    .map(|(k, v)| match v {
+                        Value::Count(n) if k.ends_with("_oct") => format!("{k}={n}"),
+                        Value::Text(t) => format!("{k}={t}"),
+                        _ => k.to_string(),
+                    })
+                    .collect()
+            };
+            log.lock().unwrap().push((
+                e.name().to_string(),
+                keys(e.measurements()),
+                keys(e.metadata()),
+            ));
+        })
+        .start(|_| Ok(Echo))
+        .unwrap();
+    let mut client = connect(tcp_addr(&server));
+    round_trip(&mut client, b"four");
+    drop(client);
+    wait_until("the stop", || {
+        seen.lock()
+            .unwrap()
+            .iter()
+            .any(|(name, ..)| name == "connection.stop")
+    });
+    server.stop(PATIENCE);
+    let seen = seen.lock().unwrap();
+    let of = |name: &str| seen.iter().find(|(n, ..)| n == name).cloned().unwrap();
+    let (_, m, d) = of("listener.start");
+    assert_eq!(m, ["monotonic_time"]);
+    assert_eq!(
+        d,
+        [
+            "telemetry_span_context",
+            "local_address",
+            "local_port",
+            "transport_module=tcp",
+            "transport_options"
+        ]
+    );
+    let (_, m, d) = of("connection.stop");
+    assert_eq!(
+        m,
+        [
+            "monotonic_time",
+            "duration",
+            "send_oct=4",
+            "send_cnt",
+            "recv_oct=4",
+            "recv_cnt"
+        ]
+    );
+    assert_eq!(
+        d,
+        [
+            "telemetry_span_context",
+            "parent_telemetry_span_context",
+            "remote_address",
+            "remote_port"
+        ]
+    );
+    let (_, m, _) = of("connection.async_recv");
+    assert_eq!(m, ["monotonic_time", "data"]);
 }

@@ -265,6 +265,7 @@ macro_rules! suite {
             openssl_s_client_is_echoed,
             starttls_upgrades_a_live_plain_connection,
             a_failed_starttls_upgrade_reaches_handle_error,
+            the_socket_reports_the_tls_information_its_backend_exposes,
         );
     };
     (@tests $backend:ty; $($(#[$attr:meta])* $name:ident,)*) => {
@@ -490,7 +491,11 @@ fn a_failed_starttls_upgrade_reaches_handle_error<B: Backend>() {
             Flow::Continue // the failure is the connection's error anyway
         }
         fn handle_error(&mut self, error: &Error, _socket: &mut Socket) {
-            let _ = self.events.send(util::chain(error));
+            let kind = match error {
+                Error::Upgrade(_) => "upgrade",
+                _ => "other",
+            };
+            let _ = self.events.send(format!("{kind}: {}", util::chain(error)));
         }
     }
     let tls: Arc<dyn Transport> = Arc::new(tls::<B>());
@@ -509,8 +514,41 @@ fn a_failed_starttls_upgrade_reaches_handle_error<B: Backend>() {
     plain.write_all(b"this is not a client hello").unwrap();
     assert_plain_text_closed::<B>(&mut plain);
     let error = rx.recv_timeout(PATIENCE).unwrap();
-    assert!(error.starts_with("handshake failed"), "{error}");
+    assert!(error.starts_with("upgrade: TLS upgrade failed"), "{error}");
     server.stop(PATIENCE);
+}
+
+/// What a handler's socket reports about its TLS connection: `None` on a
+/// plain connection; on a TLS one, whatever the backend exposes (see
+/// `tls_info_names_the_version_the_suite_and_the_server_name` for rustls).
+fn tls_info_of(b: Builder, secure: bool) -> Option<atoll::transport::TlsInfo> {
+    struct Tell(mpsc::Sender<Option<atoll::transport::TlsInfo>>);
+    impl Handler for Tell {
+        fn handle_connection(&mut self, socket: &mut Socket) -> Flow {
+            let _ = self.0.send(socket.tls_info());
+            Flow::Close
+        }
+    }
+    let (tx, rx) = mpsc::channel();
+    let server = b.start(move |_| Ok(Tell(tx.clone()))).unwrap();
+    let stream = connect(tcp_addr(&server));
+    let _held = secure.then(|| plain_connector().connect("localhost", stream));
+    let info = rx.recv_timeout(PATIENCE).unwrap();
+    server.stop(PATIENCE);
+    info
+}
+
+fn the_socket_reports_the_tls_information_its_backend_exposes<B: Backend>() {
+    assert_eq!(tls_info_of(builder(), false), None);
+    let info = tls_info_of(tls_builder::<B>(), true).expect("a TLS connection has information");
+    if B::name() == "rustls" {
+        assert!(
+            info.protocol.is_some() && info.cipher_suite.is_some(),
+            "{info:?}"
+        );
+    } else {
+        assert_eq!(info, atoll::transport::TlsInfo::default());
+    }
 }
 
 // ------------------------------------------------------------ rustls only
@@ -571,6 +609,18 @@ mod rustls {
         let _ = stream.write_all(b"let me in");
         let mut buf = [0u8; 16];
         matches!(stream.read(&mut buf), Ok(0) | Err(_))
+    }
+
+    #[test]
+    fn tls_info_names_the_version_the_suite_and_the_server_name() {
+        let info = tls_info_of(tls_builder(), true).unwrap();
+        assert_eq!(info.server_name.as_deref(), Some("localhost"));
+        let suite = info.cipher_suite.unwrap();
+        match info.protocol {
+            Some(TlsVersion::Tls13) => assert!(suite.starts_with("TLS13_"), "{suite}"),
+            Some(TlsVersion::Tls12) => assert!(suite.starts_with("TLS_ECDHE_"), "{suite}"),
+            other => panic!("no version: {other:?}"),
+        }
     }
 
     #[test]

@@ -295,3 +295,122 @@ fn two_servers_share_a_port_with_reuse_port() {
     first.stop(PATIENCE);
     second.stop(PATIENCE);
 }
+
+#[test]
+fn closing_a_listener_from_another_thread_wakes_a_blocked_accept_with_closed() {
+    let listener = std::sync::Arc::new(
+        Listener::bind(Tcp, &ListenOptions::new().ip([127, 0, 0, 1].into()).port(0)).unwrap(),
+    );
+    let addr = listener.local_addr().unwrap().inet().unwrap();
+    // A connection accepted before the close goes on after it.
+    let mut client = connect(addr);
+    let mut before = listener.accept(Some(PATIENCE)).unwrap();
+    let (tx, blocked) = mpsc::channel();
+    let acceptors: Vec<_> = (0..2)
+        .map(|_| {
+            let listener = listener.clone();
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                let _ = tx.send(());
+                let result = listener.accept(None);
+                assert!(matches!(result, Err(AcceptError::Closed)), "{result:?}");
+            })
+        })
+        .collect();
+    for _ in 0..2 {
+        blocked.recv_timeout(PATIENCE).unwrap();
+    }
+    assert!(!listener.is_closed());
+    listener.close();
+    for acceptor in acceptors {
+        acceptor.join().unwrap();
+    }
+    assert!(listener.is_closed());
+    assert!(matches!(
+        listener.accept(Some(PATIENCE)),
+        Err(AcceptError::Closed)
+    ));
+    listener.close();
+    client.write_all(b"still").unwrap();
+    assert_eq!(before.recv(5).unwrap(), b"still");
+}
+
+/// A transport whose handshake never finishes.
+struct Stalls;
+
+struct Stalled(Io);
+
+impl atoll::transport::PendingHandshake for Stalled {
+    fn resume(self: Box<Self>) -> Handshake {
+        Handshake::Pending(self)
+    }
+    fn io(&self) -> &Io {
+        &self.0
+    }
+}
+
+impl Transport for Stalls {
+    fn name(&self) -> &'static str {
+        "stalls"
+    }
+    fn handshake(&self, io: Io) -> Handshake {
+        Handshake::Pending(Box::new(Stalled(io)))
+    }
+}
+
+#[test]
+fn a_handshake_that_runs_out_of_time_is_a_typed_timeout_and_a_failed_one_is_not() {
+    let limit = Duration::from_millis(50);
+    let listener = Listener::bind(
+        Stalls,
+        &ListenOptions::new().ip([127, 0, 0, 1].into()).port(0),
+    )
+    .unwrap()
+    .handshake_timeout(Some(limit));
+    let mut client = connect(listener.local_addr().unwrap().inet().unwrap());
+    client.write_all(b"hello?").unwrap();
+    match listener.accept(Some(PATIENCE)) {
+        Err(AcceptError::Handshake(e)) => {
+            assert!(e.is_timeout(), "{e}");
+            assert!(
+                matches!(e, Error::HandshakeTimeout(l) if l == limit),
+                "{e:?}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    let failing = Error::Handshake("no such protocol".into());
+    assert!(!failing.is_timeout());
+    let io: io::Error = Error::HandshakeTimeout(limit).into();
+    assert_eq!(io.kind(), io::ErrorKind::TimedOut);
+}
+
+#[test]
+fn a_starttls_upgrade_that_runs_out_of_time_reaches_handle_error_as_a_handshake_timeout() {
+    struct Upgrades(mpsc::Sender<String>);
+    impl Handler for Upgrades {
+        fn handle_data(&mut self, _: &[u8], socket: &mut Socket) -> Flow {
+            match socket.upgrade(&Stalls) {
+                Err(e) if e.is_timeout() => Flow::Continue, // the connection's error anyway
+                other => panic!("{other:?}"),
+            }
+        }
+        fn handle_error(&mut self, error: &Error, _: &mut Socket) {
+            let kind = match error {
+                Error::HandshakeTimeout(_) => "timeout",
+                Error::Upgrade(_) => "upgrade",
+                _ => "other",
+            };
+            let _ = self.0.send(kind.to_string());
+        }
+    }
+    let (tx, rx) = mpsc::channel();
+    let server = builder()
+        .handshake_timeout(Some(Duration::from_millis(50)))
+        .start(move |_| Ok(Upgrades(tx.clone())))
+        .unwrap();
+    let mut client = connect(tcp_addr(&server));
+    client.write_all(b"STARTTLS").unwrap();
+    assert_eq!(rx.recv_timeout(PATIENCE).unwrap(), "timeout");
+    server.stop(PATIENCE);
+}

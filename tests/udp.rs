@@ -393,3 +393,91 @@ fn a_multicast_group_joined_on_loopback_is_served_where_the_kernel_allows() {
     }
     server.stop(PATIENCE);
 }
+
+#[test]
+fn send_to_reaches_a_third_party_from_the_servers_port() {
+    struct Relay(SocketAddr);
+    impl Handler for Relay {
+        fn handle_data(&mut self, d: &[u8], s: &mut Socket) -> Flow {
+            let relayed = [b"relay:", d].concat();
+            s.send_to(&relayed, self.0)
+                .map_or_else(Flow::error, |()| Flow::Close)
+        }
+    }
+    let third = client();
+    let third_addr = third.local_addr().unwrap();
+    let server = udp(SessionMode::PerDatagram)
+        .start(move |_| Ok(Relay(third_addr)))
+        .unwrap();
+    let to = udp_addr(&server);
+    client().send_to(b"hi", to).unwrap();
+    let mut buf = [0u8; 64];
+    let (n, from) = third.recv_from(&mut buf).expect("the relayed datagram");
+    assert_eq!((&buf[..n], from), (&b"relay:hi"[..], to));
+    server.stop(PATIENCE);
+}
+
+#[test]
+fn recv_in_a_per_peer_session_returns_that_peers_next_datagram() {
+    struct Pairs;
+    impl Handler for Pairs {
+        fn handle_data(&mut self, first: &[u8], s: &mut Socket) -> Flow {
+            let second = match s.recv(0) {
+                Ok(d) => d,
+                Err(e) => return Flow::error(e),
+            };
+            s.send(&[first, b"+", &second].concat())
+                .map_or_else(Flow::error, |()| Flow::Continue)
+        }
+    }
+    let server = udp(SessionMode::PerPeer).start(|_| Ok(Pairs)).unwrap();
+    let to = udp_addr(&server);
+    let (a, b) = (client(), client());
+    a.send_to(b"a1", to).unwrap();
+    b.send_to(b"b1", to).unwrap();
+    b.send_to(b"b2", to).unwrap();
+    a.send_to(b"a2", to).unwrap();
+    let mut buf = [0u8; 64];
+    let n = a.recv(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"a1+a2");
+    let n = b.recv(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"b1+b2");
+    server.stop(PATIENCE);
+}
+
+#[test]
+fn a_udp_session_ends_with_handle_close_on_close_and_handle_error_on_error() {
+    struct Ends(mpsc::Sender<String>);
+    impl Handler for Ends {
+        fn handle_data(&mut self, d: &[u8], _: &mut Socket) -> Flow {
+            match d {
+                b"close" => Flow::Close,
+                b"fail" => Flow::error("bad datagram"),
+                _ => Flow::Continue,
+            }
+        }
+        fn handle_close(&mut self, s: &mut Socket) {
+            // The socket is still open: a last datagram reaches the peer.
+            let _ = s.send(b"bye");
+            let _ = self.0.send("close".into());
+        }
+        fn handle_error(&mut self, error: &atoll::Error, _: &mut Socket) {
+            let _ = self.0.send(format!("error: {error}"));
+        }
+    }
+    for mode in [SessionMode::PerDatagram, SessionMode::PerPeer] {
+        let (tx, rx) = mpsc::channel();
+        let server = udp(mode).start(move |_| Ok(Ends(tx.clone()))).unwrap();
+        let to = udp_addr(&server);
+        let c = client();
+        assert_eq!(ask(&c, to, b"close"), b"bye", "{mode:?}");
+        assert_eq!(rx.recv_timeout(PATIENCE).unwrap(), "close", "{mode:?}");
+        client().send_to(b"fail", to).unwrap();
+        assert_eq!(
+            rx.recv_timeout(PATIENCE).unwrap(),
+            "error: handler error: bad datagram",
+            "{mode:?}"
+        );
+        server.stop(PATIENCE);
+    }
+}

@@ -11,9 +11,13 @@ macro_rules! client_error {
         /// Everything that can go wrong on a client [`Connection`](super::Connection),
         /// as one flat enum.
         ///
-        /// Beside [`Closed`](Error::Closed), [`Timeout`](Error::Timeout) and
-        /// [`Nxdomain`](Error::Nxdomain) there is one variant per POSIX code
-        /// a socket call can return, named after it, so
+        /// Beside [`Closed`](Error::Closed), [`Timeout`](Error::Timeout),
+        /// [`Nxdomain`](Error::Nxdomain), [`Exbadport`](Error::Exbadport) (a
+        /// port number out of range) and [`Exbadseq`](Error::Exbadseq) (calls
+        /// in an order the connection cannot take) there is one variant per
+        /// POSIX code a socket call can return, on every platform (a code the
+        /// platform lacks, such as `ENOPKG` off Linux, is never produced
+        /// there, and its `raw_os_error` is `None`), named after it, so
         /// `Error::Econnrefused` is `ECONNREFUSED`. `Display` gives a short
         /// description ("connection refused").
         ///
@@ -60,6 +64,14 @@ macro_rules! client_error {
             /// directly until its message has been delivered or it is
             /// disarmed.
             Armed,
+            /// `exbadport` of mug's list: Erlang's "invalid port state", an
+            /// error of the Erlang port driver with no POSIX code. atoll
+            /// never returns it; it exists so that code written against
+            /// mug's list matches it unchanged.
+            Exbadport,
+            /// `exbadseq` of mug's list: Erlang's "bad command sequence",
+            /// like [`Exbadport`](Error::Exbadport) never returned here.
+            Exbadseq,
             $(
                 #[doc = concat!("`", stringify!($code), "`: ", $desc, ".")]
                 $variant,
@@ -177,6 +189,12 @@ client_error! {
     Ebadmsg = EBADMSG, "bad message";
     Ebusy = EBUSY, "device or resource busy";
     Edeadlk = EDEADLK, "resource deadlock avoided";
+    #[cfg(any(
+        target_os = "linux",
+        target_os = "android",
+        target_os = "solaris",
+        target_os = "illumos"
+    ))]
     Edeadlock = EDEADLOCK, "resource deadlock avoided";
     Edquot = EDQUOT, "disk quota exceeded";
     Eexist = EEXIST, "file exists";
@@ -260,7 +278,9 @@ impl Error {
             Error::Closed => io::ErrorKind::NotConnected,
             Error::Timeout => io::ErrorKind::TimedOut,
             Error::Nxdomain => io::ErrorKind::NotFound,
-            Error::Armed | Error::Resolve(_) => io::ErrorKind::Other,
+            Error::Armed | Error::Resolve(_) | Error::Exbadport | Error::Exbadseq => {
+                io::ErrorKind::Other
+            }
             Error::Tls(_) => io::ErrorKind::InvalidData,
             Error::Other { kind, .. } => *kind,
             posix => posix.raw_os_error().map_or(io::ErrorKind::Other, |c| {
@@ -314,6 +334,8 @@ impl fmt::Display for Error {
             Error::Timeout => f.write_str("timed out"),
             Error::Nxdomain => f.write_str("no such domain"),
             Error::Armed => f.write_str("connection is armed for active mode"),
+            Error::Exbadport => f.write_str("invalid port state"),
+            Error::Exbadseq => f.write_str("bad command sequence"),
             Error::Tls(msg) => write!(f, "TLS error: {msg}"),
             Error::Resolve(msg) => write!(f, "name resolution failed: {msg}"),
             Error::Other { message, .. } => f.write_str(message),

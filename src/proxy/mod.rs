@@ -197,6 +197,53 @@ impl ProxyProtocol {
         self
     }
 
+    /// Whether version 1 headers are accepted. Default is `true`.
+    ///
+    /// ```
+    /// assert!(atoll::proxy::ProxyProtocol::new().get_v1());
+    /// ```
+    pub fn get_v1(&self) -> bool {
+        self.v1
+    }
+
+    /// Whether version 2 headers are accepted. Default is `true`.
+    ///
+    /// ```
+    /// assert!(atoll::proxy::ProxyProtocol::new().get_v2());
+    /// ```
+    pub fn get_v2(&self) -> bool {
+        self.v2
+    }
+
+    /// How long the header may take to arrive. Default is 5 s.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// assert_eq!(atoll::proxy::ProxyProtocol::new().get_header_timeout(), Duration::from_secs(5));
+    /// ```
+    pub fn get_header_timeout(&self) -> Duration {
+        self.header_timeout
+    }
+
+    /// The longest header accepted, in bytes. Default is 4096.
+    ///
+    /// ```
+    /// assert_eq!(atoll::proxy::ProxyProtocol::new().get_max_len(), 4096);
+    /// ```
+    pub fn get_max_len(&self) -> usize {
+        self.max_len
+    }
+
+    /// Whether a [`trusted`](ProxyProtocol::trusted) filter is set.
+    /// Default is `false`: every peer may send a header.
+    ///
+    /// ```
+    /// assert!(!atoll::proxy::ProxyProtocol::new().has_trusted());
+    /// ```
+    pub fn has_trusted(&self) -> bool {
+        self.trusted.is_some()
+    }
+
     /// Refuses a connection whose own peer is not a trusted proxy.
     pub(crate) fn check_trusted(&self, peer: &Addr) -> Result<(), Error> {
         match &self.trusted {

@@ -2,12 +2,12 @@
 //! watch, and the standalone [`Listener`].
 
 use std::fmt;
-use std::io;
+use std::io::{self, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::FileTypeExt;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,7 +18,7 @@ use socket2::{Domain, SockAddr, Socket as RawSocket, Type};
 use super::{Addr, Handshake, Io, Stream, Transport};
 use crate::error::Error;
 use crate::proxy::{read_header_blocking, Proxied, ProxyProtocol};
-use crate::socket::Socket;
+use crate::socket::{SendPolicy, Socket};
 use crate::sys::{self, Wait};
 
 /// Where to listen.
@@ -55,16 +55,18 @@ enum Bind {
 pub struct ListenOptions {
     bind: Bind,
     pub(crate) backlog: u32,
-    only_v6: Option<bool>,
-    reuse_address: bool,
-    reuse_port: bool,
+    pub(crate) only_v6: Option<bool>,
+    pub(crate) reuse_address: bool,
+    pub(crate) reuse_port: bool,
     pub(crate) nodelay: bool,
     pub(crate) linger: Option<Duration>,
-    pub(crate) send_timeout: Option<Duration>,
+    /// The send timeout and `send_timeout_close`, as each accepted socket
+    /// takes them.
+    pub(crate) send_timeout: SendPolicy,
     pub(crate) keepalive: bool,
     pub(crate) recv_buffer_size: Option<usize>,
     pub(crate) send_buffer_size: Option<usize>,
-    remove_stale_socket: bool,
+    pub(crate) remove_stale_socket: bool,
     nonblocking: bool,
     /// Set for a UDP server.
     pub(crate) udp: Option<crate::udp::UdpOptions>,
@@ -80,7 +82,10 @@ impl Default for ListenOptions {
             reuse_port: false,
             nodelay: true,
             linger: None,
-            send_timeout: Some(Duration::from_secs(30)),
+            send_timeout: SendPolicy {
+                timeout: Some(Duration::from_secs(30)),
+                close: true,
+            },
             keepalive: false,
             recv_buffer_size: None,
             send_buffer_size: None,
@@ -247,7 +252,20 @@ impl ListenOptions {
     /// let options = atoll::transport::ListenOptions::new().send_timeout(None);
     /// ```
     pub fn send_timeout(mut self, timeout: Option<Duration>) -> ListenOptions {
-        self.send_timeout = timeout;
+        self.send_timeout.timeout = timeout;
+        self
+    }
+
+    /// Whether a send that times out closes the connection (Thousand
+    /// Island's `send_timeout_close`). Off, the send fails with
+    /// [`Error::SendTimeout`] and the connection stays open. Default is
+    /// `true`.
+    ///
+    /// ```
+    /// let options = atoll::transport::ListenOptions::new().send_timeout_close(false);
+    /// ```
+    pub fn send_timeout_close(mut self, close: bool) -> ListenOptions {
+        self.send_timeout.close = close;
         self
     }
 
@@ -343,7 +361,7 @@ impl ListenOptions {
                     .into(),
             ));
         }
-        if self.send_timeout == Some(Duration::ZERO) {
+        if self.send_timeout.timeout == Some(Duration::ZERO) {
             return Err(Error::Config(
                 "send_timeout must be positive or None".into(),
             ));
@@ -668,6 +686,9 @@ impl AcceptError {
 /// runs its own accept loop. Accepted connections come back as ready
 /// [`Socket`]s with blocking, timed `recv` and `send`.
 ///
+/// Share it in an `Arc` to accept on several threads; [`close`](Listener::close)
+/// from any thread wakes them all with [`AcceptError::Closed`].
+///
 /// ```
 /// use std::io::Write;
 /// use std::time::Duration;
@@ -687,6 +708,12 @@ pub struct Listener {
     handshake_timeout: Option<Duration>,
     proxy: Option<ProxyProtocol>,
     next_id: AtomicU64,
+    closed: AtomicBool,
+    /// Readable once closed: wakes threads blocked in `accept`.
+    wake: (
+        std::os::unix::net::UnixStream,
+        std::os::unix::net::UnixStream,
+    ),
 }
 
 impl fmt::Debug for Listener {
@@ -715,6 +742,8 @@ impl Listener {
             handshake_timeout: Some(Duration::from_secs(5)),
             proxy: None,
             next_id: AtomicU64::new(1),
+            closed: AtomicBool::new(false),
+            wake: std::os::unix::net::UnixStream::pair()?,
         })
     }
 
@@ -745,6 +774,22 @@ impl Listener {
         self
     }
 
+    /// How long the transport's handshake may take in
+    /// [`accept`](Listener::accept) before it fails with
+    /// [`AcceptError::Handshake`]`(`[`Error::HandshakeTimeout`]`)`; `None`
+    /// waits forever. Default is 5 s, as a server's.
+    ///
+    /// ```
+    /// use atoll::transport::{ListenOptions, Listener, Tcp};
+    /// let listener = Listener::bind(Tcp, &ListenOptions::new().port(0))?
+    ///     .handshake_timeout(Some(std::time::Duration::from_secs(1)));
+    /// # Ok::<(), atoll::Error>(())
+    /// ```
+    pub fn handshake_timeout(mut self, timeout: Option<Duration>) -> Listener {
+        self.handshake_timeout = timeout;
+        self
+    }
+
     /// The bound address (with port 0, the port the system picked).
     ///
     /// ```
@@ -758,7 +803,10 @@ impl Listener {
     }
 
     /// Waits up to `timeout` (`None`: forever) for a connection, then runs
-    /// the transport's handshake (bounded by 5 s).
+    /// the transport's handshake (bounded by
+    /// [`handshake_timeout`](Listener::handshake_timeout)). Fails with
+    /// [`AcceptError::Closed`] once the listener is
+    /// [closed](Listener::close).
     ///
     /// ```
     /// use std::time::Duration;
@@ -770,16 +818,21 @@ impl Listener {
     pub fn accept(&self, timeout: Option<Duration>) -> Result<Socket, AcceptError> {
         let deadline = timeout.map(|t| Instant::now() + t);
         let (sock, peer) = loop {
+            if self.is_closed() {
+                return Err(AcceptError::Closed);
+            }
             match self.socket.accept() {
                 Ok(accepted) => break accepted,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    if !sys::wait_fd(self.socket.as_raw_fd(), Wait::Read, deadline)
+                    let fd = self.socket.as_raw_fd();
+                    if !sys::wait_read_or_wake(fd, self.wake.0.as_raw_fd(), deadline)
                         .map_err(AcceptError::from_io)?
                     {
                         return Err(AcceptError::Timeout);
                     }
                 }
+                Err(_) if self.is_closed() => return Err(AcceptError::Closed),
                 Err(e) => return Err(AcceptError::from_io(e)),
             }
         };
@@ -796,8 +849,7 @@ impl Listener {
             }),
             None => None,
         };
-        let deadline = self.handshake_timeout.map(|t| Instant::now() + t);
-        let stream = handshake_blocking(self.transport.handshake(io), deadline)
+        let stream = handshake_blocking(self.transport.handshake(io), self.handshake_timeout)
             .map_err(AcceptError::Handshake)?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let mut socket = Socket::new(stream, id, peer, local, None, self.options.send_timeout);
@@ -805,6 +857,49 @@ impl Listener {
             socket.set_proxied(Arc::new(proxied));
         }
         Ok(socket)
+    }
+}
+
+impl Listener {
+    /// Closes the listener from any thread (Pool's `close`): every
+    /// [`accept`](Listener::accept) blocked on it, and every later one,
+    /// fails with [`AcceptError::Closed`], and the socket stops listening
+    /// (new clients are refused). Connections already accepted go on.
+    /// Closing twice is harmless.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use atoll::transport::{AcceptError, ListenOptions, Listener, Tcp};
+    ///
+    /// let listener = Arc::new(Listener::bind(Tcp, &ListenOptions::new().ip([127, 0, 0, 1].into()).port(0))?);
+    /// let acceptor = listener.clone();
+    /// let blocked = std::thread::spawn(move || acceptor.accept(None));
+    /// listener.close();
+    /// assert!(matches!(blocked.join().unwrap(), Err(AcceptError::Closed)));
+    /// # Ok::<(), atoll::Error>(())
+    /// ```
+    pub fn close(&self) {
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        // The byte wakes the waiting threads, and stays unread so that
+        // every one of them, now and later, sees it.
+        let _ = (&self.wake.1).write(&[1]);
+        // Stops listening where the system allows it (Linux): queued and
+        // new clients are refused rather than left waiting for a drop.
+        let _ = self.socket.shutdown(std::net::Shutdown::Both);
+    }
+
+    /// Whether [`close`](Listener::close) was called.
+    ///
+    /// ```
+    /// use atoll::transport::{ListenOptions, Listener, Tcp};
+    /// let listener = Listener::bind(Tcp, &ListenOptions::new().port(0))?;
+    /// assert!(!listener.is_closed());
+    /// # Ok::<(), atoll::Error>(())
+    /// ```
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
     }
 }
 
@@ -817,20 +912,23 @@ impl Drop for Listener {
 }
 
 /// Drives a handshake to its end on the calling thread, waiting for
-/// readability between steps, until `deadline`.
+/// readability between steps, for up to `timeout`.
 pub(crate) fn handshake_blocking(
     mut state: Handshake,
-    deadline: Option<Instant>,
+    timeout: Option<Duration>,
 ) -> Result<Box<dyn Stream>, Error> {
+    let deadline = timeout.map(|t| Instant::now() + t);
     loop {
         match state {
             Handshake::Done(stream) => return Ok(stream),
             Handshake::Failed(e) => return Err(Error::Handshake(e)),
             Handshake::Pending(pending) => {
-                if !sys::wait_fd(pending.io().raw_fd(), Wait::Read, deadline)? {
-                    return Err(Error::Handshake(
-                        "the handshake did not finish in time".into(),
-                    ));
+                // Checked on its own as well: a peer that keeps the socket
+                // readable (trickling bytes, or bytes the handshake does
+                // not take) would otherwise never let the wait time out.
+                let late = deadline.is_some_and(|d| Instant::now() >= d);
+                if late || !sys::wait_fd(pending.io().raw_fd(), Wait::Read, deadline)? {
+                    return Err(Error::HandshakeTimeout(timeout.unwrap_or_default()));
                 }
                 state = pending.resume();
             }

@@ -215,11 +215,37 @@ pub trait Stream: Send {
         None
     }
 
+    /// What the TLS handshake settled, for a TLS stream; `None` (the
+    /// default) for a plain one.
+    fn tls_info(&self) -> Option<TlsInfo> {
+        None
+    }
+
     /// Gives the socket back for an upgrade (STARTTLS), if the stream is a
     /// plain pass-through.
     fn into_io(self: Box<Self>) -> Option<Io> {
         None
     }
+}
+
+/// What a connection's TLS handshake settled (Thousand Island's
+/// `connection_information`), from
+/// [`Socket::tls_info`](crate::Socket::tls_info). A field is `None` where
+/// the backend does not expose it: `Rustls` gives all three; `NativeTls`
+/// (whose system libraries are hidden behind one portable API) gives none.
+///
+/// ```
+/// let info = atoll::transport::TlsInfo::default();
+/// assert_eq!(info.protocol, None);
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TlsInfo {
+    /// The protocol version.
+    pub protocol: Option<TlsVersion>,
+    /// The cipher suite, by its IANA name (`"TLS13_AES_256_GCM_SHA384"`).
+    pub cipher_suite: Option<String>,
+    /// The server name the client asked for (SNI).
+    pub server_name: Option<String>,
 }
 
 /// The oldest TLS version a server accepts.

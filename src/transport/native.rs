@@ -8,7 +8,7 @@ use native_tls::{
     HandshakeError, Identity, MidHandshakeTlsStream, Protocol, TlsAcceptor, TlsStream,
 };
 
-use super::{Handshake, Io, PendingHandshake, Stream, TlsVersion, Transport};
+use super::{Handshake, Io, PendingHandshake, Stream, TlsInfo, TlsVersion, Transport};
 use crate::error::Error;
 
 /// Plaintext gathered from several slices into one TLS record at most.
@@ -232,6 +232,11 @@ impl Stream for NativeStream {
 
     fn negotiated_protocol(&self) -> Option<Vec<u8>> {
         self.tls.negotiated_alpn().ok().flatten()
+    }
+
+    fn tls_info(&self) -> Option<TlsInfo> {
+        // native-tls exposes neither the version, the suite nor the name.
+        Some(TlsInfo::default())
     }
 
     fn peer_certificate(&self) -> Option<Vec<u8>> {

@@ -16,8 +16,8 @@ use ::rustls::{version, RootCertStore, ServerConfig, ServerConnection, Supported
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
-use super::TlsVersion;
 use super::{Handshake, Io, PendingHandshake, Stream, Transport};
+use super::{TlsInfo, TlsVersion};
 use crate::error::{BoxError, Error};
 use crate::sys::{self, Wait};
 
@@ -640,6 +640,22 @@ impl Stream for RustlsStream {
             .peer_certificates()
             .and_then(|chain| chain.first())
             .map(|cert| cert.as_ref().to_vec())
+    }
+    fn tls_info(&self) -> Option<TlsInfo> {
+        let conn = &self.tls.conn;
+        Some(TlsInfo {
+            protocol: conn.protocol_version().and_then(|v| match v {
+                ::rustls::ProtocolVersion::TLSv1_2 => Some(TlsVersion::Tls12),
+                ::rustls::ProtocolVersion::TLSv1_3 => Some(TlsVersion::Tls13),
+                _ => None,
+            }),
+            cipher_suite: conn.negotiated_cipher_suite().map(|s| {
+                s.suite()
+                    .as_str()
+                    .map_or_else(|| format!("{:?}", s.suite()), str::to_string)
+            }),
+            server_name: conn.server_name().map(str::to_string),
+        })
     }
 }
 
