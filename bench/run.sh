@@ -180,12 +180,13 @@ package_of() {
         nginx) echo nginx ;;
         setsid | taskset) echo util-linux ;;
         ps) echo procps ;;
+        openssl) echo openssl ;;
     esac
 }
 
 install_missing() {
     local tool pkgs=()
-    for tool in redis-server redis-benchmark redis-cli wrk nginx setsid taskset ps; do
+    for tool in redis-server redis-benchmark redis-cli wrk nginx setsid taskset ps openssl; do
         if ! find_tool "$tool" >/dev/null; then
             local pkg
             pkg=$(package_of "$tool")
@@ -654,7 +655,7 @@ logname() { local IFS=-; echo "$*" | tr -c 'A-Za-z0-9_.\n-' '_'; }
 # Anything else running shares the cores with the benchmark: say so.
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo unknown)
 
-EXAMPLES=(echo idle_client peer_hyper_hello mini_redis http_hello peer_echo pingpong)
+EXAMPLES=(echo idle_client peer_hyper_hello mini_redis http_hello peer_echo pingpong tls_echo udp_echo)
 BUILT=()
 say "building release binaries"
 if timeout 3600 cargo build --release --examples; then
@@ -690,6 +691,8 @@ have_example() { [[ -x $BIN/$1 ]]; }
 
 SERVER_PID=""
 SERVER_PORT=""
+PINGPONG_FLAGS=()
+TLS_CERT="" TLS_KEY=""
 
 start_server() {
     local name=$1
@@ -715,6 +718,10 @@ echo_cmd() {
         atoll) SERVER_CMD=("$BIN/echo" --port 0 --read-timeout-ms 0 --num-connections 0 "${ATOLL_FLAGS[@]}" "${delay[@]}") ;;
         tokio) SERVER_CMD=("$BIN/peer_echo" --kind tokio --port 0 --workers "$PEER_WORKERS" "${delay[@]}") ;;
         std) SERVER_CMD=("$BIN/peer_echo" --kind std --port 0 "${delay[@]}") ;;
+        atoll-tls) SERVER_CMD=("$BIN/tls_echo" --port 0 --cert "$TLS_CERT" --key "$TLS_KEY") ;;
+        tokio-tls) SERVER_CMD=("$BIN/peer_echo" --kind tokio-tls --port 0 --workers "$PEER_WORKERS" --cert "$TLS_CERT" --key "$TLS_KEY") ;;
+        atoll-udp) SERVER_CMD=("$BIN/udp_echo" --port 0 --per-peer) ;;
+        tokio-udp) SERVER_CMD=("$BIN/peer_echo" --kind tokio-udp --port 0 --workers "$PEER_WORKERS") ;;
     esac
     local shown="${SERVER_CMD[*]}"
     if (($2 > 0)); then shown="${shown% "$2"} MS  # MS = ${BLOCK_DELAYS[*]}"; fi
@@ -807,7 +814,7 @@ pingpong_window() {
     local name=$1 addr=$2 conns=$3 secs=$4 lp rc=0 errors
     hog_start "$secs"
     start_bg "$name.load" "${LOAD_WRAP[@]}" timeout $((secs + 120)) \
-        "$BIN/pingpong" --addr "$addr" --conns "$conns" --secs "$secs" --warmup-ms "$WARMUP_MS"
+        "$BIN/pingpong" --addr "$addr" --conns "$conns" --secs "$secs" --warmup-ms "$WARMUP_MS" "${PINGPONG_FLAGS[@]}"
     lp=$LAST_PID
     # $lp is timeout's PID; pingpong is its child and starts with 1 thread.
     sample_window "$name" "$SERVER_PID" "$(child_of "$lp" || echo "$lp")" 1 "$secs"
@@ -877,10 +884,23 @@ echo_row() {
         fi
         server_failed "$name"
     fi
+    PINGPONG_FLAGS=()
+    case $kind in
+        *-tls) PINGPONG_FLAGS=(--tls) ;;
+        *-udp) PINGPONG_FLAGS=(--udp) ;;
+    esac
     if pingpong_window "$name" "$LAST_ADDR" "$conns" "$ECHO_SECS"; then
         record "$section" "$workload" "$role" "$server"
     fi
     stop_started "$SERVER_PID"
+}
+
+# make_tls_cert: a self-signed P-256 certificate for the TLS echo rows.
+make_tls_cert() {
+    TLS_CERT=$TMP/cert.pem TLS_KEY=$TMP/key.pem
+    [[ -s $TLS_CERT ]] && return 0
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+        -subj /CN=localhost -days 2 -keyout "$TLS_KEY" -out "$TLS_CERT" 2>"$LOGS/openssl.err"
 }
 
 echo_part() {
@@ -900,6 +920,25 @@ echo_part() {
                 esac
             done < <(order "$rep" atoll tokio std)
         done
+        # TLS and UDP echo, 100 clients: tls_echo and udp_echo (one
+        # session per client socket) against tokio-native-tls and tokio
+        # UDP sockets.
+        if have_example tls_echo && make_tls_cert; then
+            while read -r kind; do
+                case $kind in
+                    atoll-tls) echo_row echo "TLS echo 64 B, 100 conns" a tls_echo atoll-tls 0 100 "$rep" ;;
+                    tokio-tls) echo_row echo "TLS echo 64 B, 100 conns" p "tokio-native-tls $PEER_WORKERS workers" tokio-tls 0 100 "$rep" ;;
+                esac
+            done < <(order "$rep" atoll-tls tokio-tls)
+        fi
+        if have_example udp_echo; then
+            while read -r kind; do
+                case $kind in
+                    atoll-udp) echo_row echo "UDP echo 64 B, 100 sockets" a "udp_echo --per-peer" atoll-udp 0 100 "$rep" ;;
+                    tokio-udp) echo_row echo "UDP echo 64 B, 100 sockets" p "tokio UDP $PEER_WORKERS sockets" tokio-udp 0 100 "$rep" ;;
+                esac
+            done < <(order "$rep" atoll-udp tokio-udp)
+        fi
     done
 }
 

@@ -988,13 +988,46 @@ impl Builder {
         self.num_acceptors
     }
 
-    /// The number of worker threads. Default is [`default_num_workers`].
+    /// The base number of worker threads. Default is
+    /// [`default_num_workers`] (one per core).
     ///
     /// ```
     /// assert_eq!(atoll::Builder::new().get_num_workers(), atoll::default_num_workers());
     /// ```
     pub fn get_num_workers(&self) -> usize {
         self.num_workers
+    }
+
+    /// The most worker threads at once. Default is
+    /// [`DEFAULT_MAX_WORKERS`] (1,024).
+    ///
+    /// ```
+    /// assert_eq!(atoll::Builder::new().get_max_workers(), 1_024);
+    /// ```
+    pub fn get_max_workers(&self) -> usize {
+        self.max_workers
+    }
+
+    /// How long a worker beyond the base count waits for work before it
+    /// exits. Default is 10 seconds.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// assert_eq!(atoll::Builder::new().get_worker_keepalive(), Duration::from_secs(10));
+    /// ```
+    pub fn get_worker_keepalive(&self) -> Duration {
+        self.worker_keepalive
+    }
+
+    /// How long a connection's callbacks may run before they count as
+    /// blocking. Default is 1 ms.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// assert_eq!(atoll::Builder::new().get_blocking_after(), Duration::from_millis(1));
+    /// ```
+    pub fn get_blocking_after(&self) -> Duration {
+        self.blocking_after
     }
 
     /// The most live connections per acceptor. Default is 16,384.

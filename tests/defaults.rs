@@ -50,7 +50,15 @@ fn every_documented_builder_default_holds() {
 fn the_thread_defaults_follow_the_cores() {
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     assert_eq!(atoll::default_num_acceptors(), cores.min(16));
-    assert_eq!(atoll::default_num_workers(), (cores * 2).max(4));
+    assert_eq!(atoll::default_num_workers(), cores);
+    let b = Builder::new();
+    assert_eq!(b.get_num_workers(), cores);
+    assert_eq!(b.get_max_workers(), atoll::DEFAULT_MAX_WORKERS);
+    assert_eq!(atoll::DEFAULT_MAX_WORKERS, 1024);
+    assert_eq!(b.get_worker_keepalive(), Duration::from_secs(10));
+    assert_eq!(b.get_blocking_after(), Duration::from_millis(1));
+    let fixed = Builder::new().fixed_workers(3);
+    assert_eq!((fixed.get_num_workers(), fixed.get_max_workers()), (3, 3));
 }
 
 #[test]

@@ -365,11 +365,12 @@ fn failed_and_timed_out_handshakes_have_one_start_and_one_stop_with_the_error() 
             .into_iter()
             .find(|r| r.name == "connection.stop")
             .unwrap();
-        assert!(
-            stop.detail.contains("error=Some(\"handshake failed"),
-            "{}",
-            stop.detail
-        );
+        let expected = if finish {
+            "error=Some(\"handshake failed"
+        } else {
+            "error=Some(\"handshake timed out"
+        };
+        assert!(stop.detail.contains(expected), "{}", stop.detail);
         server.stop(PATIENCE);
     }
 }

@@ -176,7 +176,9 @@ impl Handler for Echo {
 
     fn handle_error(&mut self, error: &Error, _socket: &mut Socket) {
         let _ = self.events.send(match error {
-            Error::Handshake(_) => Event::HandshakeError(util::chain(error)),
+            Error::Handshake(_) | Error::HandshakeTimeout(_) => {
+                Event::HandshakeError(util::chain(error))
+            }
             _ => Event::OtherError(util::chain(error)),
         });
     }
@@ -384,7 +386,7 @@ fn a_client_that_never_handshakes_is_closed_after_the_timeout_holding_no_worker<
     }
     assert!(
         seen.iter()
-            .any(|e| matches!(e, Event::HandshakeError(e) if e.contains("did not finish"))),
+            .any(|e| matches!(e, Event::HandshakeError(e) if e.contains("timed out"))),
         "{seen:?}"
     );
     assert_eq!(

@@ -462,7 +462,7 @@ fn a_udp_session_ends_with_handle_close_on_close_and_handle_error_on_error() {
             let _ = self.0.send("close".into());
         }
         fn handle_error(&mut self, error: &atoll::Error, _: &mut Socket) {
-            let _ = self.0.send(format!("error: {error}"));
+            let _ = self.0.send(format!("error: {}", util::chain(error)));
         }
     }
     for mode in [SessionMode::PerDatagram, SessionMode::PerPeer] {
