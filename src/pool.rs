@@ -639,6 +639,7 @@ impl<H: Handler<M>, M: Send + 'static> Pool<H, M> {
         let after = tick.as_nanos() as u64;
         let mut idle_ticks = 0;
         let mut saturated_since: Option<Instant> = None;
+        let mut counted = false;
         let mut warned: Option<Instant> = None;
         loop {
             {
@@ -694,14 +695,18 @@ impl<H: Handler<M>, M: Send + 'static> Pool<H, M> {
                 self.wake_poller();
             }
             let starved = queued || !self.poll.is_locked();
-            if starved && !progress {
-                if !self.wake_parked() && (!blocking || self.spawn_worker().is_err()) {
-                    let since = *saturated_since.get_or_insert_with(Instant::now);
-                    if since.elapsed() >= SATURATION_WARNING_AFTER
-                        && warned.map_or(true, |w| w.elapsed() >= SATURATION_WARNING_EVERY)
-                    {
+            let found = starved
+                && !progress
+                && (self.wake_parked() || (blocking && self.spawn_worker().is_ok()));
+            if starved && !progress && !found {
+                // Saturated: every worker is busy, none can be added. Count
+                // each episode that lasts; warn at most once a minute.
+                let since = *saturated_since.get_or_insert_with(Instant::now);
+                if !counted && since.elapsed() >= SATURATION_WARNING_AFTER {
+                    counted = true;
+                    self.saturations.fetch_add(1, Ordering::Relaxed);
+                    if warned.map_or(true, |w| w.elapsed() >= SATURATION_WARNING_EVERY) {
                         warned = Some(Instant::now());
-                        self.saturations.fetch_add(1, Ordering::Relaxed);
                         log::warn!(
                             target: "atoll",
                             "all {} workers have been busy in callbacks for {:?} with work \
@@ -713,6 +718,7 @@ impl<H: Handler<M>, M: Send + 'static> Pool<H, M> {
                 }
             } else {
                 saturated_since = None;
+                counted = false;
             }
             // Sleep until a callback starts once none has run for a while.
             if self.busy.load(Ordering::SeqCst) == 0 && self.rx.is_empty() {

@@ -80,9 +80,10 @@ pub struct ServerStats {
     /// timer) to the worker: divided by `dispatches`, the mean dispatch
     /// wait. It grows when the workers are saturated.
     pub dispatch_wait: Duration,
-    /// Times every worker, at [`Builder::max_workers`], had been busy in a
-    /// callback for half a second with work waiting (each also logged as a
-    /// warning, at most once a minute).
+    /// Saturation episodes: times every worker, at
+    /// [`Builder::max_workers`], stayed busy in callbacks for half a second
+    /// with work waiting. A warning is logged for them, at most once a
+    /// minute.
     pub saturations: u64,
     /// Messages [`Connection::send`] gave back because the connection's
     /// queue was full ([`SendError::Full`](crate::SendError::Full)): a
