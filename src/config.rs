@@ -95,13 +95,11 @@ impl fmt::Debug for Builder {
     }
 }
 
-/// The default number of poll threads: one per available core, at most 16.
-/// On the 2-core machines this project is measured on, two poll threads
-/// served 64-byte echo 10–25% faster than one, with a lower p99, at 100 and
-/// 1,000 connections (`ATOLL_BENCH_ACCEPTORS=1` against `=2` in
-/// `cargo bench --bench echo`): each wakes for its own share of the
-/// connections, so readiness reaches the workers in smaller, earlier
-/// batches. See [`docs/ARCHITECTURE.md`](https://github.com/atoll-rs/atoll/blob/main/docs/ARCHITECTURE.md).
+/// The default number of acceptor threads: one per available core, at
+/// most 16. An acceptor accepts and sets up connections and runs their idle
+/// timers; it does no work per request (the workers collect readiness), so
+/// more acceptors only help a large machine accept faster under connection
+/// churn. See [`docs/ARCHITECTURE.md`](https://github.com/atoll-rs/atoll/blob/main/docs/ARCHITECTURE.md).
 ///
 /// ```
 /// assert!(atoll::default_num_acceptors() >= 1);
@@ -399,10 +397,11 @@ impl Builder {
         self
     }
 
-    /// The number of poll threads, each accepting from the listener and
-    /// watching the readiness of the connections it accepted. Default is
-    /// [`default_num_acceptors`]: one poll thread accepts tens of
-    /// thousands of connections a second, so a few are enough.
+    /// The number of acceptor threads, each accepting from the listener,
+    /// setting connections up for the workers and running their idle
+    /// timers (a UDP acceptor also receives the datagrams). Default is
+    /// [`default_num_acceptors`]: one accepts tens of thousands of
+    /// connections a second, so a few are enough.
     ///
     /// ```
     /// let builder = atoll::Server::builder().num_acceptors(2);
@@ -776,7 +775,7 @@ impl Builder {
         self.listen.validate()
     }
 
-    /// Binds the listener and starts the server: the poll threads and the
+    /// Binds the listener and starts the server: the acceptor threads and the
     /// worker pool. Returns once the listener is bound, or the bind error
     /// ([`Error::Bind`]) or configuration error ([`Error::Config`]).
     ///
@@ -979,7 +978,7 @@ impl Builder {
         self.listen.udp.clone().unwrap_or_default()
     }
 
-    /// The number of poll threads. Default is [`default_num_acceptors`].
+    /// The number of acceptor threads. Default is [`default_num_acceptors`].
     ///
     /// ```
     /// assert_eq!(atoll::Builder::new().get_num_acceptors(), atoll::default_num_acceptors());

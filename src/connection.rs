@@ -18,7 +18,7 @@ use crate::server::Shared;
 use crate::socket::Socket;
 use crate::transport::{Addr, PendingHandshake};
 
-// Work pending for a connection, set by whoever notices it (poll thread,
+// Work pending for a connection, set by whoever notices it (acceptor thread,
 // application thread, stopper) and taken by the worker that runs it.
 pub(crate) const CONNECT: u32 = 1;
 pub(crate) const READABLE: u32 = 1 << 1;
@@ -66,7 +66,7 @@ impl Meta {
 
 /// The idle timer. `deadline` is the truth, set by the worker when a
 /// callback returns; `queued` is the deadline of this connection's entry in
-/// its poll thread's timer heap (entries with another value are stale).
+/// its acceptor thread's timer heap (entries with another value are stale).
 #[derive(Default)]
 pub(crate) struct Timer {
     pub(crate) deadline: Option<Instant>,
@@ -149,14 +149,14 @@ impl<H: Handler<M>, M: Send + 'static> Conn<H, M> {
         }
     }
 
-    /// Sets the idle deadline, telling the poll thread when its heap has no
+    /// Sets the idle deadline, telling the acceptor thread when its heap has no
     /// entry early enough.
     pub(crate) fn arm_timer(&self, deadline: Option<Instant>) {
         let mut timer = self.timer.lock();
         timer.deadline = deadline;
         let Some(d) = deadline else { return };
         if timer.queued.is_some_and(|q| q <= d) {
-            return; // the poll thread will find the later deadline then
+            return; // the acceptor will find the later deadline then
         }
         timer.queued = Some(d);
         drop(timer);

@@ -1,9 +1,9 @@
 //! atoll: a socket server library for programs that are not async.
 //!
-//! mio poll threads accept connections and
-//! watch their readiness; a fixed pool of worker threads runs the
-//! application's blocking [`Handler`] callbacks; a counting limiter caps live
-//! connections. Between callbacks a connection costs no thread, so a handful
+//! Acceptor threads accept connections; a pool of worker threads (one per
+//! core) waits for their readiness with mio and runs the application's
+//! blocking [`Handler`] callbacks where the readiness lands, adding threads
+//! while callbacks block; a counting limiter caps live connections. Between callbacks a connection costs no thread, so a handful
 //! of threads holds tens of thousands of connections, and the handler code
 //! stays plain blocking Rust: no runtime, no futures.
 //!

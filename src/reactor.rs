@@ -1,6 +1,7 @@
-//! The poll threads ("acceptors"): each owns a clone of the listening
-//! socket, the readiness of the connections it accepted, their idle timers,
-//! and the wait for a free slot of its limiter.
+//! The acceptor threads: each owns a clone of the listening socket, its
+//! limiter and the wait for a free slot, and the idle timers of the
+//! connections it accepted. It sets connections up and hands them to the
+//! pool; their readiness is the pool's.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
@@ -29,14 +30,14 @@ const WAKER: Token = Token(usize::MAX - 1);
 /// How long accepting pauses after the process or system ran out of
 /// descriptors or memory, as ranch and Thousand Island do.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
-/// Connections accepted per loop before the poll thread serves readiness
+/// Connections accepted per loop before the acceptor serves its timers
 /// again.
 const ACCEPT_BATCH: usize = 64;
 /// Consecutive accept errors after which accepting pauses, so that an error
 /// that does not go away cannot make the thread spin.
 const ACCEPT_ERRORS_BEFORE_BACKOFF: u32 = 16;
 
-/// Commands from the [`Server`](crate::Server) handle to a poll thread. Each
+/// Commands from the [`Server`](crate::Server) handle to a acceptor thread. Each
 /// is acknowledged so that the handle's call returns once it took effect.
 pub(crate) enum Control {
     /// Accept from this listener, in an acceptor span under this listener
@@ -55,12 +56,12 @@ pub(crate) enum Control {
 }
 
 /// The part of an acceptor that workers and the server handle share with
-/// its poll thread.
+/// its acceptor thread.
 pub(crate) struct AcceptorShared {
     pub(crate) limiter: Limiter,
     timers: Sender<(Instant, Token)>,
     waker: Arc<Waker>,
-    /// When the poll thread will wake at the latest, in nanoseconds since
+    /// When the acceptor thread will wake at the latest, in nanoseconds since
     /// `epoch`; a timer earlier than that must wake it.
     next_wake: AtomicU64,
     epoch: Instant,
@@ -68,14 +69,14 @@ pub(crate) struct AcceptorShared {
 }
 
 impl AcceptorShared {
-    /// Hands the poll thread a timer entry, waking it if it would sleep
+    /// Hands the acceptor thread a timer entry, waking it if it would sleep
     /// past it.
     pub(crate) fn add_timer(&self, deadline: Instant, token: Token) {
         if self.timers.send((deadline, token)).is_err() {
-            return; // the poll thread has exited
+            return; // the acceptor has exited
         }
         // Pairs with the store-then-drain in `Reactor::next_timeout`: either
-        // the poll thread drains this entry before sleeping, or we see the
+        // the acceptor thread drains this entry before sleeping, or we see the
         // deadline it will sleep until.
         if self.nanos(deadline) < self.next_wake.load(Ordering::SeqCst) {
             self.wake();
@@ -119,7 +120,7 @@ struct Waiting {
 /// Datagrams that may wait for a session slot at once; more are dropped.
 const DATAGRAMS_WAITING: usize = 1024;
 
-/// The state a poll thread keeps to itself.
+/// The state a acceptor thread keeps to itself.
 pub(crate) struct Reactor<H, M> {
     pub(crate) shared: Arc<AcceptorShared>,
     pub(crate) server: Arc<Shared<H, M>>,
@@ -148,7 +149,7 @@ pub(crate) struct Reactor<H, M> {
     parked: Option<ListenSocket>,
 }
 
-/// An acceptor span: this poll thread accepting from one listener.
+/// An acceptor span: this acceptor thread accepting from one listener.
 struct AcceptorSpan {
     id: SpanId,
     listener: SpanId,
@@ -156,7 +157,7 @@ struct AcceptorSpan {
     accepted: u64,
 }
 
-/// A poll thread's own half, made before the server's shared state exists.
+/// A acceptor thread's own half, made before the server's shared state exists.
 pub(crate) struct Parts {
     poll: Poll,
     control: Receiver<Control>,

@@ -115,7 +115,7 @@ pub(crate) struct Shared<H, M> {
     pub(crate) next_id: AtomicU64,
     pub(crate) stats: Counters,
     pub(crate) telemetry: Arc<Telemetry>,
-    /// Emptied once the poll threads are told to exit at stop, so that a
+    /// Emptied once the acceptor threads are told to exit at stop, so that a
     /// stopped server that is not dropped holds none of their descriptors.
     acceptors: RwLock<Vec<Arc<AcceptorShared>>>,
     drained: (Mutex<()>, Condvar),
@@ -234,7 +234,7 @@ impl<H: Handler<M>, M: Send + 'static> Backend<M> for Shared<H, M> {
         for _ in 0..expected {
             ack_rx
                 .recv_timeout(Duration::from_secs(10))
-                .map_err(|_| Error::Io(std::io::Error::other("a poll thread did not answer")))?;
+                .map_err(|_| Error::Io(std::io::Error::other("an acceptor thread did not answer")))?;
         }
         Ok(())
     }

@@ -5,7 +5,7 @@
 //!
 //! - the **listener** span: a listening socket, from bind to close (so a
 //!   suspend ends it and a resume starts a new one);
-//! - the **acceptor** span: a poll thread accepting from that listener, its
+//! - the **acceptor** span: a acceptor thread accepting from that listener, its
 //!   parent the listener span;
 //! - the **connection** span: one client connection, from accept to close,
 //!   its parent the acceptor span that accepted it.
@@ -92,7 +92,7 @@ impl SpanId {
 pub enum Span {
     /// A listening socket.
     Listener,
-    /// A poll thread accepting from a listener.
+    /// A acceptor thread accepting from a listener.
     Acceptor,
     /// A client connection.
     Connection,
@@ -175,7 +175,7 @@ pub enum Kind<'a> {
         /// The listen options.
         options: &'a ListenOptions,
     },
-    /// `[:acceptor, :start]`: a poll thread accepts from the listener.
+    /// `[:acceptor, :start]`: a acceptor thread accepts from the listener.
     AcceptorStart,
     /// `[:acceptor, :stop]`: it stopped accepting.
     AcceptorStop {
@@ -611,7 +611,7 @@ fn push_addr<'b>(out: &mut Vec<(&'b str, Value<'b>)>, keys: [&'static str; 2], a
 }
 
 /// Receives events. Closures `Fn(&Event)` are sinks too. Called on the
-/// thread where the event happened (a poll thread or a worker): keep it
+/// thread where the event happened (a acceptor thread or a worker): keep it
 /// quick.
 ///
 /// ```

@@ -72,7 +72,7 @@ use crate::reactor::{Arrival, Reactor};
 use crate::telemetry::{DropReason, Kind};
 use crate::transport::{Addr, Io, ListenSocket, Stream};
 
-/// Datagrams received per loop before the poll thread serves its timers.
+/// Datagrams received per loop before the acceptor serves its timers.
 const RECV_BATCH: usize = 256;
 /// Consecutive receive errors (ICMP reports) after which the loop yields.
 const RECV_ERRORS: u32 = 16;
@@ -180,7 +180,7 @@ impl Inbox {
 pub(crate) type Returned = (SocketAddr, Vec<u8>);
 
 /// Where a session that ends gives back the datagrams it did not handle
-/// (they arrived after its handler decided to close): the poll thread
+/// (they arrived after its handler decided to close): the acceptor
 /// starts a new session with them.
 pub(crate) type Returns = (
     crossbeam_channel::Sender<Returned>,
@@ -263,7 +263,7 @@ impl Stream for Session {
     }
 }
 
-/// A poll thread's UDP state.
+/// An acceptor's UDP state.
 pub(crate) struct Receiver {
     buf: Vec<u8>,
     /// Per-peer mode: the live session of each peer.
