@@ -51,7 +51,8 @@
 //! - [`transport`] holds the transports (TCP, TLS, Unix sockets, your own)
 //!   and a standalone listener.
 //! - [`telemetry`] and [`logger`] let the application observe a running
-//!   server.
+//!   server; `metrics` (feature `metrics`) publishes its numbers through
+//!   the `metrics` facade.
 //! - [`udp`] serves datagrams with the same handlers.
 //! - [`client`] is a blocking TCP client (with TLS) for threaded code.
 //!
@@ -88,6 +89,9 @@ linux_only! {
     pub mod inherit;
     mod limiter;
     pub mod logger;
+    #[cfg(feature = "metrics")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
+    pub mod metrics;
     pub mod notify;
     mod pool;
     pub mod proxy;

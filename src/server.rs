@@ -531,6 +531,25 @@ impl<M: Send + 'static> Server<M> {
         self.backend.stats()
     }
 
+    /// Reads the stats for as long as the server lives (the metrics
+    /// thread must not keep a dropped server's records alive).
+    #[cfg(feature = "metrics")]
+    pub(crate) fn weak_stats(&self) -> Box<dyn Fn() -> Option<ServerStats> + Send + Sync> {
+        let backend = Arc::downgrade(&self.backend);
+        Box::new(move || backend.upgrade().map(|b| b.stats()))
+    }
+
+    /// Detaches a sink of this server later, if it still lives.
+    #[cfg(feature = "metrics")]
+    pub(crate) fn weak_detach(&self, id: SinkId) -> Box<dyn FnOnce() + Send> {
+        let backend = Arc::downgrade(&self.backend);
+        Box::new(move || {
+            if let Some(b) = backend.upgrade() {
+                b.telemetry().sinks.detach(id);
+            }
+        })
+    }
+
     /// Changes the limit of live connections per acceptor (`None`: no
     /// limit). A raised limit admits
     /// waiting connections at once; a lowered one closes nobody but admits

@@ -238,6 +238,14 @@ pub enum Kind<'a> {
         /// From readiness to the worker.
         wait: Duration,
     },
+    /// `connection.callbacks` (atoll's own): a worker ran one round of the
+    /// connection's pending work (the callbacks, with the reads that fed
+    /// them and the sends they made), for `duration`. Emitted only while a
+    /// sink is attached: timing costs nothing otherwise.
+    Callbacks {
+        /// How long the worker was held.
+        duration: Duration,
+    },
     /// `[:connection, :async_recv]`: data for `handle_data`.
     AsyncRecv {
         /// The bytes.
@@ -344,6 +352,7 @@ impl Event<'_> {
             Kind::ConnectionStop { .. } => "connection.stop",
             Kind::Ready => "connection.ready",
             Kind::Dispatch { .. } => "connection.dispatch",
+            Kind::Callbacks { .. } => "connection.callbacks",
             Kind::AsyncRecv { .. } => "connection.async_recv",
             Kind::Recv { .. } => "connection.recv",
             Kind::RecvError { .. } => "connection.recv_error",

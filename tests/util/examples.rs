@@ -17,7 +17,10 @@ use super::PATIENCE;
 pub const EXAMPLES: [&str; 4] = ["echo", "handover", "mini_redis", "http_hello"];
 
 /// The examples that need a feature, built when this test has it.
-const FEATURE_EXAMPLES: [(&str, bool); 1] = [("tls_reload", cfg!(feature = "rustls"))];
+const FEATURE_EXAMPLES: [(&str, bool); 2] = [
+    ("tls_reload", cfg!(feature = "rustls")),
+    ("metrics", cfg!(feature = "metrics")),
+];
 
 /// Every example built for this test: [`EXAMPLES`] and the
 /// [`FEATURE_EXAMPLES`] whose feature is on.
@@ -43,6 +46,7 @@ pub fn dir() -> &'static Path {
         let features: Vec<&str> = [
             ("tls", cfg!(feature = "tls")),
             ("rustls", cfg!(feature = "rustls")),
+            ("metrics", cfg!(feature = "metrics")),
         ]
         .into_iter()
         .filter_map(|(name, on)| on.then_some(name))
