@@ -56,6 +56,9 @@ pub(crate) fn run<H: Handler<M>, M: Send + 'static>(
     buf: &mut [u8],
     waited: Duration,
 ) {
+    // The handler's own tracing events carry the connection's fields.
+    #[cfg(feature = "tracing")]
+    let _span = conn.meta.span.enter();
     let mut state = conn.state.lock();
     if let Some(socket) = state.socket.as_ref() {
         socket.emit(|| Kind::Dispatch { wait: waited });
@@ -249,7 +252,7 @@ fn proxy_header<H: Handler<M>, M: Send + 'static>(
                 header,
                 via: conn.meta.peer.clone(),
             });
-            let _ = conn.meta.proxy.set(proxied.clone());
+            conn.meta.set_proxy(proxied.clone());
             socket.set_proxied(proxied);
             state.setup = Setup::Accepted(io);
             Ok(true)
@@ -354,7 +357,9 @@ fn guarded<H, M, R>(conn: &Conn<H, M>, f: impl FnOnce() -> R) -> Result<R, End> 
     panic::catch_unwind(AssertUnwindSafe(f)).map_err(|payload| {
         let msg = panic_message(&*payload);
         conn.server.stats.panics.fetch_add(1, Ordering::Relaxed);
-        log::error!(
+        report!(
+            error,
+            { connection = conn.meta.id, peer = %conn.meta.peer(), panic = %msg, "handler panicked" },
             "atoll: handler of connection {} from {} panicked: {msg}",
             conn.meta.id,
             conn.meta.peer()
@@ -398,7 +403,11 @@ fn finish<H: Handler<M>, M: Send + 'static>(
             match &err {
                 // Surfaced, as an abnormal exit is in Thousand Island.
                 Error::Handler(_) if !server.config.silent_terminate_on_error => {
-                    log::error!(target: "atoll", "connection {id} from {peer} ended: {}", crate::error::Chain(&err))
+                    report!(
+                        error,
+                        { connection = id, peer = %peer, error = %crate::error::Chain(&err), "connection ended" },
+                        target: "atoll", "connection {id} from {peer} ended: {}", crate::error::Chain(&err)
+                    )
                 }
                 Error::ProxyHeader(_) => {
                     server.stats.proxy_errors.fetch_add(1, Ordering::Relaxed);

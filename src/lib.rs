@@ -52,7 +52,10 @@
 //!   and a standalone listener.
 //! - [`telemetry`] and [`logger`] let the application observe a running
 //!   server; `metrics` (feature `metrics`) publishes its numbers through
-//!   the `metrics` facade.
+//!   the `metrics` facade; with the feature `tracing`, listeners,
+//!   acceptors and connections have `tracing` spans, the connection's
+//!   entered around its callbacks, and atoll's own lines are `tracing`
+//!   events with fields.
 //! - [`udp`] serves datagrams with the same handlers.
 //! - [`client`] is a blocking TCP client (with TLS) for threaded code.
 //!
@@ -80,6 +83,9 @@ macro_rules! linux_only {
 }
 
 linux_only! {
+    // First: its `report!` macro serves the modules below.
+    #[macro_use]
+    mod trace;
     pub mod client;
     mod config;
     mod connection;

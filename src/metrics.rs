@@ -166,7 +166,9 @@ impl Metrics {
             Ok(thread) => Some(thread),
             Err(e) => {
                 // The histograms still work, and `update` copies the stats.
-                log::error!(
+                report!(
+                    error,
+                    { error = %e, "cannot start the metrics thread; counters and gauges change only on Publisher::update" },
                     target: "atoll",
                     "cannot start the metrics thread ({e}); counters and gauges change only on Publisher::update"
                 );

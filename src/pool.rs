@@ -392,7 +392,11 @@ impl<H: Handler<M>, M: Send + 'static> Pool<H, M> {
             Err(e) => {
                 self.threads.fetch_sub(1, Ordering::AcqRel);
                 self.slots.lock().retain(|s| !Arc::ptr_eq(s, &slot));
-                log::error!(target: "atoll", "cannot start a worker thread: {e}");
+                report!(
+                    error,
+                    { error = %e, "cannot start a worker thread" },
+                    target: "atoll", "cannot start a worker thread: {e}"
+                );
                 Err(e)
             }
         }
@@ -459,7 +463,7 @@ impl<H: Handler<M>, M: Send + 'static> Pool<H, M> {
     ) -> Polled<H, M> {
         if let Err(e) = polled {
             if e.kind() != io::ErrorKind::Interrupted {
-                log::error!(target: "atoll", "epoll_wait failed: {e}");
+                report!(error, { error = %e, "epoll_wait failed" }, target: "atoll", "epoll_wait failed: {e}");
                 thread::sleep(Duration::from_millis(10));
             }
             return Polled::Nothing;
@@ -684,7 +688,14 @@ impl<H: Handler<M>, M: Send + 'static> Pool<H, M> {
                     {
                         warned = Some(Instant::now());
                         self.saturations.fetch_add(1, Ordering::Relaxed);
-                        log::warn!(
+                        report!(
+                            warn,
+                            {
+                                workers = self.threads.load(Ordering::Relaxed),
+                                busy_for = ?since.elapsed(),
+                                "all workers busy in callbacks with work waiting: raise \
+                                 Builder::max_workers, or make the handlers block less"
+                            },
                             target: "atoll",
                             "all {} workers have been busy in callbacks for {:?} with work \
                              waiting: raise Builder::max_workers, or make the handlers block less",
@@ -755,7 +766,11 @@ impl<H: Handler<M>, M: Send + 'static> Pool<H, M> {
                 let _ = handle.join();
             } else {
                 let name = handle.thread().name().unwrap_or("a worker").to_string();
-                log::error!("atoll: stop: {name} is stuck in a callback; left running");
+                report!(
+                    error,
+                    { worker = %name, "stop: a worker is stuck in a callback; left running" },
+                    "atoll: stop: {name} is stuck in a callback; left running"
+                );
             }
         }
         while self.rx.try_recv().is_ok() {}

@@ -17,7 +17,7 @@ use crate::error::{BoxError, Error};
 use crate::handler::Handler;
 use crate::pool::{Pool, PoolConfig};
 use crate::reactor::{self, AcceptorShared, Control, Reactor};
-use crate::telemetry::{Event, Kind, Sink, SinkId, Span, SpanId, Telemetry};
+use crate::telemetry::{Event, Kind, ListenerSpan, Sink, SinkId, Span, SpanId, Telemetry};
 use crate::transport::{Addr, ListenSocket};
 
 pub(crate) type Factory<H, M> = Box<dyn Fn(&Connection<M>) -> Result<H, BoxError> + Send + Sync>;
@@ -263,7 +263,7 @@ struct Life {
     status: Status,
     local_addr: Option<Addr>,
     /// The open listener span: its id and start.
-    listener_span: Option<(SpanId, Instant)>,
+    listener_span: Option<(ListenerSpan, Instant)>,
     /// A suspended UDP server's address: its sockets are kept.
     parked: Option<Addr>,
     /// The listening sockets, for [`Server::listener_fds`]: the one the
@@ -627,7 +627,7 @@ impl<M: Send + 'static> Server<M> {
             // UDP: the sockets were kept; read them again.
             let span = listener_start(&*self.backend, &addr);
             self.backend
-                .control(&mut |ack| Some(Control::Resume(span, ack)))?;
+                .control(&mut |ack| Some(Control::Resume(span.clone(), ack)))?;
             life.local_addr = Some(addr);
             life.listener_span = Some((span, Instant::now()));
         } else {
@@ -725,7 +725,7 @@ fn stop<M>(server: &Server<M>, wait: Option<Duration>) {
             Status::Running | Status::Suspended => {}
         }
         if let Err(e) = backend.control(&mut |ack| Some(Control::Stop(ack))) {
-            log::error!("atoll: stop: {e}");
+            report!(error, { error = %e, "stop failed" }, "atoll: stop: {e}");
         }
         if life.status == Status::Running {
             remove_unix_socket(backend.config(), &life);
@@ -742,7 +742,9 @@ fn stop<M>(server: &Server<M>, wait: Option<Duration>) {
     if !backend.wait_drained(deadline) {
         backend.force_close_all();
         if !backend.wait_drained(Some(Instant::now() + FORCE_GRACE)) {
-            log::error!(
+            report!(
+                error,
+                { connections = backend.live(), "stop: connections still busy in a callback after the forced close" },
                 "atoll: stop: {} connections still busy in a callback after the forced close",
                 backend.live()
             );
@@ -775,7 +777,12 @@ fn remove_unix_socket(config: &Builder, life: &Life) {
     }
     if let Some(path) = config.listen.unix_path() {
         if let Err(e) = std::fs::remove_file(path) {
-            log::warn!("atoll: cannot remove {}: {e}", path.display());
+            report!(
+                warn,
+                { path = %path.display(), error = %e, "cannot remove the Unix socket" },
+                "atoll: cannot remove {}: {e}",
+                path.display()
+            );
         }
     }
 }
@@ -823,7 +830,11 @@ fn listen<M>(
         (sockets, vec![listener])
     };
     let mut clones = sockets.into_iter();
-    backend.control(&mut |ack| clones.next().map(|l| Control::Listen(l, span, ack)))?;
+    backend.control(&mut |ack| {
+        clones
+            .next()
+            .map(|l| Control::Listen(l, span.clone(), ack))
+    })?;
     life.local_addr = Some(addr);
     life.listener_span = Some((span, Instant::now()));
     life.listening = listening;
@@ -831,7 +842,7 @@ fn listen<M>(
 }
 
 /// Starts a listener span.
-fn listener_start<M>(backend: &dyn Backend<M>, addr: &Addr) -> SpanId {
+fn listener_start<M>(backend: &dyn Backend<M>, addr: &Addr) -> ListenerSpan {
     let span = SpanId::next();
     let config = backend.config();
     let transport = if config.listen.udp.is_some() {
@@ -839,9 +850,15 @@ fn listener_start<M>(backend: &dyn Backend<M>, addr: &Addr) -> SpanId {
     } else {
         config.transport.name()
     };
+    let span = ListenerSpan {
+        id: span,
+        // A root: a listener outlives whatever span its caller was in.
+        #[cfg(feature = "tracing")]
+        tracing: tracing::info_span!(target: "atoll", parent: None, "listener", local = %addr, transport),
+    };
     emit_listener(
         backend,
-        span,
+        span.id,
         Kind::ListenerStart {
             local: addr,
             transport,
@@ -877,5 +894,5 @@ fn end_listener_span<M>(backend: &dyn Backend<M>, life: &mut Life) {
         return;
     };
     let duration = started.elapsed();
-    emit_listener(backend, span, Kind::ListenerStop { local, duration });
+    emit_listener(backend, span.id, Kind::ListenerStop { local, duration });
 }

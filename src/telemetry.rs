@@ -454,7 +454,9 @@ impl Sinks {
         }
         for id in panicked {
             if self.detach(id) {
-                log::error!(
+                report!(
+                    error,
+                    { sink = id.0, event = event.name(), "telemetry sink panicked; detached" },
                     target: "atoll",
                     "telemetry sink {id:?} panicked on {}; detached",
                     event.name()
@@ -510,6 +512,15 @@ impl Telemetry {
         self.sinks.deliver(event);
         GLOBAL.deliver(event);
     }
+}
+
+/// A listener span as the poll threads get it: the telemetry id and, with
+/// the `tracing` feature, the `tracing` span their acceptor spans go under.
+#[derive(Clone, Debug)]
+pub(crate) struct ListenerSpan {
+    pub(crate) id: SpanId,
+    #[cfg(feature = "tracing")]
+    pub(crate) tracing: tracing::Span,
 }
 
 /// A connection's place in the span tree, kept by its socket.
