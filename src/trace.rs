@@ -3,8 +3,9 @@
 //!
 //! Without the feature a report is the `log` record it always was, with
 //! its words; with it, a `tracing` event (target `atoll`) whose values are
-//! fields rather than text, which `tracing`'s `log` bridge still hands to
-//! a `log` logger when no subscriber is set. The spans (listener, acceptor,
+//! fields rather than text. atoll does not turn on `tracing`'s own `log`
+//! bridge: it would also log every span's creation, a line per connection;
+//! an application that wants it enables it. The spans (listener, acceptor,
 //! connection) are made beside the telemetry spans of the same names.
 
 /// Reports a line: `report!(level, { fields and message for tracing },
