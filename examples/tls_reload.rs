@@ -107,6 +107,9 @@ fn run() -> common::Result {
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
         .with_cert_resolver(current.clone());
+    // Caught before anyone can know the server is up: SIGHUP's default
+    // action would end the process.
+    let mut hangups = Signals::new([SIGHUP])?;
     let server = Server::builder()
         .ip([127, 0, 0, 1].into())
         .port(port)
@@ -114,7 +117,6 @@ fn run() -> common::Result {
         .start(|_| Ok(Echo))?;
     println!("listening on {}", server.local_addr()?);
 
-    let mut hangups = Signals::new([SIGHUP])?;
     std::thread::spawn(move || {
         for _ in hangups.forever() {
             // A renewal half written, or a key that does not match, keeps
