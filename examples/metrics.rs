@@ -1,17 +1,25 @@
-//! The echo server, plus a side port serving its counters as Prometheus
-//! text, so an operator can scrape it.
+//! The echo server, with its metrics (`atoll::metrics`, feature `metrics`)
+//! served in Prometheus text on a side port by the Prometheus exporter's
+//! recorder.
 //!
 //! ```text
-//! cargo run --example metrics -- --port 4000 --metrics-port 9100
+//! cargo run --example metrics --features metrics -- --port 4000 --metrics-port 9100
 //! curl http://127.0.0.1:9100/metrics
 //! ```
+//!
+//! The exporter renders; the side port is a small atoll HTTP server, so it
+//! listens where the example's flags say (port 0 picks a free one and is
+//! printed) with no async runtime.
 
 mod common;
 
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+use atoll::metrics::{Metrics, Publisher};
 use atoll::{Flow, Handler, Server, Socket};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 struct Echo;
 
@@ -23,46 +31,42 @@ impl Handler for Echo {
     }
 }
 
-/// Answers any HTTP request with the echo server's counters.
-struct Metrics {
-    echo: Arc<Server>,
+/// Upper bounds of the histograms' buckets, in seconds: from 10 µs (a
+/// dispatch on an idle server) to 10 minutes (a long connection).
+const BUCKETS: [f64; 15] = [
+    0.00001, 0.00005, 0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 60.0,
+    600.0,
+];
+
+/// Answers `GET /metrics` with the exporter's rendering, anything else
+/// with 404; one request per connection.
+struct Scrape {
+    exporter: PrometheusHandle,
+    publisher: Arc<Publisher>,
     request: Vec<u8>,
 }
 
-impl Handler for Metrics {
+impl Handler for Scrape {
     fn handle_data(&mut self, data: &[u8], socket: &mut Socket) -> Flow {
         self.request.extend_from_slice(data);
-        if self.request.len() > 8192 {
-            return Flow::Close; // not a scrape
-        }
-        if !self.request.windows(4).any(|w| w == b"\r\n\r\n") {
-            return Flow::Continue; // the head is not complete yet
-        }
-        let s = self.echo.stats();
-        let body = format!(
-            "# TYPE atoll_connections gauge\natoll_connections {}\n\
-             # TYPE atoll_accepted_total counter\natoll_accepted_total {}\n\
-             # TYPE atoll_rejected_total counter\natoll_rejected_total {}\n\
-             # TYPE atoll_accept_errors_total counter\natoll_accept_errors_total {}\n\
-             # TYPE atoll_received_bytes_total counter\natoll_received_bytes_total {}\n\
-             # TYPE atoll_sent_bytes_total counter\natoll_sent_bytes_total {}\n\
-             # TYPE atoll_busy_workers gauge\natoll_busy_workers {}\n\
-             # TYPE atoll_queued_dispatches gauge\natoll_queued_dispatches {}\n\
-             # TYPE atoll_messages_refused_total counter\natoll_messages_refused_total {}\n\
-             # TYPE atoll_proxy_errors_total counter\natoll_proxy_errors_total {}\n",
-            s.live,
-            s.accepted,
-            s.rejected,
-            s.accept_errors,
-            s.bytes_in,
-            s.bytes_out,
-            s.busy_workers,
-            s.queued,
-            s.messages_refused,
-            s.proxy_errors
-        );
+        let mut headers = [httparse::EMPTY_HEADER; 32];
+        let mut request = httparse::Request::new(&mut headers);
+        let (status, body) = match request.parse(&self.request) {
+            Ok(httparse::Status::Partial) if self.request.len() <= 8192 => {
+                return Flow::Continue; // the head is not complete yet
+            }
+            Ok(httparse::Status::Complete(_))
+                if request.method == Some("GET") && request.path == Some("/metrics") =>
+            {
+                // The counters and gauges as of now, not of the last tick.
+                self.publisher.update();
+                ("200 OK", self.exporter.render())
+            }
+            Ok(httparse::Status::Complete(_)) => ("404 Not Found", String::new()),
+            _ => ("400 Bad Request", String::new()),
+        };
         let head = format!(
-            "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
             body.len()
         );
         match socket.send_vectored(&mut [
@@ -75,23 +79,54 @@ impl Handler for Metrics {
     }
 }
 
-fn main() -> common::Result {
-    let (mut port, mut metrics_port) = (4000u16, 9100u16);
+const HELP: &str = "\
+metrics: an atoll echo server with Prometheus metrics on a side port
+
+Options:
+  --ip ADDR           echo address [127.0.0.1]
+  --port N            echo port, 0 for a free one [4000]
+  --workers N         base worker count
+  --max-workers N     worker limit
+  --acceptors N       acceptor threads
+  --metrics-port N    port of GET /metrics on 127.0.0.1, 0 for a free one [9100]";
+
+fn main() -> ExitCode {
+    common::run_main("metrics", run)
+}
+
+fn run() -> common::Result {
+    let mut metrics_port = 9100u16;
+    let mut echo = Server::builder().ip([127, 0, 0, 1].into()).port(4000);
     let mut args = common::Args::from_env();
     while let Some(flag) = args.flag()? {
         match flag.as_str() {
-            "--port" => port = args.parse()?,
+            "--help" | "-h" => {
+                println!("{HELP}");
+                return Ok(());
+            }
             "--metrics-port" => metrics_port = args.parse()?,
-            _ => return Err("usage: metrics [--port N] [--metrics-port N]".into()),
+            other => {
+                if !args.server_flag(other, &mut echo)? {
+                    return Err(args.unknown());
+                }
+            }
         }
     }
-    let echo = Arc::new(
-        Server::builder()
-            .ip([127, 0, 0, 1].into())
-            .port(port)
-            .start(|_| Ok(Echo))?,
-    );
-    let scraped = echo.clone();
+    // The recorder first: handles taken before it would record nothing.
+    let exporter = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &BUCKETS)?
+        .install_recorder()?;
+    let echo = echo.start(|_| Ok(Echo))?;
+    let publisher = Arc::new(Metrics::new().label("server", "echo").publish(&echo));
+
+    // Histograms keep their samples until upkeep drains them into the
+    // buckets; scrapes do it too, but not every deployment scrapes.
+    let upkeep = exporter.clone();
+    std::thread::spawn(move || loop {
+        std::thread::sleep(Duration::from_secs(5));
+        upkeep.run_upkeep();
+    });
+
     let metrics = Server::builder()
         .ip([127, 0, 0, 1].into())
         .port(metrics_port)
@@ -99,8 +134,9 @@ fn main() -> common::Result {
         .num_acceptors(1)
         .read_timeout(Some(Duration::from_secs(5)))
         .start(move |_| {
-            Ok(Metrics {
-                echo: scraped.clone(),
+            Ok(Scrape {
+                exporter: exporter.clone(),
+                publisher: publisher.clone(),
                 request: Vec::new(),
             })
         })?;

@@ -51,9 +51,25 @@ pub(crate) struct Meta {
     pub(crate) started: SystemTime,
     /// The PROXY protocol header, once read.
     pub(crate) proxy: OnceLock<Arc<Proxied>>,
+    /// The connection's `tracing` span, entered while a worker runs it.
+    #[cfg(feature = "tracing")]
+    pub(crate) span: tracing::Span,
 }
 
 impl Meta {
+    /// Keeps the PROXY header that named the client (once); the `tracing`
+    /// span then names the proxy and the original client.
+    pub(crate) fn set_proxy(&self, proxied: Arc<Proxied>) {
+        #[cfg(feature = "tracing")]
+        {
+            self.span.record("proxy", tracing::field::display(&proxied.via));
+            if let Some(client) = proxied.client() {
+                self.span.record("peer", tracing::field::display(client));
+            }
+        }
+        let _ = self.proxy.set(proxied);
+    }
+
     /// The peer as everything reports it: the original client when a
     /// PROXY header named one.
     pub(crate) fn peer(&self) -> &Addr {

@@ -17,7 +17,7 @@ use crate::error::{panic_message, Error};
 use crate::handler::{Flow, Handler};
 use crate::proxy::{self, Proxied};
 use crate::socket::{Release, Socket};
-use crate::telemetry::{Kind, SpawnError};
+use crate::telemetry::{Kind, SpawnError, Telemetry};
 use crate::transport::Handshake;
 
 /// Reads per round before a connection yields to the others.
@@ -56,6 +56,9 @@ pub(crate) fn run<H: Handler<M>, M: Send + 'static>(
     buf: &mut [u8],
     waited: Duration,
 ) {
+    // The handler's own tracing events carry the connection's fields.
+    #[cfg(feature = "tracing")]
+    let _span = conn.meta.span.enter();
     let mut state = conn.state.lock();
     // Reported in the connection's span, which starts once its handler
     // exists: by `step` for the run that makes the handler.
@@ -67,8 +70,15 @@ pub(crate) fn run<H: Handler<M>, M: Send + 'static>(
     }
     for _ in 0..MAX_ROUNDS {
         let flags = conn.sched.fetch_and(SCHEDULED, Ordering::AcqRel) & !SCHEDULED;
+        // Timed only for a sink: without one, a relaxed load and no clock.
+        let started = Telemetry::enabled().then(Instant::now);
         let result = step(conn, &mut state, flags, buf, waited.take());
         if let Some(socket) = state.socket.as_mut() {
+            if let Some(started) = started {
+                socket.emit(|| Kind::Callbacks {
+                    duration: started.elapsed(),
+                });
+            }
             publish(conn, socket);
         }
         if let Err(end) = result {
@@ -256,7 +266,7 @@ fn proxy_header<H: Handler<M>, M: Send + 'static>(
                 header,
                 via: conn.meta.peer.clone(),
             });
-            let _ = conn.meta.proxy.set(proxied.clone());
+            conn.meta.set_proxy(proxied.clone());
             socket.set_proxied(proxied);
             state.setup = Setup::Accepted(io);
             Ok(true)
@@ -357,7 +367,9 @@ fn guarded<H, M, R>(conn: &Conn<H, M>, f: impl FnOnce() -> R) -> Result<R, End> 
     panic::catch_unwind(AssertUnwindSafe(f)).map_err(|payload| {
         let msg = panic_message(&*payload);
         conn.server.stats.panics.fetch_add(1, Ordering::Relaxed);
-        log::error!(
+        report!(
+            error,
+            { connection = conn.meta.id, peer = %conn.meta.peer(), panic = %msg, "handler panicked" },
             "atoll: handler of connection {} from {} panicked: {msg}",
             conn.meta.id,
             conn.meta.peer()
@@ -401,7 +413,11 @@ fn finish<H: Handler<M>, M: Send + 'static>(
             match &err {
                 // Surfaced, as an abnormal exit is in Thousand Island.
                 Error::Handler(_) if !server.config.silent_terminate_on_error => {
-                    log::error!(target: "atoll", "connection {id} from {peer} ended: {}", crate::error::Chain(&err))
+                    report!(
+                        error,
+                        { connection = id, peer = %peer, error = %crate::error::Chain(&err), "connection ended" },
+                        target: "atoll", "connection {id} from {peer} ended: {}", crate::error::Chain(&err)
+                    )
                 }
                 Error::ProxyHeader(_) => {
                     server.stats.proxy_errors.fetch_add(1, Ordering::Relaxed);

@@ -51,7 +51,11 @@
 //! - [`transport`] holds the transports (TCP, TLS, Unix sockets, your own)
 //!   and a standalone listener.
 //! - [`telemetry`] and [`logger`] let the application observe a running
-//!   server.
+//!   server; `metrics` (feature `metrics`) publishes its numbers through
+//!   the `metrics` facade; with the feature `tracing`, listeners,
+//!   acceptors and connections have `tracing` spans, the connection's
+//!   entered around its callbacks, and atoll's own lines are `tracing`
+//!   events with fields.
 //! - [`udp`] serves datagrams with the same handlers.
 //! - [`client`] is a blocking TCP client (with TLS) for threaded code.
 //!
@@ -79,6 +83,9 @@ macro_rules! linux_only {
 }
 
 linux_only! {
+    // First: its `report!` macro serves the modules below.
+    #[macro_use]
+    mod trace;
     pub mod client;
     mod config;
     mod connection;
@@ -88,6 +95,9 @@ linux_only! {
     pub mod inherit;
     mod limiter;
     pub mod logger;
+    #[cfg(feature = "metrics")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
+    pub mod metrics;
     pub mod notify;
     mod pool;
     pub mod proxy;

@@ -404,7 +404,14 @@ impl<H: Handler<M>, M: Send + 'static> Pool<H, M> {
                 // the same way, so pause, and say so once per pause.
                 let pause = self.now_ns() + SPAWN_PAUSE.as_nanos() as u64;
                 self.spawn_paused_until.store(pause, Ordering::Relaxed);
-                log::error!(
+                report!(
+                    error,
+                    {
+                        error = %e,
+                        workers = self.threads.load(Ordering::Relaxed),
+                        pause = ?SPAWN_PAUSE,
+                        "cannot start a worker thread"
+                    },
                     target: "atoll",
                     "cannot start a worker thread ({} running): {e}; trying again in {SPAWN_PAUSE:?}",
                     self.threads.load(Ordering::Relaxed)
@@ -477,7 +484,7 @@ impl<H: Handler<M>, M: Send + 'static> Pool<H, M> {
     ) -> Polled<H, M> {
         if let Err(e) = polled {
             if e.kind() != io::ErrorKind::Interrupted {
-                log::error!(target: "atoll", "epoll_wait failed: {e}");
+                report!(error, { error = %e, "epoll_wait failed" }, target: "atoll", "epoll_wait failed: {e}");
                 thread::sleep(Duration::from_millis(10));
             }
             return Polled::Nothing;
@@ -707,7 +714,14 @@ impl<H: Handler<M>, M: Send + 'static> Pool<H, M> {
                     self.saturations.fetch_add(1, Ordering::Relaxed);
                     if warned.map_or(true, |w| w.elapsed() >= SATURATION_WARNING_EVERY) {
                         warned = Some(Instant::now());
-                        log::warn!(
+                        report!(
+                            warn,
+                            {
+                                workers = self.threads.load(Ordering::Relaxed),
+                                busy_for = ?since.elapsed(),
+                                "all workers busy in callbacks with work waiting: raise \
+                                 Builder::max_workers, or make the handlers block less"
+                            },
                             target: "atoll",
                             "all {} workers have been busy in callbacks for {:?} with work \
                              waiting: raise Builder::max_workers, or make the handlers block less",
@@ -779,7 +793,11 @@ impl<H: Handler<M>, M: Send + 'static> Pool<H, M> {
                 let _ = handle.join();
             } else {
                 let name = handle.thread().name().unwrap_or("a worker").to_string();
-                log::error!("atoll: stop: {name} is stuck in a callback; left running");
+                report!(
+                    error,
+                    { worker = %name, "stop: a worker is stuck in a callback; left running" },
+                    "atoll: stop: {name} is stuck in a callback; left running"
+                );
             }
         }
         while self.rx.try_recv().is_ok() {}

@@ -21,7 +21,7 @@ use crate::handler::Handler;
 use crate::limiter::Limiter;
 use crate::server::Shared;
 use crate::socket::Socket;
-use crate::telemetry::{ConnSpan, Event, Kind, Span, SpanId, SpawnError, Telemetry};
+use crate::telemetry::{ConnSpan, Event, Kind, ListenerSpan, Span, SpanId, SpawnError, Telemetry};
 use crate::transport::{Addr, Io, ListenSocket};
 
 const LISTENER: Token = Token(usize::MAX);
@@ -42,13 +42,13 @@ const ACCEPT_ERRORS_BEFORE_BACKOFF: u32 = 16;
 pub(crate) enum Control {
     /// Accept from this listener, in an acceptor span under this listener
     /// span.
-    Listen(ListenSocket, SpanId, Sender<()>),
+    Listen(ListenSocket, ListenerSpan, Sender<()>),
     /// Close the listener; open connections carry on. A UDP socket is
     /// kept (its sessions send on it) and only stops being read.
     Suspend(Sender<()>),
     /// Read the kept UDP socket again, in a new acceptor span under this
     /// listener span.
-    Resume(SpanId, Sender<()>),
+    Resume(ListenerSpan, Sender<()>),
     /// Close the listener and the connection waiting for a slot.
     Stop(Sender<()>),
     /// Leave the loop.
@@ -153,6 +153,8 @@ pub(crate) struct Reactor<H, M> {
 struct AcceptorSpan {
     id: SpanId,
     listener: SpanId,
+    #[cfg(feature = "tracing")]
+    tracing: tracing::Span,
     started: Instant,
     accepted: u64,
 }
@@ -224,7 +226,7 @@ impl<H: Handler<M>, M: Send + 'static> Reactor<H, M> {
             let timeout = self.next_timeout();
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() != io::ErrorKind::Interrupted {
-                    log::error!("atoll: poll failed: {e}");
+                    report!(error, { error = %e, "acceptor poll failed" }, "atoll: poll failed: {e}");
                     std::thread::sleep(ACCEPT_BACKOFF);
                 }
                 continue;
@@ -235,6 +237,12 @@ impl<H: Handler<M>, M: Send + 'static> Reactor<H, M> {
             if events.iter().any(|e| e.token() == LISTENER) {
                 self.listener_ready = true;
             }
+            // What the acceptor reports while it accepts carries its span
+            // (a clone: accepting needs `self` whole).
+            #[cfg(feature = "tracing")]
+            let span = self.span.as_ref().map(|s| s.tracing.clone());
+            #[cfg(feature = "tracing")]
+            let _entered = span.as_ref().map(tracing::Span::enter);
             self.fire_timers();
             self.redeliver();
             self.retry_waiting();
@@ -325,13 +333,17 @@ impl<H: Handler<M>, M: Send + 'static> Reactor<H, M> {
     }
 
     /// Watches a listener and opens an acceptor span for it.
-    fn start_listening(&mut self, mut listener: ListenSocket, listener_span: SpanId) {
+    fn start_listening(&mut self, mut listener: ListenSocket, listener_span: ListenerSpan) {
         if let Err(e) = self
             .poll
             .registry()
             .register(&mut listener, LISTENER, Interest::READABLE)
         {
-            log::error!(target: "atoll", "cannot watch the listener: {e}");
+            report!(
+                error,
+                { error = %e, "cannot watch the listener" },
+                target: "atoll", "cannot watch the listener: {e}"
+            );
             return;
         }
         self.fixed_local = listener.fixed_local();
@@ -339,7 +351,14 @@ impl<H: Handler<M>, M: Send + 'static> Reactor<H, M> {
         self.listener_ready = true;
         self.span = Some(AcceptorSpan {
             id: SpanId::next(),
-            listener: listener_span,
+            listener: listener_span.id,
+            #[cfg(feature = "tracing")]
+            tracing: tracing::info_span!(
+                target: "atoll",
+                parent: &listener_span.tracing,
+                "acceptor",
+                thread = std::thread::current().name().unwrap_or_default()
+            ),
             started: Instant::now(),
             accepted: 0,
         });
@@ -559,7 +578,11 @@ impl<H: Handler<M>, M: Send + 'static> Reactor<H, M> {
             None => match sock.local_addr() {
                 Ok(local) => Addr::from_sock(&local),
                 Err(e) => {
-                    log::debug!("atoll: connection from {peer} lost before setup: {e}");
+                    report!(
+                        debug,
+                        { peer = %peer, error = %e, "connection lost before setup" },
+                        "atoll: connection from {peer} lost before setup: {e}"
+                    );
                     self.shared.limiter.release();
                     return;
                 }
@@ -610,6 +633,25 @@ impl<H: Handler<M>, M: Send + 'static> Reactor<H, M> {
         let pool = &self.server.pool;
         let mut slab = pool.slab.lock();
         let token = slab.vacant_token();
+        #[cfg(feature = "tracing")]
+        let span = {
+            let transport = if config.listen.udp.is_some() {
+                "udp"
+            } else {
+                config.transport.name()
+            };
+            let parent = self.span.as_ref().and_then(|s| s.tracing.id());
+            tracing::info_span!(
+                target: "atoll",
+                parent: parent,
+                "connection",
+                id,
+                peer = %peer,
+                local = %local,
+                proxy = tracing::field::Empty,
+                transport
+            )
+        };
         let conn = Arc::new(Conn {
             meta: Meta {
                 id,
@@ -617,6 +659,8 @@ impl<H: Handler<M>, M: Send + 'static> Reactor<H, M> {
                 local,
                 started: SystemTime::now(),
                 proxy: OnceLock::new(),
+                #[cfg(feature = "tracing")]
+                span,
             },
             token,
             sched: AtomicU32::new(CONNECT | SCHEDULED),
@@ -639,7 +683,11 @@ impl<H: Handler<M>, M: Send + 'static> Reactor<H, M> {
             if let Err(e) = registered {
                 slab.remove(token);
                 drop(slab);
-                log::error!(target: "atoll", "cannot watch the connection from {}: {e}", conn.meta.peer());
+                report!(
+                    error,
+                    { connection = conn.meta.id, peer = %conn.meta.peer(), error = %e, "cannot watch the connection" },
+                    target: "atoll", "cannot watch the connection from {}: {e}", conn.meta.peer()
+                );
                 self.shared.limiter.release();
                 return None;
             }

@@ -17,7 +17,7 @@ use crate::error::{BoxError, Error};
 use crate::handler::Handler;
 use crate::pool::{Pool, PoolConfig};
 use crate::reactor::{self, AcceptorShared, Control, Reactor};
-use crate::telemetry::{Event, Kind, Sink, SinkId, Span, SpanId, Telemetry};
+use crate::telemetry::{Event, Kind, ListenerSpan, Sink, SinkId, Span, SpanId, Telemetry};
 use crate::transport::{Addr, ListenSocket};
 
 pub(crate) type Factory<H, M> = Box<dyn Fn(&Connection<M>) -> Result<H, BoxError> + Send + Sync>;
@@ -264,7 +264,7 @@ struct Life {
     status: Status,
     local_addr: Option<Addr>,
     /// The open listener span: its id and start.
-    listener_span: Option<(SpanId, Instant)>,
+    listener_span: Option<(ListenerSpan, Instant)>,
     /// A suspended UDP server's address: its sockets are kept.
     parked: Option<Addr>,
     /// The listening sockets, for [`Server::listener_fds`]: the one the
@@ -532,6 +532,25 @@ impl<M: Send + 'static> Server<M> {
         self.backend.stats()
     }
 
+    /// Reads the stats for as long as the server lives (the metrics
+    /// thread must not keep a dropped server's records alive).
+    #[cfg(feature = "metrics")]
+    pub(crate) fn weak_stats(&self) -> Box<dyn Fn() -> Option<ServerStats> + Send + Sync> {
+        let backend = Arc::downgrade(&self.backend);
+        Box::new(move || backend.upgrade().map(|b| b.stats()))
+    }
+
+    /// Detaches a sink of this server later, if it still lives.
+    #[cfg(feature = "metrics")]
+    pub(crate) fn weak_detach(&self, id: SinkId) -> Box<dyn FnOnce() + Send> {
+        let backend = Arc::downgrade(&self.backend);
+        Box::new(move || {
+            if let Some(b) = backend.upgrade() {
+                b.telemetry().sinks.detach(id);
+            }
+        })
+    }
+
     /// Changes the limit of live connections per acceptor (`None`: no
     /// limit). A raised limit admits
     /// waiting connections at once; a lowered one closes nobody but admits
@@ -609,7 +628,7 @@ impl<M: Send + 'static> Server<M> {
             // UDP: the sockets were kept; read them again.
             let span = listener_start(&*self.backend, &addr);
             self.backend
-                .control(&mut |ack| Some(Control::Resume(span, ack)))?;
+                .control(&mut |ack| Some(Control::Resume(span.clone(), ack)))?;
             life.local_addr = Some(addr);
             life.listener_span = Some((span, Instant::now()));
         } else {
@@ -707,7 +726,7 @@ fn stop<M>(server: &Server<M>, wait: Option<Duration>) {
             Status::Running | Status::Suspended => {}
         }
         if let Err(e) = backend.control(&mut |ack| Some(Control::Stop(ack))) {
-            log::error!("atoll: stop: {e}");
+            report!(error, { error = %e, "stop failed" }, "atoll: stop: {e}");
         }
         if life.status == Status::Running {
             remove_unix_socket(backend.config(), &life);
@@ -724,7 +743,9 @@ fn stop<M>(server: &Server<M>, wait: Option<Duration>) {
     if !backend.wait_drained(deadline) {
         backend.force_close_all();
         if !backend.wait_drained(Some(Instant::now() + FORCE_GRACE)) {
-            log::error!(
+            report!(
+                error,
+                { connections = backend.live(), "stop: connections still busy in a callback after the forced close" },
                 "atoll: stop: {} connections still busy in a callback after the forced close",
                 backend.live()
             );
@@ -757,7 +778,12 @@ fn remove_unix_socket(config: &Builder, life: &Life) {
     }
     if let Some(path) = config.listen.unix_path() {
         if let Err(e) = std::fs::remove_file(path) {
-            log::warn!("atoll: cannot remove {}: {e}", path.display());
+            report!(
+                warn,
+                { path = %path.display(), error = %e, "cannot remove the Unix socket" },
+                "atoll: cannot remove {}: {e}",
+                path.display()
+            );
         }
     }
 }
@@ -805,7 +831,11 @@ fn listen<M>(
         (sockets, vec![listener])
     };
     let mut clones = sockets.into_iter();
-    backend.control(&mut |ack| clones.next().map(|l| Control::Listen(l, span, ack)))?;
+    backend.control(&mut |ack| {
+        clones
+            .next()
+            .map(|l| Control::Listen(l, span.clone(), ack))
+    })?;
     life.local_addr = Some(addr);
     life.listener_span = Some((span, Instant::now()));
     life.listening = listening;
@@ -813,12 +843,24 @@ fn listen<M>(
 }
 
 /// Starts a listener span.
-fn listener_start<M>(backend: &dyn Backend<M>, addr: &Addr) -> SpanId {
+fn listener_start<M>(backend: &dyn Backend<M>, addr: &Addr) -> ListenerSpan {
     let span = SpanId::next();
     let config = backend.config();
+    let span = ListenerSpan {
+        id: span,
+        // A root: a listener outlives whatever span its caller was in.
+        #[cfg(feature = "tracing")]
+        tracing: tracing::info_span!(
+            target: "atoll",
+            parent: None,
+            "listener",
+            local = %addr,
+            transport = transport_name(config)
+        ),
+    };
     emit_listener(
         backend,
-        span,
+        span.id,
         Kind::ListenerStart {
             local: addr,
             transport: transport_name(config),
@@ -866,7 +908,7 @@ fn end_listener_span<M>(backend: &dyn Backend<M>, life: &mut Life) {
     let config = backend.config();
     emit_listener(
         backend,
-        span,
+        span.id,
         Kind::ListenerStop {
             local,
             duration,

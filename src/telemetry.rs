@@ -249,6 +249,14 @@ pub enum Kind<'a> {
         /// From readiness to the worker.
         wait: Duration,
     },
+    /// `connection.callbacks` (atoll's own): a worker ran one round of the
+    /// connection's pending work (the callbacks, with the reads that fed
+    /// them and the sends they made), for `duration`. Emitted only while a
+    /// sink is attached: timing costs nothing otherwise.
+    Callbacks {
+        /// How long the worker was held.
+        duration: Duration,
+    },
     /// `[:connection, :async_recv]`: data for `handle_data`.
     AsyncRecv {
         /// The bytes.
@@ -376,6 +384,7 @@ impl Event<'_> {
             Kind::ConnectionStop { .. } => "connection.stop",
             Kind::Ready => "connection.ready",
             Kind::Dispatch { .. } => "connection.dispatch",
+            Kind::Callbacks { .. } => "connection.callbacks",
             Kind::AsyncRecv { .. } => "connection.async_recv",
             Kind::Recv { .. } => "connection.recv",
             Kind::RecvError { .. } => "connection.recv_error",
@@ -699,7 +708,9 @@ impl Sinks {
         }
         for id in panicked {
             if self.detach(id) {
-                log::error!(
+                report!(
+                    error,
+                    { sink = id.0, event = event.name(), "telemetry sink panicked; detached" },
                     target: "atoll",
                     "telemetry sink {id:?} panicked on {}; detached",
                     event.name()
@@ -765,6 +776,15 @@ impl Telemetry {
         }
         telemetry
     }
+}
+
+/// A listener span as the acceptor threads get it: the telemetry id and, with
+/// the `tracing` feature, the `tracing` span their acceptor spans go under.
+#[derive(Clone, Debug)]
+pub(crate) struct ListenerSpan {
+    pub(crate) id: SpanId,
+    #[cfg(feature = "tracing")]
+    pub(crate) tracing: tracing::Span,
 }
 
 /// A connection's span: its place in the span tree, which

@@ -46,9 +46,10 @@ impl Recorder {
     fn sink(&self) -> impl Fn(&Event<'_>) + Send + Sync + 'static {
         let log = self.0.clone();
         move |e: &Event<'_>| {
-            // How often a connection is dispatched depends on the timing
-            // of its reads; the scripts below pin what the handler did.
-            if matches!(e.kind, Kind::Dispatch { .. }) {
+            // How often a connection is dispatched (and so how many rounds
+            // of callbacks it runs) depends on the timing of its reads; the
+            // scripts below pin what the handler did.
+            if matches!(e.kind, Kind::Dispatch { .. } | Kind::Callbacks { .. }) {
                 return;
             }
             let detail = match &e.kind {

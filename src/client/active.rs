@@ -207,7 +207,11 @@ pub(super) fn arm(shared: &Arc<Shared>, deliver: Deliver) -> Result<(), Error> {
         state.check.push(token);
     }
     if let Err(e) = poller.waker.wake() {
-        log::error!("atoll client: cannot wake the poll thread: {e}");
+        report!(
+            error,
+            { error = %e, "client: cannot wake the poll thread" },
+            "atoll client: cannot wake the poll thread: {e}"
+        );
     }
     Ok(())
 }
@@ -238,7 +242,7 @@ impl Poller {
                 if e.kind() != io::ErrorKind::Interrupted {
                     // Nothing else can drive the armed connections: log,
                     // breathe, and go on.
-                    log::error!("atoll client: poll failed: {e}");
+                    report!(error, { error = %e, "client: poll failed" }, "atoll client: poll failed: {e}");
                     std::thread::sleep(Duration::from_millis(10));
                 }
                 continue;
@@ -286,7 +290,11 @@ impl Poller {
         // the thread that every armed connection depends on.
         let delivered = std::panic::catch_unwind(AssertUnwindSafe(|| deliver(packet)));
         if delivered.is_err() {
-            log::error!("atoll client: the packet mapping of connection {id} panicked");
+            report!(
+                error,
+                { connection = id.0, "client: a packet mapping panicked" },
+                "atoll client: the packet mapping of connection {id} panicked"
+            );
         }
     }
 }

@@ -22,6 +22,13 @@ use crate::sys::{self, Wait};
 ///
 /// # Examples
 ///
+/// A `native_tls::TlsConnector` built elsewhere (with a client
+/// certificate, say) becomes a configuration with `From`
+/// (`TlsConfig::from(connector)`): the connector's roots, identity, ALPN
+/// and checks are used as they are, and only
+/// [`domain`](TlsConfig::domain) and
+/// [`handshake_timeout`](TlsConfig::handshake_timeout) apply on top.
+///
 /// ```no_run
 /// use atoll::client::{Options, TlsConfig};
 ///
@@ -43,6 +50,9 @@ pub struct TlsConfig {
     accept_invalid_certs: bool,
     accept_invalid_hostnames: bool,
     handshake_timeout: Option<Duration>,
+    /// A connector given whole (`From<TlsConnector>`), which the options
+    /// above do not build.
+    connector: Option<TlsConnector>,
 }
 
 impl Default for TlsConfig {
@@ -55,6 +65,31 @@ impl Default for TlsConfig {
             accept_invalid_certs: false,
             accept_invalid_hostnames: false,
             handshake_timeout: Some(Duration::from_secs(5)),
+            connector: None,
+        }
+    }
+}
+
+impl From<TlsConnector> for TlsConfig {
+    /// Connects with a connector built elsewhere, used as it is; the
+    /// name and the handshake timeout are still this configuration's
+    /// (see [`TlsConfig`]), and the roots, ALPN and `danger_*` switches
+    /// set here are ignored.
+    ///
+    /// ```no_run
+    /// use atoll::client::{Options, TlsConfig};
+    /// use native_tls::{Identity, TlsConnector};
+    ///
+    /// let me = Identity::from_pkcs8(&std::fs::read("me.pem")?, &std::fs::read("me.key")?)?;
+    /// let connector = TlsConnector::builder().identity(me).build()?;
+    /// let tls = TlsConfig::from(connector).domain("api.example.com");
+    /// let conn = Options::new("10.0.0.7", 443).tls(Some(tls)).connect()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    fn from(connector: TlsConnector) -> TlsConfig {
+        TlsConfig {
+            connector: Some(connector),
+            ..TlsConfig::default()
         }
     }
 }
@@ -69,6 +104,7 @@ impl fmt::Debug for TlsConfig {
             .field("accept_invalid_certs", &self.accept_invalid_certs)
             .field("accept_invalid_hostnames", &self.accept_invalid_hostnames)
             .field("handshake_timeout", &self.handshake_timeout)
+            .field("connector", &self.connector.is_some())
             .finish()
     }
 }
@@ -187,6 +223,9 @@ impl TlsConfig {
     }
 
     fn connector(&self) -> Result<TlsConnector, Error> {
+        if let Some(connector) = &self.connector {
+            return Ok(connector.clone());
+        }
         let mut builder = TlsConnector::builder();
         for root in &self.roots {
             builder.add_root_certificate(root.clone());

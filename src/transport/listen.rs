@@ -497,7 +497,11 @@ impl ListenOptions {
                 .map_or(Ok(()), |s| sock.set_send_buffer_size(s)),
         ];
         for e in results.into_iter().filter_map(Result::err) {
-            log::debug!("atoll: socket option not applied: {e}");
+            report!(
+                debug,
+                { error = %e, "socket option not applied" },
+                "atoll: socket option not applied: {e}"
+            );
         }
     }
 }

@@ -20,6 +20,11 @@ const GATHER: usize = 16 * 1024;
 /// It cannot ask clients for a certificate; for mutual TLS use
 /// [`Rustls`](super::Rustls) (feature `rustls`).
 ///
+/// A `native_tls::TlsAcceptor` built elsewhere becomes a transport with
+/// `From` (`NativeTls::from(acceptor)`) and is used as it is; the `with_*`
+/// methods rebuild an acceptor of atoll's own from the identity, so they
+/// fail with [`Error::Config`] on one made this way.
+///
 /// ```no_run
 /// use atoll::transport::{NativeTls, TlsVersion};
 ///
@@ -33,7 +38,8 @@ const GATHER: usize = 16 * 1024;
 /// ```
 #[derive(Clone)]
 pub struct NativeTls {
-    identity: Identity,
+    /// `None` for an acceptor given whole (`From<TlsAcceptor>`).
+    identity: Option<Identity>,
     min_version: TlsVersion,
     alpn: Vec<String>,
     acceptor: TlsAcceptor,
@@ -41,6 +47,9 @@ pub struct NativeTls {
 
 impl fmt::Debug for NativeTls {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.identity.is_none() {
+            return f.debug_struct("NativeTls").finish_non_exhaustive();
+        }
         f.debug_struct("NativeTls")
             .field("min_version", &self.min_version)
             .field("alpn", &self.alpn)
@@ -75,7 +84,7 @@ impl NativeTls {
     fn new(identity: Identity) -> Result<NativeTls, Error> {
         let acceptor = build(&identity, TlsVersion::Tls12, &[])?;
         Ok(NativeTls {
-            identity,
+            identity: Some(identity),
             min_version: TlsVersion::Tls12,
             alpn: Vec::new(),
             acceptor,
@@ -92,7 +101,7 @@ impl NativeTls {
     /// ```
     pub fn with_alpn(mut self, protocols: &[&str]) -> Result<NativeTls, Error> {
         self.alpn = protocols.iter().map(|p| p.to_string()).collect();
-        self.acceptor = build(&self.identity, self.min_version, &self.alpn)?;
+        self.acceptor = build(self.identity()?, self.min_version, &self.alpn)?;
         Ok(self)
     }
 
@@ -105,8 +114,41 @@ impl NativeTls {
     /// ```
     pub fn with_min_version(mut self, version: TlsVersion) -> Result<NativeTls, Error> {
         self.min_version = version;
-        self.acceptor = build(&self.identity, self.min_version, &self.alpn)?;
+        self.acceptor = build(self.identity()?, self.min_version, &self.alpn)?;
         Ok(self)
+    }
+
+    /// The identity to rebuild the acceptor from; an error for an
+    /// acceptor given whole.
+    fn identity(&self) -> Result<&Identity, Error> {
+        self.identity.as_ref().ok_or_else(|| {
+            Error::Config(
+                "TLS: this NativeTls was made from a TlsAcceptor: configure that instead".into(),
+            )
+        })
+    }
+}
+
+impl From<TlsAcceptor> for NativeTls {
+    /// Serves with an acceptor built elsewhere, used as it is (its
+    /// identity, protocol versions and ALPN).
+    ///
+    /// ```no_run
+    /// use native_tls::{Identity, TlsAcceptor};
+    ///
+    /// let identity = Identity::from_pkcs12(&std::fs::read("id.p12")?, "secret")?;
+    /// let acceptor = TlsAcceptor::builder(identity).build()?;
+    /// let tls = atoll::transport::NativeTls::from(acceptor);
+    /// let builder = atoll::Server::builder().port(4443).transport(tls);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    fn from(acceptor: TlsAcceptor) -> NativeTls {
+        NativeTls {
+            identity: None,
+            min_version: TlsVersion::Tls12,
+            alpn: Vec::new(),
+            acceptor,
+        }
     }
 }
 

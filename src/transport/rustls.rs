@@ -96,6 +96,18 @@ impl fmt::Debug for ClientAuth {
 /// `NativeTls` stays the choice for PKCS#12 identities, and where the
 /// system's TLS library and its configuration must be the one used.
 ///
+/// **A `ServerConfig` built elsewhere** becomes a transport with `From`
+/// (`Rustls::from(Arc<ServerConfig>)`): its certificate resolver (for
+/// certificate rotation), client-certificate verifier, ALPN list and
+/// protocol versions are used as they are, with no new `Transport` to
+/// write. `examples/tls_reload.rs` swaps the certificate of a running
+/// server that way. The `with_*` methods rebuild a configuration of
+/// atoll's own, so they fail with [`Error::Config`] on one made this way.
+///
+/// The crypto provider of [`from_pem`](Rustls::from_pem) is the process
+/// default when one is installed (`CryptoProvider::install_default`), else
+/// *ring*.
+///
 /// Protocol versions are TLS 1.2 and 1.3 (1.3 only with
 /// `with_min_version(TlsVersion::Tls13)`). With ALPN protocols set, a client that offers ALPN but none of
 /// them is refused (RFC 7301's `no_application_protocol`); a client that
@@ -126,7 +138,8 @@ impl fmt::Debug for ClientAuth {
 /// ```
 #[derive(Clone)]
 pub struct Rustls {
-    settings: Settings,
+    /// `None` for a configuration given whole (`From<Arc<ServerConfig>>`).
+    settings: Option<Settings>,
     config: Arc<ServerConfig>,
 }
 
@@ -143,7 +156,12 @@ struct Settings {
 
 impl fmt::Debug for Rustls {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let s = &self.settings;
+        let Some(s) = &self.settings else {
+            return f
+                .debug_struct("Rustls")
+                .field("alpn", &self.config.alpn_protocols.len())
+                .finish_non_exhaustive();
+        };
         let mut names: Vec<&String> = s.by_name.keys().collect();
         names.sort();
         f.debug_struct("Rustls")
@@ -166,7 +184,11 @@ impl Rustls {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn from_pem(cert_chain: &[u8], key: &[u8]) -> Result<Rustls, Error> {
-        let provider = Arc::new(ring::default_provider());
+        // The application's choice of provider (FIPS, aws-lc-rs, ...) when
+        // it made one; ring, which this feature builds, otherwise.
+        let provider = CryptoProvider::get_default()
+            .cloned()
+            .unwrap_or_else(|| Arc::new(ring::default_provider()));
         let default = Arc::new(certified_key(&provider, cert_chain, key)?);
         let settings = Settings {
             provider,
@@ -177,7 +199,20 @@ impl Rustls {
             tls13_only: false,
         };
         let config = settings.build()?;
-        Ok(Rustls { settings, config })
+        Ok(Rustls {
+            settings: Some(settings),
+            config,
+        })
+    }
+
+    /// The settings of a configuration atoll builds, to change one; an
+    /// error for a `ServerConfig` given whole.
+    fn settings(&mut self) -> Result<&mut Settings, Error> {
+        self.settings.as_mut().ok_or_else(|| {
+            Error::Config(
+                "TLS: this Rustls was made from a ServerConfig: configure that instead".into(),
+            )
+        })
     }
 
     /// The application protocols offered by ALPN, in order of preference;
@@ -194,8 +229,9 @@ impl Rustls {
                 "TLS: an ALPN protocol name has 1 to 255 bytes".into(),
             ));
         }
-        self.settings.alpn = protocols.iter().map(|p| p.to_string()).collect();
-        self.config = self.settings.build()?;
+        let settings = self.settings()?;
+        settings.alpn = protocols.iter().map(|p| p.to_string()).collect();
+        self.config = settings.build()?;
         Ok(self)
     }
 
@@ -212,8 +248,9 @@ impl Rustls {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn with_client_auth(mut self, auth: ClientAuth) -> Result<Rustls, Error> {
-        self.settings.client_auth = auth;
-        self.config = self.settings.build()?;
+        let settings = self.settings()?;
+        settings.client_auth = auth;
+        self.config = settings.build()?;
         Ok(self)
     }
 
@@ -237,15 +274,16 @@ impl Rustls {
         cert_chain: &[u8],
         key: &[u8],
     ) -> Result<Rustls, Error> {
-        let certified = certified_key(&self.settings.provider, cert_chain, key)?;
+        let settings = self.settings()?;
+        let certified = certified_key(&settings.provider, cert_chain, key)?;
         // Checks that the name is a DNS name and the certificate covers it.
         ResolvesServerCertUsingSni::new()
             .add(server_name, certified.clone())
             .map_err(|e| Error::Config(format!("TLS: SNI name {server_name:?}: {e}")))?;
-        self.settings
+        settings
             .by_name
             .insert(server_name.to_ascii_lowercase(), Arc::new(certified));
-        self.config = self.settings.build()?;
+        self.config = settings.build()?;
         Ok(self)
     }
 
@@ -257,9 +295,47 @@ impl Rustls {
     /// # Ok::<(), atoll::Error>(())
     /// ```
     pub fn with_min_version(mut self, version: TlsVersion) -> Result<Rustls, Error> {
-        self.settings.tls13_only = version == TlsVersion::Tls13;
-        self.config = self.settings.build()?;
+        let settings = self.settings()?;
+        settings.tls13_only = version == TlsVersion::Tls13;
+        self.config = settings.build()?;
         Ok(self)
+    }
+}
+
+impl From<Arc<ServerConfig>> for Rustls {
+    /// Serves with a rustls configuration built elsewhere, used as it is:
+    /// its certificate resolver, client verifier, ALPN list and versions.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use rustls::server::{ClientHello, ResolvesServerCert};
+    /// use rustls::sign::CertifiedKey;
+    ///
+    /// /// Hands out whatever certificate is current: swap it to rotate.
+    /// #[derive(Debug)]
+    /// struct Current(std::sync::RwLock<Option<Arc<CertifiedKey>>>);
+    ///
+    /// impl ResolvesServerCert for Current {
+    ///     fn resolve(&self, _: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+    ///         self.0.read().ok()?.clone()
+    ///     }
+    /// }
+    ///
+    /// let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+    ///     rustls::crypto::ring::default_provider(),
+    /// ))
+    /// .with_safe_default_protocol_versions()?
+    /// .with_no_client_auth()
+    /// .with_cert_resolver(Arc::new(Current(Default::default())));
+    /// let tls = atoll::transport::Rustls::from(Arc::new(config));
+    /// let builder = atoll::Server::builder().port(4443).transport(tls);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    fn from(config: Arc<ServerConfig>) -> Rustls {
+        Rustls {
+            settings: None,
+            config,
+        }
     }
 }
 

@@ -16,6 +16,19 @@ use super::PATIENCE;
 /// The examples the tests run, built together by one `cargo build`.
 pub const EXAMPLES: [&str; 4] = ["echo", "handover", "mini_redis", "http_hello"];
 
+/// The examples that need a feature, built when this test has it.
+const FEATURE_EXAMPLES: [(&str, bool); 2] = [
+    ("tls_reload", cfg!(feature = "rustls")),
+    ("metrics", cfg!(feature = "metrics")),
+];
+
+/// Every example built for this test: [`EXAMPLES`] and the
+/// [`FEATURE_EXAMPLES`] whose feature is on.
+fn built() -> impl Iterator<Item = &'static str> {
+    let featured = FEATURE_EXAMPLES.iter().filter(|(_, on)| *on);
+    EXAMPLES.into_iter().chain(featured.map(|(name, _)| *name))
+}
+
 /// Builds [`EXAMPLES`] once per test binary, with this test's features and
 /// profile, and returns the directory holding them.
 pub fn dir() -> &'static Path {
@@ -26,13 +39,14 @@ pub fn dir() -> &'static Path {
             .args(["build", "--quiet", "--no-default-features"])
             .arg("--manifest-path")
             .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"));
-        for name in EXAMPLES {
+        for name in built() {
             cargo.args(["--example", name]);
         }
         // The crate's features, as Cargo.toml lists them.
         let features: Vec<&str> = [
             ("tls", cfg!(feature = "tls")),
             ("rustls", cfg!(feature = "rustls")),
+            ("metrics", cfg!(feature = "metrics")),
         ]
         .into_iter()
         .filter_map(|(name, on)| on.then_some(name))
@@ -77,10 +91,10 @@ pub fn dir() -> &'static Path {
     built.as_ref().unwrap_or_else(|e| panic!("{e}"))
 }
 
-/// The path of a built example (one of [`EXAMPLES`]).
+/// The path of a built example (see [`built`]).
 pub fn path(name: &str) -> PathBuf {
     assert!(
-        EXAMPLES.contains(&name),
+        built().any(|built| built == name),
         "{name} is not built for the tests"
     );
     dir().join(name)

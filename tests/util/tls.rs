@@ -13,14 +13,17 @@ use native_tls::{Certificate, Identity, Protocol, TlsConnector, TlsConnectorBuil
 use super::{Issued, TestCa};
 
 /// The test PKI, made once per test binary by the openssl tool: a CA; a
-/// server certificate for localhost/127.0.0.1 and one for `other.test`; a
-/// client certificate; and a stranger CA with a client certificate of its
+/// server certificate for localhost/127.0.0.1, its renewal, and one for
+/// `other.test`; a client certificate; and a stranger CA with a client certificate of its
 /// own.
 #[derive(Debug)]
 pub struct Pki {
     /// The CA certificate in PEM, the root the clients trust.
     pub ca: Vec<u8>,
     pub server: Issued,
+    /// Another certificate for localhost/127.0.0.1 from the same CA, with
+    /// a key of its own: a renewal of [`Pki::server`].
+    pub renewed: Issued,
     pub other: Issued,
     pub client: Issued,
     pub stranger: Issued,
@@ -35,6 +38,11 @@ pub fn pki() -> &'static Pki {
         let stranger_ca = TestCa::new(&dir, "stranger-ca");
         let pki = Pki {
             server: ca.issue(
+                "localhost",
+                Some("DNS:localhost,IP:127.0.0.1"),
+                "serverAuth",
+            ),
+            renewed: ca.issue(
                 "localhost",
                 Some("DNS:localhost,IP:127.0.0.1"),
                 "serverAuth",

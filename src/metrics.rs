@@ -1,0 +1,404 @@
+//! A server's numbers through the [`metrics`](https://docs.rs/metrics)
+//! facade (feature `metrics`), for Prometheus or any other recorder the
+//! application installs.
+//!
+//! [`Metrics::publish`] attaches a telemetry sink to one server, which
+//! records the histograms as events happen, and starts a thread that
+//! copies [`ServerStats`] into counters and gauges at an interval (and
+//! whenever [`Publisher::update`] is called, before a scrape for one).
+//! Nothing is recorded, and the server pays nothing, until then; after it,
+//! each dispatch costs what the recorder's histogram costs.
+//!
+//! | name | kind | from |
+//! |---|---|---|
+//! | `atoll_connections_accepted_total` | counter | [`ServerStats::accepted`] |
+//! | `atoll_connections_rejected_total` | counter | [`ServerStats::rejected`] |
+//! | `atoll_connections_refused_total` | counter | [`ServerStats::refused`] |
+//! | `atoll_accept_errors_total` | counter | [`ServerStats::accept_errors`] |
+//! | `atoll_handler_panics_total` | counter | [`ServerStats::panics`] |
+//! | `atoll_received_bytes_total` | counter | [`ServerStats::bytes_in`] |
+//! | `atoll_sent_bytes_total` | counter | [`ServerStats::bytes_out`] |
+//! | `atoll_dispatches_total` | counter | [`ServerStats::dispatches`] |
+//! | `atoll_saturations_total` | counter | [`ServerStats::saturations`] |
+//! | `atoll_messages_refused_total` | counter | [`ServerStats::messages_refused`] |
+//! | `atoll_proxy_errors_total` | counter | [`ServerStats::proxy_errors`] |
+//! | `atoll_connections` | gauge | [`ServerStats::live`] |
+//! | `atoll_workers` | gauge | [`ServerStats::workers`] |
+//! | `atoll_workers_busy` | gauge | [`ServerStats::busy_workers`] |
+//! | `atoll_workers_blocked` | gauge | [`ServerStats::blocked_workers`] |
+//! | `atoll_queued_connections` | gauge | [`ServerStats::queued`] |
+//! | `atoll_connection_duration_seconds` | histogram | each connection's life ([`Kind::ConnectionStop`]) |
+//! | `atoll_dispatch_wait_seconds` | histogram | readiness to worker ([`Kind::Dispatch`]) |
+//! | `atoll_callback_duration_seconds` | histogram | one round of a connection's callbacks on a worker ([`Kind::Callbacks`]) |
+//!
+//! Every metric carries the labels given with [`Metrics::label`], to tell
+//! several servers of one process apart.
+//!
+//! ```
+//! use std::time::Duration;
+//! use atoll::{Handler, Server};
+//! # struct Echo;
+//! # impl Handler for Echo {}
+//!
+//! // First the application installs a recorder (a Prometheus exporter,
+//! // say); handles taken before that record nothing.
+//! let server = Server::builder().ip([127, 0, 0, 1].into()).port(0).start(|_| Ok(Echo))?;
+//! let publisher = atoll::metrics::Metrics::new()
+//!     .label("server", "echo")
+//!     .interval(Duration::from_secs(5))
+//!     .publish(&server);
+//! // ... serve; scrape ...
+//! publisher.stop();
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use std::fmt;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use ::metrics::{
+    counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Counter,
+    Gauge, Histogram, Label, Unit,
+};
+use crossbeam_channel::{RecvTimeoutError, Sender};
+use parking_lot::Mutex;
+
+use crate::server::{Server, ServerStats};
+use crate::telemetry::{Event, Kind, Sink};
+
+/// What to publish a server's numbers with: labels and the interval of the
+/// counters and gauges. [`publish`](Metrics::publish) starts it.
+///
+/// ```
+/// let metrics = atoll::metrics::Metrics::new().label("server", "api");
+/// ```
+#[derive(Clone, Debug)]
+#[must_use = "nothing is recorded until `publish`"]
+pub struct Metrics {
+    labels: Vec<Label>,
+    interval: Duration,
+}
+
+impl Default for Metrics {
+    fn default() -> Metrics {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    /// No labels; counters and gauges every second.
+    ///
+    /// ```
+    /// let metrics = atoll::metrics::Metrics::new();
+    /// ```
+    pub fn new() -> Metrics {
+        Metrics {
+            labels: Vec::new(),
+            interval: Duration::from_secs(1),
+        }
+    }
+
+    /// Adds a label to every metric (`server="api"`). Default: none.
+    ///
+    /// ```
+    /// let metrics = atoll::metrics::Metrics::new().label("server", "api").label("port", "4000");
+    /// ```
+    pub fn label(mut self, key: impl Into<String>, value: impl Into<String>) -> Metrics {
+        self.labels.push(Label::new(key.into(), value.into()));
+        self
+    }
+
+    /// How often the counters and gauges are copied from
+    /// [`Server::stats`]. Default is 1 s; a zero interval is taken as 1 ms.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let metrics = atoll::metrics::Metrics::new().interval(Duration::from_millis(250));
+    /// ```
+    pub fn interval(mut self, every: Duration) -> Metrics {
+        self.interval = every.max(Duration::from_millis(1));
+        self
+    }
+
+    /// Publishes `server`'s numbers to the recorder installed now: attaches
+    /// the histograms' sink to it, copies its stats once, and starts a
+    /// thread (`atoll-metrics`) that copies them at the interval. The
+    /// returned [`Publisher`] stops both when stopped or dropped; so does
+    /// the server's end (drop).
+    ///
+    /// ```
+    /// # use atoll::{Handler, Server};
+    /// # struct H;
+    /// # impl Handler for H {}
+    /// let server = Server::builder().ip([127, 0, 0, 1].into()).port(0).start(|_| Ok(H))?;
+    /// let publisher = atoll::metrics::Metrics::new().publish(&server);
+    /// publisher.update(); // now, rather than at the next interval
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn publish<M: Send + 'static>(self, server: &Server<M>) -> Publisher {
+        describe();
+        let gauges = Arc::new(Numbers::new(&self.labels));
+        let sink = server.attach_sink(Histograms::new(&self.labels));
+        let stats = server.weak_stats();
+        let detach = server.weak_detach(sink);
+        if let Some(now) = stats() {
+            gauges.set(&now);
+        }
+        let (stop, stopped) = crossbeam_channel::bounded::<()>(0);
+        let thread = {
+            let gauges = gauges.clone();
+            let stats = server.weak_stats();
+            let every = self.interval;
+            std::thread::Builder::new()
+                .name("atoll-metrics".into())
+                .spawn(move || loop {
+                    match stopped.recv_timeout(every) {
+                        Err(RecvTimeoutError::Timeout) => match stats() {
+                            Some(now) => gauges.set(&now),
+                            None => return, // the server is gone
+                        },
+                        _ => return,
+                    }
+                })
+        };
+        let thread = match thread {
+            Ok(thread) => Some(thread),
+            Err(e) => {
+                // The histograms still work, and `update` copies the stats.
+                report!(
+                    error,
+                    { error = %e, "cannot start the metrics thread; counters and gauges change only on Publisher::update" },
+                    target: "atoll",
+                    "cannot start the metrics thread ({e}); counters and gauges change only on Publisher::update"
+                );
+                None
+            }
+        };
+        Publisher {
+            gauges,
+            stats,
+            inner: Mutex::new(Running {
+                stop: Some(stop),
+                thread,
+                detach: Some(detach),
+            }),
+        }
+    }
+}
+
+/// Describes the metrics to the installed recorder (units, help text).
+fn describe() {
+    let counters: [(&'static str, Unit, &'static str); 11] = [
+        (ACCEPTED, Unit::Count, "Connections accepted from the listener."),
+        (REJECTED, Unit::Count, "Connections closed because the connection limit stayed full."),
+        (REFUSED, Unit::Count, "Connections the handler factory refused."),
+        (ACCEPT_ERRORS, Unit::Count, "Failed accept calls."),
+        (PANICS, Unit::Count, "Handler callbacks that panicked."),
+        (BYTES_IN, Unit::Bytes, "Bytes received from clients."),
+        (BYTES_OUT, Unit::Bytes, "Bytes sent to clients."),
+        (DISPATCHES, Unit::Count, "Times a worker took a connection up to run its callbacks."),
+        (SATURATIONS, Unit::Count, "Times every worker was busy for half a second with work waiting."),
+        (MESSAGES_REFUSED, Unit::Count, "Messages refused because a connection's queue was full."),
+        (PROXY_ERRORS, Unit::Count, "Connections closed for a bad PROXY protocol header."),
+    ];
+    for (name, unit, help) in counters {
+        describe_counter!(name, unit, help);
+    }
+    describe_gauge!(LIVE, Unit::Count, "Live connections.");
+    describe_gauge!(WORKERS, Unit::Count, "Worker threads.");
+    describe_gauge!(BUSY, Unit::Count, "Workers running a callback.");
+    describe_gauge!(BLOCKED, Unit::Count, "Workers in a callback that blocks.");
+    describe_gauge!(QUEUED, Unit::Count, "Connections waiting for a worker.");
+    describe_histogram!(CONNECTION_DURATION, Unit::Seconds, "How long connections lived.");
+    describe_histogram!(DISPATCH_WAIT, Unit::Seconds, "Time from readiness to a worker.");
+    describe_histogram!(
+        CALLBACK_DURATION,
+        Unit::Seconds,
+        "Time a worker spent in one round of a connection's callbacks."
+    );
+}
+
+const ACCEPTED: &str = "atoll_connections_accepted_total";
+const REJECTED: &str = "atoll_connections_rejected_total";
+const REFUSED: &str = "atoll_connections_refused_total";
+const ACCEPT_ERRORS: &str = "atoll_accept_errors_total";
+const PANICS: &str = "atoll_handler_panics_total";
+const BYTES_IN: &str = "atoll_received_bytes_total";
+const BYTES_OUT: &str = "atoll_sent_bytes_total";
+const DISPATCHES: &str = "atoll_dispatches_total";
+const SATURATIONS: &str = "atoll_saturations_total";
+const MESSAGES_REFUSED: &str = "atoll_messages_refused_total";
+const PROXY_ERRORS: &str = "atoll_proxy_errors_total";
+const LIVE: &str = "atoll_connections";
+const WORKERS: &str = "atoll_workers";
+const BUSY: &str = "atoll_workers_busy";
+const BLOCKED: &str = "atoll_workers_blocked";
+const QUEUED: &str = "atoll_queued_connections";
+const CONNECTION_DURATION: &str = "atoll_connection_duration_seconds";
+const DISPATCH_WAIT: &str = "atoll_dispatch_wait_seconds";
+const CALLBACK_DURATION: &str = "atoll_callback_duration_seconds";
+
+/// The counters and gauges, registered once: copying the stats is then a
+/// store per metric, with no lookup by name.
+struct Numbers {
+    counters: [Counter; 11],
+    gauges: [Gauge; 5],
+}
+
+impl Numbers {
+    fn new(labels: &[Label]) -> Numbers {
+        let c = |name: &'static str| counter!(name, labels.iter());
+        let g = |name: &'static str| gauge!(name, labels.iter());
+        Numbers {
+            counters: [
+                c(ACCEPTED),
+                c(REJECTED),
+                c(REFUSED),
+                c(ACCEPT_ERRORS),
+                c(PANICS),
+                c(BYTES_IN),
+                c(BYTES_OUT),
+                c(DISPATCHES),
+                c(SATURATIONS),
+                c(MESSAGES_REFUSED),
+                c(PROXY_ERRORS),
+            ],
+            gauges: [g(LIVE), g(WORKERS), g(BUSY), g(BLOCKED), g(QUEUED)],
+        }
+    }
+
+    fn set(&self, s: &ServerStats) {
+        let counts = [
+            s.accepted,
+            s.rejected,
+            s.refused,
+            s.accept_errors,
+            s.panics,
+            s.bytes_in,
+            s.bytes_out,
+            s.dispatches,
+            s.saturations,
+            s.messages_refused,
+            s.proxy_errors,
+        ];
+        // The stats are totals already: the counters take them as they are.
+        for (counter, value) in self.counters.iter().zip(counts) {
+            counter.absolute(value);
+        }
+        let levels = [s.live, s.workers, s.busy_workers, s.blocked_workers, s.queued];
+        for (gauge, value) in self.gauges.iter().zip(levels) {
+            gauge.set(value as f64);
+        }
+    }
+}
+
+/// The sink that records the histograms from the server's events.
+struct Histograms {
+    connection: Histogram,
+    dispatch_wait: Histogram,
+    callbacks: Histogram,
+}
+
+impl Histograms {
+    fn new(labels: &[Label]) -> Histograms {
+        Histograms {
+            connection: histogram!(CONNECTION_DURATION, labels.iter()),
+            dispatch_wait: histogram!(DISPATCH_WAIT, labels.iter()),
+            callbacks: histogram!(CALLBACK_DURATION, labels.iter()),
+        }
+    }
+}
+
+impl Sink for Histograms {
+    fn event(&self, event: &Event<'_>) {
+        match event.kind {
+            Kind::Dispatch { wait } => self.dispatch_wait.record(wait),
+            Kind::Callbacks { duration } => self.callbacks.record(duration),
+            Kind::ConnectionStop { duration, .. } => self.connection.record(duration),
+            _ => {}
+        }
+    }
+}
+
+/// Publishes one server's numbers until stopped or dropped (see
+/// [`Metrics::publish`]).
+///
+/// ```
+/// # use atoll::{Handler, Server};
+/// # struct H;
+/// # impl Handler for H {}
+/// # let server = Server::builder().ip([127, 0, 0, 1].into()).port(0).start(|_| Ok(H))?;
+/// let publisher = atoll::metrics::Metrics::new().publish(&server);
+/// drop(publisher); // stops publishing
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[must_use = "dropping the publisher stops publishing"]
+pub struct Publisher {
+    gauges: Arc<Numbers>,
+    stats: Box<dyn Fn() -> Option<ServerStats> + Send + Sync>,
+    inner: Mutex<Running>,
+}
+
+struct Running {
+    stop: Option<Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+    detach: Option<Box<dyn FnOnce() + Send>>,
+}
+
+impl fmt::Debug for Publisher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Publisher")
+            .field("running", &self.inner.lock().stop.is_some())
+            .finish()
+    }
+}
+
+impl Publisher {
+    /// Copies the server's stats into the counters and gauges now, as
+    /// before a scrape; nothing once the server is gone.
+    ///
+    /// ```
+    /// # use atoll::{Handler, Server};
+    /// # struct H;
+    /// # impl Handler for H {}
+    /// # let server = Server::builder().ip([127, 0, 0, 1].into()).port(0).start(|_| Ok(H))?;
+    /// let publisher = atoll::metrics::Metrics::new().publish(&server);
+    /// publisher.update();
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn update(&self) {
+        if let Some(now) = (self.stats)() {
+            self.gauges.set(&now);
+        }
+    }
+
+    /// Copies the stats a last time, detaches the sink and ends the
+    /// thread. Dropping the publisher does the same.
+    ///
+    /// ```
+    /// # use atoll::{Handler, Server};
+    /// # struct H;
+    /// # impl Handler for H {}
+    /// # let server = Server::builder().ip([127, 0, 0, 1].into()).port(0).start(|_| Ok(H))?;
+    /// atoll::metrics::Metrics::new().publish(&server).stop();
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn stop(self) {
+        drop(self);
+    }
+}
+
+impl Drop for Publisher {
+    fn drop(&mut self) {
+        self.update();
+        let running = self.inner.get_mut();
+        drop(running.stop.take()); // wakes the thread: its channel is closed
+        if let Some(thread) = running.thread.take() {
+            let _ = thread.join();
+        }
+        if let Some(detach) = running.detach.take() {
+            detach();
+        }
+    }
+}
