@@ -35,7 +35,7 @@
 //! ```
 
 use std::io::{self, Read, Write};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -186,8 +186,8 @@ pub unsafe fn systemd_unset_env() {
 /// # Ok::<(), std::io::Error>(())
 /// ```
 pub fn send<F: AsFd>(stream: &UnixStream, fds: &[F]) -> io::Result<()> {
-    let raw: Vec<_> = fds.iter().map(|f| f.as_fd().as_raw_fd()).collect();
-    sys::send_fds(stream.as_raw_fd(), &raw)
+    let fds: Vec<_> = fds.iter().map(AsFd::as_fd).collect();
+    sys::send_fds(stream.as_fd(), &fds)
 }
 
 /// Receives the descriptors of one [`send`], blocking as `stream` does
@@ -201,7 +201,7 @@ pub fn send<F: AsFd>(stream: &UnixStream, fds: &[F]) -> io::Result<()> {
 /// # Ok::<(), std::io::Error>(())
 /// ```
 pub fn receive(stream: &UnixStream) -> io::Result<Vec<OwnedFd>> {
-    sys::recv_fds(stream.as_raw_fd())
+    sys::recv_fds(stream.as_fd())
 }
 
 /// The byte a successor sends once it serves the sockets it was given.

@@ -1,16 +1,25 @@
 //! The few system calls std and mio do not wrap: `poll(2)` on one descriptor
 //! (to block a worker on a non-blocking socket with a timeout),
 //! `sendfile(2)`, `SO_PEERCRED`, `MSG_PEEK`, and descriptors passed with
-//! `SCM_RIGHTS` or inherited from systemd. Every `unsafe` block of the crate lives
+//! `SCM_RIGHTS` or inherited from systemd. Descriptor passing goes through
+//! rustix, whose typed control-message buffers replace the `CMSG_*`
+//! pointer arithmetic and own each received descriptor as soon as it is
+//! read; it needs no `unsafe` here. Every `unsafe` block of the crate lives
 //! here, except the client's `getaddrinfo` (in `client/resolve.rs`, which
 //! needs std's lookup's missing distinction between "no such name" and "try
 //! again") and the client connection's `AsFd` (whose descriptor sits behind
 //! a lock a borrow cannot outlive).
 
-use std::io;
+use std::io::{self, IoSlice, IoSliceMut};
+use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::OnceLock;
 use std::time::Instant;
+
+use rustix::net::{
+    RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags, SendAncillaryBuffer,
+    SendAncillaryMessage, SendFlags,
+};
 
 /// A descriptor that is always open and is no socket (`/dev/null`), handed
 /// out by `AsFd` for a connection whose own descriptor is closed: the
@@ -202,114 +211,89 @@ pub(crate) fn peek(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
 /// `SCM_MAX_FD`).
 pub(crate) const MAX_FDS: usize = 253;
 
-/// Control-message room for [`MAX_FDS`] descriptors, aligned as
-/// `cmsghdr` needs.
-fn cmsg_buffer() -> Vec<u64> {
-    // SAFETY: CMSG_SPACE is a pure size computation.
-    let space = unsafe { libc::CMSG_SPACE((MAX_FDS * std::mem::size_of::<RawFd>()) as u32) };
-    vec![0u64; (space as usize).div_ceil(8)]
+/// Control-message room for [`MAX_FDS`] descriptors. rustix's size
+/// includes slack for aligning the buffer as `cmsghdr` needs, so a plain
+/// byte array will do.
+const CONTROL_SPACE: usize = rustix::cmsg_space!(ScmRights(MAX_FDS));
+
+/// Calls `f` until it fails with something other than `EINTR`: a signal
+/// that interrupts a send or receive must not cost a handover.
+fn retry_eintr<T>(mut f: impl FnMut() -> rustix::io::Result<T>) -> io::Result<T> {
+    loop {
+        match f() {
+            Err(rustix::io::Errno::INTR) => continue,
+            result => return result.map_err(io::Error::from),
+        }
+    }
 }
 
 /// Sends `fds` over the Unix stream socket `sock` in one `SCM_RIGHTS`
-/// message, with a one-byte payload.
-pub(crate) fn send_fds(sock: RawFd, fds: &[RawFd]) -> io::Result<()> {
+/// message, with a one-byte payload (a stream socket carries control data
+/// only along with data).
+pub(crate) fn send_fds(sock: BorrowedFd<'_>, fds: &[BorrowedFd<'_>]) -> io::Result<()> {
     if fds.is_empty() || fds.len() > MAX_FDS {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             format!("between 1 and {MAX_FDS} descriptors per message"),
         ));
     }
-    let payload = [1u8];
-    let mut iov = libc::iovec {
-        iov_base: payload.as_ptr() as *mut libc::c_void,
-        iov_len: payload.len(),
-    };
-    let data_len = std::mem::size_of_val(fds);
-    let mut control = cmsg_buffer();
-    // SAFETY: a zeroed msghdr is a valid empty message; every pointer set
-    // below points into `iov` and `control`, which outlive the sendmsg call.
-    // CMSG_FIRSTHDR is non-null because `control` has room for a header,
-    // and CMSG_SPACE(data_len) <= its size since data_len is at most that
-    // of MAX_FDS descriptors; the descriptors are copied unaligned into
-    // CMSG_DATA, inside that space.
-    let rc = unsafe {
-        let mut msg: libc::msghdr = std::mem::zeroed();
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = control.as_mut_ptr().cast();
-        msg.msg_controllen = libc::CMSG_SPACE(data_len as u32) as _;
-        let cmsg = libc::CMSG_FIRSTHDR(&msg);
-        (*cmsg).cmsg_level = libc::SOL_SOCKET;
-        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
-        (*cmsg).cmsg_len = libc::CMSG_LEN(data_len as u32) as _;
-        std::ptr::copy_nonoverlapping(fds.as_ptr().cast::<u8>(), libc::CMSG_DATA(cmsg), data_len);
-        loop {
-            let rc = libc::sendmsg(sock, &msg, libc::MSG_NOSIGNAL);
-            if rc >= 0 || io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
-                break rc;
-            }
-        }
-    };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
+    let mut space = [MaybeUninit::<u8>::uninit(); CONTROL_SPACE];
+    let mut control = SendAncillaryBuffer::new(&mut space);
+    // Cannot fail with at most MAX_FDS descriptors in room for MAX_FDS;
+    // checked all the same rather than trusted.
+    if !control.push(SendAncillaryMessage::ScmRights(fds)) {
+        return Err(io::Error::other(
+            "the descriptors do not fit in one control message",
+        ));
     }
+    let payload = [1u8];
+    retry_eintr(|| {
+        rustix::net::sendmsg(
+            sock,
+            &[IoSlice::new(&payload)],
+            &mut control,
+            // A peer that went away is an error here, not a SIGPIPE.
+            SendFlags::NOSIGNAL,
+        )
+    })?;
     Ok(())
 }
 
 /// Receives one message of [`send_fds`] from the Unix stream socket
 /// `sock`: the descriptors, close-on-exec.
-pub(crate) fn recv_fds(sock: RawFd) -> io::Result<Vec<std::os::fd::OwnedFd>> {
-    use std::os::fd::FromRawFd;
+pub(crate) fn recv_fds(sock: BorrowedFd<'_>) -> io::Result<Vec<OwnedFd>> {
+    let mut space = [MaybeUninit::<u8>::uninit(); CONTROL_SPACE];
+    recv_fds_in(sock, &mut space)
+}
+
+/// [`recv_fds`] with `space` for the control data; apart from it, only
+/// the tests pass a smaller one, to provoke truncation.
+fn recv_fds_in(sock: BorrowedFd<'_>, space: &mut [MaybeUninit<u8>]) -> io::Result<Vec<OwnedFd>> {
     let mut payload = [0u8; 1];
-    let mut iov = libc::iovec {
-        iov_base: payload.as_mut_ptr().cast(),
-        iov_len: payload.len(),
-    };
-    let mut control = cmsg_buffer();
-    let control_len = control.len() * 8;
-    // SAFETY: a zeroed msghdr is a valid empty message; its pointers point
-    // into `iov` and `control`, which outlive the call, with their sizes.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control.as_mut_ptr().cast();
-    msg.msg_controllen = control_len as _;
-    let rc = loop {
-        // SAFETY: `msg` describes live buffers of the stated sizes.
-        let rc = unsafe { libc::recvmsg(sock, &mut msg, libc::MSG_CMSG_CLOEXEC) };
-        if rc >= 0 || io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
-            break rc;
-        }
-    };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    let mut control = RecvAncillaryBuffer::new(space);
+    let received = retry_eintr(|| {
+        rustix::net::recvmsg(
+            sock,
+            &mut [IoSliceMut::new(&mut payload)],
+            &mut control,
+            // Close-on-exec from the start: a child this process runs
+            // meanwhile must not inherit the listeners.
+            RecvFlags::CMSG_CLOEXEC,
+        )
+    })?;
+    // Owned as soon as they are read: every early return below closes them.
     let mut fds = Vec::new();
-    // SAFETY: the kernel filled `msg`'s control buffer with well-formed
-    // headers; CMSG_FIRSTHDR/CMSG_NXTHDR walk them within msg_controllen.
-    // Each SCM_RIGHTS header carries (cmsg_len - CMSG_LEN(0)) / 4 new
-    // descriptors that this process now owns; they are read unaligned and
-    // owned exactly once.
-    unsafe {
-        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
-        while !cmsg.is_null() {
-            if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_RIGHTS {
-                let data_len = (*cmsg).cmsg_len as usize - libc::CMSG_LEN(0) as usize;
-                let data = libc::CMSG_DATA(cmsg);
-                for i in 0..data_len / std::mem::size_of::<RawFd>() {
-                    let raw = std::ptr::read_unaligned(data.cast::<RawFd>().add(i));
-                    fds.push(std::os::fd::OwnedFd::from_raw_fd(raw));
-                }
-            }
-            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+    for message in control.drain() {
+        if let RecvAncillaryMessage::ScmRights(rights) = message {
+            fds.extend(rights);
         }
     }
-    if msg.msg_flags & libc::MSG_CTRUNC != 0 {
+    if received.flags.contains(ReturnFlags::CTRUNC) {
         return Err(io::Error::other(
             "descriptors were lost: the message was truncated",
         ));
     }
-    if rc == 0 && fds.is_empty() {
+    if received.bytes == 0 && fds.is_empty() {
         return Err(io::ErrorKind::UnexpectedEof.into());
     }
     if fds.is_empty() {
@@ -352,4 +336,66 @@ pub(crate) fn thread_sleeping(tid: i32) -> Option<bool> {
     let end = stat.iter().rposition(|&b| b == b')')?;
     let state = *stat.get(end + 2)?;
     Some(matches!(state, b'S' | b'D'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::os::unix::net::UnixStream;
+
+    fn pair() -> (UnixStream, UnixStream) {
+        UnixStream::pair().expect("a socket pair")
+    }
+
+    #[test]
+    fn descriptors_arrive_close_on_exec() {
+        let (a, b) = pair();
+        let (c, d) = pair();
+        send_fds(a.as_fd(), &[c.as_fd(), d.as_fd()]).unwrap();
+        let fds = recv_fds(b.as_fd()).unwrap();
+        assert_eq!(fds.len(), 2);
+        for fd in &fds {
+            let flags = rustix::io::fcntl_getfd(fd).unwrap();
+            assert!(flags.contains(rustix::io::FdFlags::CLOEXEC));
+        }
+    }
+
+    #[test]
+    fn counts_outside_one_message_are_refused() {
+        let (a, b) = pair();
+        let err = send_fds(a.as_fd(), &[]).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+        let too_many = vec![a.as_fd(); MAX_FDS + 1];
+        let err = send_fds(a.as_fd(), &too_many).unwrap_err();
+        assert_eq!(err.to_string(), "between 1 and 253 descriptors per message");
+        // The most one message carries do go through.
+        send_fds(a.as_fd(), &vec![a.as_fd(); MAX_FDS]).unwrap();
+        assert_eq!(recv_fds(b.as_fd()).unwrap().len(), MAX_FDS);
+    }
+
+    #[test]
+    fn a_truncated_message_is_an_error() {
+        let (a, b) = pair();
+        // Room for one descriptor holds a few more (alignment slack), not
+        // sixteen.
+        send_fds(a.as_fd(), &[a.as_fd(); 16]).unwrap();
+        let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(1))];
+        let err = recv_fds_in(b.as_fd(), &mut space).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "descriptors were lost: the message was truncated"
+        );
+    }
+
+    #[test]
+    fn end_of_stream_and_bare_data_are_told_apart() {
+        let (mut a, b) = pair();
+        a.write_all(b"x").unwrap();
+        let err = recv_fds(b.as_fd()).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+        drop(a);
+        let err = recv_fds(b.as_fd()).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
+    }
 }
