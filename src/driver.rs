@@ -73,8 +73,11 @@ pub(crate) fn run<H: Handler<M>, M: Send + 'static>(
         // Timed only for a sink: without one, a relaxed load and no clock.
         let started = Telemetry::enabled().then(Instant::now);
         let result = step(conn, &mut state, flags, buf, waited.take());
+        let has_handler = state.handler.is_some();
         if let Some(socket) = state.socket.as_mut() {
-            if let Some(started) = started {
+            // A connection without a handler (refused, or its PROXY header
+            // still coming) has no span yet: no event may start it.
+            if let (Some(started), true) = (started, has_handler) {
                 socket.emit(|| Kind::Callbacks {
                     duration: started.elapsed(),
                 });
