@@ -318,11 +318,25 @@ impl<H: Handler<M>, M: Send + 'static> Pool<H, M> {
         }
     }
 
-    /// Wakes or starts up to `n` workers for slow connections; returns how
-    /// many it found.
+    /// Finds up to `n` workers for queued slow connections: parked ones
+    /// woken, workers between two runs (they look at the queue before they
+    /// park or poll), or new ones; returns how many it found. The caller
+    /// is not counted: it polls again.
     fn hand_out(self: &Arc<Self>, n: usize) -> usize {
+        let threads = self.threads.load(Ordering::Relaxed);
+        let taken = self.busy.load(Ordering::Relaxed) + self.parked.load(Ordering::SeqCst) + 1;
+        // Starting a thread for work that a worker about to finish its run
+        // would take grows the pool past what the blocking needs.
+        let mut between_runs = threads.saturating_sub(taken);
         let mut found = 0;
-        while found < n && (self.wake_parked() || self.spawn_worker().is_ok()) {
+        while found < n {
+            if !self.wake_parked() {
+                if between_runs > 0 {
+                    between_runs -= 1;
+                } else if self.spawn_worker().is_err() {
+                    break;
+                }
+            }
             found += 1;
         }
         found
