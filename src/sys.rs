@@ -51,6 +51,14 @@ pub(crate) enum Wait {
 /// Blocks until `fd` is ready for `what` or `deadline` passes (`None`: no
 /// deadline). Returns `Ok(false)` on timeout. Hang-ups and errors count as
 /// ready: the next read or write reports them.
+pub(crate) fn wait_fd(fd: RawFd, what: Wait, deadline: Option<Instant>) -> io::Result<bool> {
+    let events = match what {
+        Wait::Read => libc::POLLIN,
+        Wait::Write => libc::POLLOUT,
+    };
+    poll_until(&mut [pollfd(fd, events)], deadline)
+}
+
 /// Waits until `fd` is readable or `wake` is: `Ok(false)` when `deadline`
 /// passed first. For waits another thread must be able to cut short.
 pub(crate) fn wait_read_or_wake(
@@ -58,15 +66,31 @@ pub(crate) fn wait_read_or_wake(
     wake: RawFd,
     deadline: Option<Instant>,
 ) -> io::Result<bool> {
+    let mut pfds = [pollfd(fd, libc::POLLIN), pollfd(wake, libc::POLLIN)];
+    poll_until(&mut pfds, deadline)
+}
+
+fn pollfd(fd: RawFd, events: libc::c_short) -> libc::pollfd {
+    libc::pollfd {
+        fd,
+        events,
+        revents: 0,
+    }
+}
+
+/// `poll(2)` on `pfds` until one is ready (`Ok(true)`) or `deadline`
+/// passes (`Ok(false)`), retrying on `EINTR`.
+fn poll_until(pfds: &mut [libc::pollfd], deadline: Option<Instant>) -> io::Result<bool> {
     loop {
-        let mut pfds = [fd, wake].map(|fd| libc::pollfd {
-            fd,
-            events: libc::POLLIN,
-            revents: 0,
-        });
-        // SAFETY: `pfds` is an array of valid, initialised pollfds that
+        // SAFETY: `pfds` is a slice of valid, initialised pollfds that
         // lives across the call, and we pass its exact length.
-        let rc = unsafe { libc::poll(pfds.as_mut_ptr(), 2, poll_timeout_ms(deadline)) };
+        let rc = unsafe {
+            libc::poll(
+                pfds.as_mut_ptr(),
+                pfds.len() as libc::nfds_t,
+                poll_timeout_ms(deadline),
+            )
+        };
         if rc < 0 {
             let err = io::Error::last_os_error();
             if err.kind() == io::ErrorKind::Interrupted {
@@ -96,49 +120,6 @@ fn poll_timeout_ms(deadline: Option<Instant>) -> libc::c_int {
                 let ms = left.as_micros().div_ceil(1000);
                 ms.min(libc::c_int::MAX as u128) as libc::c_int
             }
-        }
-    }
-}
-
-pub(crate) fn wait_fd(fd: RawFd, what: Wait, deadline: Option<Instant>) -> io::Result<bool> {
-    let events = match what {
-        Wait::Read => libc::POLLIN,
-        Wait::Write => libc::POLLOUT,
-    };
-    loop {
-        let timeout_ms: libc::c_int = match deadline {
-            None => -1,
-            Some(d) => {
-                let left = d.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    0
-                } else {
-                    // Round up so a short wait does not become a busy loop.
-                    let ms = left.as_micros().div_ceil(1000);
-                    ms.min(libc::c_int::MAX as u128) as libc::c_int
-                }
-            }
-        };
-        let mut pfd = libc::pollfd {
-            fd,
-            events,
-            revents: 0,
-        };
-        // SAFETY: `pfd` is a valid, initialised pollfd that lives across the
-        // call, and we pass a count of exactly one.
-        let rc = unsafe { libc::poll(&mut pfd, 1, timeout_ms) };
-        if rc < 0 {
-            let err = io::Error::last_os_error();
-            if err.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(err);
-        }
-        if rc > 0 {
-            return Ok(true);
-        }
-        if deadline.is_some_and(|d| Instant::now() >= d) {
-            return Ok(false);
         }
     }
 }
