@@ -166,6 +166,30 @@ struct Slot {
     tid: AtomicI32,
     /// The token of the connection it runs.
     token: AtomicUsize,
+    /// Its runs and their dispatch waits: written by this worker alone, so
+    /// that counting costs no cache line shared with the other workers.
+    counts: DispatchCounts,
+}
+
+/// Dispatches and the sum of their waits, in nanoseconds.
+#[derive(Default)]
+struct DispatchCounts {
+    runs: AtomicU64,
+    wait_ns: AtomicU64,
+}
+
+impl DispatchCounts {
+    fn add(&self, runs: u64, wait_ns: u64) {
+        self.runs.fetch_add(runs, Ordering::Relaxed);
+        self.wait_ns.fetch_add(wait_ns, Ordering::Relaxed);
+    }
+
+    fn get(&self) -> (u64, u64) {
+        (
+            self.runs.load(Ordering::Relaxed),
+            self.wait_ns.load(Ordering::Relaxed),
+        )
+    }
 }
 
 /// The pool's counters, read by `Server::stats`.
@@ -210,8 +234,8 @@ pub(crate) struct Pool<H, M> {
     exiting: AtomicBool,
     monitor: Parker,
     monitor_asleep: AtomicBool,
-    dispatches: AtomicU64,
-    dispatch_wait_ns: AtomicU64,
+    /// The dispatch counts of workers that retired.
+    retired: DispatchCounts,
     saturations: AtomicU64,
     /// The pool's clock until which no worker is started, after a failure.
     spawn_paused_until: AtomicU64,
@@ -245,8 +269,7 @@ impl<H: Handler<M>, M: Send + 'static> Pool<H, M> {
             exiting: AtomicBool::new(false),
             monitor: Parker::default(),
             monitor_asleep: AtomicBool::new(false),
-            dispatches: AtomicU64::new(0),
-            dispatch_wait_ns: AtomicU64::new(0),
+            retired: DispatchCounts::default(),
             saturations: AtomicU64::new(0),
             spawn_paused_until: AtomicU64::new(0),
         });
@@ -568,8 +591,7 @@ impl<H: Handler<M>, M: Send + 'static> Pool<H, M> {
             self.blocked.fetch_add(1, Ordering::Relaxed);
         }
         let waited = start.saturating_sub(conn.queued_at());
-        self.dispatches.fetch_add(1, Ordering::Relaxed);
-        self.dispatch_wait_ns.fetch_add(waited, Ordering::Relaxed);
+        slot.counts.add(1, waited);
         driver::run(&conn, buf, Duration::from_nanos(waited));
         let took = self.now_ns().saturating_sub(start);
         slot.busy_since.store(0, Ordering::Relaxed);
@@ -648,7 +670,12 @@ impl<H: Handler<M>, M: Send + 'static> Pool<H, M> {
         idle.swap_remove(i);
         self.parked.fetch_sub(1, Ordering::SeqCst);
         drop(idle);
-        self.slots.lock().retain(|s| !Arc::ptr_eq(s, slot));
+        // Its counts move to the retired ones under the slots' lock, so a
+        // reader of the statistics sees them once.
+        let mut slots = self.slots.lock();
+        let (runs, wait_ns) = slot.counts.get();
+        self.retired.add(runs, wait_ns);
+        slots.retain(|s| !Arc::ptr_eq(s, slot));
         true
     }
 
@@ -769,13 +796,20 @@ impl<H: Handler<M>, M: Send + 'static> Pool<H, M> {
     }
 
     pub(crate) fn stats(&self) -> PoolStats {
+        let slots = self.slots.lock();
+        let (mut dispatches, mut wait_ns) = self.retired.get();
+        for slot in slots.iter() {
+            let (runs, wait) = slot.counts.get();
+            dispatches += runs;
+            wait_ns += wait;
+        }
         PoolStats {
             workers: self.threads.load(Ordering::Relaxed),
             busy: self.busy.load(Ordering::Relaxed),
             blocked: self.blocked.load(Ordering::Relaxed),
             queued: self.rx.len(),
-            dispatches: self.dispatches.load(Ordering::Relaxed),
-            dispatch_wait: Duration::from_nanos(self.dispatch_wait_ns.load(Ordering::Relaxed)),
+            dispatches,
+            dispatch_wait: Duration::from_nanos(wait_ns),
             saturations: self.saturations.load(Ordering::Relaxed),
         }
     }
