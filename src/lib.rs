@@ -86,10 +86,10 @@ linux_only! {
     // First: its `report!` macro serves the modules below.
     #[macro_use]
     mod trace;
+    mod acceptor;
     pub mod client;
     mod config;
     mod connection;
-    mod driver;
     mod error;
     mod handler;
     pub mod inherit;
@@ -101,10 +101,11 @@ linux_only! {
     pub mod notify;
     mod pool;
     pub mod proxy;
-    mod reactor;
     mod server;
+    mod stats;
     mod socket;
     mod sys;
+    mod timer;
     pub mod telemetry;
     pub mod transport;
     pub mod udp;
@@ -113,7 +114,8 @@ linux_only! {
     pub use connection::{Connection, SendError};
     pub use error::{BoxError, Error};
     pub use handler::{Flow, Handler};
-    pub use server::{Server, ServerStats, Status};
+    pub use server::{Server, Status};
+    pub use stats::ServerStats;
     pub use socket::{Socket, SocketStats};
     pub use std::net::Shutdown;
 }

@@ -64,7 +64,8 @@ use ::metrics::{
 use crossbeam_channel::{RecvTimeoutError, Sender};
 use parking_lot::Mutex;
 
-use crate::server::{Server, ServerStats};
+use crate::server::Server;
+use crate::stats::ServerStats;
 use crate::telemetry::{Event, Kind, Sink};
 
 /// What to publish a server's numbers with: labels and the interval of the

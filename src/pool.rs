@@ -39,9 +39,6 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Registry, Token, Waker};
 use parking_lot::{Condvar, Mutex, RwLock};
 
-use crate::connection::{Conn, HANGUP, READABLE};
-use crate::driver;
-use crate::handler::Handler;
 use crate::socket::READ_CHUNK;
 
 /// The waker's token in the pool's epoll; no slab token reaches it.
@@ -73,28 +70,72 @@ pub(crate) struct PoolConfig {
     pub(crate) blocking_after: Duration,
 }
 
-struct Entry<H, M> {
+/// What the pool runs (a connection), seen only through this.
+pub(crate) trait Task: Send + Sync + 'static {
+    /// Its token in the pool's slab and epoll.
+    fn token(&self) -> Token;
+    /// The pool's bookkeeping kept inside it.
+    fn dispatch(&self) -> &Dispatch;
+    /// Readiness arrived (`hangup`: the peer closed or the socket failed);
+    /// `true` when the caller must queue or run it.
+    fn ready(&self, hangup: bool) -> bool;
+    /// Runs it on this worker; `waited` since it became runnable.
+    fn run(self: &Arc<Self>, buf: &mut [u8], waited: Duration);
+}
+
+/// The pool's bookkeeping inside each task.
+#[derive(Default)]
+pub(crate) struct Dispatch {
+    /// When it last became runnable, in nanoseconds of the pool's clock:
+    /// the start of its dispatch wait.
+    queued_at: AtomicU64,
+    /// Its last run lasted longer than `blocking_after`: the poller hands
+    /// it to another worker rather than run it itself.
+    slow: AtomicBool,
+}
+
+impl Dispatch {
+    fn queued(&self, now: u64) {
+        self.queued_at.store(now, Ordering::Relaxed);
+    }
+
+    fn queued_at(&self) -> u64 {
+        self.queued_at.load(Ordering::Relaxed)
+    }
+
+    fn is_slow(&self) -> bool {
+        self.slow.load(Ordering::Relaxed)
+    }
+
+    fn set_slow(&self, slow: bool) {
+        if self.is_slow() != slow {
+            self.slow.store(slow, Ordering::Relaxed);
+        }
+    }
+}
+
+struct Entry<T> {
     generation: u32,
-    conn: Option<Arc<Conn<H, M>>>,
+    conn: Option<Arc<T>>,
 }
 
 /// The live connections. A token is the slot index in its low 32 bits and
 /// the slot's generation in the high ones, so an event or timer for a
 /// closed connection never reaches the one that reused its slot.
-pub(crate) struct Slab<H, M> {
-    entries: Vec<Entry<H, M>>,
+pub(crate) struct Slab<T> {
+    entries: Vec<Entry<T>>,
     free: Vec<u32>,
 }
 
-impl<H, M> Slab<H, M> {
-    fn new() -> Slab<H, M> {
+impl<T> Slab<T> {
+    fn new() -> Slab<T> {
         Slab {
             entries: Vec::new(),
             free: Vec::new(),
         }
     }
 
-    pub(crate) fn get(&self, token: Token) -> Option<&Arc<Conn<H, M>>> {
+    pub(crate) fn get(&self, token: Token) -> Option<&Arc<T>> {
         let entry = self.entries.get(token.0 & 0xffff_ffff)?;
         if entry.generation as usize != token.0 >> 32 {
             return None;
@@ -116,7 +157,7 @@ impl<H, M> Slab<H, M> {
         Token(index | (self.entries[index].generation as usize) << 32)
     }
 
-    pub(crate) fn fill(&mut self, token: Token, conn: Arc<Conn<H, M>>) {
+    pub(crate) fn fill(&mut self, token: Token, conn: Arc<T>) {
         self.entries[token.0 & 0xffff_ffff].conn = Some(conn);
     }
 
@@ -133,7 +174,7 @@ impl<H, M> Slab<H, M> {
         }
     }
 
-    fn iter(&self) -> impl Iterator<Item = &Arc<Conn<H, M>>> {
+    fn iter(&self) -> impl Iterator<Item = &Arc<T>> {
         self.entries.iter().filter_map(|e| e.conn.as_ref())
     }
 }
@@ -204,17 +245,17 @@ pub(crate) struct PoolStats {
     pub(crate) saturations: u64,
 }
 
-pub(crate) struct Pool<H, M> {
+pub(crate) struct Pool<T> {
     config: PoolConfig,
-    tx: Sender<Arc<Conn<H, M>>>,
-    rx: Receiver<Arc<Conn<H, M>>>,
+    tx: Sender<Arc<T>>,
+    rx: Receiver<Arc<T>>,
     /// Held by the poller while it polls and collects. The epoll, its
     /// registry and its waker are closed at shutdown (`None`), so that a
     /// stopped server holds no descriptor.
     poll: Mutex<Option<Poll>>,
     registry: RwLock<Option<Registry>>,
     waker: RwLock<Option<Waker>>,
-    pub(crate) slab: Mutex<Slab<H, M>>,
+    pub(crate) slab: Mutex<Slab<T>>,
     epoch: Instant,
     /// Parked workers, the last parked on top (woken first: its cache is
     /// warm, and the others time out and exit).
@@ -241,9 +282,9 @@ pub(crate) struct Pool<H, M> {
     spawn_paused_until: AtomicU64,
 }
 
-impl<H: Handler<M>, M: Send + 'static> Pool<H, M> {
+impl<T: Task> Pool<T> {
     /// Makes the pool and starts its base workers and its monitor.
-    pub(crate) fn start(config: PoolConfig) -> io::Result<Arc<Pool<H, M>>> {
+    pub(crate) fn start(config: PoolConfig) -> io::Result<Arc<Pool<T>>> {
         let poll = Poll::new()?;
         let waker = Waker::new(poll.registry(), WAKER)?;
         let registry = poll.registry().try_clone()?;
@@ -311,8 +352,8 @@ impl<H: Handler<M>, M: Send + 'static> Pool<H, M> {
         }
     }
 
-    /// Every live connection.
-    pub(crate) fn connections(&self) -> Vec<Arc<Conn<H, M>>> {
+    /// Every live task.
+    pub(crate) fn tasks(&self) -> Vec<Arc<T>> {
         self.slab.lock().iter().cloned().collect()
     }
 
@@ -321,10 +362,11 @@ impl<H: Handler<M>, M: Send + 'static> Pool<H, M> {
         self.slab.lock().remove(token);
     }
 
-    /// Queues a connection that has work (the caller set its `SCHEDULED`
-    /// bit) and makes sure a worker will take it.
-    pub(crate) fn schedule(self: &Arc<Self>, conn: Arc<Conn<H, M>>) {
-        let slow = conn.is_slow();
+    /// Queues a task that has work (the caller found it idle when it
+    /// marked the work) and makes sure a worker will take it.
+    pub(crate) fn schedule(self: &Arc<Self>, conn: Arc<T>) {
+        conn.dispatch().queued(self.now_ns());
+        let slow = conn.dispatch().is_slow();
         if self.tx.send(conn).is_err() {
             return; // cannot happen: the pool holds the receiver
         }
@@ -517,8 +559,8 @@ impl<H: Handler<M>, M: Send + 'static> Pool<H, M> {
         self: &Arc<Self>,
         polled: io::Result<()>,
         events: &Events,
-        batch: &mut Vec<Arc<Conn<H, M>>>,
-    ) -> Polled<H, M> {
+        batch: &mut Vec<Arc<T>>,
+    ) -> Polled<T> {
         if let Err(e) = polled {
             if e.kind() != io::ErrorKind::Interrupted {
                 report!(error, { error = %e, "epoll_wait failed" }, target: "atoll", "epoll_wait failed: {e}");
@@ -536,11 +578,8 @@ impl<H: Handler<M>, M: Send + 'static> Pool<H, M> {
                 let Some(conn) = slab.get(event.token()) else {
                     continue; // the waker, or a connection gone meanwhile
                 };
-                let mut flags = READABLE;
-                if event.is_read_closed() || event.is_error() {
-                    flags |= HANGUP;
-                }
-                if conn.mark(flags, now) {
+                if conn.ready(event.is_read_closed() || event.is_error()) {
+                    conn.dispatch().queued(now);
                     batch.push(conn.clone());
                 }
             }
@@ -548,7 +587,7 @@ impl<H: Handler<M>, M: Send + 'static> Pool<H, M> {
         let mut mine = None;
         let (mut fast, mut slow) = (0, 0);
         for conn in batch.drain(..) {
-            let is_slow = conn.is_slow();
+            let is_slow = conn.dispatch().is_slow();
             if mine.is_none() && !is_slow {
                 mine = Some(conn);
                 continue;
@@ -577,7 +616,7 @@ impl<H: Handler<M>, M: Send + 'static> Pool<H, M> {
 
     /// Runs one connection, timing it: the wait since it became runnable
     /// goes to the statistics, and a quick run clears its slow mark.
-    fn run(&self, slot: &Slot, conn: Arc<Conn<H, M>>, buf: &mut [u8]) {
+    fn run(&self, slot: &Slot, conn: Arc<T>, buf: &mut [u8]) {
         let start = self.now_ns();
         self.busy.fetch_add(1, Ordering::SeqCst);
         if self.monitor_asleep.load(Ordering::SeqCst)
@@ -585,14 +624,14 @@ impl<H: Handler<M>, M: Send + 'static> Pool<H, M> {
         {
             self.monitor.unpark();
         }
-        slot.token.store(conn.token.0, Ordering::Relaxed);
+        slot.token.store(conn.token().0, Ordering::Relaxed);
         slot.busy_since.store(start.max(1), Ordering::Relaxed);
-        if conn.is_slow() && !slot.blocked.swap(true, Ordering::AcqRel) {
+        if conn.dispatch().is_slow() && !slot.blocked.swap(true, Ordering::AcqRel) {
             self.blocked.fetch_add(1, Ordering::Relaxed);
         }
-        let waited = start.saturating_sub(conn.queued_at());
+        let waited = start.saturating_sub(conn.dispatch().queued_at());
         slot.counts.add(1, waited);
-        driver::run(&conn, buf, Duration::from_nanos(waited));
+        conn.run(buf, Duration::from_nanos(waited));
         let took = self.now_ns().saturating_sub(start);
         slot.busy_since.store(0, Ordering::Relaxed);
         self.unblock(slot);
@@ -600,7 +639,7 @@ impl<H: Handler<M>, M: Send + 'static> Pool<H, M> {
         // The monitor marks a connection slow when it finds its callback
         // asleep; a quick run clears the mark.
         if took < self.config.blocking_after.as_nanos() as u64 {
-            conn.set_slow(false);
+            conn.dispatch().set_slow(false);
         }
     }
 
@@ -731,7 +770,7 @@ impl<H: Handler<M>, M: Send + 'static> Pool<H, M> {
                     }
                     let token = Token(slot.token.load(Ordering::Relaxed));
                     if let Some(conn) = self.slab.lock().get(token) {
-                        conn.set_slow(true);
+                        conn.dispatch().set_slow(true);
                     }
                 }
             }
@@ -859,9 +898,9 @@ impl<H: Handler<M>, M: Send + 'static> Pool<H, M> {
 }
 
 /// What a poll gave the poller to do.
-enum Polled<H, M> {
+enum Polled<T> {
     /// Run this connection.
-    Run(Arc<Conn<H, M>>),
+    Run(Arc<T>),
     /// Slow connections were queued and workers woken for them: poll again.
     HandedOut,
     Nothing,
@@ -872,11 +911,22 @@ mod tests {
     use super::*;
 
     struct Nothing;
-    impl Handler for Nothing {}
+    impl Task for Nothing {
+        fn token(&self) -> Token {
+            Token(0)
+        }
+        fn dispatch(&self) -> &Dispatch {
+            unreachable!("never run")
+        }
+        fn ready(&self, _hangup: bool) -> bool {
+            false
+        }
+        fn run(self: &Arc<Self>, _buf: &mut [u8], _waited: Duration) {}
+    }
 
     #[test]
     fn a_reused_slot_gets_a_new_token_and_the_old_token_finds_nothing() {
-        let mut slab: Slab<Nothing, ()> = Slab::new();
+        let mut slab: Slab<Nothing> = Slab::new();
         let first = slab.vacant_token();
         slab.remove(first);
         let second = slab.vacant_token();

@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::os::fd::OwnedFd;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -10,17 +10,16 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Sender;
 use parking_lot::{Condvar, Mutex, RwLock};
 
+use crate::acceptor::{self, Acceptor, AcceptorOptions, Control, UdpReception};
 use crate::config::Builder;
-use crate::connection::{Conn, Connection, SHUTDOWN};
-use crate::driver::FORCE_GRACE;
-use crate::error::{BoxError, Error};
+use crate::connection::sched::Work;
+use crate::connection::{ConnOptions, Connection, Factory, Service, FORCE_GRACE};
+use crate::error::Error;
 use crate::handler::Handler;
 use crate::pool::{Pool, PoolConfig};
-use crate::reactor::{self, AcceptorShared, Control, Reactor};
+use crate::stats::ServerStats;
 use crate::telemetry::{Event, Kind, ListenerSpan, Sink, SinkId, Span, SpanId, Telemetry};
 use crate::transport::{Addr, ListenSocket};
-
-pub(crate) type Factory<H, M> = Box<dyn Fn(&Connection<M>) -> Result<H, BoxError> + Send + Sync>;
 
 /// Whether a server accepts connections.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -35,102 +34,13 @@ pub enum Status {
     Stopped,
 }
 
-/// A snapshot of the server's counters, for monitoring and tests: cheap to
-/// take (a few relaxed loads).
-///
-/// ```
-/// let stats = atoll::ServerStats::default();
-/// assert_eq!(stats.accepted, 0);
-/// ```
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct ServerStats {
-    /// Connections accepted from the listener.
-    pub accepted: u64,
-    /// Connections closed because no slot of the limiter freed within the
-    /// retries (each also a `SpawnError` telemetry event).
-    pub rejected: u64,
-    /// Connections the handler factory refused.
-    pub refused: u64,
-    /// Failed `accept` calls (descriptor exhaustion, aborted connections).
-    pub accept_errors: u64,
-    /// Handler callbacks that panicked.
-    pub panics: u64,
-    /// Live connections now.
-    pub live: u64,
-    /// Bytes received from clients (counted when a worker finishes a
-    /// dispatch, so a callback still running is not counted yet).
-    pub bytes_in: u64,
-    /// Bytes sent to clients (same rule).
-    pub bytes_out: u64,
-    /// Workers running a callback now.
-    pub busy_workers: u64,
-    /// Connections waiting for a worker now.
-    pub queued: u64,
-    /// Worker threads now: the base count, plus those started for
-    /// callbacks that block (see [`Builder::max_workers`]).
-    pub workers: u64,
-    /// Workers in a callback that has run longer than
-    /// [`Builder::blocking_after`], or of a connection whose last callbacks
-    /// did: they do not count toward the base count of working threads.
-    pub blocked_workers: u64,
-    /// Times a worker took a connection up to run its callbacks.
-    pub dispatches: u64,
-    /// The sum over those of the time from readiness (data, a message, a
-    /// timer) to the worker: divided by `dispatches`, the mean dispatch
-    /// wait. It grows when the workers are saturated.
-    pub dispatch_wait: Duration,
-    /// Saturation episodes: times every worker, at
-    /// [`Builder::max_workers`], stayed busy in callbacks for half a second
-    /// with work waiting. A warning is logged for them, at most once a
-    /// minute.
-    pub saturations: u64,
-    /// Messages [`Connection::send`] gave back because the connection's
-    /// queue was full ([`SendError::Full`](crate::SendError::Full)): a
-    /// handler not keeping up.
-    pub messages_refused: u64,
-    /// Connections closed for a bad, late or untrusted PROXY protocol
-    /// header ([`Error::ProxyHeader`]).
-    pub proxy_errors: u64,
-}
-
-#[derive(Default)]
-pub(crate) struct Counters {
-    pub(crate) accepted: AtomicU64,
-    pub(crate) rejected: AtomicU64,
-    pub(crate) refused: AtomicU64,
-    pub(crate) accept_errors: AtomicU64,
-    pub(crate) panics: AtomicU64,
-    pub(crate) bytes_in: AtomicU64,
-    pub(crate) bytes_out: AtomicU64,
-    pub(crate) messages_refused: AtomicU64,
-    pub(crate) proxy_errors: AtomicU64,
-}
-
-/// What the server's threads share.
-pub(crate) struct Shared<H, M> {
-    pub(crate) config: Builder,
-    pub(crate) factory: Factory<H, M>,
-    pub(crate) pool: Arc<Pool<H, M>>,
-    pub(crate) next_id: AtomicU64,
-    pub(crate) stats: Counters,
-    pub(crate) telemetry: Arc<Telemetry>,
+/// What the server handle keeps of a running server.
+struct Running<H, M> {
+    config: Builder,
+    service: Arc<Service<H, M>>,
     /// Emptied once the acceptor threads are told to exit at stop, so that a
     /// stopped server that is not dropped holds none of their descriptors.
-    acceptors: RwLock<Vec<Arc<AcceptorShared>>>,
-    drained: (Mutex<()>, Condvar),
-}
-
-impl<H: Handler<M>, M: Send + 'static> Shared<H, M> {
-    /// Called when a connection released its slot.
-    pub(crate) fn connection_ended(&self) {
-        let _guard = self.drained.0.lock();
-        self.drained.1.notify_all();
-    }
-
-    fn conns(&self) -> Vec<Arc<Conn<H, M>>> {
-        self.pool.connections()
-    }
+    acceptors: RwLock<Vec<Arc<acceptor::Handle>>>,
 }
 
 /// The server handle's view of the shared state, without the handler type.
@@ -149,9 +59,9 @@ trait Backend<M>: Send + Sync {
     fn telemetry(&self) -> &Arc<Telemetry>;
 }
 
-impl<H: Handler<M>, M: Send + 'static> Backend<M> for Shared<H, M> {
+impl<H: Handler<M>, M: Send + 'static> Backend<M> for Running<H, M> {
     fn connections(&self) -> Vec<Connection<M>> {
-        self.conns().iter().map(|c| c.handle()).collect()
+        self.service.connections().iter().map(|c| c.handle()).collect()
     }
 
     fn live(&self) -> usize {
@@ -159,32 +69,19 @@ impl<H: Handler<M>, M: Send + 'static> Backend<M> for Shared<H, M> {
     }
 
     fn shutdown_all(&self) {
-        for conn in self.conns() {
-            conn.notify(SHUTDOWN);
+        for conn in self.service.connections() {
+            conn.notify(Work::SHUTDOWN);
         }
     }
 
     fn force_close_all(&self) {
-        for conn in self.conns() {
+        for conn in self.service.connections() {
             conn.force_close();
         }
     }
 
     fn wait_drained(&self, deadline: Option<Instant>) -> bool {
-        let mut guard = self.drained.0.lock();
-        loop {
-            if self.live() == 0 {
-                return true;
-            }
-            match deadline {
-                None => self.drained.1.wait(&mut guard),
-                Some(d) => {
-                    if self.drained.1.wait_until(&mut guard, d).timed_out() {
-                        return self.live() == 0;
-                    }
-                }
-            }
-        }
+        self.service.wait_ended(deadline, || self.live() == 0)
     }
 
     fn set_limit(&self, limit: Option<usize>) {
@@ -194,8 +91,8 @@ impl<H: Handler<M>, M: Send + 'static> Backend<M> for Shared<H, M> {
     }
 
     fn stats(&self) -> ServerStats {
-        let s = &self.stats;
-        let pool = self.pool.stats();
+        let s = &self.service.counters;
+        let pool = self.service.pool.stats();
         ServerStats {
             accepted: s.accepted.load(Ordering::Relaxed),
             rejected: s.rejected.load(Ordering::Relaxed),
@@ -226,10 +123,9 @@ impl<H: Handler<M>, M: Send + 'static> Backend<M> for Shared<H, M> {
             let Some(control) = make(ack_tx.clone()) else {
                 break;
             };
-            if a.control.send(control).is_ok() {
+            if a.command(control) {
                 expected += 1;
             }
-            a.wake();
         }
         for _ in 0..expected {
             ack_rx
@@ -242,13 +138,12 @@ impl<H: Handler<M>, M: Send + 'static> Backend<M> for Shared<H, M> {
     fn exit_acceptors(&self) {
         let acceptors = std::mem::take(&mut *self.acceptors.write());
         for a in acceptors {
-            let _ = a.control.send(Control::Exit);
-            a.wake();
+            a.command(Control::Exit);
         }
     }
 
     fn exit_workers(&self) {
-        self.pool.shutdown(FORCE_GRACE);
+        self.service.pool.shutdown(FORCE_GRACE);
     }
 
     fn config(&self) -> &Builder {
@@ -256,7 +151,7 @@ impl<H: Handler<M>, M: Send + 'static> Backend<M> for Shared<H, M> {
     }
 
     fn telemetry(&self) -> &Arc<Telemetry> {
-        &self.telemetry
+        &self.service.telemetry
     }
 }
 
@@ -341,22 +236,46 @@ impl<M: Send + 'static> Server<M> {
             keepalive: config.worker_keepalive,
             blocking_after: config.blocking_after,
         })?;
-        let mut parts = Vec::with_capacity(config.num_acceptors);
+        let udp = config.listen.udp.as_ref().map(|u| UdpReception {
+            mode: u.mode,
+            max_datagram_size: u.max_datagram_size,
+        });
+        let options = ConnOptions {
+            transport: config.transport.clone(),
+            transport_name: transport_name(&config),
+            handshake_timeout: config.handshake_timeout,
+            read_timeout: config.read_timeout,
+            send_timeout: config.listen.send_timeout,
+            proxy: config.proxy.clone(),
+            max_queued_messages: config.max_queued_messages,
+            silent_terminate_on_error: config.silent_terminate_on_error,
+        };
+        let telemetry = Arc::new(Telemetry::with_sinks(&config.sinks));
+        let service = Arc::new(Service::new(factory, options, pool, telemetry));
+        let acceptor_options = AcceptorOptions {
+            listen: config.listen.clone(),
+            retry_count: config.max_connections_retry_count,
+            retry_wait: config.max_connections_retry_wait,
+            udp,
+        };
+        let mut acceptors = Vec::with_capacity(config.num_acceptors);
+        let mut handles = Vec::with_capacity(config.num_acceptors);
         for _ in 0..config.num_acceptors {
-            parts.push(reactor::acceptor(config.num_connections)?);
+            let (acceptor, handle) = Acceptor::new(
+                service.clone(),
+                acceptor_options.clone(),
+                config.num_connections,
+            )?;
+            acceptors.push(acceptor);
+            handles.push(handle);
         }
-        let shared = Arc::new(Shared {
-            factory,
-            pool,
-            next_id: AtomicU64::new(1),
-            stats: Counters::default(),
-            telemetry: Arc::new(Telemetry::with_sinks(&config.sinks)),
-            acceptors: RwLock::new(parts.iter().map(|p| p.0.clone()).collect()),
-            drained: (Mutex::new(()), Condvar::new()),
+        let running = Arc::new(Running {
             config,
+            service,
+            acceptors: RwLock::new(handles),
         });
         let server = Server {
-            backend: shared.clone(),
+            backend: running.clone(),
             life: Mutex::new(Life {
                 status: Status::Running,
                 local_addr: None,
@@ -370,14 +289,13 @@ impl<M: Send + 'static> Server<M> {
         };
         {
             let mut life = server.life.lock();
-            for (i, (acceptor, parts)) in parts.into_iter().enumerate() {
-                let reactor = Reactor::new(acceptor, shared.clone(), parts);
+            for (i, acceptor) in acceptors.into_iter().enumerate() {
                 let handle = thread::Builder::new()
-                    .name(format!("atoll-poll-{i}"))
-                    .spawn(move || reactor.run())?;
+                    .name(format!("atoll-acceptor-{i}"))
+                    .spawn(move || acceptor.run())?;
                 life.threads.push(handle);
             }
-            listen(&*shared, &mut life, listener)?;
+            listen(&*running, &mut life, listener)?;
         }
         Ok(server)
     }

@@ -1916,7 +1916,7 @@ fn stop_returns_when_a_handler_is_stuck_in_its_own_code_and_leaves_only_that_thr
         thread_count() == threads_before + 1
     });
     assert_eq!(threads_named("atoll-worker"), 1);
-    assert_eq!(threads_named("atoll-poll"), 0);
+    assert_eq!(threads_named("atoll-acceptor"), 0);
     assert_eq!(
         util::read_to_close(&mut stuck),
         b"",

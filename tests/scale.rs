@@ -28,7 +28,7 @@ fn serial() -> MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Threads the server names: `atoll-worker-N` and `atoll-poll-N`.
+/// Threads the server names: `atoll-worker-N` and `atoll-acceptor-N`.
 fn atoll_threads() -> usize {
     threads_named("atoll-")
 }

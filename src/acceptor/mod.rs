@@ -1,13 +1,17 @@
 //! The acceptor threads: each owns a clone of the listening socket, its
 //! limiter and the wait for a free slot, and the idle timers of the
 //! connections it accepted. It sets connections up and hands them to the
-//! pool; their readiness is the pool's.
+//! pool; their readiness is the pool's. The UDP half of its loop, which
+//! receives datagrams and starts sessions, is in [`udp`]. It never touches
+//! the server handle or its configuration: the server gives it a
+//! [`Service`] and [`AcceptorOptions`].
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, VecDeque};
+mod udp;
+
+use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -16,13 +20,15 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use parking_lot::Mutex;
 use socket2::Socket as RawSocket;
 
-use crate::connection::{Conn, Meta, Setup, State, Timer, CONNECT, OPEN, SCHEDULED, TIMEOUT};
+use crate::connection::sched::{Sched, Work};
+use crate::connection::{Conn, Meta, Service, Setup, State, Timer, OPEN};
 use crate::handler::Handler;
 use crate::limiter::Limiter;
-use crate::server::Shared;
 use crate::socket::Socket;
 use crate::telemetry::{ConnSpan, Event, Kind, ListenerSpan, Span, SpanId, SpawnError, Telemetry};
-use crate::transport::{Addr, Io, ListenSocket};
+use crate::timer::{TimerHeap, Timers};
+use crate::transport::{Addr, Io, ListenOptions, ListenSocket};
+use crate::udp::SessionMode;
 
 const LISTENER: Token = Token(usize::MAX);
 const WAKER: Token = Token(usize::MAX - 1);
@@ -37,7 +43,7 @@ const ACCEPT_BATCH: usize = 64;
 /// that does not go away cannot make the thread spin.
 const ACCEPT_ERRORS_BEFORE_BACKOFF: u32 = 16;
 
-/// Commands from the [`Server`](crate::Server) handle to a acceptor thread. Each
+/// Commands from the [`Server`](crate::Server) handle to an acceptor thread. Each
 /// is acknowledged so that the handle's call returns once it took effect.
 pub(crate) enum Control {
     /// Accept from this listener, in an acceptor span under this listener
@@ -55,43 +61,39 @@ pub(crate) enum Control {
     Exit,
 }
 
-/// The part of an acceptor that workers and the server handle share with
-/// its acceptor thread.
-pub(crate) struct AcceptorShared {
-    pub(crate) limiter: Limiter,
-    timers: Sender<(Instant, Token)>,
-    waker: Arc<Waker>,
-    /// When the acceptor thread will wake at the latest, in nanoseconds since
-    /// `epoch`; a timer earlier than that must wake it.
-    next_wake: AtomicU64,
-    epoch: Instant,
-    pub(crate) control: Sender<Control>,
+/// What the server handle holds of an acceptor: its limiter, and the way
+/// to command and wake its thread.
+pub(crate) struct Handle {
+    pub(crate) limiter: Arc<Limiter>,
+    timers: Arc<Timers>,
+    control: Sender<Control>,
 }
 
-impl AcceptorShared {
-    /// Hands the acceptor thread a timer entry, waking it if it would sleep
-    /// past it.
-    pub(crate) fn add_timer(&self, deadline: Instant, token: Token) {
-        if self.timers.send((deadline, token)).is_err() {
-            return; // the acceptor has exited
-        }
-        // Pairs with the store-then-drain in `Reactor::next_timeout`: either
-        // the acceptor thread drains this entry before sleeping, or we see the
-        // deadline it will sleep until.
-        if self.nanos(deadline) < self.next_wake.load(Ordering::SeqCst) {
-            self.wake();
-        }
+impl Handle {
+    /// Sends the thread a command and wakes it; `false` if it has exited.
+    pub(crate) fn command(&self, control: Control) -> bool {
+        let sent = self.control.send(control).is_ok();
+        self.timers.wake();
+        sent
     }
+}
 
-    pub(crate) fn wake(&self) {
-        let _ = self.waker.wake();
-    }
+/// What an acceptor needs of the server's configuration.
+#[derive(Clone)]
+pub(crate) struct AcceptorOptions {
+    /// Applied to each accepted socket.
+    pub(crate) listen: ListenOptions,
+    pub(crate) retry_count: u32,
+    pub(crate) retry_wait: Duration,
+    /// A UDP server's datagram options; `None` for a stream server.
+    pub(crate) udp: Option<UdpReception>,
+}
 
-    fn nanos(&self, at: Instant) -> u64 {
-        at.saturating_duration_since(self.epoch)
-            .as_nanos()
-            .min(u64::MAX as u128 - 1) as u64
-    }
+/// How an acceptor receives datagrams.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct UdpReception {
+    pub(crate) mode: SessionMode,
+    pub(crate) max_datagram_size: usize,
 }
 
 /// What arrived: an accepted connection, or a datagram that starts a UDP
@@ -120,22 +122,23 @@ struct Waiting {
 /// Datagrams that may wait for a session slot at once; more are dropped.
 const DATAGRAMS_WAITING: usize = 1024;
 
-/// The state a acceptor thread keeps to itself.
-pub(crate) struct Reactor<H, M> {
-    pub(crate) shared: Arc<AcceptorShared>,
-    pub(crate) server: Arc<Shared<H, M>>,
+/// The state an acceptor thread keeps to itself.
+pub(crate) struct Acceptor<H, M> {
+    limiter: Arc<Limiter>,
+    timers: Arc<Timers>,
+    heap: TimerHeap,
+    service: Arc<Service<H, M>>,
+    options: AcceptorOptions,
     poll: Poll,
     control: Receiver<Control>,
-    timer_rx: Receiver<(Instant, Token)>,
-    heap: BinaryHeap<Reverse<(Instant, Token)>>,
-    pub(crate) listener: Option<ListenSocket>,
+    listener: Option<ListenSocket>,
     /// The listener's address when it is bound to one IP or a Unix path,
     /// which is then every connection's local address (saves a system call
     /// per accept).
-    pub(crate) fixed_local: Option<Addr>,
+    fixed_local: Option<Addr>,
     /// The listener may have connections queued (edge-triggered readiness
     /// is not repeated, so we remember it).
-    pub(crate) listener_ready: bool,
+    listener_ready: bool,
     /// Arrivals waiting for a limiter slot: at most one connection (the
     /// acceptor accepts no other meanwhile), or many datagrams (reception
     /// goes on).
@@ -144,7 +147,7 @@ pub(crate) struct Reactor<H, M> {
     /// The acceptor span while a listener is open.
     span: Option<AcceptorSpan>,
     /// UDP: the receive buffer and the sessions by peer.
-    pub(crate) udp: crate::udp::Receiver,
+    udp: udp::Receiver,
     /// A suspended UDP socket, kept for resume.
     parked: Option<ListenSocket>,
 }
@@ -159,65 +162,48 @@ struct AcceptorSpan {
     accepted: u64,
 }
 
-/// A acceptor thread's own half, made before the server's shared state exists.
-pub(crate) struct Parts {
-    poll: Poll,
-    control: Receiver<Control>,
-    timer_rx: Receiver<(Instant, Token)>,
-}
-
-/// Creates the poll of one acceptor: its shared half and its thread's half.
-pub(crate) fn acceptor(limit: Option<usize>) -> io::Result<(Arc<AcceptorShared>, Parts)> {
-    let poll = Poll::new()?;
-    let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
-    let (control_tx, control) = crossbeam_channel::unbounded();
-    let (timer_tx, timer_rx) = crossbeam_channel::unbounded();
-    let limiter_waker = waker.clone();
-    let shared = Arc::new(AcceptorShared {
-        limiter: Limiter::new(
+impl<H: Handler<M>, M: Send + 'static> Acceptor<H, M> {
+    /// An acceptor with at most `limit` live connections, and the server's
+    /// handle to it; its thread runs [`run`](Acceptor::run).
+    pub(crate) fn new(
+        service: Arc<Service<H, M>>,
+        options: AcceptorOptions,
+        limit: Option<usize>,
+    ) -> io::Result<(Acceptor<H, M>, Arc<Handle>)> {
+        let poll = Poll::new()?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let (control_tx, control) = crossbeam_channel::unbounded();
+        let limiter_waker = waker.clone();
+        let limiter = Arc::new(Limiter::new(
             limit,
             Box::new(move || {
                 let _ = limiter_waker.wake();
             }),
-        ),
-        timers: timer_tx,
-        waker,
-        next_wake: AtomicU64::new(0),
-        epoch: Instant::now(),
-        control: control_tx,
-    });
-    Ok((
-        shared,
-        Parts {
+        ));
+        let (timers, heap) = Timers::new(waker);
+        let handle = Arc::new(Handle {
+            limiter: limiter.clone(),
+            timers: timers.clone(),
+            control: control_tx,
+        });
+        let acceptor = Acceptor {
+            limiter,
+            timers,
+            heap,
+            service,
+            options,
             poll,
             control,
-            timer_rx,
-        },
-    ))
-}
-
-impl<H: Handler<M>, M: Send + 'static> Reactor<H, M> {
-    pub(crate) fn new(
-        shared: Arc<AcceptorShared>,
-        server: Arc<Shared<H, M>>,
-        parts: Parts,
-    ) -> Reactor<H, M> {
-        Reactor {
-            shared,
-            server,
-            poll: parts.poll,
-            control: parts.control,
-            timer_rx: parts.timer_rx,
-            heap: BinaryHeap::new(),
             listener: None,
             fixed_local: None,
             listener_ready: false,
             waiting: VecDeque::new(),
             backoff_until: None,
             span: None,
-            udp: crate::udp::Receiver::default(),
+            udp: udp::Receiver::default(),
             parked: None,
-        }
+        };
+        Ok((acceptor, handle))
     }
 
     pub(crate) fn run(mut self) {
@@ -252,44 +238,31 @@ impl<H: Handler<M>, M: Send + 'static> Reactor<H, M> {
 
     /// Moves new timer entries to the heap and returns how long to sleep.
     fn next_timeout(&mut self) -> Option<Duration> {
-        loop {
-            for (deadline, token) in self.timer_rx.try_iter() {
-                self.heap.push(Reverse((deadline, token)));
+        let mut wake_at = self.waiting.iter().map(|w| w.next_try).min();
+        let mut earliest = |t: Option<Instant>| {
+            if let Some(t) = t {
+                wake_at = Some(wake_at.map_or(t, |w| w.min(t)));
             }
-            self.prune_timers();
-            let mut wake_at = self.heap.peek().map(|Reverse((d, _))| *d);
-            let mut earliest = |t: Option<Instant>| {
-                if let Some(t) = t {
-                    wake_at = Some(wake_at.map_or(t, |w| w.min(t)));
-                }
-            };
-            earliest(self.waiting.iter().map(|w| w.next_try).min());
-            earliest(self.backoff_until);
-            let now = Instant::now();
-            if self.can_accept() {
-                earliest(Some(now));
-            }
-            let wake_nanos = wake_at.map_or(u64::MAX, |w| self.shared.nanos(w));
-            self.shared.next_wake.store(wake_nanos, Ordering::SeqCst);
-            if self.timer_rx.is_empty() {
-                return wake_at.map(|w| w.saturating_duration_since(now));
-            }
+        };
+        earliest(self.backoff_until);
+        if self.can_accept() {
+            earliest(Some(Instant::now()));
         }
-    }
-
-    /// Drops the entries of closed connections and stale ones once they
-    /// outnumber the live connections, so that churn cannot grow the heap
-    /// for a whole read timeout.
-    fn prune_timers(&mut self) {
-        let live = self.shared.limiter.live();
-        if self.heap.len() < 4096 || self.heap.len() < 4 * live {
-            return;
-        }
-        let slab = self.server.pool.slab.lock();
-        self.heap.retain(|Reverse((at, token))| {
-            slab.get(*token)
-                .is_some_and(|conn| conn.timer.lock().queued == Some(*at))
-        });
+        let live = self.limiter.live();
+        let pool = &self.service.pool;
+        self.heap.sleep_until(&self.timers, wake_at, |heap| {
+            // Drops the entries of closed connections and stale ones once
+            // they outnumber the live connections, so that churn cannot
+            // grow the heap for a whole read timeout.
+            if heap.len() < 4096 || heap.len() < 4 * live {
+                return;
+            }
+            let slab = pool.slab.lock();
+            heap.retain(|std::cmp::Reverse((at, token))| {
+                slab.get(*token)
+                    .is_some_and(|conn| conn.timer.lock().queued == Some(*at))
+            });
+        })
     }
 
     fn can_accept(&self) -> bool {
@@ -323,7 +296,7 @@ impl<H: Handler<M>, M: Send + 'static> Reactor<H, M> {
                     self.close_listener();
                     self.parked = None;
                     self.waiting.clear();
-                    self.shared.limiter.set_waiting(false);
+                    self.limiter.set_waiting(false);
                     let _ = ack.send(());
                 }
                 Control::Exit => return false,
@@ -390,7 +363,7 @@ impl<H: Handler<M>, M: Send + 'static> Reactor<H, M> {
             return;
         }
         if let Some(span) = &self.span {
-            self.server.telemetry.emit(&Event {
+            self.service.telemetry.emit(&Event {
                 span: Span::Acceptor,
                 id: span.id,
                 parent: Some(span.listener),
@@ -406,11 +379,7 @@ impl<H: Handler<M>, M: Send + 'static> Reactor<H, M> {
     /// is pushed again at the new deadline; a due one notifies the worker.
     fn fire_timers(&mut self) {
         let now = Instant::now();
-        while let Some(&Reverse((at, token))) = self.heap.peek() {
-            if at > now {
-                break;
-            }
-            self.heap.pop();
+        while let Some((at, token)) = self.heap.pop_due(now) {
             let Some(conn) = self.lookup(token) else {
                 continue;
             };
@@ -421,12 +390,12 @@ impl<H: Handler<M>, M: Send + 'static> Reactor<H, M> {
             match timer.deadline {
                 Some(deadline) if deadline > now => {
                     timer.queued = Some(deadline);
-                    self.heap.push(Reverse((deadline, token)));
+                    self.heap.push(deadline, token);
                 }
                 Some(_) => {
                     timer.queued = None;
                     drop(timer);
-                    conn.notify(TIMEOUT);
+                    conn.notify(Work::TIMEOUT);
                 }
                 None => timer.queued = None,
             }
@@ -435,7 +404,7 @@ impl<H: Handler<M>, M: Send + 'static> Reactor<H, M> {
 
     /// Whether another arrival may be taken: a connection waiting for a slot
     /// stops accepting; datagrams wait up to a bound.
-    pub(crate) fn has_room(&self) -> bool {
+    fn has_room(&self) -> bool {
         match self.listener {
             Some(ListenSocket::Udp { .. }) => self.waiting.len() < DATAGRAMS_WAITING,
             _ => self.waiting.is_empty(),
@@ -446,14 +415,10 @@ impl<H: Handler<M>, M: Send + 'static> Reactor<H, M> {
     /// those whose retries are spent.
     fn retry_waiting(&mut self) {
         let now = Instant::now();
-        let config = &self.server.config;
-        let (count, wait) = (
-            config.max_connections_retry_count,
-            config.max_connections_retry_wait,
-        );
+        let (count, wait) = (self.options.retry_count, self.options.retry_wait);
         let mut i = 0;
         while i < self.waiting.len() {
-            if self.shared.limiter.try_acquire() {
+            if self.limiter.try_acquire() {
                 if let Some(w) = self.waiting.remove(i) {
                     self.open(w.arrival);
                 }
@@ -472,14 +437,14 @@ impl<H: Handler<M>, M: Send + 'static> Reactor<H, M> {
             }
             i += 1;
         }
-        self.shared.limiter.set_waiting(!self.waiting.is_empty());
+        self.limiter.set_waiting(!self.waiting.is_empty());
     }
 
     /// Turns away an arrival the limiter had no slot for.
     fn reject(&self, arrival: Arrival) {
         let peer = arrival.peer();
         drop(arrival);
-        self.server.stats.rejected.fetch_add(1, Ordering::Relaxed);
+        self.service.counters.rejected.fetch_add(1, Ordering::Relaxed);
         self.emit(Kind::SpawnError {
             peer: &peer,
             reason: SpawnError::Limiter,
@@ -508,7 +473,7 @@ impl<H: Handler<M>, M: Send + 'static> Reactor<H, M> {
             match listener.accept() {
                 Ok((stream, peer)) => {
                     errors = 0;
-                    self.server.stats.accepted.fetch_add(1, Ordering::Relaxed);
+                    self.service.counters.accepted.fetch_add(1, Ordering::Relaxed);
                     self.count_accepted();
                     self.admit(Arrival::Stream(stream, peer));
                 }
@@ -518,8 +483,8 @@ impl<H: Handler<M>, M: Send + 'static> Reactor<H, M> {
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
-                    self.server
-                        .stats
+                    self.service
+                        .counters
                         .accept_errors
                         .fetch_add(1, Ordering::Relaxed);
                     errors += 1;
@@ -541,21 +506,20 @@ impl<H: Handler<M>, M: Send + 'static> Reactor<H, M> {
     }
 
     /// Opens an arrival if the limiter has a slot, or makes it wait for one.
-    pub(crate) fn admit(&mut self, arrival: Arrival) {
-        if self.waiting.is_empty() && self.shared.limiter.try_acquire() {
+    fn admit(&mut self, arrival: Arrival) {
+        if self.waiting.is_empty() && self.limiter.try_acquire() {
             self.open(arrival);
             return;
         }
-        let config = &self.server.config;
-        if config.max_connections_retry_count == 0 {
+        if self.options.retry_count == 0 {
             self.reject(arrival);
             return;
         }
-        self.shared.limiter.set_waiting(true);
+        self.limiter.set_waiting(true);
         self.waiting.push_back(Waiting {
             arrival,
             attempts: 0,
-            next_try: Instant::now() + config.max_connections_retry_wait,
+            next_try: Instant::now() + self.options.retry_wait,
         });
         // A slot may have freed between the failed acquire and `waiting`.
         self.retry_waiting();
@@ -571,8 +535,7 @@ impl<H: Handler<M>, M: Send + 'static> Reactor<H, M> {
     }
 
     fn open_stream(&mut self, sock: RawSocket, peer: Addr) {
-        let config = &self.server.config;
-        config.listen.apply(&sock, peer.inet().is_some());
+        self.options.listen.apply(&sock, peer.inet().is_some());
         let local = match self.fixed_local.clone() {
             Some(local) => local,
             None => match sock.local_addr() {
@@ -583,7 +546,7 @@ impl<H: Handler<M>, M: Send + 'static> Reactor<H, M> {
                         { peer = %peer, error = %e, "connection lost before setup" },
                         "atoll: connection from {peer} lost before setup: {e}"
                     );
-                    self.shared.limiter.release();
+                    self.limiter.release();
                     return;
                 }
             },
@@ -591,7 +554,7 @@ impl<H: Handler<M>, M: Send + 'static> Reactor<H, M> {
         let io = Io::new(sock);
         let fd = io.raw_fd();
         let weak = io.weak();
-        let setup = if config.proxy.is_some() {
+        let setup = if self.service.options.proxy.is_some() {
             Setup::Proxy(io)
         } else {
             Setup::Accepted(io)
@@ -601,7 +564,7 @@ impl<H: Handler<M>, M: Send + 'static> Reactor<H, M> {
 
     /// Makes the connection's record, registers its descriptor (if it has
     /// its own) and hands it to the workers. Returns its token.
-    pub(crate) fn install(
+    fn install(
         &mut self,
         peer: Addr,
         local: Addr,
@@ -609,19 +572,19 @@ impl<H: Handler<M>, M: Send + 'static> Reactor<H, M> {
         fd: Option<std::os::fd::RawFd>,
         stream: std::sync::Weak<RawSocket>,
     ) -> Option<Token> {
-        let config = &self.server.config;
-        let id = self.server.next_id.fetch_add(1, Ordering::Relaxed);
+        let options = &self.service.options;
+        let id = self.service.next_id();
         let mut socket = Socket::pending(
             id,
             peer.clone(),
             local.clone(),
-            config.read_timeout,
-            config.listen.send_timeout,
+            options.read_timeout,
+            options.send_timeout,
         );
-        socket.set_secure(config.transport.is_secure(), config.handshake_timeout);
+        socket.set_secure(options.transport.is_secure(), options.handshake_timeout);
         if let Some(span) = &self.span {
             let span = ConnSpan {
-                telemetry: self.server.telemetry.clone(),
+                telemetry: self.service.telemetry.clone(),
                 id: SpanId::next(),
                 parent: span.id,
                 listener: span.listener,
@@ -630,16 +593,12 @@ impl<H: Handler<M>, M: Send + 'static> Reactor<H, M> {
             };
             socket.set_span(span);
         }
-        let pool = &self.server.pool;
+        let pool = &self.service.pool;
         let mut slab = pool.slab.lock();
         let token = slab.vacant_token();
         #[cfg(feature = "tracing")]
         let span = {
-            let transport = if config.listen.udp.is_some() {
-                "udp"
-            } else {
-                config.transport.name()
-            };
+            let transport = options.transport_name;
             let parent = self.span.as_ref().and_then(|s| s.tracing.id());
             tracing::info_span!(
                 target: "atoll",
@@ -663,11 +622,11 @@ impl<H: Handler<M>, M: Send + 'static> Reactor<H, M> {
                 span,
             },
             token,
-            sched: AtomicU32::new(CONNECT | SCHEDULED),
-            queued_at: AtomicU64::new(pool.now_ns()),
-            slow: AtomicBool::new(false),
-            server: self.server.clone(),
-            acceptor: self.shared.clone(),
+            sched: Sched::scheduled(Work::CONNECT),
+            dispatch: Default::default(),
+            service: self.service.clone(),
+            limiter: self.limiter.clone(),
+            timers: self.timers.clone(),
             stream,
             phase: AtomicU8::new(OPEN),
             mailbox: Mutex::new(Default::default()),
@@ -688,7 +647,7 @@ impl<H: Handler<M>, M: Send + 'static> Reactor<H, M> {
                     { connection = conn.meta.id, peer = %conn.meta.peer(), error = %e, "cannot watch the connection" },
                     target: "atoll", "cannot watch the connection from {}: {e}", conn.meta.peer()
                 );
-                self.shared.limiter.release();
+                self.limiter.release();
                 return None;
             }
         }
@@ -699,17 +658,12 @@ impl<H: Handler<M>, M: Send + 'static> Reactor<H, M> {
     }
 
     /// The connection a token names, if it is still live.
-    pub(crate) fn lookup(&self, token: Token) -> Option<Arc<Conn<H, M>>> {
-        self.server.pool.slab.lock().get(token).cloned()
-    }
-
-    /// Telemetry of this acceptor, for the UDP receive path.
-    pub(crate) fn emit_event(&self, kind: Kind<'_>) {
-        self.emit(kind);
+    fn lookup(&self, token: Token) -> Option<Arc<Conn<H, M>>> {
+        self.service.pool.slab.lock().get(token).cloned()
     }
 
     /// Counts an accepted connection or session in the acceptor span.
-    pub(crate) fn count_accepted(&mut self) {
+    fn count_accepted(&mut self) {
         if let Some(span) = &mut self.span {
             span.accepted += 1;
         }

@@ -9,10 +9,8 @@ use std::time::{Duration, Instant};
 
 use parking_lot::MutexGuard;
 
-use crate::connection::{
-    Conn, Setup, State, CONNECT, DETACHED, ENDED, HANGUP, MESSAGE, READABLE, SCHEDULED, SHUTDOWN,
-    TIMEOUT,
-};
+use super::sched::Work;
+use super::{Conn, Setup, State, DETACHED, ENDED};
 use crate::error::{panic_message, Error};
 use crate::handler::{Flow, Handler};
 use crate::proxy::{self, Proxied};
@@ -69,7 +67,7 @@ pub(crate) fn run<H: Handler<M>, M: Send + 'static>(
         }
     }
     for _ in 0..MAX_ROUNDS {
-        let flags = conn.sched.fetch_and(SCHEDULED, Ordering::AcqRel) & !SCHEDULED;
+        let flags = conn.sched.take();
         // Timed only for a sink: without one, a relaxed load and no clock.
         let started = Telemetry::enabled().then(Instant::now);
         let result = step(conn, &mut state, flags, buf, waited.take());
@@ -85,26 +83,22 @@ pub(crate) fn run<H: Handler<M>, M: Send + 'static>(
             publish(conn, socket);
         }
         if let Err(end) = result {
-            // SCHEDULED stays set: the connection is never run again.
+            // Never released: the connection is never scheduled again.
             finish(conn, state, end);
             return;
         }
-        if conn
-            .sched
-            .compare_exchange(SCHEDULED, 0, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
-        {
+        if conn.sched.release() {
             return;
         }
     }
     drop(state);
-    conn.server.pool.schedule(conn.clone());
+    conn.service.pool.schedule(conn.clone());
 }
 
 /// Adds the socket's traffic since the last call to the server's counters.
 fn publish<H, M>(conn: &Conn<H, M>, socket: &mut Socket) {
     let (bytes_in, bytes_out) = socket.unpublished();
-    let stats = &conn.server.stats;
+    let stats = &conn.service.counters;
     if bytes_in > 0 {
         stats.bytes_in.fetch_add(bytes_in, Ordering::Relaxed);
     }
@@ -117,7 +111,7 @@ fn publish<H, M>(conn: &Conn<H, M>, socket: &mut Socket) {
 fn step<H: Handler<M>, M: Send + 'static>(
     conn: &Arc<Conn<H, M>>,
     state: &mut State<H>,
-    flags: u32,
+    flags: Work,
     buf: &mut [u8],
     waited: Option<Duration>,
 ) -> Result<(), End> {
@@ -125,7 +119,7 @@ fn step<H: Handler<M>, M: Send + 'static>(
     // up, serves what the client already sent, then shuts it down: the
     // client's first request is not lost to a reset. A connection in a
     // handshake or waiting for its PROXY header ends at once.
-    let stopping = flags & SHUTDOWN != 0;
+    let stopping = flags.has(Work::SHUTDOWN);
     let unserved = state.handler.is_none() && matches!(state.setup, Setup::Accepted(_));
     if stopping && !unserved {
         return Err(if state.handler.is_some() {
@@ -142,7 +136,7 @@ fn step<H: Handler<M>, M: Send + 'static>(
             Ok(false) => return Ok(()),
             Err(e) => Some(e),
         };
-        let made = guarded(conn, || (conn.server.factory)(&conn.handle()));
+        let made = guarded(conn, || (conn.service.factory)(&conn.handle()));
         match made {
             Ok(Ok(handler)) => state.handler = Some(handler),
             Ok(Err(reason)) => return Err(End::Error(Error::Refused(reason))),
@@ -170,7 +164,7 @@ fn step<H: Handler<M>, M: Send + 'static>(
     };
     // Bytes may wait that no new edge will announce: after a handshake that
     // read from the socket, or when the stream keeps its own buffer.
-    let mut want_read = flags & READABLE != 0;
+    let mut want_read = flags.has(Work::READABLE);
     if !matches!(setup, Setup::Ready) {
         if !handshake(conn, setup, socket, flags)? {
             return if stopping { Err(End::Shutdown) } else { Ok(()) };
@@ -180,7 +174,7 @@ fn step<H: Handler<M>, M: Send + 'static>(
         after(conn, socket, flow, Source::Connection)?;
         want_read = true;
     }
-    if flags & MESSAGE != 0 {
+    if flags.has(Work::MESSAGE) {
         for _ in 0..MESSAGE_BUDGET {
             let Some(message) = conn.mailbox.lock().pop_front() else {
                 break;
@@ -189,13 +183,13 @@ fn step<H: Handler<M>, M: Send + 'static>(
             after(conn, socket, flow, Source::Message)?;
         }
         if !conn.mailbox.lock().is_empty() {
-            conn.sched.fetch_or(MESSAGE, Ordering::AcqRel);
+            conn.sched.keep(Work::MESSAGE);
         }
     }
-    let to_eof = flags & HANGUP != 0;
+    let to_eof = flags.has(Work::HANGUP);
     let mut reads = 0;
     loop {
-        if conn.sched.load(Ordering::Acquire) & SHUTDOWN != 0 {
+        if conn.sched.pending(Work::SHUTDOWN) {
             break; // the next round runs handle_shutdown
         }
         // Bytes a synchronous recv read ahead go first, without waiting.
@@ -210,8 +204,7 @@ fn step<H: Handler<M>, M: Send + 'static>(
         }
         if reads == READ_BUDGET {
             // More may be waiting: yield to other connections and come back.
-            conn.sched
-                .fetch_or(READABLE | (flags & HANGUP), Ordering::AcqRel);
+            conn.sched.keep(Work::READABLE | flags.only(Work::HANGUP));
             break;
         }
         reads += 1;
@@ -233,7 +226,7 @@ fn step<H: Handler<M>, M: Send + 'static>(
     if stopping {
         return Err(End::Shutdown);
     }
-    if flags & TIMEOUT != 0 && conn.timer_expired() {
+    if flags.has(Work::TIMEOUT) && conn.timer_expired() {
         return Err(End::Timeout);
     }
     Ok(())
@@ -245,9 +238,9 @@ fn step<H: Handler<M>, M: Send + 'static>(
 fn proxy_header<H: Handler<M>, M: Send + 'static>(
     conn: &Conn<H, M>,
     state: &mut State<H>,
-    flags: u32,
+    flags: Work,
 ) -> Result<bool, Error> {
-    let (Some(options), Some(socket)) = (&conn.server.config.proxy, state.socket.as_mut()) else {
+    let (Some(options), Some(socket)) = (&conn.service.options.proxy, state.socket.as_mut()) else {
         return Ok(true);
     };
     let io = match std::mem::replace(&mut state.setup, Setup::Ready) {
@@ -257,7 +250,7 @@ fn proxy_header<H: Handler<M>, M: Send + 'static>(
             return Ok(true);
         }
     };
-    if flags & CONNECT != 0 {
+    if flags.has(Work::CONNECT) {
         conn.arm_timer(Some(Instant::now() + options.header_timeout));
     }
     let read = options
@@ -275,7 +268,7 @@ fn proxy_header<H: Handler<M>, M: Send + 'static>(
             Ok(true)
         }
         // After a hang-up no more bytes come.
-        Ok(None) if flags & HANGUP != 0 => Err(Error::ProxyHeader(proxy::CUT_SHORT.into())),
+        Ok(None) if flags.has(Work::HANGUP) => Err(Error::ProxyHeader(proxy::CUT_SHORT.into())),
         Ok(None) if !conn.timer_expired() => {
             state.setup = Setup::Proxy(io);
             Ok(false)
@@ -294,9 +287,9 @@ fn handshake<H: Handler<M>, M: Send + 'static>(
     conn: &Conn<H, M>,
     setup: &mut Setup,
     socket: &mut Socket,
-    flags: u32,
+    flags: Work,
 ) -> Result<bool, End> {
-    let config = &conn.server.config;
+    let config = &conn.service.options;
     let state = match std::mem::replace(setup, Setup::Ready) {
         Setup::Accepted(io) => {
             conn.arm_timer(config.handshake_timeout.map(|t| Instant::now() + t));
@@ -304,12 +297,12 @@ fn handshake<H: Handler<M>, M: Send + 'static>(
             guarded(conn, || transport.handshake(io))?
         }
         Setup::Stream(stream) => Handshake::Done(stream),
-        Setup::Handshaking(pending) if flags & (READABLE | HANGUP) != 0 => {
+        Setup::Handshaking(pending) if flags.has(Work::READABLE | Work::HANGUP) => {
             guarded(conn, || pending.resume())?
         }
         waiting => {
             *setup = waiting;
-            if flags & TIMEOUT != 0 && conn.timer_expired() {
+            if flags.has(Work::TIMEOUT) && conn.timer_expired() {
                 return Err(handshake_timed_out(config.handshake_timeout));
             }
             return Ok(false);
@@ -369,7 +362,7 @@ fn after<H: Handler<M>, M: Send + 'static>(
 fn guarded<H, M, R>(conn: &Conn<H, M>, f: impl FnOnce() -> R) -> Result<R, End> {
     panic::catch_unwind(AssertUnwindSafe(f)).map_err(|payload| {
         let msg = panic_message(&*payload);
-        conn.server.stats.panics.fetch_add(1, Ordering::Relaxed);
+        conn.service.counters.panics.fetch_add(1, Ordering::Relaxed);
         report!(
             error,
             { connection = conn.meta.id, peer = %conn.meta.peer(), panic = %msg, "handler panicked" },
@@ -395,13 +388,13 @@ fn finish<H: Handler<M>, M: Send + 'static>(
         return;
     };
     drop(state);
-    let server = &conn.server;
+    let service = &conn.service;
     let peer = conn.meta.peer();
     let id = conn.meta.id;
     match (end, handler.as_mut()) {
         (End::Detach(give), _) => {
             if let Some(fd) = socket.raw_fd() {
-                server.pool.deregister(fd);
+                service.pool.deregister(fd);
             }
             socket.set_release(conn.clone());
             conn.set_phase(DETACHED);
@@ -415,7 +408,7 @@ fn finish<H: Handler<M>, M: Send + 'static>(
             socket.close();
             match &err {
                 // Surfaced, as an abnormal exit is in Thousand Island.
-                Error::Handler(_) if !server.config.silent_terminate_on_error => {
+                Error::Handler(_) if !service.options.silent_terminate_on_error => {
                     report!(
                         error,
                         { connection = id, peer = %peer, error = %crate::error::Chain(&err), "connection ended" },
@@ -423,10 +416,10 @@ fn finish<H: Handler<M>, M: Send + 'static>(
                     )
                 }
                 Error::ProxyHeader(_) => {
-                    server.stats.proxy_errors.fetch_add(1, Ordering::Relaxed);
+                    service.counters.proxy_errors.fetch_add(1, Ordering::Relaxed);
                 }
                 Error::Refused(_) => {
-                    server.stats.refused.fetch_add(1, Ordering::Relaxed);
+                    service.counters.refused.fetch_add(1, Ordering::Relaxed);
                     if let Some(span) = socket.span() {
                         span.emit_acceptor(Kind::SpawnError {
                             peer,
@@ -465,9 +458,9 @@ impl<H: Handler<M>, M: Send + 'static> Release for Conn<H, M> {
     /// tells a waiting stop.
     fn release(&self) {
         self.set_phase(ENDED);
-        self.server.pool.remove(self.token);
-        self.acceptor.limiter.release();
-        self.server.connection_ended();
+        self.service.pool.remove(self.token);
+        self.limiter.release();
+        self.service.connection_ended();
     }
 }
 
