@@ -412,7 +412,7 @@ impl Running {
     fn start(kind: Kind, settings: &Settings) -> BoxResult<Running> {
         Ok(match kind {
             Kind::AtollPeer | Kind::AtollDgram => {
-                let builder = Server::builder()
+                let builder = Server::udp()
                     .ip([127, 0, 0, 1].into())
                     .port(0)
                     .num_workers(settings.workers)
@@ -422,11 +422,11 @@ impl Running {
                 // with its echo.
                 let server = if kind == Kind::AtollPeer {
                     builder
-                        .udp(SessionMode::PerPeer)
+                        .session_mode(SessionMode::PerPeer)
                         .start(|_| Ok(AtollEcho(Flow::Continue)))?
                 } else {
                     builder
-                        .udp(SessionMode::PerDatagram)
+                        .session_mode(SessionMode::PerDatagram)
                         .start(|_| Ok(AtollEcho(Flow::Close)))?
                 };
                 let addr = server.local_addr()?.inet().ok_or("atoll serves UDP")?;

@@ -88,7 +88,6 @@ linux_only! {
     mod trace;
     mod acceptor;
     pub mod client;
-    mod config;
     mod connection;
     mod error;
     mod handler;
@@ -110,11 +109,13 @@ linux_only! {
     pub mod transport;
     pub mod udp;
 
-    pub use config::{default_num_acceptors, default_num_workers, Builder, DEFAULT_MAX_WORKERS};
+    pub use server::{
+        default_num_acceptors, default_num_workers, Builder, Datagrams, Server, Status, Streams,
+        UdpBuilder, DEFAULT_MAX_WORKERS,
+    };
     pub use connection::{Connection, SendError};
     pub use error::{BoxError, Error};
     pub use handler::{Flow, Handler};
-    pub use server::{Server, Status};
     pub use stats::ServerStats;
     pub use socket::{Socket, SocketStats};
     pub use std::net::Shutdown;

@@ -55,6 +55,16 @@ pub(crate) struct SendPolicy {
     pub(crate) close: bool,
 }
 
+impl Default for SendPolicy {
+    /// 30 s, and a send that times out closes the connection.
+    fn default() -> SendPolicy {
+        SendPolicy {
+            timeout: Some(Duration::from_secs(30)),
+            close: true,
+        }
+    }
+}
+
 /// Called when a detached socket is dropped, so the server can release the
 /// connection's slot and forget it.
 pub(crate) trait Release: Send + Sync {

@@ -43,7 +43,6 @@ fn every_documented_builder_default_holds() {
     assert!(!b.get_silent_terminate_on_error());
     // Off unless asked for.
     assert!(b.get_proxy_protocol().is_none());
-    assert_eq!(b.get_udp(), None);
 }
 
 #[test]
@@ -63,8 +62,12 @@ fn the_thread_defaults_follow_the_cores() {
 
 #[test]
 fn every_documented_udp_default_holds() {
-    let b = Builder::new().udp(SessionMode::default());
-    assert_eq!(b.get_udp(), Some(SessionMode::PerDatagram));
+    let b = atoll::Server::udp();
+    assert_eq!(b.get_session_mode(), SessionMode::PerDatagram);
+    // The options both kinds share have the same defaults.
+    assert_eq!(b.get_addr().to_string(), "0.0.0.0:4000");
+    assert_eq!(b.get_read_timeout(), Some(Duration::from_secs(60)));
+    assert_eq!(b.get_num_connections(), Some(16_384));
     assert_eq!(b.get_max_datagram_size(), 65_507);
     assert!(!b.get_broadcast());
     assert!(b.get_multicast_v4().is_empty());

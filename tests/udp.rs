@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use atoll::telemetry::{DropReason, Event, Kind};
 use atoll::udp::SessionMode;
-use atoll::{Builder, Flow, Handler, Server, Socket};
-use util::{builder, wait_until, PATIENCE};
+use atoll::{Flow, Handler, Server, Socket, UdpBuilder};
+use util::{wait_until, PATIENCE};
 
 fn udp_addr(server: &Server) -> SocketAddr {
     server.local_addr().unwrap().inet().unwrap()
@@ -41,8 +41,16 @@ impl Handler for Echo {
     }
 }
 
-fn udp(mode: SessionMode) -> Builder {
-    builder().udp(mode)
+/// A UDP builder bound to 127.0.0.1 on a free port, with four workers.
+fn udp_builder() -> UdpBuilder {
+    Server::udp()
+        .ip([127, 0, 0, 1].into())
+        .port(0)
+        .num_workers(4)
+}
+
+fn udp(mode: SessionMode) -> UdpBuilder {
+    udp_builder().session_mode(mode)
 }
 
 #[test]
@@ -345,9 +353,8 @@ fn suspend_stops_handling_and_resume_restores_it_on_the_same_port() {
 
 #[test]
 fn ipv6_loopback_sessions_are_served() {
-    let Ok(server) = builder()
+    let Ok(server) = udp(SessionMode::PerPeer)
         .ip("::1".parse().unwrap())
-        .udp(SessionMode::PerPeer)
         .start(|_| Ok(Echo))
     else {
         eprintln!("no IPv6 loopback here; skipped");
@@ -363,9 +370,8 @@ fn ipv6_loopback_sessions_are_served() {
 #[test]
 fn a_multicast_group_joined_on_loopback_is_served_where_the_kernel_allows() {
     let group: std::net::Ipv4Addr = [239, 255, 42, 99].into();
-    let server = match builder()
+    let server = match udp(SessionMode::PerDatagram)
         .ip([0, 0, 0, 0].into())
-        .udp(SessionMode::PerDatagram)
         .join_multicast_v4(group, [127, 0, 0, 1].into())
         .multicast_loop(true)
         .start(|_| Ok(Echo))

@@ -195,7 +195,10 @@ impl Args {
     /// Applies one of the flags every atoll server example takes
     /// (`--ip`, `--port`, `--workers`, `--acceptors`) to `builder`;
     /// `false` for any other flag.
-    pub fn server_flag(&mut self, flag: &str, builder: &mut atoll::Builder) -> Result<bool> {
+    pub fn server_flag<K>(&mut self, flag: &str, builder: &mut atoll::Builder<K>) -> Result<bool>
+    where
+        atoll::Builder<K>: Default,
+    {
         let b = std::mem::take(builder);
         *builder = match flag {
             "--ip" => b.ip(self.parse()?),

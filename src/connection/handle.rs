@@ -77,7 +77,7 @@ impl<M> std::error::Error for SendError<M> {}
 
 /// A cloneable, `Send` handle to a live connection, for the application's
 /// other threads: it identifies the connection and sends it messages, which
-/// its handler receives in [`Handler::handle_message`].
+/// its handler receives in [`Handler::handle_message`](crate::Handler::handle_message).
 ///
 /// Messages are delivered on a worker, one at a time, in the order they were
 /// sent, never while another callback of the same connection runs.

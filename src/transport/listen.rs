@@ -27,9 +27,9 @@ enum Bind {
     Inet(SocketAddr),
     Unix(PathBuf),
     /// A socket someone else bound: systemd, a parent, a predecessor.
-    /// Shared by the clones of the options; taken (closed) when the server
-    /// using it stops.
-    Fd(Arc<parking_lot::Mutex<Option<OwnedFd>>>),
+    /// Shared by the clones of the options; `None` in a stopped server's
+    /// own copy.
+    Fd(Option<Arc<OwnedFd>>),
 }
 
 /// How to listen, and the options of every accepted socket: backlog,
@@ -60,16 +60,11 @@ pub struct ListenOptions {
     pub(crate) reuse_port: bool,
     pub(crate) nodelay: bool,
     pub(crate) linger: Option<Duration>,
-    /// The send timeout and `send_timeout_close`, as each accepted socket
-    /// takes them.
-    pub(crate) send_timeout: SendPolicy,
     pub(crate) keepalive: bool,
     pub(crate) recv_buffer_size: Option<usize>,
     pub(crate) send_buffer_size: Option<usize>,
     pub(crate) remove_stale_socket: bool,
     nonblocking: bool,
-    /// Set for a UDP server.
-    pub(crate) udp: Option<crate::udp::UdpOptions>,
 }
 
 impl Default for ListenOptions {
@@ -82,16 +77,11 @@ impl Default for ListenOptions {
             reuse_port: false,
             nodelay: true,
             linger: None,
-            send_timeout: SendPolicy {
-                timeout: Some(Duration::from_secs(30)),
-                close: true,
-            },
             keepalive: false,
             recv_buffer_size: None,
             send_buffer_size: None,
             remove_stale_socket: false,
             nonblocking: true,
-            udp: None,
         }
     }
 }
@@ -167,7 +157,7 @@ impl ListenOptions {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn fd(mut self, fd: impl Into<OwnedFd>) -> ListenOptions {
-        self.bind = Bind::Fd(Arc::new(parking_lot::Mutex::new(Some(fd.into()))));
+        self.bind = Bind::Fd(Some(Arc::new(fd.into())));
         self
     }
 
@@ -245,30 +235,6 @@ impl ListenOptions {
         self
     }
 
-    /// How long a send may wait for the peer; then it fails and the
-    /// connection closes. Default is 30 s.
-    ///
-    /// ```
-    /// let options = atoll::transport::ListenOptions::new().send_timeout(None);
-    /// ```
-    pub fn send_timeout(mut self, timeout: Option<Duration>) -> ListenOptions {
-        self.send_timeout.timeout = timeout;
-        self
-    }
-
-    /// Whether a send that times out closes the connection (Thousand
-    /// Island's `send_timeout_close`). Off, the send fails with
-    /// [`Error::SendTimeout`] and the connection stays open. Default is
-    /// `true`.
-    ///
-    /// ```
-    /// let options = atoll::transport::ListenOptions::new().send_timeout_close(false);
-    /// ```
-    pub fn send_timeout_close(mut self, close: bool) -> ListenOptions {
-        self.send_timeout.close = close;
-        self
-    }
-
     /// `SO_KEEPALIVE` on accepted sockets. Default is `false`.
     ///
     /// ```
@@ -327,7 +293,6 @@ impl ListenOptions {
             Bind::Inet(a) => Addr::Inet(*a),
             Bind::Unix(p) => Addr::Unix(Some(p.clone())),
             Bind::Fd(fd) => fd
-                .lock()
                 .as_ref()
                 .and_then(|fd| socket2::SockRef::from(fd).local_addr().ok())
                 .map_or(Addr::Unix(None), |a| Addr::from_sock(&a)),
@@ -339,10 +304,11 @@ impl ListenOptions {
         matches!(self.bind, Bind::Fd(_))
     }
 
-    /// Closes an inherited socket: the server that used it stopped.
-    pub(crate) fn close_inherited(&self) {
-        if let Bind::Fd(fd) = &self.bind {
-            drop(fd.lock().take());
+    /// Lets go of an inherited socket: the server that used it stopped.
+    /// Other clones of the options keep theirs.
+    pub(crate) fn release_fd(&mut self) {
+        if let Bind::Fd(fd) = &mut self.bind {
+            *fd = None;
         }
     }
 
@@ -361,11 +327,6 @@ impl ListenOptions {
                     .into(),
             ));
         }
-        if self.send_timeout.timeout == Some(Duration::ZERO) {
-            return Err(Error::Config(
-                "send_timeout must be positive or None".into(),
-            ));
-        }
         if self.only_v6.is_some() && !matches!(&self.bind, Bind::Inet(SocketAddr::V6(_))) {
             return Err(Error::Config(
                 "only_v6 applies to an IPv6 listen address".into(),
@@ -374,7 +335,7 @@ impl ListenOptions {
         Ok(())
     }
 
-    /// Binds and listens; the socket is non-blocking.
+    /// Binds a stream socket and listens; the socket is non-blocking.
     pub(crate) fn bind(&self) -> Result<RawSocket, Error> {
         self.validate()?;
         let addr = self.bind_addr();
@@ -383,7 +344,6 @@ impl ListenOptions {
             source,
         };
         let socket = match &self.bind {
-            Bind::Inet(inet) if self.udp.is_some() => return self.bind_udp(*inet).map_err(fail),
             Bind::Inet(inet) => {
                 let socket =
                     RawSocket::new(Domain::for_address(*inet), Type::STREAM, None).map_err(fail)?;
@@ -397,7 +357,7 @@ impl ListenOptions {
                 socket.bind(&(*inet).into()).map_err(fail)?;
                 socket
             }
-            Bind::Fd(fd) => return self.inherit(fd.lock().as_ref()).map_err(fail),
+            Bind::Fd(fd) => return self.inherit(fd.as_deref(), Type::STREAM).map_err(fail),
             Bind::Unix(path) => {
                 if self.remove_stale_socket {
                     remove_socket_file(path).map_err(fail)?;
@@ -416,7 +376,7 @@ impl ListenOptions {
     }
 
     /// A duplicate of an inherited socket, checked and made ready.
-    fn inherit(&self, fd: Option<&OwnedFd>) -> io::Result<RawSocket> {
+    fn inherit(&self, fd: Option<&OwnedFd>, want: Type) -> io::Result<RawSocket> {
         let Some(fd) = fd else {
             return Err(io::Error::new(
                 io::ErrorKind::NotFound,
@@ -426,7 +386,7 @@ impl ListenOptions {
         let socket = RawSocket::from(fd.try_clone()?);
         let kind = socket.r#type()?;
         let invalid = |msg: &str| Err(io::Error::new(io::ErrorKind::InvalidInput, msg.to_string()));
-        if self.udp.is_some() {
+        if want == Type::DGRAM {
             if kind != Type::DGRAM {
                 return invalid("a UDP server needs a datagram socket; the inherited one is not");
             }
@@ -447,10 +407,24 @@ impl ListenOptions {
         Ok(socket)
     }
 
-    /// Binds a UDP socket: no listen; buffer sizes, broadcast and multicast
-    /// on the socket itself.
+    /// Binds a UDP socket (no listen; the buffer sizes on the socket
+    /// itself), or takes the inherited one; non-blocking.
+    pub(crate) fn bind_datagram(&self) -> Result<RawSocket, Error> {
+        self.validate()?;
+        let fail = |source| Error::Bind {
+            addr: self.bind_addr(),
+            source,
+        };
+        match &self.bind {
+            Bind::Inet(inet) => self.bind_udp(*inet).map_err(fail),
+            Bind::Fd(fd) => self.inherit(fd.as_deref(), Type::DGRAM).map_err(fail),
+            Bind::Unix(_) => Err(Error::Config(
+                "a UDP server listens on an IP address, not a Unix socket path".into(),
+            )),
+        }
+    }
+
     fn bind_udp(&self, addr: SocketAddr) -> io::Result<RawSocket> {
-        let udp = self.udp.clone().unwrap_or_default();
         let socket = RawSocket::new(Domain::for_address(addr), Type::DGRAM, None)?;
         socket.set_reuse_address(self.reuse_address)?;
         if self.reuse_port {
@@ -466,7 +440,6 @@ impl ListenOptions {
             socket.set_send_buffer_size(size)?;
         }
         socket.bind(&addr.into())?;
-        udp.apply(&socket)?;
         socket.set_nonblocking(true)?;
         Ok(socket)
     }
@@ -710,6 +683,7 @@ pub struct Listener {
     transport: Arc<dyn Transport>,
     options: ListenOptions,
     handshake_timeout: Option<Duration>,
+    send: SendPolicy,
     proxy: Option<ProxyProtocol>,
     next_id: AtomicU64,
     closed: AtomicBool,
@@ -744,6 +718,7 @@ impl Listener {
             transport: Arc::new(transport),
             options: options.clone(),
             handshake_timeout: Some(Duration::from_secs(5)),
+            send: SendPolicy::default(),
             proxy: None,
             next_id: AtomicU64::new(1),
             closed: AtomicBool::new(false),
@@ -791,6 +766,34 @@ impl Listener {
     /// ```
     pub fn handshake_timeout(mut self, timeout: Option<Duration>) -> Listener {
         self.handshake_timeout = timeout;
+        self
+    }
+
+    /// How long a send on an accepted socket may wait for the peer; then
+    /// it fails and, as [`send_timeout_close`](Listener::send_timeout_close)
+    /// says, the socket closes. Default is 30 s, as a server's.
+    ///
+    /// ```
+    /// use atoll::transport::{ListenOptions, Listener, Tcp};
+    /// let listener = Listener::bind(Tcp, &ListenOptions::new().port(0))?.send_timeout(None);
+    /// # Ok::<(), atoll::Error>(())
+    /// ```
+    pub fn send_timeout(mut self, timeout: Option<Duration>) -> Listener {
+        self.send.timeout = timeout;
+        self
+    }
+
+    /// Whether a send that times out closes the socket. Off, the send
+    /// fails with [`Error::SendTimeout`] and the socket stays open. Default
+    /// is `true`.
+    ///
+    /// ```
+    /// use atoll::transport::{ListenOptions, Listener, Tcp};
+    /// let listener = Listener::bind(Tcp, &ListenOptions::new().port(0))?.send_timeout_close(false);
+    /// # Ok::<(), atoll::Error>(())
+    /// ```
+    pub fn send_timeout_close(mut self, close: bool) -> Listener {
+        self.send.close = close;
         self
     }
 
@@ -856,7 +859,7 @@ impl Listener {
         let stream = handshake_blocking(self.transport.handshake(io), self.handshake_timeout)
             .map_err(AcceptError::Handshake)?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let mut socket = Socket::new(stream, id, peer, local, None, self.options.send_timeout);
+        let mut socket = Socket::new(stream, id, peer, local, None, self.send);
         if let Some(proxied) = proxied {
             socket.set_proxied(Arc::new(proxied));
         }

@@ -1,21 +1,27 @@
-//! [`Builder`]: every option of a TCP server, with its default.
+//! [`Builder`]: the options every server has, with their defaults, for a
+//! stream server (TCP, Unix, TLS; the default kind) and a UDP server
+//! ([`UdpBuilder`](crate::UdpBuilder)) alike. The options of one kind are
+//! in `stream.rs` and `udp.rs`.
 
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::path::PathBuf;
+use std::marker::PhantomData;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::connection::Connection;
-use crate::error::{BoxError, Error};
-use crate::handler::Handler;
+use super::udp::UdpOptions;
+use crate::error::Error;
 use crate::proxy::ProxyProtocol;
-use crate::server::Server;
+use crate::socket::SendPolicy;
 use crate::telemetry::Sink;
 use crate::transport::{Addr, ListenOptions, Tcp, Transport};
-use crate::udp::{SessionMode, UdpOptions};
 
-/// Configures and starts a TCP server.
+/// Configures and starts a server. A `Builder` (of the default kind,
+/// [`Streams`]) serves TCP, Unix sockets and TLS, and is made by
+/// [`Server::builder`](crate::Server::builder); a
+/// [`UdpBuilder`](crate::UdpBuilder) serves UDP, and is made by
+/// [`Server::udp`](crate::Server::udp). The options both have are set the
+/// same way; an option of one kind only exists on that kind's builder.
 ///
 /// Every option documents its default.
 ///
@@ -45,10 +51,9 @@ use crate::udp::{SessionMode, UdpOptions};
 /// ```
 #[derive(Clone)]
 #[must_use = "a builder does nothing until `start` is called"]
-pub struct Builder {
+pub struct Builder<K = Streams> {
     pub(crate) listen: ListenOptions,
-    pub(crate) transport: Arc<dyn Transport>,
-    pub(crate) handshake_timeout: Option<Duration>,
+    pub(crate) send: SendPolicy,
     pub(crate) num_acceptors: usize,
     pub(crate) num_workers: usize,
     pub(crate) max_workers: usize,
@@ -61,16 +66,40 @@ pub struct Builder {
     pub(crate) shutdown_timeout: Option<Duration>,
     pub(crate) silent_terminate_on_error: bool,
     pub(crate) max_queued_messages: Option<usize>,
-    pub(crate) proxy: Option<ProxyProtocol>,
     pub(crate) sinks: Vec<Arc<dyn Sink>>,
+    // Stream servers only.
+    pub(crate) transport: Arc<dyn Transport>,
+    pub(crate) handshake_timeout: Option<Duration>,
+    pub(crate) proxy: Option<ProxyProtocol>,
+    // UDP servers only.
+    pub(crate) udp: UdpOptions,
+    kind: PhantomData<K>,
 }
 
-impl fmt::Debug for Builder {
+/// The kind of [`Builder`] that serves streams: TCP, Unix sockets, TLS.
+/// The default kind.
+///
+/// ```
+/// let builder: atoll::Builder<atoll::Streams> = atoll::Server::builder();
+/// ```
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Streams;
+
+/// The kind of [`Builder`] that serves UDP: see
+/// [`UdpBuilder`](crate::UdpBuilder).
+///
+/// ```
+/// let builder: atoll::Builder<atoll::Datagrams> = atoll::Server::udp();
+/// ```
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Datagrams;
+
+impl<K> fmt::Debug for Builder<K> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Builder")
+            .field("kind", &std::any::type_name::<K>())
             .field("listen", &self.listen)
-            .field("transport", &self.transport.name())
-            .field("handshake_timeout", &self.handshake_timeout)
+            .field("send", &self.send)
             .field("num_acceptors", &self.num_acceptors)
             .field("num_workers", &self.num_workers)
             .field("max_workers", &self.max_workers)
@@ -89,8 +118,11 @@ impl fmt::Debug for Builder {
             .field("shutdown_timeout", &self.shutdown_timeout)
             .field("silent_terminate_on_error", &self.silent_terminate_on_error)
             .field("max_queued_messages", &self.max_queued_messages)
-            .field("proxy", &self.proxy)
             .field("sinks", &self.sinks.len())
+            .field("transport", &self.transport.name())
+            .field("handshake_timeout", &self.handshake_timeout)
+            .field("proxy", &self.proxy)
+            .field("udp", &self.udp)
             .finish()
     }
 }
@@ -127,12 +159,12 @@ pub fn default_num_workers() -> usize {
 /// The default cap on worker threads, [`Builder::max_workers`].
 pub const DEFAULT_MAX_WORKERS: usize = 1024;
 
-impl Default for Builder {
-    fn default() -> Builder {
+impl<K> Builder<K> {
+    /// Every option at its default, for either kind.
+    fn with_defaults() -> Builder<K> {
         Builder {
             listen: ListenOptions::new(),
-            transport: Arc::new(Tcp),
-            handshake_timeout: Some(Duration::from_secs(5)),
+            send: SendPolicy::default(),
             num_acceptors: default_num_acceptors(),
             num_workers: default_num_workers(),
             max_workers: DEFAULT_MAX_WORKERS,
@@ -145,40 +177,60 @@ impl Default for Builder {
             shutdown_timeout: Some(Duration::from_secs(15)),
             silent_terminate_on_error: false,
             max_queued_messages: Some(4096),
-            proxy: None,
             sinks: Vec::new(),
+            transport: Arc::new(Tcp),
+            handshake_timeout: Some(Duration::from_secs(5)),
+            proxy: None,
+            udp: UdpOptions::default(),
+            kind: PhantomData,
         }
     }
 }
 
-impl Builder {
-    /// A builder with every option at its default.
+impl Default for Builder<Streams> {
+    fn default() -> Builder<Streams> {
+        Builder::with_defaults()
+    }
+}
+
+impl Default for Builder<Datagrams> {
+    fn default() -> Builder<Datagrams> {
+        Builder::with_defaults()
+    }
+}
+
+impl Builder<Streams> {
+    /// A stream server's builder with every option at its default (as
+    /// [`Server::builder`](crate::Server::builder)).
     ///
     /// ```
     /// let builder = atoll::Builder::new();
     /// ```
-    pub fn new() -> Builder {
+    pub fn new() -> Builder<Streams> {
         Builder::default()
     }
+}
 
+/// The options every server has.
+impl<K> Builder<K> {
     /// The address to listen on: an IPv4 or IPv6 address, `0.0.0.0` or `::`
     /// for any, `127.0.0.1` or `::1` for loopback. Default is `0.0.0.0`.
     ///
     /// ```
     /// let builder = atoll::Server::builder().ip("::1".parse().unwrap());
     /// ```
-    pub fn ip(mut self, ip: IpAddr) -> Builder {
+    pub fn ip(mut self, ip: IpAddr) -> Self {
         self.listen = self.listen.ip(ip);
         self
     }
 
     /// The port to listen on; 0 picks a free port, which
-    /// [`Server::local_addr`] reports. Default is 4000.
+    /// [`Server::local_addr`](crate::Server::local_addr) reports. Default is 4000.
     ///
     /// ```
     /// let builder = atoll::Server::builder().port(0);
     /// ```
-    pub fn port(mut self, port: u16) -> Builder {
+    pub fn port(mut self, port: u16) -> Self {
         self.listen = self.listen.port(port);
         self
     }
@@ -188,29 +240,8 @@ impl Builder {
     /// ```
     /// let builder = atoll::Server::builder().addr("127.0.0.1:0".parse().unwrap());
     /// ```
-    pub fn addr(self, addr: SocketAddr) -> Builder {
+    pub fn addr(self, addr: SocketAddr) -> Self {
         self.ip(addr.ip()).port(addr.port())
-    }
-
-    /// Listens on a Unix socket at `path` instead of TCP (the seeds'
-    /// `{:local, path}`); the file is removed at stop.
-    ///
-    /// ```
-    /// let builder = atoll::Server::builder().unix("/run/app.sock").remove_stale_socket(true);
-    /// ```
-    pub fn unix(mut self, path: impl Into<PathBuf>) -> Builder {
-        self.listen = self.listen.unix(path);
-        self
-    }
-
-    /// Removes a stale Unix socket file before binding. Default is `false`.
-    ///
-    /// ```
-    /// let builder = atoll::Server::builder().unix("/run/app.sock").remove_stale_socket(true);
-    /// ```
-    pub fn remove_stale_socket(mut self, remove: bool) -> Builder {
-        self.listen = self.listen.remove_stale_socket(remove);
-        self
     }
 
     /// `IPV6_V6ONLY` on an IPv6 listener: `false` for dual-stack. Default
@@ -219,7 +250,7 @@ impl Builder {
     /// ```
     /// let builder = atoll::Server::builder().ip("::".parse().unwrap()).only_v6(false);
     /// ```
-    pub fn only_v6(mut self, only_v6: bool) -> Builder {
+    pub fn only_v6(mut self, only_v6: bool) -> Self {
         self.listen = self.listen.only_v6(only_v6);
         self
     }
@@ -230,19 +261,8 @@ impl Builder {
     /// ```
     /// let builder = atoll::Server::builder().reuse_port(true);
     /// ```
-    pub fn reuse_port(mut self, reuse: bool) -> Builder {
+    pub fn reuse_port(mut self, reuse: bool) -> Self {
         self.listen = self.listen.reuse_port(reuse);
-        self
-    }
-
-    /// Replaces every listen option at once.
-    ///
-    /// ```
-    /// let options = atoll::transport::ListenOptions::new().port(0).backlog(64);
-    /// let builder = atoll::Server::builder().listen_options(options);
-    /// ```
-    pub fn listen_options(mut self, options: ListenOptions) -> Builder {
-        self.listen = options;
         self
     }
 
@@ -264,136 +284,8 @@ impl Builder {
     /// assert_eq!(server.local_addr()?, addr);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn listen_fd(mut self, fd: impl Into<std::os::fd::OwnedFd>) -> Builder {
+    pub fn listen_fd(mut self, fd: impl Into<std::os::fd::OwnedFd>) -> Self {
         self.listen = self.listen.fd(fd);
-        self
-    }
-
-    /// The transport: [`Tcp`] (the default), TLS
-    /// (`NativeTls` with feature `tls`, `Rustls` with feature `rustls`) or
-    /// the application's own.
-    ///
-    /// ```
-    /// let builder = atoll::Server::builder().transport(atoll::transport::Tcp);
-    /// ```
-    pub fn transport(mut self, transport: impl Transport) -> Builder {
-        self.transport = Arc::new(transport);
-        self
-    }
-
-    /// How long the transport's handshake may take; then the connection is
-    /// closed with [`Error::Handshake`] to
-    /// [`Handler::handle_error`](crate::Handler::handle_error). While it
-    /// waits for the client it holds no worker. `None` waits forever.
-    /// Default is 5 s.
-    ///
-    /// ```
-    /// let builder = atoll::Server::builder().handshake_timeout(Some(std::time::Duration::from_secs(10)));
-    /// ```
-    pub fn handshake_timeout(mut self, timeout: Option<Duration>) -> Builder {
-        self.handshake_timeout = timeout;
-        self
-    }
-
-    /// Makes this a UDP server (see [`crate::udp`]): datagrams instead of
-    /// connections, sessions made as `mode` says. The handler, flows,
-    /// limits, timeouts and lifecycle are the same; `num_acceptors` is the
-    /// number of listening sockets (`SO_REUSEPORT` on one port).
-    ///
-    /// ```
-    /// let builder = atoll::Server::builder().udp(atoll::udp::SessionMode::PerPeer);
-    /// ```
-    pub fn udp(mut self, mode: SessionMode) -> Builder {
-        self.listen.udp.get_or_insert_with(UdpOptions::default).mode = mode;
-        self
-    }
-
-    /// UDP: the largest datagram taken; larger ones are dropped whole and
-    /// reported. Default is 65,507 (the IPv4 maximum).
-    ///
-    /// ```
-    /// let builder = atoll::Server::builder().udp(Default::default()).max_datagram_size(1472);
-    /// ```
-    pub fn max_datagram_size(mut self, size: usize) -> Builder {
-        self.listen
-            .udp
-            .get_or_insert_with(UdpOptions::default)
-            .max_datagram_size = size;
-        self
-    }
-
-    /// UDP: `SO_BROADCAST`. Default is `false`.
-    ///
-    /// ```
-    /// let builder = atoll::Server::builder().udp(Default::default()).broadcast(true);
-    /// ```
-    pub fn broadcast(mut self, broadcast: bool) -> Builder {
-        self.listen
-            .udp
-            .get_or_insert_with(UdpOptions::default)
-            .broadcast = broadcast;
-        self
-    }
-
-    /// UDP: joins an IPv4 multicast group on an interface (`0.0.0.0`: the
-    /// system's choice). May be called for several groups.
-    ///
-    /// ```
-    /// let builder = atoll::Server::builder()
-    ///     .udp(Default::default())
-    ///     .join_multicast_v4([239, 1, 2, 3].into(), [0, 0, 0, 0].into());
-    /// ```
-    pub fn join_multicast_v4(mut self, group: Ipv4Addr, interface: Ipv4Addr) -> Builder {
-        self.listen
-            .udp
-            .get_or_insert_with(UdpOptions::default)
-            .multicast_v4
-            .push((group, interface));
-        self
-    }
-
-    /// UDP: joins an IPv6 multicast group on an interface index (0: any).
-    ///
-    /// ```
-    /// let builder = atoll::Server::builder()
-    ///     .ip("::".parse().unwrap())
-    ///     .udp(Default::default())
-    ///     .join_multicast_v6("ff02::1234".parse().unwrap(), 0);
-    /// ```
-    pub fn join_multicast_v6(mut self, group: Ipv6Addr, interface: u32) -> Builder {
-        self.listen
-            .udp
-            .get_or_insert_with(UdpOptions::default)
-            .multicast_v6
-            .push((group, interface));
-        self
-    }
-
-    /// UDP: whether multicast this host sends loops back to it. Default is
-    /// the system's (on).
-    ///
-    /// ```
-    /// let builder = atoll::Server::builder().udp(Default::default()).multicast_loop(false);
-    /// ```
-    pub fn multicast_loop(mut self, on: bool) -> Builder {
-        self.listen
-            .udp
-            .get_or_insert_with(UdpOptions::default)
-            .multicast_loop = Some(on);
-        self
-    }
-
-    /// UDP: the TTL (hop limit) of multicast sent. Default is the system's
-    /// (1).
-    ///
-    /// ```
-    /// let builder = atoll::Server::builder().udp(Default::default()).multicast_ttl(4);
-    /// ```
-    pub fn multicast_ttl(mut self, ttl: u32) -> Builder {
-        self.listen
-            .udp
-            .get_or_insert_with(UdpOptions::default)
-            .multicast_ttl = Some(ttl);
         self
     }
 
@@ -406,7 +298,7 @@ impl Builder {
     /// ```
     /// let builder = atoll::Server::builder().num_acceptors(2);
     /// ```
-    pub fn num_acceptors(mut self, n: usize) -> Builder {
+    pub fn num_acceptors(mut self, n: usize) -> Self {
         self.num_acceptors = n;
         self
     }
@@ -419,7 +311,7 @@ impl Builder {
     /// ```
     /// let builder = atoll::Server::builder().num_workers(8);
     /// ```
-    pub fn num_workers(mut self, n: usize) -> Builder {
+    pub fn num_workers(mut self, n: usize) -> Self {
         self.num_workers = n;
         self
     }
@@ -436,7 +328,7 @@ impl Builder {
     /// ```
     /// let builder = atoll::Server::builder().max_workers(4_096);
     /// ```
-    pub fn max_workers(mut self, n: usize) -> Builder {
+    pub fn max_workers(mut self, n: usize) -> Self {
         self.max_workers = n;
         self
     }
@@ -449,7 +341,7 @@ impl Builder {
     /// ```
     /// let builder = atoll::Server::builder().fixed_workers(4);
     /// ```
-    pub fn fixed_workers(self, n: usize) -> Builder {
+    pub fn fixed_workers(self, n: usize) -> Self {
         self.num_workers(n).max_workers(n)
     }
 
@@ -459,7 +351,7 @@ impl Builder {
     /// ```
     /// let builder = atoll::Server::builder().worker_keepalive(std::time::Duration::from_secs(60));
     /// ```
-    pub fn worker_keepalive(mut self, keepalive: Duration) -> Builder {
+    pub fn worker_keepalive(mut self, keepalive: Duration) -> Self {
         self.worker_keepalive = keepalive;
         self
     }
@@ -475,20 +367,20 @@ impl Builder {
     /// ```
     /// let builder = atoll::Server::builder().blocking_after(std::time::Duration::from_micros(500));
     /// ```
-    pub fn blocking_after(mut self, after: Duration) -> Builder {
+    pub fn blocking_after(mut self, after: Duration) -> Self {
         self.blocking_after = after;
         self
     }
 
     /// The most live connections per acceptor; `None` for no limit. The
     /// server-wide limit is this times `num_acceptors`. Can be changed on a
-    /// running server with [`Server::set_num_connections`]. Default is
+    /// running server with [`Server::set_num_connections`](crate::Server::set_num_connections). Default is
     /// 16,384.
     ///
     /// ```
     /// let builder = atoll::Server::builder().num_connections(Some(1_000));
     /// ```
-    pub fn num_connections(mut self, n: Option<usize>) -> Builder {
+    pub fn num_connections(mut self, n: Option<usize>) -> Self {
         self.num_connections = n;
         self
     }
@@ -500,7 +392,7 @@ impl Builder {
     /// ```
     /// let builder = atoll::Server::builder().max_connections_retry_count(0); // close at once when full
     /// ```
-    pub fn max_connections_retry_count(mut self, n: u32) -> Builder {
+    pub fn max_connections_retry_count(mut self, n: u32) -> Self {
         self.max_connections_retry_count = n;
         self
     }
@@ -511,32 +403,32 @@ impl Builder {
     /// ```
     /// let builder = atoll::Server::builder().max_connections_retry_wait(std::time::Duration::from_millis(100));
     /// ```
-    pub fn max_connections_retry_wait(mut self, wait: Duration) -> Builder {
+    pub fn max_connections_retry_wait(mut self, wait: Duration) -> Self {
         self.max_connections_retry_wait = wait;
         self
     }
 
     /// How long a connection may go without receiving data before
-    /// [`Handler::handle_timeout`] runs and it is closed; also the default
+    /// [`Handler::handle_timeout`](crate::Handler::handle_timeout) runs and it is closed; also the default
     /// timeout of [`Socket::recv`](crate::Socket::recv). `None` waits
     /// forever. Default is 60 s.
     ///
     /// ```
     /// let builder = atoll::Server::builder().read_timeout(Some(std::time::Duration::from_secs(5)));
     /// ```
-    pub fn read_timeout(mut self, timeout: Option<Duration>) -> Builder {
+    pub fn read_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.read_timeout = timeout;
         self
     }
 
-    /// How long [`Server::shutdown`] and dropping the server wait for
+    /// How long [`Server::shutdown`](crate::Server::shutdown) and dropping the server wait for
     /// connections to finish before forcing them closed; `None` waits
     /// forever. Default is 15 s.
     ///
     /// ```
     /// let builder = atoll::Server::builder().shutdown_timeout(None); // wait for every connection
     /// ```
-    pub fn shutdown_timeout(mut self, timeout: Option<Duration>) -> Builder {
+    pub fn shutdown_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.shutdown_timeout = timeout;
         self
     }
@@ -547,14 +439,14 @@ impl Builder {
     /// ```
     /// let builder = atoll::Server::builder().silent_terminate_on_error(true);
     /// ```
-    pub fn silent_terminate_on_error(mut self, silent: bool) -> Builder {
+    pub fn silent_terminate_on_error(mut self, silent: bool) -> Self {
         self.silent_terminate_on_error = silent;
         self
     }
 
     /// How many messages may wait in one connection's queue for its
     /// handler; `None` for no limit. Default is 4096. Past it,
-    /// [`Connection::send`] gives the message back as
+    /// [`Connection::send`](crate::Connection::send) gives the message back as
     /// [`SendError::Full`](crate::SendError::Full): a handler that far
     /// behind (a client that reads slowly, say) would otherwise grow the
     /// queue without bound, and the sender is the one who knows whether to
@@ -563,28 +455,8 @@ impl Builder {
     /// ```
     /// let builder = atoll::Server::builder().max_queued_messages(Some(100));
     /// ```
-    pub fn max_queued_messages(mut self, max: Option<usize>) -> Builder {
+    pub fn max_queued_messages(mut self, max: Option<usize>) -> Self {
         self.max_queued_messages = max;
-        self
-    }
-
-    /// The listen backlog. Default is 1024.
-    ///
-    /// ```
-    /// let builder = atoll::Server::builder().backlog(4096);
-    /// ```
-    pub fn backlog(mut self, backlog: u32) -> Builder {
-        self.listen = self.listen.backlog(backlog);
-        self
-    }
-
-    /// `TCP_NODELAY` on accepted sockets. Default is `true`.
-    ///
-    /// ```
-    /// let builder = atoll::Server::builder().nodelay(false);
-    /// ```
-    pub fn nodelay(mut self, nodelay: bool) -> Builder {
-        self.listen = self.listen.nodelay(nodelay);
         self
     }
 
@@ -596,8 +468,8 @@ impl Builder {
     /// ```
     /// let builder = atoll::Server::builder().send_timeout(Some(std::time::Duration::from_secs(5)));
     /// ```
-    pub fn send_timeout(mut self, timeout: Option<Duration>) -> Builder {
-        self.listen = self.listen.send_timeout(timeout);
+    pub fn send_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.send.timeout = timeout;
         self
     }
 
@@ -612,8 +484,8 @@ impl Builder {
     /// ```
     /// let builder = atoll::Server::builder().send_timeout_close(false);
     /// ```
-    pub fn send_timeout_close(mut self, close: bool) -> Builder {
-        self.listen = self.listen.send_timeout_close(close);
+    pub fn send_timeout_close(mut self, close: bool) -> Self {
+        self.send.close = close;
         self
     }
 
@@ -623,34 +495,8 @@ impl Builder {
     /// ```
     /// let builder = atoll::Server::builder().reuse_address(false);
     /// ```
-    pub fn reuse_address(mut self, reuse: bool) -> Builder {
+    pub fn reuse_address(mut self, reuse: bool) -> Self {
         self.listen = self.listen.reuse_address(reuse);
-        self
-    }
-
-    /// `SO_LINGER` on accepted sockets. Default is `None` (off), a
-    /// deliberate difference from Thousand Island's `linger: {true, 30}`:
-    /// a lingering `close` blocks the closing thread until the peer has
-    /// acknowledged the unsent data or the time passes. There that thread is
-    /// the connection's own process; here it is one of a few shared
-    /// workers, which peers that stop reading would stall. Off, the kernel
-    /// still delivers the unsent data after `close`.
-    ///
-    /// ```
-    /// let builder = atoll::Server::builder().linger(Some(std::time::Duration::from_secs(1)));
-    /// ```
-    pub fn linger(mut self, linger: Option<Duration>) -> Builder {
-        self.listen = self.listen.linger(linger);
-        self
-    }
-
-    /// `SO_KEEPALIVE` on accepted sockets. Default is `false`.
-    ///
-    /// ```
-    /// let builder = atoll::Server::builder().keepalive(true);
-    /// ```
-    pub fn keepalive(mut self, keepalive: bool) -> Builder {
-        self.listen = self.listen.keepalive(keepalive);
         self
     }
 
@@ -659,7 +505,7 @@ impl Builder {
     /// ```
     /// let builder = atoll::Server::builder().recv_buffer_size(Some(256 * 1024));
     /// ```
-    pub fn recv_buffer_size(mut self, size: Option<usize>) -> Builder {
+    pub fn recv_buffer_size(mut self, size: Option<usize>) -> Self {
         self.listen = self.listen.recv_buffer_size(size);
         self
     }
@@ -669,29 +515,14 @@ impl Builder {
     /// ```
     /// let builder = atoll::Server::builder().send_buffer_size(Some(256 * 1024));
     /// ```
-    pub fn send_buffer_size(mut self, size: Option<usize>) -> Builder {
+    pub fn send_buffer_size(mut self, size: Option<usize>) -> Self {
         self.listen = self.listen.send_buffer_size(size);
-        self
-    }
-
-    /// Reads a PROXY protocol header (v1 or v2, as `options` allow) at the
-    /// start of every connection, before the transport's handshake: the
-    /// original client's address then becomes the connection's peer
-    /// address everywhere. Only for servers behind a proxy that always
-    /// sends one: a connection without it is closed. See
-    /// [`proxy`](crate::proxy).
-    ///
-    /// ```
-    /// let builder = atoll::Server::builder().proxy_protocol(atoll::proxy::ProxyProtocol::new());
-    /// ```
-    pub fn proxy_protocol(mut self, options: ProxyProtocol) -> Builder {
-        self.proxy = Some(options);
         self
     }
 
     /// Attaches a telemetry sink to the server from its start, so that it
     /// sees the first `listener.start` and `acceptor.start` too (a sink
-    /// attached with [`Server::attach_sink`] comes after them). It stays
+    /// attached with [`Server::attach_sink`](crate::Server::attach_sink) comes after them). It stays
     /// attached for the life of the server. May be called for several
     /// sinks. Default is none.
     ///
@@ -714,12 +545,12 @@ impl Builder {
     /// assert_eq!(names.lock().unwrap()[0], "listener.start");
     /// # Ok::<(), atoll::Error>(())
     /// ```
-    pub fn sink(mut self, sink: impl Sink) -> Builder {
+    pub fn sink(mut self, sink: impl Sink) -> Self {
         self.sinks.push(Arc::new(sink));
         self
     }
 
-    /// Rejects configurations that cannot work.
+    /// Rejects configurations that cannot work, of either kind.
     pub(crate) fn validate(&self) -> Result<(), Error> {
         let bad = |msg: &str| Err(Error::Config(msg.to_string()));
         if self.num_workers == 0 {
@@ -748,79 +579,20 @@ impl Builder {
         if self.blocking_after < Duration::from_micros(100) {
             return bad("blocking_after must be at least 100 µs");
         }
-        if self.read_timeout == Some(Duration::ZERO)
-            || self.handshake_timeout == Some(Duration::ZERO)
-        {
-            return bad("read_timeout and handshake_timeout must be positive or None");
+        if self.read_timeout == Some(Duration::ZERO) {
+            return bad("read_timeout must be positive or None");
         }
-        if let Some(proxy) = &self.proxy {
-            proxy.validate().map_err(Error::Config)?;
-            if self.listen.udp.is_some() {
-                return bad("proxy_protocol applies to TCP and Unix listeners, not to UDP");
-            }
-        }
-        if let Some(udp) = &self.listen.udp {
-            if self.listen.unix_path().is_some() {
-                return bad("a UDP server listens on an IP address, not a Unix socket path");
-            }
-            if self.transport.name() != "tcp" {
-                return bad(
-                    "a UDP server carries datagrams as they are: no transport but the default",
-                );
-            }
-            if udp.max_datagram_size == 0 || udp.max_datagram_size > 65_535 {
-                return bad("max_datagram_size is between 1 and 65,535");
-            }
+        if self.send.timeout == Some(Duration::ZERO) {
+            return bad("send_timeout must be positive or None");
         }
         self.listen.validate()
-    }
-
-    /// Binds the listener and starts the server: the acceptor threads and the
-    /// worker pool. Returns once the listener is bound, or the bind error
-    /// ([`Error::Bind`]) or configuration error ([`Error::Config`]).
-    ///
-    /// `factory` makes the handler of each new connection, on a worker
-    /// thread; it gets the connection's [`Connection`] handle (its id,
-    /// addresses, and the way to send it messages). Returning an error
-    /// refuses the connection: its socket is closed, the refusal is logged
-    /// and counted in [`ServerStats::refused`](crate::ServerStats), and the
-    /// server goes on.
-    ///
-    /// ```
-    /// use atoll::{Handler, Server};
-    ///
-    /// struct Quiet;
-    /// impl Handler for Quiet {}
-    ///
-    /// let server = Server::builder().port(0).start(|conn| {
-    ///     if conn.peer_addr().ip().is_some_and(|ip| ip.is_loopback()) {
-    ///         Ok(Quiet)
-    ///     } else {
-    ///         Err("local clients only".into())
-    ///     }
-    /// })?;
-    /// # Ok::<(), atoll::Error>(())
-    /// ```
-    pub fn start<H, M, F>(self, factory: F) -> Result<Server<M>, Error>
-    where
-        H: Handler<M>,
-        M: Send + 'static,
-        F: Fn(&Connection<M>) -> Result<H, BoxError> + Send + Sync + 'static,
-    {
-        self.validate()?;
-        let mut config = self;
-        if config.listen.udp.is_some() && config.num_acceptors > 1 {
-            // A socket per listener, all on one port.
-            config.listen = config.listen.reuse_port(true);
-        }
-        Server::start(config, Box::new(factory))
     }
 }
 
 /// Getters: what each option is set to, by the setter's name with `get_`
 /// in front (the setters take the builder by value, so the plain names are
 /// taken). A fresh builder reports the defaults.
-impl Builder {
+impl<K> Builder<K> {
     /// The address the server will bind: `ip`:`port`, the Unix socket path,
     /// or an inherited socket's own address. Default is `0.0.0.0:4000`.
     ///
@@ -850,16 +622,6 @@ impl Builder {
         self.get_addr().port()
     }
 
-    /// Whether a stale Unix socket file is removed before binding. Default
-    /// is `false`.
-    ///
-    /// ```
-    /// assert!(!atoll::Builder::new().get_remove_stale_socket());
-    /// ```
-    pub fn get_remove_stale_socket(&self) -> bool {
-        self.listen.remove_stale_socket
-    }
-
     /// `IPV6_V6ONLY`; `None` leaves the system's default.
     ///
     /// ```
@@ -876,106 +638,6 @@ impl Builder {
     /// ```
     pub fn get_reuse_port(&self) -> bool {
         self.listen.reuse_port
-    }
-
-    /// Every listen option at once.
-    ///
-    /// ```
-    /// let options = atoll::Builder::new().get_listen_options().clone();
-    /// ```
-    pub fn get_listen_options(&self) -> &ListenOptions {
-        &self.listen
-    }
-
-    /// The name of the transport ([`Transport::name`]). Default is
-    /// `"tcp"`.
-    ///
-    /// ```
-    /// assert_eq!(atoll::Builder::new().get_transport_name(), "tcp");
-    /// ```
-    pub fn get_transport_name(&self) -> &'static str {
-        self.transport.name()
-    }
-
-    /// The handshake timeout. Default is 5 s.
-    ///
-    /// ```
-    /// use std::time::Duration;
-    /// assert_eq!(atoll::Builder::new().get_handshake_timeout(), Some(Duration::from_secs(5)));
-    /// ```
-    pub fn get_handshake_timeout(&self) -> Option<Duration> {
-        self.handshake_timeout
-    }
-
-    /// The UDP session mode; `None` for a stream server. Default is `None`.
-    ///
-    /// ```
-    /// use atoll::udp::SessionMode;
-    /// assert_eq!(atoll::Builder::new().get_udp(), None);
-    /// assert_eq!(atoll::Builder::new().udp(SessionMode::PerPeer).get_udp(), Some(SessionMode::PerPeer));
-    /// ```
-    pub fn get_udp(&self) -> Option<SessionMode> {
-        self.listen.udp.as_ref().map(|u| u.mode)
-    }
-
-    /// UDP: the largest datagram taken. Default is 65,507.
-    ///
-    /// ```
-    /// assert_eq!(atoll::Builder::new().get_max_datagram_size(), 65_507);
-    /// ```
-    pub fn get_max_datagram_size(&self) -> usize {
-        self.udp_options().max_datagram_size
-    }
-
-    /// UDP: `SO_BROADCAST`. Default is `false`.
-    ///
-    /// ```
-    /// assert!(!atoll::Builder::new().get_broadcast());
-    /// ```
-    pub fn get_broadcast(&self) -> bool {
-        self.udp_options().broadcast
-    }
-
-    /// UDP: the IPv4 multicast groups joined, with their interfaces.
-    /// Default is none.
-    ///
-    /// ```
-    /// assert!(atoll::Builder::new().get_multicast_v4().is_empty());
-    /// ```
-    pub fn get_multicast_v4(&self) -> Vec<(Ipv4Addr, Ipv4Addr)> {
-        self.udp_options().multicast_v4
-    }
-
-    /// UDP: the IPv6 multicast groups joined, with their interface
-    /// indexes. Default is none.
-    ///
-    /// ```
-    /// assert!(atoll::Builder::new().get_multicast_v6().is_empty());
-    /// ```
-    pub fn get_multicast_v6(&self) -> Vec<(Ipv6Addr, u32)> {
-        self.udp_options().multicast_v6
-    }
-
-    /// UDP: multicast loopback; `None` leaves the system's default.
-    ///
-    /// ```
-    /// assert_eq!(atoll::Builder::new().get_multicast_loop(), None);
-    /// ```
-    pub fn get_multicast_loop(&self) -> Option<bool> {
-        self.udp_options().multicast_loop
-    }
-
-    /// UDP: the multicast TTL; `None` leaves the system's default.
-    ///
-    /// ```
-    /// assert_eq!(atoll::Builder::new().get_multicast_ttl(), None);
-    /// ```
-    pub fn get_multicast_ttl(&self) -> Option<u32> {
-        self.udp_options().multicast_ttl
-    }
-
-    fn udp_options(&self) -> UdpOptions {
-        self.listen.udp.clone().unwrap_or_default()
     }
 
     /// The number of acceptor threads. Default is [`default_num_acceptors`].
@@ -1095,24 +757,6 @@ impl Builder {
         self.max_queued_messages
     }
 
-    /// The listen backlog. Default is 1024.
-    ///
-    /// ```
-    /// assert_eq!(atoll::Builder::new().get_backlog(), 1024);
-    /// ```
-    pub fn get_backlog(&self) -> u32 {
-        self.listen.backlog
-    }
-
-    /// `TCP_NODELAY` on accepted sockets. Default is `true`.
-    ///
-    /// ```
-    /// assert!(atoll::Builder::new().get_nodelay());
-    /// ```
-    pub fn get_nodelay(&self) -> bool {
-        self.listen.nodelay
-    }
-
     /// The send timeout. Default is 30 s.
     ///
     /// ```
@@ -1120,7 +764,7 @@ impl Builder {
     /// assert_eq!(atoll::Builder::new().get_send_timeout(), Some(Duration::from_secs(30)));
     /// ```
     pub fn get_send_timeout(&self) -> Option<Duration> {
-        self.listen.send_timeout.timeout
+        self.send.timeout
     }
 
     /// Whether a send that times out closes the connection. Default is
@@ -1130,7 +774,7 @@ impl Builder {
     /// assert!(atoll::Builder::new().get_send_timeout_close());
     /// ```
     pub fn get_send_timeout_close(&self) -> bool {
-        self.listen.send_timeout.close
+        self.send.close
     }
 
     /// `SO_REUSEADDR` on the listener. Default is `true`.
@@ -1140,24 +784,6 @@ impl Builder {
     /// ```
     pub fn get_reuse_address(&self) -> bool {
         self.listen.reuse_address
-    }
-
-    /// `SO_LINGER` on accepted sockets. Default is `None` (off).
-    ///
-    /// ```
-    /// assert_eq!(atoll::Builder::new().get_linger(), None);
-    /// ```
-    pub fn get_linger(&self) -> Option<Duration> {
-        self.listen.linger
-    }
-
-    /// `SO_KEEPALIVE` on accepted sockets. Default is `false`.
-    ///
-    /// ```
-    /// assert!(!atoll::Builder::new().get_keepalive());
-    /// ```
-    pub fn get_keepalive(&self) -> bool {
-        self.listen.keepalive
     }
 
     /// `SO_RCVBUF` on accepted sockets; `None` leaves the kernel's.
@@ -1176,16 +802,6 @@ impl Builder {
     /// ```
     pub fn get_send_buffer_size(&self) -> Option<usize> {
         self.listen.send_buffer_size
-    }
-
-    /// The PROXY protocol options, when headers are read. Default is
-    /// `None`.
-    ///
-    /// ```
-    /// assert!(atoll::Builder::new().get_proxy_protocol().is_none());
-    /// ```
-    pub fn get_proxy_protocol(&self) -> Option<&ProxyProtocol> {
-        self.proxy.as_ref()
     }
 
     /// How many telemetry sinks were given with [`sink`](Builder::sink).

@@ -10,8 +10,17 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Sender;
 use parking_lot::{Condvar, Mutex, RwLock};
 
+mod builder;
+mod stream;
+mod udp;
+
+pub use self::builder::{
+    default_num_acceptors, default_num_workers, Builder, Datagrams, Streams, DEFAULT_MAX_WORKERS,
+};
+pub use self::udp::UdpBuilder;
+
+use self::udp::UdpOptions;
 use crate::acceptor::{self, Acceptor, AcceptorOptions, Control, UdpReception};
-use crate::config::Builder;
 use crate::connection::sched::Work;
 use crate::connection::{ConnOptions, Connection, Factory, Service, FORCE_GRACE};
 use crate::error::Error;
@@ -19,7 +28,7 @@ use crate::handler::Handler;
 use crate::pool::{Pool, PoolConfig};
 use crate::stats::ServerStats;
 use crate::telemetry::{Event, Kind, ListenerSpan, Sink, SinkId, Span, SpanId, Telemetry};
-use crate::transport::{Addr, ListenSocket};
+use crate::transport::{Addr, ListenOptions, ListenSocket};
 
 /// Whether a server accepts connections.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -34,9 +43,84 @@ pub enum Status {
     Stopped,
 }
 
+/// What the server handle needs of its builder once started.
+struct Settings {
+    /// A UDP server's options; `None` for a stream server.
+    udp: Option<UdpOptions>,
+    num_acceptors: usize,
+    shutdown_timeout: Option<Duration>,
+    transport_name: &'static str,
+}
+
+/// A builder's options, of either kind, as the server starts with them.
+pub(crate) struct Plan {
+    settings: Settings,
+    listen: ListenOptions,
+    num_connections: Option<usize>,
+    pool: PoolConfig,
+    conn: ConnOptions,
+    retry_count: u32,
+    retry_wait: Duration,
+    sinks: Vec<Arc<dyn Sink>>,
+}
+
+impl Plan {
+    /// The plan of a stream server (`udp` is `None`) or a UDP server.
+    pub(crate) fn new<K>(b: Builder<K>, udp: Option<UdpOptions>) -> Plan {
+        let transport_name = if udp.is_some() {
+            "udp"
+        } else {
+            b.transport.name()
+        };
+        Plan {
+            settings: Settings {
+                udp,
+                num_acceptors: b.num_acceptors,
+                shutdown_timeout: b.shutdown_timeout,
+                transport_name,
+            },
+            num_connections: b.num_connections,
+            pool: PoolConfig {
+                base: b.num_workers,
+                max: b.max_workers.max(b.num_workers),
+                keepalive: b.worker_keepalive,
+                blocking_after: b.blocking_after,
+            },
+            conn: ConnOptions {
+                transport: b.transport,
+                transport_name,
+                handshake_timeout: b.handshake_timeout,
+                read_timeout: b.read_timeout,
+                send_timeout: b.send,
+                proxy: b.proxy,
+                max_queued_messages: b.max_queued_messages,
+                silent_terminate_on_error: b.silent_terminate_on_error,
+            },
+            retry_count: b.max_connections_retry_count,
+            retry_wait: b.max_connections_retry_wait,
+            sinks: b.sinks,
+            listen: b.listen,
+        }
+    }
+}
+
+/// Binds the listening socket of a stream server, or one receiving socket
+/// of a UDP server.
+fn bind(listen: &ListenOptions, udp: Option<&UdpOptions>) -> Result<socket2::Socket, Error> {
+    let Some(udp) = udp else {
+        return listen.bind();
+    };
+    let socket = listen.bind_datagram()?;
+    udp.apply(&socket).map_err(|source| Error::Bind {
+        addr: listen.bind_addr(),
+        source,
+    })?;
+    Ok(socket)
+}
+
 /// What the server handle keeps of a running server.
 struct Running<H, M> {
-    config: Builder,
+    settings: Settings,
     service: Arc<Service<H, M>>,
     /// Emptied once the acceptor threads are told to exit at stop, so that a
     /// stopped server that is not dropped holds none of their descriptors.
@@ -55,7 +139,7 @@ trait Backend<M>: Send + Sync {
     fn control(&self, make: &mut dyn FnMut(Sender<()>) -> Option<Control>) -> Result<(), Error>;
     fn exit_acceptors(&self);
     fn exit_workers(&self);
-    fn config(&self) -> &Builder;
+    fn settings(&self) -> &Settings;
     fn telemetry(&self) -> &Arc<Telemetry>;
 }
 
@@ -146,8 +230,8 @@ impl<H: Handler<M>, M: Send + 'static> Backend<M> for Running<H, M> {
         self.service.pool.shutdown(FORCE_GRACE);
     }
 
-    fn config(&self) -> &Builder {
-        &self.config
+    fn settings(&self) -> &Settings {
+        &self.settings
     }
 
     fn telemetry(&self) -> &Arc<Telemetry> {
@@ -157,6 +241,10 @@ impl<H: Handler<M>, M: Send + 'static> Backend<M> for Running<H, M> {
 
 struct Life {
     status: Status,
+    /// How to listen (again, after a suspend). The server's own copy: a
+    /// stop lets go of an inherited socket here. Boxed: the handle stays
+    /// small.
+    listen: Box<ListenOptions>,
     local_addr: Option<Addr>,
     /// The open listener span: its id and start.
     listener_span: Option<(ListenerSpan, Instant)>,
@@ -214,7 +302,8 @@ pub struct Server<M = ()> {
 }
 
 impl Server<()> {
-    /// A [`Builder`] with every option at its default.
+    /// A [`Builder`] of a stream server (TCP, Unix, TLS) with every option
+    /// at its default.
     ///
     /// ```
     /// let builder = atoll::Server::builder().port(0);
@@ -222,55 +311,50 @@ impl Server<()> {
     pub fn builder() -> Builder {
         Builder::new()
     }
+
+    /// A [`UdpBuilder`] of a UDP server (see [`crate::udp`]) with every
+    /// option at its default.
+    ///
+    /// ```
+    /// let builder = atoll::Server::udp().port(0);
+    /// ```
+    pub fn udp() -> UdpBuilder {
+        UdpBuilder::default()
+    }
 }
 
 impl<M: Send + 'static> Server<M> {
     pub(crate) fn start<H: Handler<M>>(
-        config: Builder,
+        plan: Plan,
         factory: Factory<H, M>,
     ) -> Result<Server<M>, Error> {
-        let listener = config.listen.bind()?;
-        let pool = Pool::start(PoolConfig {
-            base: config.num_workers,
-            max: config.max_workers.max(config.num_workers),
-            keepalive: config.worker_keepalive,
-            blocking_after: config.blocking_after,
-        })?;
-        let udp = config.listen.udp.as_ref().map(|u| UdpReception {
-            mode: u.mode,
-            max_datagram_size: u.max_datagram_size,
-        });
-        let options = ConnOptions {
-            transport: config.transport.clone(),
-            transport_name: transport_name(&config),
-            handshake_timeout: config.handshake_timeout,
-            read_timeout: config.read_timeout,
-            send_timeout: config.listen.send_timeout,
-            proxy: config.proxy.clone(),
-            max_queued_messages: config.max_queued_messages,
-            silent_terminate_on_error: config.silent_terminate_on_error,
-        };
-        let telemetry = Arc::new(Telemetry::with_sinks(&config.sinks));
-        let service = Arc::new(Service::new(factory, options, pool, telemetry));
+        let listener = bind(&plan.listen, plan.settings.udp.as_ref())?;
+        let pool = Pool::start(plan.pool)?;
+        let telemetry = Arc::new(Telemetry::with_sinks(&plan.sinks));
+        let service = Arc::new(Service::new(factory, plan.conn, pool, telemetry));
         let acceptor_options = AcceptorOptions {
-            listen: config.listen.clone(),
-            retry_count: config.max_connections_retry_count,
-            retry_wait: config.max_connections_retry_wait,
-            udp,
+            listen: plan.listen.clone(),
+            retry_count: plan.retry_count,
+            retry_wait: plan.retry_wait,
+            udp: plan.settings.udp.as_ref().map(|u| UdpReception {
+                mode: u.mode,
+                max_datagram_size: u.max_datagram_size,
+            }),
         };
+        let config = plan.settings;
         let mut acceptors = Vec::with_capacity(config.num_acceptors);
         let mut handles = Vec::with_capacity(config.num_acceptors);
         for _ in 0..config.num_acceptors {
             let (acceptor, handle) = Acceptor::new(
                 service.clone(),
                 acceptor_options.clone(),
-                config.num_connections,
+                plan.num_connections,
             )?;
             acceptors.push(acceptor);
             handles.push(handle);
         }
         let running = Arc::new(Running {
-            config,
+            settings: config,
             service,
             acceptors: RwLock::new(handles),
         });
@@ -278,6 +362,7 @@ impl<M: Send + 'static> Server<M> {
             backend: running.clone(),
             life: Mutex::new(Life {
                 status: Status::Running,
+                listen: Box::new(plan.listen),
                 local_addr: None,
                 listener_span: None,
                 parked: None,
@@ -512,14 +597,14 @@ impl<M: Send + 'static> Server<M> {
         self.backend
             .control(&mut |ack| Some(Control::Suspend(ack)))?;
         life.status = Status::Suspended;
-        if backend_is_udp(&*self.backend) {
+        if self.backend.settings().udp.is_some() {
             life.parked = life.local_addr.clone();
         } else {
             life.listening.clear();
         }
         life.local_addr = None;
         end_listener_span(&*self.backend, &mut life);
-        remove_unix_socket(self.backend.config(), &life);
+        remove_unix_socket(&life);
         Ok(())
     }
 
@@ -544,13 +629,13 @@ impl<M: Send + 'static> Server<M> {
         }
         if let Some(addr) = life.parked.take() {
             // UDP: the sockets were kept; read them again.
-            let span = listener_start(&*self.backend, &addr);
+            let span = listener_start(&*self.backend, &life.listen, &addr);
             self.backend
                 .control(&mut |ack| Some(Control::Resume(span.clone(), ack)))?;
             life.local_addr = Some(addr);
             life.listener_span = Some((span, Instant::now()));
         } else {
-            let listener = self.backend.config().listen.bind()?;
+            let listener = bind(&life.listen, self.backend.settings().udp.as_ref())?;
             listen(&*self.backend, &mut life, listener)?;
         }
         life.status = Status::Running;
@@ -594,7 +679,7 @@ impl<M: Send + 'static> Server<M> {
     /// # Ok::<(), atoll::Error>(())
     /// ```
     pub fn shutdown(&self) {
-        self.stop(self.backend.config().shutdown_timeout);
+        self.stop(self.backend.settings().shutdown_timeout);
     }
 
     /// Blocks until the server is stopped (by another thread).
@@ -620,7 +705,7 @@ impl<M: Send + 'static> Server<M> {
 
 impl<M> Drop for Server<M> {
     fn drop(&mut self) {
-        stop(self, self.backend.config().shutdown_timeout);
+        stop(self, self.backend.settings().shutdown_timeout);
     }
 }
 
@@ -647,13 +732,13 @@ fn stop<M>(server: &Server<M>, wait: Option<Duration>) {
             report!(error, { error = %e, "stop failed" }, "atoll: stop: {e}");
         }
         if life.status == Status::Running {
-            remove_unix_socket(backend.config(), &life);
+            remove_unix_socket(&life);
         }
         end_listener_span(&**backend, &mut life);
         life.status = Status::Stopping;
         life.local_addr = None;
         life.listening.clear();
-        backend.config().listen.close_inherited();
+        life.listen.release_fd();
         std::mem::take(&mut life.threads)
     };
     backend.shutdown_all();
@@ -690,11 +775,11 @@ impl<M> fmt::Debug for Server<M> {
 }
 
 /// Removes the socket file of a Unix listener once nobody accepts on it.
-fn remove_unix_socket(config: &Builder, life: &Life) {
+fn remove_unix_socket(life: &Life) {
     if life.shared {
         return;
     }
-    if let Some(path) = config.listen.unix_path() {
+    if let Some(path) = life.listen.unix_path() {
         if let Err(e) = std::fs::remove_file(path) {
             report!(
                 warn,
@@ -713,27 +798,25 @@ fn listen<M>(
     listener: socket2::Socket,
 ) -> Result<(), Error> {
     let addr = Addr::from_sock(&listener.local_addr()?);
-    let config = backend.config();
-    let span = listener_start(backend, &addr);
-    let (sockets, listening) = if config.listen.udp.is_some() {
+    let settings = backend.settings();
+    let span = listener_start(backend, &life.listen, &addr);
+    let n = settings.num_acceptors;
+    let (sockets, listening) = if let Some(udp) = &settings.udp {
         // One socket each, on the one port (SO_REUSEPORT), or duplicates of
         // the one inherited socket.
+        let inherited = life.listen.is_inherited();
         let port = addr.port().unwrap_or(0);
-        let mut all = Vec::with_capacity(config.num_acceptors);
-        for _ in 1..config.num_acceptors {
-            all.push(if config.listen.is_inherited() {
+        let mut all = Vec::with_capacity(n);
+        for _ in 1..n {
+            all.push(if inherited {
                 listener.try_clone()?
             } else {
-                config.listen.clone().port(port).bind()?
+                bind(&life.listen.clone().port(port), Some(udp))?
             });
         }
         all.insert(0, listener);
         // The distinct sockets, each once.
-        let distinct = if config.listen.is_inherited() {
-            1
-        } else {
-            all.len()
-        };
+        let distinct = if inherited { 1 } else { all.len() };
         let kept = all
             .iter()
             .take(distinct)
@@ -745,7 +828,7 @@ fn listen<M>(
             .collect::<Result<Vec<_>, _>>()?;
         (sockets, kept)
     } else {
-        let sockets = ListenSocket::clones(&listener, config.num_acceptors)?;
+        let sockets = ListenSocket::clones(&listener, n)?;
         (sockets, vec![listener])
     };
     let mut clones = sockets.into_iter();
@@ -761,9 +844,9 @@ fn listen<M>(
 }
 
 /// Starts a listener span.
-fn listener_start<M>(backend: &dyn Backend<M>, addr: &Addr) -> ListenerSpan {
+fn listener_start<M>(backend: &dyn Backend<M>, options: &ListenOptions, addr: &Addr) -> ListenerSpan {
     let span = SpanId::next();
-    let config = backend.config();
+    let transport = backend.settings().transport_name;
     let span = ListenerSpan {
         id: span,
         // A root: a listener outlives whatever span its caller was in.
@@ -773,7 +856,7 @@ fn listener_start<M>(backend: &dyn Backend<M>, addr: &Addr) -> ListenerSpan {
             parent: None,
             "listener",
             local = %addr,
-            transport = transport_name(config)
+            transport
         ),
     };
     emit_listener(
@@ -781,20 +864,11 @@ fn listener_start<M>(backend: &dyn Backend<M>, addr: &Addr) -> ListenerSpan {
         span.id,
         Kind::ListenerStart {
             local: addr,
-            transport: transport_name(config),
-            options: &config.listen,
+            transport,
+            options,
         },
     );
     span
-}
-
-/// The transport a listener span names.
-fn transport_name(config: &Builder) -> &'static str {
-    if config.listen.udp.is_some() {
-        "udp"
-    } else {
-        config.transport.name()
-    }
 }
 
 fn emit_listener<M>(backend: &dyn Backend<M>, span: SpanId, kind: Kind<'_>) {
@@ -811,10 +885,6 @@ fn emit_listener<M>(backend: &dyn Backend<M>, span: SpanId, kind: Kind<'_>) {
     }
 }
 
-fn backend_is_udp<M>(backend: &dyn Backend<M>) -> bool {
-    backend.config().listen.udp.is_some()
-}
-
 /// Ends the listener span once its acceptors stopped.
 fn end_listener_span<M>(backend: &dyn Backend<M>, life: &mut Life) {
     let (Some((span, started)), Some(local)) =
@@ -823,15 +893,14 @@ fn end_listener_span<M>(backend: &dyn Backend<M>, life: &mut Life) {
         return;
     };
     let duration = started.elapsed();
-    let config = backend.config();
     emit_listener(
         backend,
         span.id,
         Kind::ListenerStop {
             local,
             duration,
-            transport: transport_name(config),
-            options: &config.listen,
+            transport: backend.settings().transport_name,
+            options: &life.listen,
         },
     );
 }

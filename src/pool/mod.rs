@@ -39,7 +39,11 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Registry, Token, Waker};
 use parking_lot::{Condvar, Mutex, RwLock};
 
+use self::slab::Slab;
 use crate::socket::READ_CHUNK;
+
+mod monitor;
+mod slab;
 
 /// The waker's token in the pool's epoll; no slab token reaches it.
 const WAKER: Token = Token(usize::MAX);
@@ -47,13 +51,6 @@ const WAKER: Token = Token(usize::MAX);
 const WAKE_FOR: usize = 4;
 /// Events taken from `epoll_wait` at once.
 const EVENTS: usize = 1024;
-/// Monitor ticks with no callback running after which it sleeps until one
-/// starts.
-const IDLE_TICKS: u32 = 64;
-/// How long every worker must have been busy, with work waiting, before
-/// the saturation warning is logged; and the least time between two.
-const SATURATION_WARNING_AFTER: Duration = Duration::from_millis(500);
-const SATURATION_WARNING_EVERY: Duration = Duration::from_secs(60);
 /// How long starting workers pauses after the system refused a thread.
 const SPAWN_PAUSE: Duration = Duration::from_secs(1);
 
@@ -114,70 +111,6 @@ impl Dispatch {
     }
 }
 
-struct Entry<T> {
-    generation: u32,
-    conn: Option<Arc<T>>,
-}
-
-/// The live connections. A token is the slot index in its low 32 bits and
-/// the slot's generation in the high ones, so an event or timer for a
-/// closed connection never reaches the one that reused its slot.
-pub(crate) struct Slab<T> {
-    entries: Vec<Entry<T>>,
-    free: Vec<u32>,
-}
-
-impl<T> Slab<T> {
-    fn new() -> Slab<T> {
-        Slab {
-            entries: Vec::new(),
-            free: Vec::new(),
-        }
-    }
-
-    pub(crate) fn get(&self, token: Token) -> Option<&Arc<T>> {
-        let entry = self.entries.get(token.0 & 0xffff_ffff)?;
-        if entry.generation as usize != token.0 >> 32 {
-            return None;
-        }
-        entry.conn.as_ref()
-    }
-
-    pub(crate) fn vacant_token(&mut self) -> Token {
-        let index = match self.free.pop() {
-            Some(i) => i as usize,
-            None => {
-                self.entries.push(Entry {
-                    generation: 0,
-                    conn: None,
-                });
-                self.entries.len() - 1
-            }
-        };
-        Token(index | (self.entries[index].generation as usize) << 32)
-    }
-
-    pub(crate) fn fill(&mut self, token: Token, conn: Arc<T>) {
-        self.entries[token.0 & 0xffff_ffff].conn = Some(conn);
-    }
-
-    /// Frees a slot (filled or not) and retires its token.
-    pub(crate) fn remove(&mut self, token: Token) {
-        let index = token.0 & 0xffff_ffff;
-        if let Some(entry) = self.entries.get_mut(index) {
-            if entry.generation as usize == token.0 >> 32 {
-                // Stays clear of the reserved token at the top of the range.
-                entry.generation = (entry.generation + 1) % 0x7fff_ffff;
-                entry.conn = None;
-                self.free.push(index as u32);
-            }
-        }
-    }
-
-    fn iter(&self) -> impl Iterator<Item = &Arc<T>> {
-        self.entries.iter().filter_map(|e| e.conn.as_ref())
-    }
-}
 
 /// Where a thread sleeps until it is handed something.
 #[derive(Default)]
@@ -718,121 +651,6 @@ impl<T: Task> Pool<T> {
         true
     }
 
-    /// The monitor: while callbacks run, checks every `blocking_after`
-    /// that they are not all stuck with work waiting; adds a worker when
-    /// they are.
-    fn monitor(self: Arc<Self>) {
-        let tick = self.config.blocking_after;
-        let after = tick.as_nanos() as u64;
-        let mut idle_ticks = 0;
-        let mut saturated_since: Option<Instant> = None;
-        let mut counted = false;
-        let mut warned: Option<Instant> = None;
-        loop {
-            {
-                let mut woken = self.monitor.woken.lock();
-                if !*woken {
-                    self.monitor.cv.wait_for(&mut woken, tick);
-                }
-                *woken = false;
-            }
-            if self.exiting.load(Ordering::Acquire) {
-                return;
-            }
-            let now = self.now_ns();
-            // Is any worker free (neither parked nor in a callback), or in a
-            // callback that started less than a tick ago? A callback that has
-            // run longer is blocking if its thread sleeps in the kernel. One
-            // that computes, or waits for a CPU, is not: more threads would
-            // not make it finish sooner, so it gets a parked worker at most.
-            let (mut progress, mut blocking) = (false, false);
-            for slot in self.slots.lock().iter() {
-                let since = slot.busy_since.load(Ordering::Relaxed);
-                if since == 0 {
-                    progress |= !slot.parked.load(Ordering::Relaxed);
-                    continue;
-                }
-                let busy = now.saturating_sub(since);
-                if busy < after {
-                    progress = true;
-                    continue;
-                }
-                if slot.blocked.load(Ordering::Relaxed) {
-                    blocking = true;
-                    continue;
-                }
-                let asleep =
-                    crate::sys::thread_sleeping(slot.tid.load(Ordering::Relaxed)).unwrap_or(true);
-                if asleep {
-                    blocking = true;
-                    if !slot.blocked.swap(true, Ordering::AcqRel) {
-                        self.blocked.fetch_add(1, Ordering::Relaxed);
-                    }
-                    let token = Token(slot.token.load(Ordering::Relaxed));
-                    if let Some(conn) = self.slab.lock().get(token) {
-                        conn.dispatch().set_slow(true);
-                    }
-                }
-            }
-            let queued = !self.rx.is_empty();
-            if queued && self.poller_waiting.load(Ordering::SeqCst) {
-                // Work queued behind workers that have since blocked: the
-                // poller, asleep in epoll_wait, counts as free only once it
-                // looks at the queue.
-                self.wake_poller();
-            }
-            let starved = queued || !self.poll.is_locked();
-            let found = starved
-                && !progress
-                && (self.wake_parked() || (blocking && self.spawn_worker().is_ok()));
-            if starved && !progress && !found {
-                // Saturated: every worker is busy, none can be added. Count
-                // each episode that lasts; warn at most once a minute.
-                let since = *saturated_since.get_or_insert_with(Instant::now);
-                if !counted && since.elapsed() >= SATURATION_WARNING_AFTER {
-                    counted = true;
-                    self.saturations.fetch_add(1, Ordering::Relaxed);
-                    if warned.map_or(true, |w| w.elapsed() >= SATURATION_WARNING_EVERY) {
-                        warned = Some(Instant::now());
-                        report!(
-                            warn,
-                            {
-                                workers = self.threads.load(Ordering::Relaxed),
-                                busy_for = ?since.elapsed(),
-                                "all workers busy in callbacks with work waiting: raise \
-                                 Builder::max_workers, or make the handlers block less"
-                            },
-                            target: "atoll",
-                            "all {} workers have been busy in callbacks for {:?} with work \
-                             waiting: raise Builder::max_workers, or make the handlers block less",
-                            self.threads.load(Ordering::Relaxed),
-                            since.elapsed()
-                        );
-                    }
-                }
-            } else {
-                saturated_since = None;
-                counted = false;
-            }
-            // Sleep until a callback starts once none has run for a while.
-            if self.busy.load(Ordering::SeqCst) == 0 && self.rx.is_empty() {
-                idle_ticks += 1;
-                if idle_ticks >= IDLE_TICKS {
-                    idle_ticks = 0;
-                    self.monitor_asleep.store(true, Ordering::SeqCst);
-                    if self.busy.load(Ordering::SeqCst) == 0 {
-                        let mut woken = self.monitor.woken.lock();
-                        while !*woken && self.monitor_asleep.load(Ordering::SeqCst) {
-                            self.monitor.cv.wait(&mut woken);
-                        }
-                    }
-                    self.monitor_asleep.store(false, Ordering::SeqCst);
-                }
-            } else {
-                idle_ticks = 0;
-            }
-        }
-    }
 
     pub(crate) fn stats(&self) -> PoolStats {
         let slots = self.slots.lock();
@@ -891,9 +709,7 @@ impl<T: Task> Pool<T> {
         self.poll.lock().take();
         self.registry.write().take();
         self.waker.write().take();
-        let mut slab = self.slab.lock();
-        slab.entries.clear();
-        slab.free.clear();
+        self.slab.lock().clear();
     }
 }
 
@@ -904,43 +720,4 @@ enum Polled<T> {
     /// Slow connections were queued and workers woken for them: poll again.
     HandedOut,
     Nothing,
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    struct Nothing;
-    impl Task for Nothing {
-        fn token(&self) -> Token {
-            Token(0)
-        }
-        fn dispatch(&self) -> &Dispatch {
-            unreachable!("never run")
-        }
-        fn ready(&self, _hangup: bool) -> bool {
-            false
-        }
-        fn run(self: &Arc<Self>, _buf: &mut [u8], _waited: Duration) {}
-    }
-
-    #[test]
-    fn a_reused_slot_gets_a_new_token_and_the_old_token_finds_nothing() {
-        let mut slab: Slab<Nothing> = Slab::new();
-        let first = slab.vacant_token();
-        slab.remove(first);
-        let second = slab.vacant_token();
-        assert_eq!(
-            first.0 & 0xffff_ffff,
-            second.0 & 0xffff_ffff,
-            "the slot is reused"
-        );
-        assert_ne!(first, second, "with another generation");
-        assert!(slab.get(first).is_none());
-        slab.remove(first);
-        assert!(slab.free.is_empty(), "a stale token frees nothing");
-        slab.remove(second);
-        assert_eq!(slab.free.len(), 1);
-        assert_ne!(slab.vacant_token(), WAKER);
-    }
 }

@@ -1,0 +1,137 @@
+//! The pool's monitor thread: notices callbacks that block, adds a worker
+//! for the work waiting behind them, and reports saturation. Never runs a
+//! task.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mio::Token;
+
+use super::{Pool, Task};
+
+/// Monitor ticks with no callback running after which it sleeps until one
+/// starts.
+const IDLE_TICKS: u32 = 64;
+/// How long every worker must have been busy, with work waiting, before
+/// the saturation warning is logged; and the least time between two.
+const SATURATION_WARNING_AFTER: Duration = Duration::from_millis(500);
+const SATURATION_WARNING_EVERY: Duration = Duration::from_secs(60);
+
+impl<T: Task> Pool<T> {
+    /// The monitor: while callbacks run, checks every `blocking_after`
+    /// that they are not all stuck with work waiting; adds a worker when
+    /// they are.
+    pub(super) fn monitor(self: Arc<Self>) {
+        let tick = self.config.blocking_after;
+        let after = tick.as_nanos() as u64;
+        let mut idle_ticks = 0;
+        let mut saturated_since: Option<Instant> = None;
+        let mut counted = false;
+        let mut warned: Option<Instant> = None;
+        loop {
+            {
+                let mut woken = self.monitor.woken.lock();
+                if !*woken {
+                    self.monitor.cv.wait_for(&mut woken, tick);
+                }
+                *woken = false;
+            }
+            if self.exiting.load(Ordering::Acquire) {
+                return;
+            }
+            let now = self.now_ns();
+            // Is any worker free (neither parked nor in a callback), or in a
+            // callback that started less than a tick ago? A callback that has
+            // run longer is blocking if its thread sleeps in the kernel. One
+            // that computes, or waits for a CPU, is not: more threads would
+            // not make it finish sooner, so it gets a parked worker at most.
+            let (mut progress, mut blocking) = (false, false);
+            for slot in self.slots.lock().iter() {
+                let since = slot.busy_since.load(Ordering::Relaxed);
+                if since == 0 {
+                    progress |= !slot.parked.load(Ordering::Relaxed);
+                    continue;
+                }
+                let busy = now.saturating_sub(since);
+                if busy < after {
+                    progress = true;
+                    continue;
+                }
+                if slot.blocked.load(Ordering::Relaxed) {
+                    blocking = true;
+                    continue;
+                }
+                let asleep =
+                    crate::sys::thread_sleeping(slot.tid.load(Ordering::Relaxed)).unwrap_or(true);
+                if asleep {
+                    blocking = true;
+                    if !slot.blocked.swap(true, Ordering::AcqRel) {
+                        self.blocked.fetch_add(1, Ordering::Relaxed);
+                    }
+                    let token = Token(slot.token.load(Ordering::Relaxed));
+                    if let Some(conn) = self.slab.lock().get(token) {
+                        conn.dispatch().set_slow(true);
+                    }
+                }
+            }
+            let queued = !self.rx.is_empty();
+            if queued && self.poller_waiting.load(Ordering::SeqCst) {
+                // Work queued behind workers that have since blocked: the
+                // poller, asleep in epoll_wait, counts as free only once it
+                // looks at the queue.
+                self.wake_poller();
+            }
+            let starved = queued || !self.poll.is_locked();
+            let found = starved
+                && !progress
+                && (self.wake_parked() || (blocking && self.spawn_worker().is_ok()));
+            if starved && !progress && !found {
+                // Saturated: every worker is busy, none can be added. Count
+                // each episode that lasts; warn at most once a minute.
+                let since = *saturated_since.get_or_insert_with(Instant::now);
+                if !counted && since.elapsed() >= SATURATION_WARNING_AFTER {
+                    counted = true;
+                    self.saturations.fetch_add(1, Ordering::Relaxed);
+                    if warned.map_or(true, |w| w.elapsed() >= SATURATION_WARNING_EVERY) {
+                        warned = Some(Instant::now());
+                        report!(
+                            warn,
+                            {
+                                workers = self.threads.load(Ordering::Relaxed),
+                                busy_for = ?since.elapsed(),
+                                "all workers busy in callbacks with work waiting: raise \
+                                 Builder::max_workers, or make the handlers block less"
+                            },
+                            target: "atoll",
+                            "all {} workers have been busy in callbacks for {:?} with work \
+                             waiting: raise Builder::max_workers, or make the handlers block less",
+                            self.threads.load(Ordering::Relaxed),
+                            since.elapsed()
+                        );
+                    }
+                }
+            } else {
+                saturated_since = None;
+                counted = false;
+            }
+            // Sleep until a callback starts once none has run for a while.
+            if self.busy.load(Ordering::SeqCst) == 0 && self.rx.is_empty() {
+                idle_ticks += 1;
+                if idle_ticks >= IDLE_TICKS {
+                    idle_ticks = 0;
+                    self.monitor_asleep.store(true, Ordering::SeqCst);
+                    if self.busy.load(Ordering::SeqCst) == 0 {
+                        let mut woken = self.monitor.woken.lock();
+                        while !*woken && self.monitor_asleep.load(Ordering::SeqCst) {
+                            self.monitor.cv.wait(&mut woken);
+                        }
+                    }
+                    self.monitor_asleep.store(false, Ordering::SeqCst);
+                }
+            } else {
+                idle_ticks = 0;
+            }
+        }
+    }
+}
