@@ -3,7 +3,7 @@
 use std::fmt;
 use std::io;
 
-use crate::transport::Addr;
+use crate::addr::Addr;
 
 /// A boxed error, the form in which handlers and factories give a reason.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;

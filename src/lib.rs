@@ -88,6 +88,7 @@ linux_only! {
     mod trace;
     mod acceptor;
     pub mod client;
+    mod addr;
     mod connection;
     mod error;
     mod handler;

@@ -27,7 +27,7 @@ use crate::limiter::Limiter;
 use crate::socket::Socket;
 use crate::telemetry::{ConnSpan, Event, Kind, ListenerSpan, Span, SpanId, SpawnError, Telemetry};
 use crate::timer::{TimerHeap, Timers};
-use crate::transport::{Addr, Io, ListenOptions, ListenSocket};
+use crate::transport::{AcceptFailure, Addr, Io, ListenOptions, ListenSocket};
 use crate::udp::SessionMode;
 
 const LISTENER: Token = Token(usize::MAX);
@@ -488,13 +488,14 @@ impl<H: Handler<M>, M: Send + 'static> Acceptor<H, M> {
                         .accept_errors
                         .fetch_add(1, Ordering::Relaxed);
                     errors += 1;
-                    let exhausted = is_exhaustion(&e);
-                    self.emit(if exhausted {
-                        Kind::Emfile { error: &e }
-                    } else if e.raw_os_error() == Some(libc::ECONNABORTED) {
-                        Kind::ConnectionAborted
-                    } else {
-                        Kind::AcceptError { error: &e }
+                    let failure = AcceptFailure::of(&e);
+                    let exhausted = failure == AcceptFailure::SystemLimit;
+                    self.emit(match failure {
+                        AcceptFailure::SystemLimit => Kind::Emfile { error: &e },
+                        AcceptFailure::Aborted => Kind::ConnectionAborted,
+                        AcceptFailure::Closed | AcceptFailure::Other => {
+                            Kind::AcceptError { error: &e }
+                        }
                     });
                     if exhausted || errors >= ACCEPT_ERRORS_BEFORE_BACKOFF {
                         self.backoff_until = Some(Instant::now() + ACCEPT_BACKOFF);
@@ -668,13 +669,4 @@ impl<H: Handler<M>, M: Send + 'static> Acceptor<H, M> {
             span.accepted += 1;
         }
     }
-}
-
-/// Errors that mean the process or system is out of a resource: accepting
-/// again at once would fail the same way.
-fn is_exhaustion(e: &io::Error) -> bool {
-    matches!(
-        e.raw_os_error(),
-        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
-    )
 }

@@ -75,9 +75,9 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-mod addr;
 mod io;
 mod listen;
+mod listener;
 #[cfg(feature = "tls")]
 mod native;
 #[cfg(feature = "rustls")]
@@ -87,10 +87,12 @@ use std::fmt;
 use std::io::IoSlice;
 use std::os::fd::RawFd;
 
-pub use self::addr::Addr;
+pub use crate::addr::Addr;
 pub use self::io::{Credentials, Io};
-pub(crate) use self::listen::{handshake_blocking, ListenSocket};
-pub use self::listen::{AcceptError, ListenOptions, Listener};
+pub use self::listen::ListenOptions;
+pub use self::listener::{AcceptError, Listener};
+pub(crate) use self::listen::ListenSocket;
+pub(crate) use self::listener::{handshake_blocking, AcceptFailure};
 #[cfg(feature = "tls")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
 pub use self::native::NativeTls;

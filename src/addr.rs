@@ -1,4 +1,5 @@
-//! [`Addr`]: an IP address and port, or a Unix socket path.
+//! [`Addr`]: an IP address and port, or a Unix socket path; re-exported
+//! by [`transport`](crate::transport). Knows no socket of atoll's.
 
 use std::fmt;
 use std::io;
