@@ -1,4 +1,5 @@
-//! The [`Handler`] trait and the [`Flow`] its callbacks return.
+//! The [`Handler`] trait and the [`Flow`] its callbacks return. Owns no
+//! state; knows nothing of threads.
 
 use std::fmt;
 use std::time::Duration;

@@ -1,6 +1,6 @@
 //! Listening on sockets someone else made: systemd's socket activation, a
 //! parent process, or a predecessor handing its listeners over during a
-//! deploy.
+//! deploy. Hands descriptors over; never starts a server itself.
 //!
 //! - [`systemd`] takes the sockets systemd (or `systemd-socket-activate`)
 //!   passed, as `sd_listen_fds(3)` defines them.

@@ -1,4 +1,5 @@
 //! The counting limiter: at most `limit` live connections per acceptor.
+//! Counts slots; never touches a connection or a socket.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 

@@ -1,5 +1,5 @@
 //! A logger built on [`crate::telemetry`] events, switched on and off at
-//! run time, level by level.
+//! run time, level by level. A telemetry sink; never touches a connection.
 //!
 //! Records go through the `log` crate with the target `atoll`, one line per
 //! event, with the connection id and peer address. The levels, from the

@@ -1,5 +1,6 @@
 //! Telling the service manager how the service is doing: the
-//! `sd_notify(3)` readiness protocol of systemd.
+//! `sd_notify(3)` readiness protocol of systemd. Sends datagrams to it;
+//! never touches a server.
 //!
 //! A unit with `Type=notify` waits for [`ready`] before it counts the
 //! service as started (and starts the units ordered after it); [`stopping`]

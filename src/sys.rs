@@ -1,4 +1,4 @@
-//! The few system calls std and mio do not wrap: `poll(2)` on one descriptor
+//! The few system calls std and mio do not wrap (it knows no atoll type): `poll(2)` on one descriptor
 //! (to block a worker on a non-blocking socket with a timeout),
 //! `sendfile(2)`, `SO_PEERCRED`, `MSG_PEEK`, and descriptors passed with
 //! `SCM_RIGHTS` or inherited from systemd. Descriptor passing goes through

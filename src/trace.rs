@@ -1,5 +1,5 @@
 //! atoll's own report lines, and its spans in `tracing` (feature
-//! `tracing`).
+//! `tracing`). Formats and forwards; holds no state.
 //!
 //! Without the feature a report is the `log` record it always was, with
 //! its words; with it, a `tracing` event (target `atoll`) whose values are

@@ -1,4 +1,6 @@
 //! UDP: datagram servers with the same handlers, workers and lifecycle.
+//! This module holds their documentation and [`SessionMode`]; the builder is
+//! [`UdpBuilder`](crate::UdpBuilder), the reception the acceptors'.
 //!
 //! A UDP server is built by a [`UdpBuilder`](crate::UdpBuilder), made by
 //! [`Server::udp`](crate::Server::udp). Datagrams arrive through the

@@ -1,5 +1,6 @@
 //! Driving one connection on a worker: its scheduling rounds, its
-//! callbacks and the flows they return, and its end.
+//! callbacks and the flows they return, and its end. Never touches another
+//! connection or the pool's threads.
 
 use std::io;
 use std::panic::{self, AssertUnwindSafe};

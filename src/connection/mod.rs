@@ -1,5 +1,8 @@
-//! A live connection: its scheduling state, its mailbox and idle timer, and
-//! the [`Connection`] handle the application holds.
+//! A live connection: its scheduling state, its mailbox and idle timer,
+//! the [`Service`] every connection of a server shares, and the
+//! [`Connection`] handle the application holds. Never touches the server
+//! handle or an acceptor but through the narrow handles it holds (limiter,
+//! timers).
 
 mod driver;
 mod handle;

@@ -1,7 +1,8 @@
 //! The worker pool: threads that collect the connections' readiness
 //! themselves and run their callbacks, and that grow in number when
 //! callbacks block. It owns the connections' epoll, their slab and the run
-//! queue; it never touches a listener, a timer or the limiter.
+//! queue; it never touches a listener, a timer or the limiter, and sees a
+//! connection only as a [`Task`].
 //!
 //! # How work reaches a worker
 //!

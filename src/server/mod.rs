@@ -1,4 +1,6 @@
-//! [`Server`]: a running TCP server and its lifecycle.
+//! [`Server`]: a running server (stream or UDP) and its lifecycle, and how
+//! it starts from a builder. The face: nothing below imports it. Never
+//! touches a connection's state but through the `Service` it made.
 
 use std::fmt;
 use std::os::fd::OwnedFd;

@@ -1,4 +1,5 @@
-//! [`Io`]: an accepted, non-blocking socket.
+//! [`Io`]: an accepted, non-blocking socket. Never touches a connection's
+//! scheduling.
 
 use std::io::{self, IoSlice, Read, Write};
 use std::net::Shutdown;

@@ -31,7 +31,7 @@ enum Bind {
 /// address reuse, buffer sizes, keepalive, an inherited descriptor.
 ///
 /// [`Builder`](crate::Builder) has a setter for each; use this type directly
-/// for a standalone [`Listener`].
+/// for a standalone [`Listener`](super::Listener).
 ///
 /// ```
 /// use std::time::Duration;

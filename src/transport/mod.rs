@@ -1,4 +1,5 @@
-//! Transports: how bytes cross a connection.
+//! Transports: how bytes cross a connection, and how to listen. Imports
+//! nothing of the server, the pool or UDP.
 //!
 //! The server listens and accepts itself, on TCP or a Unix socket (see
 //! [`ListenOptions`]); a [`Transport`] then turns each accepted socket

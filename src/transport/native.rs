@@ -1,4 +1,5 @@
-//! TLS with native-tls (OpenSSL on Linux).
+//! TLS with native-tls (OpenSSL on Linux): a [`Transport`](super::Transport)
+//! and its streams. Never touches a server.
 
 use std::fmt;
 use std::io::{self, IoSlice, Read, Write};

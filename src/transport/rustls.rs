@@ -1,4 +1,5 @@
-//! TLS with rustls: no OpenSSL, and client certificates (mutual TLS).
+//! TLS with rustls: no OpenSSL, and client certificates (mutual TLS); a
+//! [`Transport`](super::Transport) and its streams. Never touches a server.
 
 use std::collections::HashMap;
 use std::fmt;
