@@ -49,8 +49,12 @@
 #
 # Environment: ATOLL_BENCH_WORKERS (worker threads: passed to atoll as
 # --workers only when set; the peers' threads, default one per core),
-# ATOLL_BENCH_ACCEPTORS (atoll poll threads: passed as --acceptors only when
-# set). Unset, atoll runs with its library defaults.
+# ATOLL_BENCH_ACCEPTORS (atoll acceptor threads: passed as --acceptors only
+# when set). Unset, atoll runs with its library defaults.
+# ATOLL_BENCH_BASELINE (a directory with another build's examples, such as
+# an older commit's target/release/examples): the echo part then also runs
+# that build's echo, alternating with this one, as an "atoll baseline" peer
+# row, for a before-and-after ratio from one run.
 set -euo pipefail
 
 ALL_PARTS="echo,redis,http,idle,blocking"
@@ -136,6 +140,10 @@ fi
 if [[ -n ${ATOLL_BENCH_ACCEPTORS:-} ]]; then
     [[ $ATOLL_BENCH_ACCEPTORS =~ ^[1-9][0-9]*$ ]] || die "ATOLL_BENCH_ACCEPTORS must be a positive integer"
     ATOLL_FLAGS+=(--acceptors "$ATOLL_BENCH_ACCEPTORS")
+fi
+BASELINE=${ATOLL_BENCH_BASELINE:-}
+if [[ -n $BASELINE ]]; then
+    [[ -x $BASELINE/echo ]] || die "ATOLL_BENCH_BASELINE: no echo example in $BASELINE"
 fi
 # The peers get as many threads as the machine has cores (tokio's own
 # default), or ATOLL_BENCH_WORKERS.
@@ -716,6 +724,7 @@ echo_cmd() {
     if (($2 > 0)); then delay=(--delay-ms "$2"); fi
     case $1 in
         atoll) SERVER_CMD=("$BIN/echo" --port 0 --read-timeout-ms 0 --num-connections 0 "${ATOLL_FLAGS[@]}" "${delay[@]}") ;;
+        baseline) SERVER_CMD=("$BASELINE/echo" --port 0 --read-timeout-ms 0 --num-connections 0 "${ATOLL_FLAGS[@]}" "${delay[@]}") ;;
         tokio) SERVER_CMD=("$BIN/peer_echo" --kind tokio --port 0 --workers "$PEER_WORKERS" "${delay[@]}") ;;
         std) SERVER_CMD=("$BIN/peer_echo" --kind std --port 0 "${delay[@]}") ;;
         atoll-tls) SERVER_CMD=("$BIN/tls_echo" --port 0 --cert "$TLS_CERT" --key "$TLS_KEY") ;;
@@ -917,8 +926,9 @@ echo_part() {
                     atoll) echo_row echo "echo 64 B, $conns conns" a echo atoll 0 "$conns" "$rep" ;;
                     tokio) echo_row echo "echo 64 B, $conns conns" p "tokio $PEER_WORKERS workers" tokio 0 "$conns" "$rep" ;;
                     std) echo_row echo "echo 64 B, $conns conns" p "std thread/conn" std 0 "$conns" "$rep" ;;
+                    baseline) echo_row echo "echo 64 B, $conns conns" p "atoll baseline" baseline 0 "$conns" "$rep" ;;
                 esac
-            done < <(order "$rep" atoll tokio std)
+            done < <(order "$rep" atoll tokio std ${BASELINE:+baseline})
         done
         # TLS and UDP echo, 100 clients: tls_echo and udp_echo (one
         # session per client socket) against tokio-native-tls and tokio
