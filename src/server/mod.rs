@@ -13,6 +13,7 @@ use crossbeam_channel::Sender;
 use parking_lot::{Condvar, Mutex, RwLock};
 
 mod builder;
+mod plan;
 mod stream;
 mod udp;
 
@@ -21,13 +22,14 @@ pub use self::builder::{
 };
 pub use self::udp::UdpBuilder;
 
-use self::udp::UdpOptions;
+pub(crate) use self::plan::Plan;
+use self::plan::{bind, Settings};
 use crate::acceptor::{self, Acceptor, AcceptorOptions, Control, UdpReception};
 use crate::connection::sched::Work;
-use crate::connection::{ConnOptions, Connection, Factory, Service, FORCE_GRACE};
+use crate::connection::{Connection, Factory, Service, FORCE_GRACE};
 use crate::error::Error;
 use crate::handler::Handler;
-use crate::pool::{Pool, PoolConfig};
+use crate::pool::Pool;
 use crate::stats::ServerStats;
 use crate::telemetry::{Event, Kind, ListenerSpan, Sink, SinkId, Span, SpanId, Telemetry};
 use crate::transport::{Addr, ListenOptions, ListenSocket};
@@ -43,81 +45,6 @@ pub enum Status {
     Stopping,
     /// Stopped: no listener, no connections, no threads.
     Stopped,
-}
-
-/// What the server handle needs of its builder once started.
-struct Settings {
-    /// A UDP server's options; `None` for a stream server.
-    udp: Option<UdpOptions>,
-    num_acceptors: usize,
-    shutdown_timeout: Option<Duration>,
-    transport_name: &'static str,
-}
-
-/// A builder's options, of either kind, as the server starts with them.
-pub(crate) struct Plan {
-    settings: Settings,
-    listen: ListenOptions,
-    num_connections: Option<usize>,
-    pool: PoolConfig,
-    conn: ConnOptions,
-    retry_count: u32,
-    retry_wait: Duration,
-    sinks: Vec<Arc<dyn Sink>>,
-}
-
-impl Plan {
-    /// The plan of a stream server (`udp` is `None`) or a UDP server.
-    pub(crate) fn new<K>(b: Builder<K>, udp: Option<UdpOptions>) -> Plan {
-        let transport_name = if udp.is_some() {
-            "udp"
-        } else {
-            b.transport.name()
-        };
-        Plan {
-            settings: Settings {
-                udp,
-                num_acceptors: b.num_acceptors,
-                shutdown_timeout: b.shutdown_timeout,
-                transport_name,
-            },
-            num_connections: b.num_connections,
-            pool: PoolConfig {
-                base: b.num_workers,
-                max: b.max_workers.max(b.num_workers),
-                keepalive: b.worker_keepalive,
-                blocking_after: b.blocking_after,
-            },
-            conn: ConnOptions {
-                transport: b.transport,
-                transport_name,
-                handshake_timeout: b.handshake_timeout,
-                read_timeout: b.read_timeout,
-                send_timeout: b.send,
-                proxy: b.proxy,
-                max_queued_messages: b.max_queued_messages,
-                silent_terminate_on_error: b.silent_terminate_on_error,
-            },
-            retry_count: b.max_connections_retry_count,
-            retry_wait: b.max_connections_retry_wait,
-            sinks: b.sinks,
-            listen: b.listen,
-        }
-    }
-}
-
-/// Binds the listening socket of a stream server, or one receiving socket
-/// of a UDP server.
-fn bind(listen: &ListenOptions, udp: Option<&UdpOptions>) -> Result<socket2::Socket, Error> {
-    let Some(udp) = udp else {
-        return listen.bind();
-    };
-    let socket = listen.bind_datagram()?;
-    udp.apply(&socket).map_err(|source| Error::Bind {
-        addr: listen.bind_addr(),
-        source,
-    })?;
-    Ok(socket)
 }
 
 /// What the server handle keeps of a running server.
