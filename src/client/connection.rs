@@ -16,6 +16,8 @@ use socket2::SockRef;
 use super::active::{self, ConnId, Packet};
 use super::error::Error;
 use super::options::Options;
+#[cfg(any(feature = "tls", feature = "rustls"))]
+use super::tls::TlsStream;
 use crate::sys::{self, Wait};
 
 /// Bytes one read asks the kernel for.
@@ -72,8 +74,8 @@ impl Write for Tcp {
 /// so that the shared poll thread never waits on a user's blocking send.
 pub(super) enum Stream {
     Plain(Tcp),
-    #[cfg(feature = "tls")]
-    Tls(Box<native_tls::TlsStream<Tcp>>),
+    #[cfg(any(feature = "tls", feature = "rustls"))]
+    Tls(TlsStream),
     /// Shut down; the socket is closed.
     Closed,
 }
@@ -83,7 +85,7 @@ impl Stream {
     pub(super) fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
             Stream::Plain(tcp) => tcp.read(buf),
-            #[cfg(feature = "tls")]
+            #[cfg(any(feature = "tls", feature = "rustls"))]
             Stream::Tls(tls) => tls.read(buf),
             Stream::Closed => Err(Error::Closed.into()),
         }
@@ -93,9 +95,19 @@ impl Stream {
     fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         match self {
             Stream::Plain(tcp) => tcp.write_vectored(bufs),
-            #[cfg(feature = "tls")]
+            #[cfg(any(feature = "tls", feature = "rustls"))]
             Stream::Tls(tls) => tls.write_vectored(bufs),
             Stream::Closed => Err(Error::Closed.into()),
+        }
+    }
+
+    /// Writes what earlier writes left in the TLS layer (a rustls record
+    /// the socket could not take yet); `WouldBlock` while it cannot.
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            #[cfg(any(feature = "tls", feature = "rustls"))]
+            Stream::Tls(tls) => tls.flush(),
+            _ => Ok(()),
         }
     }
 }
@@ -267,7 +279,7 @@ impl Connection {
     /// ```
     pub fn is_tls(&self) -> bool {
         match &*self.shared.stream.lock() {
-            #[cfg(feature = "tls")]
+            #[cfg(any(feature = "tls", feature = "rustls"))]
             Stream::Tls(_) => true,
             _ => false,
         }
@@ -350,7 +362,7 @@ impl Connection {
             let n = self.write_some(rest, deadline)?;
             IoSlice::advance_slices(&mut rest, n);
         }
-        Ok(())
+        self.flush_until(deadline)
     }
 
     /// One write of at least one byte, waiting until `deadline`.
@@ -364,6 +376,21 @@ impl Connection {
             match result {
                 Ok(0) => return Err(Error::Closed),
                 Ok(n) => return Ok(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.wait(Wait::Write, deadline)?
+                }
+                Err(e) => return Err(Error::from(e)),
+            }
+        }
+    }
+
+    /// Waits until the TLS layer holds nothing that was written but not yet
+    /// handed to the socket.
+    fn flush_until(&mut self, deadline: Option<Instant>) -> Result<(), Error> {
+        loop {
+            let result = self.shared.stream.lock().flush();
+            match result {
+                Ok(()) => return Ok(()),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     self.wait(Wait::Write, deadline)?
                 }
@@ -520,12 +547,10 @@ impl Connection {
         let tcp = match stream {
             Stream::Closed => return Ok(()),
             Stream::Plain(tcp) => tcp,
-            #[cfg(feature = "tls")]
+            #[cfg(any(feature = "tls", feature = "rustls"))]
             Stream::Tls(mut tls) => {
-                // Best effort: the alert fits in an empty send buffer, and a
-                // peer that is gone does not need it.
-                let _ = tls.shutdown();
-                let tcp = tls.get_ref();
+                tls.close();
+                let tcp = tls.tcp();
                 return match tcp.0.shutdown(Shutdown::Both) {
                     Err(e) if e.kind() != io::ErrorKind::NotConnected => Err(e.into()),
                     _ => Ok(()),
@@ -656,19 +681,19 @@ impl Connection {
     }
 
     /// Whether bytes were received but not yet returned.
-    #[cfg(feature = "tls")]
+    #[cfg(any(feature = "tls", feature = "rustls"))]
     pub(super) fn has_unread(&self) -> bool {
         !self.unread.is_empty()
     }
 
     /// Gives the TLS module the stream, for a handshake.
-    #[cfg(feature = "tls")]
+    #[cfg(any(feature = "tls", feature = "rustls"))]
     pub(super) fn stream(&self) -> &Mutex<Stream> {
         &self.shared.stream
     }
 
     /// The socket's descriptor, for the TLS handshake to wait on.
-    #[cfg(feature = "tls")]
+    #[cfg(any(feature = "tls", feature = "rustls"))]
     pub(super) fn fd(&self) -> RawFd {
         self.shared.fd
     }
@@ -808,10 +833,19 @@ impl Write for Connection {
             return Ok(0);
         }
         let deadline = self.send_timeout.map(|t| Instant::now() + t);
-        Ok(self.write_some(bufs, deadline)?)
+        let n = self.write_some(bufs, deadline)?;
+        // Over rustls the last record may still be in the TLS layer: it is
+        // handed to the socket here, as a plain write would have been. If
+        // that runs out of time the record goes with the next write, read
+        // or flush; the bytes are taken either way.
+        let _ = self.flush_until(deadline);
+        Ok(n)
     }
 
+    /// Waits, as long as the send timeout allows, until what was written
+    /// has been handed to the socket.
     fn flush(&mut self) -> io::Result<()> {
-        Ok(())
+        let deadline = self.send_timeout.map(|t| Instant::now() + t);
+        Ok(self.flush_until(deadline)?)
     }
 }

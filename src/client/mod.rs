@@ -91,8 +91,10 @@
 //! TLS with SNI and the system's roots or given ones ([`TlsConfig`]), and
 //! [`Connection::upgrade_tls`] upgrades a live plain connection
 //! (STARTTLS). ALPN is requested with [`TlsConfig::alpn_protocols`] and its
-//! result read with [`Connection::alpn_protocol`]. Everything else works
-//! the same over TLS, active mode included.
+//! result read with [`Connection::alpn_protocol`]. With the `rustls`
+//! feature, a `rustls::ClientConfig` does the same (`TlsConfig::from`), no
+//! OpenSSL needed. Everything else works the same over TLS, active mode
+//! included.
 //!
 //! # Errors
 //!
@@ -108,15 +110,17 @@ mod error;
 mod establish;
 mod options;
 mod resolve;
-#[cfg(feature = "tls")]
+#[cfg(feature = "rustls")]
+mod rustls;
+#[cfg(any(feature = "tls", feature = "rustls"))]
 mod tls;
 
 pub use active::{ConnId, Packet};
 pub use connection::Connection;
 pub use error::{ConnectError, Error};
 pub use options::{connect, IpVersionPreference, Options, CONNECTION_ATTEMPT_DELAY};
-#[cfg(feature = "tls")]
-#[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
+#[cfg(any(feature = "tls", feature = "rustls"))]
+#[cfg_attr(docsrs, doc(cfg(any(feature = "tls", feature = "rustls"))))]
 pub use tls::TlsConfig;
 
 /// The channel crate of active mode: [`Connection::arm`] takes its

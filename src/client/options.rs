@@ -6,7 +6,7 @@ use std::time::Duration;
 use super::error::ConnectError;
 use super::establish;
 use super::Connection;
-#[cfg(feature = "tls")]
+#[cfg(any(feature = "tls", feature = "rustls"))]
 use super::TlsConfig;
 
 /// The head start of the preferred address family in
@@ -106,7 +106,7 @@ pub struct Options {
     pub(super) nodelay: bool,
     pub(super) send_timeout: Option<Duration>,
     pub(super) addrs: Option<Vec<SocketAddr>>,
-    #[cfg(feature = "tls")]
+    #[cfg(any(feature = "tls", feature = "rustls"))]
     pub(super) tls: Option<TlsConfig>,
 }
 
@@ -131,7 +131,7 @@ impl Options {
             nodelay: false,
             send_timeout: None,
             addrs: None,
-            #[cfg(feature = "tls")]
+            #[cfg(any(feature = "tls", feature = "rustls"))]
             tls: None,
         }
     }
@@ -266,17 +266,22 @@ impl Options {
 
     /// Makes [`connect`](Options::connect) run a TLS handshake over the new
     /// TCP connection, with this configuration; `None` for plain TCP.
-    /// Default is `None`. Needs the `tls` feature.
+    /// Default is `None`. Needs the `tls` or the `rustls` feature (see
+    /// [`TlsConfig`]).
     ///
     /// ```no_run
+    /// # #[cfg(feature = "tls")]
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// use atoll::client::{Options, TlsConfig};
     ///
     /// let conn = Options::new("example.com", 443).tls(Some(TlsConfig::new())).connect()?;
     /// assert!(conn.is_tls());
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # Ok(()) }
+    /// # #[cfg(not(feature = "tls"))]
+    /// # fn main() {}
     /// ```
-    #[cfg(feature = "tls")]
-    #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
+    #[cfg(any(feature = "tls", feature = "rustls"))]
+    #[cfg_attr(docsrs, doc(cfg(any(feature = "tls", feature = "rustls"))))]
     pub fn tls(mut self, config: Option<TlsConfig>) -> Options {
         self.tls = config;
         self
@@ -308,7 +313,7 @@ impl Options {
                 Family::V4 => ConnectError::Ipv4(e),
                 Family::V6 => ConnectError::Ipv6(e),
             })?;
-        #[cfg(feature = "tls")]
+        #[cfg(any(feature = "tls", feature = "rustls"))]
         if let Some(config) = &self.tls {
             let mut conn = conn;
             conn.upgrade_tls(config).map_err(ConnectError::Tls)?;

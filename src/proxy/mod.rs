@@ -59,7 +59,10 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod crc32c;
 mod header;
+mod v1;
+mod v2;
 
 use std::fmt;
 use std::io;
@@ -67,6 +70,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub use self::header::*;
+pub use self::v1::V1_MAX_LEN;
+pub use self::v2::{V2_MAX_LEN, V2_SIGNATURE};
 
 use crate::error::{BoxError, Error};
 use crate::sys::Wait;
