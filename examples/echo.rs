@@ -79,7 +79,7 @@ Listening:
 Threads and limits:
   --workers N                  base worker threads [one per core]
   --max-workers N              most worker threads, for blocking handlers [1024]
-  --acceptors N                poll threads [one per core, at most 16]
+  --acceptors N                acceptor threads [one per core, at most 16]
   --num-connections N          live connections per acceptor, 0 for no limit [16384]
   --retry-count N              waits for a free slot before closing [5]
   --retry-wait-ms MS           length of each wait [1000]

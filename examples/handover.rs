@@ -114,7 +114,7 @@ Options (defaults in brackets):
                             serves its predecessor's socket instead
   --workers N               base worker threads [one per core]
   --max-workers N           most worker threads, for blocking handlers [1024]
-  --acceptors N             poll threads [one per core, at most 16]
+  --acceptors N             acceptor threads [one per core, at most 16]
   --shutdown-timeout-ms MS  drain time at handover and on SIGINT/SIGTERM [15000]
   --log LEVEL               log events at error, info, debug or trace [off]
   --help                    this text";

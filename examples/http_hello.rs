@@ -559,7 +559,7 @@ Options (defaults in brackets):
   --port N         port, 0 for a free one [8080]
   --workers N      base worker threads [one per core]
   --max-workers N  most worker threads, for blocking handlers [1024]
-  --acceptors N    poll threads [one per core, at most 16]
+  --acceptors N    acceptor threads [one per core, at most 16]
   --help           this text
 
 Routes: GET /sleep/MS sleeps MS ms (at most 60000) before answering, as a

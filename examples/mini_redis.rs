@@ -1071,7 +1071,7 @@ Options (defaults in brackets):
   --port N         port, 0 for a free one [6379]
   --workers N      base worker threads [one per core]
   --max-workers N  most worker threads, for blocking handlers [1024]
-  --acceptors N    poll threads [one per core, at most 16]
+  --acceptors N    acceptor threads [one per core, at most 16]
   --help           this text";
 
 fn main() -> ExitCode {

@@ -487,11 +487,11 @@ fn remove_socket_file(path: &PathBuf) -> io::Result<()> {
     }
 }
 
-/// A bound listening socket in the form a poll thread registers.
+/// A bound listening socket in the form an acceptor thread registers.
 pub(crate) enum ListenSocket {
     Tcp(mio::net::TcpListener),
     Unix(mio::net::UnixListener),
-    /// A UDP socket: the poll thread receives on `recv`; sessions send on
+    /// A UDP socket: the acceptor thread receives on `recv`; sessions send on
     /// `io`, a second descriptor of the same socket.
     Udp {
         recv: mio::net::UdpSocket,
@@ -500,7 +500,7 @@ pub(crate) enum ListenSocket {
 }
 
 impl ListenSocket {
-    /// One clone per poll thread; each accepts from the same queue.
+    /// One clone per acceptor thread; each accepts from the same queue.
     pub(crate) fn clones(socket: &RawSocket, n: usize) -> io::Result<Vec<ListenSocket>> {
         let unix = socket.domain()? == Domain::UNIX;
         (0..n)
