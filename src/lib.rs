@@ -47,7 +47,8 @@
 //!   it implements `Read` and `Write`.
 //! - [`Connection`] is a handle to a live connection for other threads, to
 //!   send it messages.
-//! - [`Error`] is the one error type.
+//! - [`Error`] is the one error type; [`Timeout`] says which wait ran out
+//!   of time, for the client's errors too.
 //! - [`transport`] holds the transports (TCP, TLS, Unix sockets, your own)
 //!   and a standalone listener.
 //! - [`telemetry`] and [`logger`] let the application observe a running
@@ -86,6 +87,7 @@ linux_only! {
     // First: its `report!` macro serves the modules below.
     #[macro_use]
     mod trace;
+    mod blocking;
     pub mod client;
     mod config;
     mod connection;
@@ -106,6 +108,7 @@ linux_only! {
     mod socket;
     mod sys;
     pub mod telemetry;
+    mod timeout;
     pub mod transport;
     pub mod udp;
 
@@ -115,5 +118,6 @@ linux_only! {
     pub use handler::{Flow, Handler};
     pub use server::{Server, ServerStats, Status};
     pub use socket::{Socket, SocketStats};
+    pub use timeout::Timeout;
     pub use std::net::Shutdown;
 }

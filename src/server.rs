@@ -90,7 +90,7 @@ pub struct ServerStats {
     /// handler not keeping up.
     pub messages_refused: u64,
     /// Connections closed for a bad, late or untrusted PROXY protocol
-    /// header ([`Error::ProxyHeader`]).
+    /// header ([`Error::ProxyHeader`]; a late one is [`Timeout::ProxyHeader`](crate::Timeout::ProxyHeader)).
     pub proxy_errors: u64,
 }
 

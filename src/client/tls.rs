@@ -11,6 +11,7 @@ use super::connection::{Stream, Tcp};
 use super::error::Error;
 use super::Connection;
 use crate::sys::{self, Wait};
+use crate::timeout::Timeout;
 
 /// How a client connection speaks TLS: which roots to trust, which name
 /// to check, which protocols to offer with ALPN.
@@ -253,7 +254,7 @@ impl Connection {
     /// Fails with [`Error::Armed`] while armed, [`Error::Closed`] after
     /// [`shutdown`](Connection::shutdown), [`Error::Tls`] if the connection
     /// already runs over TLS or the handshake fails, and
-    /// [`Error::Timeout`] after the
+    /// [`Error::Timeout`]`(`[`Timeout::Handshake`]`)` after the
     /// [`handshake_timeout`](TlsConfig::handshake_timeout). A failed
     /// handshake leaves the connection closed. Bytes already received and
     /// not yet read would belong to the plain protocol: the upgrade fails
@@ -264,9 +265,9 @@ impl Connection {
     /// use atoll::client::{self, TlsConfig};
     ///
     /// let mut conn = client::connect("mail.example.com", 587)?;
-    /// conn.receive(Some(Duration::from_secs(5)))?; // the greeting
+    /// conn.recv(Some(Duration::from_secs(5)))?; // the greeting
     /// conn.send(b"STARTTLS\r\n")?;
-    /// conn.receive(Some(Duration::from_secs(5)))?; // "220 ready"
+    /// conn.recv(Some(Duration::from_secs(5)))?; // "220 ready"
     /// conn.upgrade_tls(&TlsConfig::new())?;
     /// assert!(conn.is_tls());
     /// # Ok::<(), Box<dyn std::error::Error>>(())
@@ -343,7 +344,7 @@ fn handshake(
                 // The descriptor belongs to the stream inside `mid`, alive
                 // across the wait.
                 if !sys::wait_fd(fd, Wait::Read, deadline)? {
-                    return Err(Error::Timeout);
+                    return Err(Error::Timeout(Timeout::Handshake));
                 }
                 result = mid.handshake();
             }

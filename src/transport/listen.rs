@@ -258,7 +258,7 @@ impl ListenOptions {
 
     /// Whether a send that times out closes the connection (Thousand
     /// Island's `send_timeout_close`). Off, the send fails with
-    /// [`Error::SendTimeout`] and the connection stays open. Default is
+    /// [`Timeout::Send`](crate::Timeout::Send) and the connection stays open. Default is
     /// `true`.
     ///
     /// ```
@@ -780,7 +780,7 @@ impl Listener {
 
     /// How long the transport's handshake may take in
     /// [`accept`](Listener::accept) before it fails with
-    /// [`AcceptError::Handshake`]`(`[`Error::HandshakeTimeout`]`)`; `None`
+    /// [`AcceptError::Handshake`] holding a [`Timeout::Handshake`](crate::Timeout::Handshake); `None`
     /// waits forever. Default is 5 s, as a server's.
     ///
     /// ```
@@ -932,7 +932,7 @@ pub(crate) fn handshake_blocking(
                 // not take) would otherwise never let the wait time out.
                 let late = deadline.is_some_and(|d| Instant::now() >= d);
                 if late || !sys::wait_fd(pending.io().raw_fd(), Wait::Read, deadline)? {
-                    return Err(Error::HandshakeTimeout(timeout.unwrap_or_default()));
+                    return Err(Error::Timeout(crate::Timeout::Handshake));
                 }
                 state = pending.resume();
             }
