@@ -100,7 +100,7 @@ fn run() -> common::Result {
             if let Some(i) = pending.iter().position(|&b| b == b'\n') {
                 break i;
             }
-            pending.extend(conn.receive(Some(REPLY_TIMEOUT))?);
+            pending.extend(conn.recv(Some(REPLY_TIMEOUT))?);
         };
         let reply: Vec<u8> = pending.drain(..=end).collect();
         println!("{}", String::from_utf8_lossy(&reply[..end]));

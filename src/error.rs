@@ -1,9 +1,11 @@
-//! The one error type of atoll.
+//! [`Error`], the server side's one error type: its cases, `Display` and
+//! conversions; never the client's error, which shares only [`Timeout`].
 
 use std::fmt;
 use std::io;
 
 use crate::addr::Addr;
+use crate::timeout::Timeout;
 
 /// A boxed error, the form in which handlers and factories give a reason.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -18,17 +20,19 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 /// a wildcard arm.
 ///
 /// Every error converts into a [`std::io::Error`] of the matching kind, so `?`
-/// works in functions returning `io::Result`.
+/// works in functions returning `io::Result`; such an `io::Error` converts
+/// back to the same `Error`.
 ///
 /// # Examples
 ///
 /// ```
-/// use atoll::Error;
+/// use atoll::{Error, Timeout};
 ///
-/// let err = Error::Timeout;
+/// let err = Error::Timeout(Timeout::Recv);
 /// assert!(err.is_timeout());
 /// let io: std::io::Error = err.into();
 /// assert_eq!(io.kind(), std::io::ErrorKind::TimedOut);
+/// assert!(matches!(Error::from(io), Error::Timeout(Timeout::Recv)));
 /// ```
 #[derive(Debug)]
 #[non_exhaustive]
@@ -36,24 +40,12 @@ pub enum Error {
     /// The connection is closed: the peer closed it, it was closed locally,
     /// or the server is stopping.
     Closed,
-    /// An operation did not complete within its timeout.
-    Timeout,
-    /// A send did not complete within the send timeout (Erlang's
-    /// `{:timeout, rest}`): `sent` bytes went out and `unsent` are the
-    /// bytes the stream did not take, in order, to send again when the
-    /// connection is kept (`send_timeout_close` off). A TLS stream may
-    /// also hold some of what it took, to go out before anything sent
-    /// next. [`is_timeout`](Error::is_timeout) is true.
-    SendTimeout {
-        /// Bytes of this send that the stream took.
-        sent: u64,
-        /// The rest of this send.
-        unsent: Vec<u8>,
-    },
-    /// The transport's handshake (or a STARTTLS upgrade's) did not finish
-    /// within the handshake timeout, this long.
-    /// [`is_timeout`](Error::is_timeout) is true.
-    HandshakeTimeout(std::time::Duration),
+    /// A wait ran out of time; the [`Timeout`] says which: a read
+    /// ([`Timeout::Recv`]), a send ([`Timeout::Send`], with what went out
+    /// and the rest), the transport's handshake or a STARTTLS upgrade's
+    /// ([`Timeout::Handshake`]), the PROXY protocol header
+    /// ([`Timeout::ProxyHeader`]), an idle connection ([`Timeout::Idle`]).
+    Timeout(Timeout),
     /// An operating-system error on the socket.
     Io(io::Error),
     /// A handler callback returned [`Flow::Error`](crate::Flow::Error) with
@@ -67,18 +59,23 @@ pub enum Error {
     Refused(BoxError),
     /// The transport's handshake failed (plain text on a TLS port, a
     /// protocol version refused, the client rejected the certificate).
-    /// One that ran out of time is [`Error::HandshakeTimeout`].
+    /// One that ran out of time is [`Timeout::Handshake`].
     Handshake(BoxError),
     /// A STARTTLS upgrade ([`Socket::upgrade`](crate::Socket::upgrade))
     /// failed: the handshake on the live connection failed, or the
-    /// connection was not a plain one. The connection is closed.
+    /// connection was not a plain one (the connection is then closed), or
+    /// bytes read ahead of the upgrade would have been lost (the
+    /// connection is left as it was).
     Upgrade(BoxError),
     /// The PROXY protocol header was malformed, too long, of a version not
-    /// accepted, or did not arrive within the header timeout (see
+    /// accepted, cut short, or sent by a peer not trusted (see
     /// [`proxy`](crate::proxy)). A parse error is a
-    /// [`ProxyError`](crate::proxy::ProxyError) inside.
+    /// [`ProxyError`](crate::proxy::ProxyError) inside. One that did not
+    /// arrive within the header timeout is [`Timeout::ProxyHeader`].
     ProxyHeader(BoxError),
-    /// The server configuration is invalid.
+    /// The server configuration is invalid: an option, a transport's
+    /// certificates, inherited sockets. Raised while building or starting,
+    /// never by a live connection.
     Config(String),
     /// The listener could not be bound to this address.
     Bind {
@@ -99,28 +96,34 @@ impl Error {
         matches!(self, Error::Closed)
     }
 
-    /// Whether an operation ran out of time: [`Error::Timeout`],
-    /// [`Error::SendTimeout`] or [`Error::HandshakeTimeout`].
+    /// Whether an operation ran out of time: an [`Error::Timeout`] of any
+    /// kind.
     ///
     /// ```
-    /// use std::time::Duration;
-    /// assert!(atoll::Error::Timeout.is_timeout());
-    /// assert!(atoll::Error::HandshakeTimeout(Duration::from_secs(5)).is_timeout());
-    /// assert!(atoll::Error::SendTimeout { sent: 0, unsent: b"rest".to_vec() }.is_timeout());
+    /// use atoll::{Error, Timeout};
+    /// assert!(Error::Timeout(Timeout::Handshake).is_timeout());
+    /// assert!(Error::Timeout(Timeout::Send { sent: 0, unsent: b"rest".to_vec() }).is_timeout());
+    /// assert!(!Error::Closed.is_timeout());
     /// ```
     pub fn is_timeout(&self) -> bool {
-        matches!(
-            self,
-            Error::Timeout | Error::SendTimeout { .. } | Error::HandshakeTimeout(_)
-        )
+        matches!(self, Error::Timeout(_))
     }
 
-    /// Converts an I/O error from a socket call, mapping the kinds that mean
-    /// "the peer is gone" to [`Error::Closed`] and timeouts to
-    /// [`Error::Timeout`].
+    /// Converts an I/O error: one made from an `Error` gives it back, the
+    /// end of the stream is [`Error::Closed`], and anything else (a
+    /// `WouldBlock` or an operating system's `ETIMEDOUT` included: atoll's
+    /// own timeouts are raised where they pass) is [`Error::Io`].
     pub(crate) fn from_io(err: io::Error) -> Error {
+        let kind = err.kind();
+        if err.get_ref().is_some_and(|inner| inner.is::<Error>()) {
+            return match err.into_inner().map(|inner| inner.downcast::<Error>()) {
+                Some(Ok(inner)) => *inner,
+                // Not reached: the check above saw an `Error` inside.
+                Some(Err(other)) => Error::Io(io::Error::new(kind, other)),
+                None => Error::Io(kind.into()),
+            };
+        }
         match err.kind() {
-            io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => Error::Timeout,
             io::ErrorKind::UnexpectedEof => Error::Closed,
             _ => Error::Io(err),
         }
@@ -131,17 +134,9 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Error::Closed => f.write_str("connection closed"),
-            Error::Timeout => f.write_str("timed out"),
+            Error::Timeout(kind) => write!(f, "{kind}"),
             // The cause is the source's to print, not this message's: a
             // reporter that walks `source()` would print it twice.
-            Error::SendTimeout { sent, unsent } => write!(
-                f,
-                "send timed out after {sent} bytes, {} unsent",
-                unsent.len()
-            ),
-            Error::HandshakeTimeout(limit) => {
-                write!(f, "handshake timed out: not finished within {limit:?}")
-            }
             Error::Io(_) => f.write_str("socket error"),
             Error::Handler(_) => f.write_str("handler error"),
             Error::Panic(msg) => write!(f, "handler panicked: {msg}"),
@@ -180,10 +175,7 @@ impl From<Error> for io::Error {
         match err {
             Error::Io(e) => e,
             Error::Closed => io::Error::new(io::ErrorKind::NotConnected, Error::Closed),
-            Error::Timeout => io::Error::new(io::ErrorKind::TimedOut, Error::Timeout),
-            Error::SendTimeout { .. } | Error::HandshakeTimeout(_) => {
-                io::Error::new(io::ErrorKind::TimedOut, err)
-            }
+            Error::Timeout(_) => io::Error::new(io::ErrorKind::TimedOut, err),
             Error::Bind { source, .. } => source,
             Error::Config(_) => io::Error::new(io::ErrorKind::InvalidInput, err),
             other => io::Error::other(other),

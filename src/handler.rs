@@ -55,7 +55,7 @@ pub enum Flow {
     Close,
     /// End the connection as timed out, as if its idle timeout had passed:
     /// [`Handler::handle_timeout`] runs (the socket still open), and the
-    /// connection's stop event carries [`Error::Timeout`] (Thousand
+    /// connection's stop event carries [`Timeout::Idle`](crate::Timeout::Idle) (Thousand
     /// Island's `{:error, :timeout, state}`). For a protocol timeout the
     /// handler noticed itself, such as a [`Socket::recv`] that timed out.
     ///
@@ -174,7 +174,8 @@ impl fmt::Debug for Flow {
 ///     still open (a half-closed peer can still be sent a last reply); it is
 ///     closed right after.
 ///   - [`handle_error`](Handler::handle_error): a socket error, a send
-///     that timed out ([`Error::Timeout`]), a [`Flow::Error`], or a panic in
+///     that timed out ([`Timeout::Send`](crate::Timeout::Send)), a failed
+///     or timed-out handshake or PROXY header, a [`Flow::Error`], or a panic in
 ///     a callback. The socket is already closed.
 ///   - [`handle_timeout`](Handler::handle_timeout): no data came within the
 ///     idle timeout, or a callback returned [`Flow::Timeout`]. The socket

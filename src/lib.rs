@@ -47,7 +47,8 @@
 //!   it implements `Read` and `Write`.
 //! - [`Connection`] is a handle to a live connection for other threads, to
 //!   send it messages.
-//! - [`Error`] is the one error type.
+//! - [`Error`] is the one error type; [`Timeout`] says which wait ran out
+//!   of time, for the client's errors too.
 //! - [`transport`] holds the transports (TCP, TLS, Unix sockets, your own)
 //!   and a standalone listener.
 //! - [`telemetry`] and [`logger`] let the application observe a running
@@ -87,6 +88,7 @@ linux_only! {
     #[macro_use]
     mod trace;
     mod acceptor;
+    mod blocking;
     pub mod client;
     mod addr;
     mod connection;
@@ -107,6 +109,7 @@ linux_only! {
     mod sys;
     mod timer;
     pub mod telemetry;
+    mod timeout;
     pub mod transport;
     pub mod udp;
 
@@ -119,5 +122,6 @@ linux_only! {
     pub use handler::{Flow, Handler};
     pub use stats::ServerStats;
     pub use socket::{Socket, SocketStats};
+    pub use timeout::Timeout;
     pub use std::net::Shutdown;
 }

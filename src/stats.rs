@@ -60,7 +60,8 @@ pub struct ServerStats {
     /// handler not keeping up.
     pub messages_refused: u64,
     /// Connections closed for a bad, late or untrusted PROXY protocol
-    /// header ([`Error::ProxyHeader`](crate::Error::ProxyHeader)).
+    /// header ([`Error::ProxyHeader`](crate::Error::ProxyHeader); a late one
+    /// is [`Timeout::ProxyHeader`](crate::Timeout::ProxyHeader)).
     pub proxy_errors: u64,
 }
 

@@ -229,7 +229,7 @@ pub enum Kind<'a> {
     },
     /// `[:connection, :stop]`: the connection ended. `error` only for real
     /// errors: a peer close or a local close is none; an idle timeout is
-    /// [`Error::Timeout`].
+    /// [`Timeout::Idle`](crate::Timeout::Idle).
     ConnectionStop {
         /// How long it lived.
         duration: Duration,

@@ -8,7 +8,7 @@ use std::io::{self, BufRead, BufReader, IoSlice, Read, Write};
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
-use atoll::client::{self, ConnectError, Error, IpVersionPreference, Options, Packet};
+use atoll::client::{self, ConnectError, Error, IpVersionPreference, Options, Packet, Timeout};
 use atoll::{Flow, Handler, Server, Socket};
 use crossbeam_channel::{select, unbounded};
 use socket2::{Domain, SockAddr, Type};
@@ -105,7 +105,7 @@ fn assert_no_such_domain(err: &Error, what: &str) {
     match err {
         Error::Nxdomain => {}
         Error::Resolve(reason) => println!("{what}: resolver did not answer ({reason}); tolerated"),
-        Error::Timeout => println!("{what}: resolver timed out; tolerated"),
+        Error::Timeout(Timeout::Resolve) => println!("{what}: resolver timed out; tolerated"),
         other => panic!("{what}: expected no such domain, got {other:?}"),
     }
 }
@@ -152,7 +152,7 @@ fn a_name_resolves_and_connects() {
         .expect("connect to localhost");
     assert!(conn.peer_addr().is_ipv4());
     conn.send(b"hi").unwrap();
-    assert_eq!(conn.receive_exact(2, WAIT).unwrap(), b"hi");
+    assert_eq!(conn.recv_exact(2, WAIT).unwrap(), b"hi");
     // With a resolution timeout the lookup runs in a helper thread.
     let conn = Options::new("localhost", port)
         .ip_version_preference(IpVersionPreference::Ipv4Only)
@@ -176,8 +176,16 @@ fn a_send_to_a_peer_that_does_not_read_times_out() {
     // Far more than both socket buffers hold.
     let big = vec![0u8; 64 << 20];
     let began = Instant::now();
-    assert_eq!(conn.send(&big), Err(Error::Timeout));
+    let err = conn.send(&big).expect_err("the peer does not read");
     let took = began.elapsed();
+    // The kind, what went out (the socket buffers' worth) and the rest.
+    match err {
+        Error::Timeout(Timeout::Send { sent, unsent }) => {
+            assert!(sent > 0, "the socket buffers took nothing");
+            assert_eq!(sent as usize + unsent.len(), big.len());
+        }
+        other => panic!("expected a send timeout, got {other:?}"),
+    }
     assert!(took >= timeout && took < PATIENCE, "took {took:?}");
 }
 
@@ -197,7 +205,7 @@ fn ipv6_preferred_reaches_an_ipv6_only_server() {
         .expect("connect over IPv6");
     assert_eq!(conn.peer_addr(), v6);
     conn.send(b"six").unwrap();
-    assert_eq!(conn.receive_exact(3, WAIT).unwrap(), b"six");
+    assert_eq!(conn.recv_exact(3, WAIT).unwrap(), b"six");
     // A literal IPv6 address, with brackets, works too.
     let conn = client::connect("[::1]", port).expect("connect to [::1]");
     assert!(conn.peer_addr().is_ipv6());
@@ -215,7 +223,7 @@ fn ipv6_preferred_falls_back_to_an_ipv4_only_server() {
         .expect("fall back to IPv4");
     assert_eq!(conn.peer_addr(), v4);
     conn.send(b"four").unwrap();
-    assert_eq!(conn.receive_exact(4, WAIT).unwrap(), b"four");
+    assert_eq!(conn.recv_exact(4, WAIT).unwrap(), b"four");
     // A literal IPv4 address has no IPv6 address: IPv6 fails with no such
     // domain and IPv4 connects.
     assert!(client::connect("127.0.0.1", port).is_ok());
@@ -307,7 +315,7 @@ fn connect_times_out_against_a_full_backlog_per_family() {
         .connect()
         .expect_err("the backlog is full");
     let took = began.elapsed();
-    assert_eq!(err, ConnectError::Ipv4(Error::Timeout));
+    assert_eq!(err, ConnectError::Ipv4(Error::Timeout(Timeout::Connect)));
     assert!(err.is_timeout());
     assert!(took >= timeout && took < PATIENCE, "IPv4 took {took:?}");
 
@@ -323,7 +331,7 @@ fn connect_times_out_against_a_full_backlog_per_family() {
         .connect()
         .expect_err("the backlog is full");
     let took = began.elapsed();
-    assert_eq!(err, ConnectError::Ipv6(Error::Timeout));
+    assert_eq!(err, ConnectError::Ipv6(Error::Timeout(Timeout::Connect)));
     assert!(took >= timeout && took < PATIENCE, "IPv6 took {took:?}");
 
     // Both families: as mug, the timeout is spent once per family.
@@ -337,8 +345,8 @@ fn connect_times_out_against_a_full_backlog_per_family() {
     assert_eq!(
         err,
         ConnectError::Both {
-            ipv4: Error::Timeout,
-            ipv6: Error::Timeout
+            ipv4: Error::Timeout(Timeout::Connect),
+            ipv6: Error::Timeout(Timeout::Connect)
         }
     );
     assert!(took >= timeout * 2 && took < PATIENCE, "both took {took:?}");
@@ -367,7 +375,7 @@ fn happy_eyeballs_falls_back_to_ipv4_after_the_head_start() {
         "took {took:?}"
     );
     conn.send(b"raced").unwrap();
-    assert_eq!(conn.receive_exact(5, WAIT).unwrap(), b"raced");
+    assert_eq!(conn.recv_exact(5, WAIT).unwrap(), b"raced");
 
     // The sequential mode falls back too, after the IPv6 timeout.
     let timeout = Duration::from_millis(400);
@@ -434,17 +442,20 @@ fn happy_eyeballs_with_localhost_when_it_resolves_to_both_families() {
 }
 
 #[test]
-fn receive_with_zero_timeout_on_a_fresh_connection_times_out() {
+fn recv_with_zero_timeout_on_a_fresh_connection_times_out() {
     let (server, port) = echo_server();
     let mut conn = client::connect("127.0.0.1", port).unwrap();
-    assert_eq!(conn.receive(Some(Duration::ZERO)), Err(Error::Timeout));
+    assert_eq!(
+        conn.recv(Some(Duration::ZERO)),
+        Err(Error::Timeout(Timeout::Recv))
+    );
     let wait = Duration::from_millis(150);
     let began = Instant::now();
-    assert_eq!(conn.receive(Some(wait)), Err(Error::Timeout));
+    assert_eq!(conn.recv(Some(wait)), Err(Error::Timeout(Timeout::Recv)));
     assert!(began.elapsed() >= wait);
     // The connection still works after a timeout.
     conn.send(b"ok").unwrap();
-    assert_eq!(conn.receive_exact(2, WAIT).unwrap(), b"ok");
+    assert_eq!(conn.recv_exact(2, WAIT).unwrap(), b"ok");
     stop(server);
 }
 
@@ -473,7 +484,7 @@ fn four_writes_arrive_in_one_receive() {
     let mut conn = client::connect("127.0.0.1", tcp_addr(&server).port()).unwrap();
     rx.recv_timeout(PATIENCE).expect("the server wrote");
     std::thread::sleep(Duration::from_millis(100));
-    assert_eq!(conn.receive(WAIT).unwrap(), b"onetwothreefour");
+    assert_eq!(conn.recv(WAIT).unwrap(), b"onetwothreefour");
     stop(server);
 }
 
@@ -485,9 +496,9 @@ fn send_and_receive_report_closed_after_shutdown() {
     conn.shutdown().unwrap();
     assert!(conn.is_closed());
     assert_eq!(conn.send(b"y"), Err(Error::Closed));
-    assert_eq!(conn.receive(WAIT), Err(Error::Closed));
-    assert_eq!(conn.receive(Some(Duration::ZERO)), Err(Error::Closed));
-    assert_eq!(conn.receive_exact(1, WAIT), Err(Error::Closed));
+    assert_eq!(conn.recv(WAIT), Err(Error::Closed));
+    assert_eq!(conn.recv(Some(Duration::ZERO)), Err(Error::Closed));
+    assert_eq!(conn.recv_exact(1, WAIT), Err(Error::Closed));
     let (tx, _rx) = unbounded();
     assert_eq!(conn.arm(&tx), Err(Error::Closed));
     // Through the std traits: end of stream, and the same error back.
@@ -507,48 +518,54 @@ fn a_peer_close_is_closed() {
         .start(|_| Ok(Hangup))
         .unwrap();
     let mut conn = client::connect("127.0.0.1", tcp_addr(&server).port()).unwrap();
-    assert_eq!(conn.receive(WAIT), Err(Error::Closed));
-    assert_eq!(conn.receive(WAIT), Err(Error::Closed));
+    assert_eq!(conn.recv(WAIT), Err(Error::Closed));
+    assert_eq!(conn.recv(WAIT), Err(Error::Closed));
     stop(server);
 }
 
 #[test]
-fn receive_exact_keeps_partial_bytes_across_a_timeout() {
+fn recv_exact_keeps_partial_bytes_across_a_timeout() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let mut conn = client::connect("127.0.0.1", listener.local_addr().unwrap().port()).unwrap();
     let (mut peer, _) = listener.accept().unwrap();
     peer.write_all(b"hel").unwrap();
     let wait = Duration::from_millis(100);
     let began = Instant::now();
-    assert_eq!(conn.receive_exact(5, Some(wait)), Err(Error::Timeout));
+    assert_eq!(
+        conn.recv_exact(5, Some(wait)),
+        Err(Error::Timeout(Timeout::Recv))
+    );
     assert!(began.elapsed() >= wait);
     // Still short: the partial bytes are kept a second time.
     assert_eq!(
-        conn.receive_exact(5, Some(Duration::ZERO)),
-        Err(Error::Timeout)
+        conn.recv_exact(5, Some(Duration::ZERO)),
+        Err(Error::Timeout(Timeout::Recv))
     );
     peer.write_all(b"lo, world").unwrap();
-    assert_eq!(conn.receive_exact(5, WAIT).unwrap(), b"hello");
-    assert_eq!(conn.receive_exact(7, WAIT).unwrap(), b", world");
+    assert_eq!(conn.recv_exact(5, WAIT).unwrap(), b"hello");
+    assert_eq!(conn.recv_exact(7, WAIT).unwrap(), b", world");
     // More than asked for stays buffered for the next call.
     peer.write_all(b"abcdef").unwrap();
-    assert_eq!(conn.receive_exact(2, WAIT).unwrap(), b"ab");
+    assert_eq!(conn.recv_exact(2, WAIT).unwrap(), b"ab");
     let mut rest = Vec::new();
     while rest.len() < 4 {
-        rest.extend(conn.receive(WAIT).unwrap());
+        rest.extend(conn.recv(WAIT).unwrap());
     }
     assert_eq!(rest, b"cdef");
 }
 
 #[test]
-fn receive_exact_of_a_huge_length_times_out_without_allocating_it() {
+fn recv_exact_of_a_huge_length_times_out_without_allocating_it() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let mut conn = client::connect("127.0.0.1", listener.local_addr().unwrap().port()).unwrap();
     let (mut peer, _) = listener.accept().unwrap();
     peer.write_all(b"abc").unwrap();
     let wait = Some(Duration::from_millis(100));
-    assert_eq!(conn.receive_exact(usize::MAX, wait), Err(Error::Timeout));
-    assert_eq!(conn.receive(WAIT).unwrap(), b"abc");
+    assert_eq!(
+        conn.recv_exact(usize::MAX, wait),
+        Err(Error::Timeout(Timeout::Recv))
+    );
+    assert_eq!(conn.recv(WAIT).unwrap(), b"abc");
 }
 
 #[test]
@@ -572,14 +589,14 @@ fn a_panicking_packet_mapping_does_not_stop_active_mode() {
 }
 
 #[test]
-fn receive_exact_returns_what_came_when_the_peer_closes() {
+fn recv_exact_returns_what_came_when_the_peer_closes() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let mut conn = client::connect("127.0.0.1", listener.local_addr().unwrap().port()).unwrap();
     let (mut peer, _) = listener.accept().unwrap();
     peer.write_all(b"abc").unwrap();
     drop(peer);
-    assert_eq!(conn.receive_exact(10, WAIT).unwrap(), b"abc");
-    assert_eq!(conn.receive_exact(10, WAIT), Err(Error::Closed));
+    assert_eq!(conn.recv_exact(10, WAIT).unwrap(), b"abc");
+    assert_eq!(conn.recv_exact(10, WAIT), Err(Error::Closed));
 }
 
 #[test]
@@ -632,11 +649,8 @@ fn active_mode_delivers_exactly_one_message_per_arming() {
     let (tx, rx) = unbounded();
     conn.arm(&tx).unwrap();
     assert!(conn.is_armed());
-    assert_eq!(conn.receive(Some(Duration::ZERO)), Err(Error::Armed));
-    assert_eq!(
-        conn.receive_exact(1, Some(Duration::ZERO)),
-        Err(Error::Armed)
-    );
+    assert_eq!(conn.recv(Some(Duration::ZERO)), Err(Error::Armed));
+    assert_eq!(conn.recv_exact(1, Some(Duration::ZERO)), Err(Error::Armed));
     assert_eq!(conn.arm(&tx), Err(Error::Armed));
     // Sending while armed is allowed.
     conn.send(b"one").unwrap();
@@ -656,7 +670,7 @@ fn active_mode_delivers_exactly_one_message_per_arming() {
     assert!(rx.recv_timeout(Duration::from_millis(100)).is_err());
     // Back in passive mode, receive works again.
     conn.send(b"three").unwrap();
-    assert_eq!(conn.receive_exact(5, WAIT).unwrap(), b"three");
+    assert_eq!(conn.recv_exact(5, WAIT).unwrap(), b"three");
     stop(server);
 }
 
@@ -719,14 +733,14 @@ fn active_mode_selects_over_connections_and_another_channel() {
 }
 
 #[test]
-fn arming_delivers_bytes_a_timed_out_receive_exact_kept() {
+fn arming_delivers_bytes_a_timed_out_recv_exact_kept() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let mut conn = client::connect("127.0.0.1", listener.local_addr().unwrap().port()).unwrap();
     let (mut peer, _) = listener.accept().unwrap();
     peer.write_all(b"part").unwrap();
     assert_eq!(
-        conn.receive_exact(10, Some(Duration::from_millis(100))),
-        Err(Error::Timeout)
+        conn.recv_exact(10, Some(Duration::from_millis(100))),
+        Err(Error::Timeout(Timeout::Recv))
     );
     let (tx, rx) = unbounded();
     conn.arm(&tx).unwrap();
@@ -757,7 +771,7 @@ fn disarm_cancels_and_dropping_an_armed_connection_closes_it() {
     assert!(!conn.disarm());
     peer.write_all(b"quiet").unwrap();
     assert!(rx.recv_timeout(Duration::from_millis(200)).is_err());
-    assert_eq!(conn.receive_exact(5, WAIT).unwrap(), b"quiet");
+    assert_eq!(conn.recv_exact(5, WAIT).unwrap(), b"quiet");
 
     conn.arm(&tx).unwrap();
     drop(conn);
@@ -794,7 +808,7 @@ fn a_reset_is_an_error_in_active_and_passive_mode() {
 
     let mut conn = client::connect("127.0.0.1", port).unwrap();
     reset(&listener);
-    assert_eq!(conn.receive(WAIT), Err(Error::Econnreset));
+    assert_eq!(conn.recv(WAIT), Err(Error::Econnreset));
 }
 
 #[test]
@@ -857,7 +871,12 @@ fn an_io_error_of_every_kind_and_code_converts_without_panic() {
         Error::from(io::Error::from(K::UnexpectedEof)),
         Error::Closed
     );
-    assert_eq!(Error::from(io::Error::from(K::TimedOut)), Error::Timeout);
+    // A timeout without its kind is the system's, not one of atoll's.
+    assert_eq!(Error::from(io::Error::from(K::TimedOut)), Error::Etimedout);
+    assert_eq!(
+        Error::from(io::Error::from(K::WouldBlock)),
+        Error::Ewouldblock
+    );
     assert_eq!(
         Error::from(io::Error::from_raw_os_error(libc::ECONNREFUSED)),
         Error::Econnrefused
@@ -881,7 +900,7 @@ fn an_io_error_of_every_kind_and_code_converts_without_panic() {
 fn mug_name(err: &Error) -> &'static str {
     match err {
         Error::Closed => "Closed",
-        Error::Timeout => "Timeout",
+        Error::Timeout(_) => "Timeout",
         Error::Eaddrinuse => "Eaddrinuse",
         Error::Eaddrnotavail => "Eaddrnotavail",
         Error::Eafnosupport => "Eafnosupport",
@@ -966,7 +985,7 @@ fn mug_name(err: &Error) -> &'static str {
 fn mugs_whole_error_list_exists_on_every_platform_with_a_description() {
     let all = [
         Error::Closed,
-        Error::Timeout,
+        Error::Timeout(Timeout::Recv),
         Error::Eaddrinuse,
         Error::Eaddrnotavail,
         Error::Eafnosupport,
@@ -1209,7 +1228,7 @@ mod tls {
         assert!(conn.is_tls());
         assert_eq!(conn.alpn_protocol().as_deref(), Some(&b"atoll-test"[..]));
         conn.send(b"over tls").unwrap();
-        assert_eq!(conn.receive_exact(8, WAIT).unwrap(), b"over tls");
+        assert_eq!(conn.recv_exact(8, WAIT).unwrap(), b"over tls");
         let (tx, rx) = unbounded();
         conn.arm(&tx).unwrap();
         conn.send(b"armed").unwrap();
@@ -1218,7 +1237,7 @@ mod tls {
             Packet::Data(conn.id(), b"armed".to_vec())
         );
         conn.shutdown().unwrap();
-        assert_eq!(conn.receive(WAIT), Err(Error::Closed));
+        assert_eq!(conn.recv(WAIT), Err(Error::Closed));
         stop(server);
     }
 
@@ -1235,13 +1254,13 @@ mod tls {
             .unwrap();
         let mut conn = client::connect("localhost", tcp_addr(&server).port()).unwrap();
         conn.send(b"plain").unwrap();
-        assert_eq!(conn.receive_exact(5, WAIT).unwrap(), b"plain");
+        assert_eq!(conn.recv_exact(5, WAIT).unwrap(), b"plain");
         conn.send(b"STARTTLS\n").unwrap();
-        assert_eq!(conn.receive_exact(3, WAIT).unwrap(), b"GO\n");
+        assert_eq!(conn.recv_exact(3, WAIT).unwrap(), b"GO\n");
         conn.upgrade_tls(&trusting(cert)).expect("upgrade");
         assert!(conn.is_tls());
         conn.send(b"secure").unwrap();
-        assert_eq!(conn.receive_exact(6, WAIT).unwrap(), b"secure");
+        assert_eq!(conn.recv_exact(6, WAIT).unwrap(), b"secure");
         stop(server);
     }
 
@@ -1258,11 +1277,14 @@ mod tls {
         assert!(conn.is_tls());
         assert_eq!(conn.alpn_protocol(), None);
         conn.send(b"secret").unwrap();
-        assert_eq!(conn.receive_exact(6, WAIT).unwrap(), b"secret");
-        assert_eq!(conn.receive(Some(Duration::ZERO)), Err(Error::Timeout));
+        assert_eq!(conn.recv_exact(6, WAIT).unwrap(), b"secret");
+        assert_eq!(
+            conn.recv(Some(Duration::ZERO)),
+            Err(Error::Timeout(Timeout::Recv))
+        );
         conn.send(b"bye").unwrap();
-        assert_eq!(conn.receive_exact(3, WAIT).unwrap(), b"bye");
-        assert_eq!(conn.receive(WAIT), Err(Error::Closed));
+        assert_eq!(conn.recv_exact(3, WAIT).unwrap(), b"bye");
+        assert_eq!(conn.recv(WAIT), Err(Error::Closed));
         server.join().unwrap();
     }
 
@@ -1285,13 +1307,38 @@ mod tls {
         );
         // The server goes away without a close notification: still a close.
         conn.send(b"drop").unwrap();
-        assert_eq!(conn.receive_exact(4, WAIT).unwrap(), b"drop");
+        assert_eq!(conn.recv_exact(4, WAIT).unwrap(), b"drop");
         conn.arm(&tx).unwrap();
         assert_eq!(
             rx.recv_timeout(PATIENCE).unwrap(),
             Packet::Closed(conn.id())
         );
         server.join().unwrap();
+    }
+
+    #[test]
+    fn a_tls_server_that_never_answers_is_a_handshake_timeout() {
+        // Accepts, reads the client's hello, never answers.
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let silent = std::thread::spawn(move || {
+            let (mut peer, _) = listener.accept().unwrap();
+            // Reads whatever comes, held open until the client gives up
+            // and closes.
+            let mut hello = [0u8; 4096];
+            while peer.read(&mut hello).is_ok_and(|n| n > 0) {}
+        });
+        let limit = Duration::from_millis(200);
+        let began = Instant::now();
+        let err = Options::new("127.0.0.1", port)
+            .tls(Some(TlsConfig::new().handshake_timeout(Some(limit))))
+            .connect()
+            .expect_err("the server never answers");
+        let took = began.elapsed();
+        assert_eq!(err, ConnectError::Tls(Error::Timeout(Timeout::Handshake)));
+        assert!(err.is_timeout());
+        assert!(took >= limit && took < PATIENCE, "took {took:?}");
+        silent.join().unwrap();
     }
 
     #[test]
@@ -1326,7 +1373,7 @@ mod tls {
         assert!(!conn.is_tls());
         let id = conn.id();
         conn.send(b"STARTTLS\r\n").unwrap();
-        assert_eq!(conn.receive_exact(4, WAIT).unwrap(), b"GO\r\n");
+        assert_eq!(conn.recv_exact(4, WAIT).unwrap(), b"GO\r\n");
         conn.upgrade_tls(&trusting(cert).alpn_protocols(&["atoll-test", "http/1.1"]))
             .expect("upgrade");
         assert!(conn.is_tls());
@@ -1337,7 +1384,7 @@ mod tls {
             Err(Error::Tls(_))
         ));
         conn.send(b"over tls").unwrap();
-        assert_eq!(conn.receive_exact(8, WAIT).unwrap(), b"over tls");
+        assert_eq!(conn.recv_exact(8, WAIT).unwrap(), b"over tls");
         conn.shutdown().unwrap();
         assert_eq!(conn.send(b"late"), Err(Error::Closed));
         server.join().unwrap();
@@ -1359,7 +1406,7 @@ fn as_fd_reaches_the_connection_and_never_a_closed_descriptor() {
     assert!(conn.as_raw_fd() >= 0);
     conn.send(b"still works\n").unwrap();
     assert_eq!(
-        conn.receive_exact(12, Some(PATIENCE)).unwrap(),
+        conn.recv_exact(12, Some(PATIENCE)).unwrap(),
         b"still works\n"
     );
     conn.shutdown().unwrap();

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use atoll::client::{self, ConnectError, Error, Options, Packet, TlsConfig};
+use atoll::client::{self, ConnectError, Error, Options, Packet, Timeout, TlsConfig};
 use atoll::transport::{ClientAuth, Rustls};
 use atoll::{Flow, Handler, Server, Socket};
 use crossbeam_channel::unbounded;
@@ -155,16 +155,19 @@ fn atolls_rustls_server_with_alpn_over_every_method_and_the_shutdown() {
     assert_eq!(conn.alpn_protocol().as_deref(), Some(&b"atoll-test"[..]));
 
     // Passive mode, with its timeouts.
-    assert_eq!(conn.receive(Some(Duration::ZERO)), Err(Error::Timeout));
+    assert_eq!(
+        conn.recv(Some(Duration::ZERO)),
+        Err(Error::Timeout(Timeout::Recv))
+    );
     conn.send(b"over rustls").unwrap();
-    assert_eq!(conn.receive_exact(11, WAIT).unwrap(), b"over rustls");
+    assert_eq!(conn.recv_exact(11, WAIT).unwrap(), b"over rustls");
     conn.send(b"abc").unwrap();
     assert_eq!(
-        conn.receive_exact(5, Some(Duration::from_millis(100))),
-        Err(Error::Timeout)
+        conn.recv_exact(5, Some(Duration::from_millis(100))),
+        Err(Error::Timeout(Timeout::Recv))
     );
     conn.send(b"de").unwrap();
-    assert_eq!(conn.receive_exact(5, WAIT).unwrap(), b"abcde");
+    assert_eq!(conn.recv_exact(5, WAIT).unwrap(), b"abcde");
 
     // The std traits.
     conn.write_all(b"through Write").unwrap();
@@ -185,7 +188,7 @@ fn atolls_rustls_server_with_alpn_over_every_method_and_the_shutdown() {
 
     conn.shutdown().unwrap();
     assert!(conn.is_closed());
-    assert_eq!(conn.receive(WAIT), Err(Error::Closed));
+    assert_eq!(conn.recv(WAIT), Err(Error::Closed));
     assert_eq!(conn.send(b"late"), Err(Error::Closed));
     stop(server);
 }
@@ -229,9 +232,9 @@ fn the_client_config_presents_its_client_certificate() {
         )))
         .connect()
         .expect("mutual TLS connect");
-    assert_eq!(conn.receive_exact(7, WAIT).unwrap(), b"client\n");
+    assert_eq!(conn.recv_exact(7, WAIT).unwrap(), b"client\n");
     conn.send(b"mutual").unwrap();
-    assert_eq!(conn.receive_exact(6, WAIT).unwrap(), b"mutual");
+    assert_eq!(conn.recv_exact(6, WAIT).unwrap(), b"mutual");
     conn.shutdown().unwrap();
 
     // Without a certificate no byte of the handler's comes through: the
@@ -243,7 +246,7 @@ fn the_client_config_presents_its_client_certificate() {
     {
         Err(e) => assert!(matches!(e, ConnectError::Tls(_)), "{e:?}"),
         Ok(mut conn) => {
-            let got = conn.receive(WAIT);
+            let got = conn.recv(WAIT);
             assert!(
                 matches!(got, Err(Error::Tls(_) | Error::Econnreset | Error::Closed)),
                 "served without a certificate: {got:?}"
@@ -264,11 +267,14 @@ fn a_bare_rustls_server_echoes_then_closes_with_a_close_notify() {
     assert!(conn.is_tls());
     assert_eq!(conn.alpn_protocol(), None);
     conn.send(b"secret").unwrap();
-    assert_eq!(conn.receive_exact(6, WAIT).unwrap(), b"secret");
-    assert_eq!(conn.receive(Some(Duration::ZERO)), Err(Error::Timeout));
+    assert_eq!(conn.recv_exact(6, WAIT).unwrap(), b"secret");
+    assert_eq!(
+        conn.recv(Some(Duration::ZERO)),
+        Err(Error::Timeout(Timeout::Recv))
+    );
     conn.send(b"bye").unwrap();
-    assert_eq!(conn.receive_exact(3, WAIT).unwrap(), b"bye");
-    assert_eq!(conn.receive(WAIT), Err(Error::Closed));
+    assert_eq!(conn.recv_exact(3, WAIT).unwrap(), b"bye");
+    assert_eq!(conn.recv(WAIT), Err(Error::Closed));
     server.join().unwrap();
 }
 
@@ -287,13 +293,13 @@ fn a_tcp_close_without_close_notify_is_a_close_in_active_mode() {
         Packet::Data(conn.id(), b"armed".to_vec())
     );
     conn.send(b"drop").unwrap();
-    assert_eq!(conn.receive_exact(4, WAIT).unwrap(), b"drop");
+    assert_eq!(conn.recv_exact(4, WAIT).unwrap(), b"drop");
     conn.arm(&tx).unwrap();
     assert_eq!(
         rx.recv_timeout(PATIENCE).unwrap(),
         Packet::Closed(conn.id())
     );
-    assert_eq!(conn.receive(WAIT), Err(Error::Closed));
+    assert_eq!(conn.recv(WAIT), Err(Error::Closed));
     server.join().unwrap();
 }
 
@@ -304,7 +310,7 @@ fn starttls_upgrades_a_live_connection_with_alpn_once() {
     assert!(!conn.is_tls());
     let id = conn.id();
     conn.send(b"STARTTLS\r\n").unwrap();
-    assert_eq!(conn.receive_exact(4, WAIT).unwrap(), b"GO\r\n");
+    assert_eq!(conn.recv_exact(4, WAIT).unwrap(), b"GO\r\n");
     conn.upgrade_tls(&trusting(&["atoll-test", "http/1.1"]))
         .expect("upgrade");
     assert!(conn.is_tls());
@@ -315,7 +321,7 @@ fn starttls_upgrades_a_live_connection_with_alpn_once() {
         Err(Error::Tls(_))
     ));
     conn.send(b"over tls").unwrap();
-    assert_eq!(conn.receive_exact(8, WAIT).unwrap(), b"over tls");
+    assert_eq!(conn.recv_exact(8, WAIT).unwrap(), b"over tls");
     conn.shutdown().unwrap();
     assert_eq!(conn.send(b"late"), Err(Error::Closed));
     server.join().unwrap();
@@ -355,7 +361,7 @@ fn a_server_that_never_answers_times_the_handshake_out() {
         .connect()
         .expect_err("nothing answers the hello");
     let took = start.elapsed();
-    assert_eq!(err, ConnectError::Tls(Error::Timeout));
+    assert_eq!(err, ConnectError::Tls(Error::Timeout(Timeout::Handshake)));
     assert!(took >= timeout, "gave up after {took:?}");
     assert!(took < PATIENCE, "took {took:?}");
     drop(listener);
@@ -403,7 +409,7 @@ fn megabytes_cross_both_ways_through_full_socket_buffers() {
         .unwrap();
     let data = pattern(LEN);
     conn.send(&data).unwrap();
-    let back = conn.receive_exact(LEN, WAIT).unwrap();
+    let back = conn.recv_exact(LEN, WAIT).unwrap();
     assert!(back == data, "the bytes came back changed");
     server.join().unwrap();
 }
@@ -422,7 +428,17 @@ fn a_send_to_a_server_that_does_not_read_times_out() {
         .connect()
         .unwrap();
     let start = Instant::now();
-    assert_eq!(conn.send(&pattern(64 << 20)), Err(Error::Timeout));
+    let sent = pattern(64 << 20);
+    match conn.send(&sent) {
+        Err(Error::Timeout(Timeout::Send { sent: n, unsent })) => {
+            assert_eq!(
+                n as usize + unsent.len(),
+                sent.len(),
+                "sent and unsent add up"
+            );
+        }
+        other => panic!("a send timeout, not {other:?}"),
+    }
     assert!(start.elapsed() < PATIENCE);
     release.send(()).unwrap();
     server.join().unwrap();

@@ -30,7 +30,7 @@ fn describe(e: &Error) -> String {
         Error::Io(io) => format!("io:{:?}", io.kind()),
         Error::Refused(reason) => format!("refused:{reason}"),
         Error::Closed => "closed".to_string(),
-        Error::Timeout => "timeout".to_string(),
+        Error::Timeout(kind) => format!("timeout:{kind}"),
         other => format!("other:{other}"),
     }
 }
@@ -1091,7 +1091,7 @@ fn recv_n_waits_for_exactly_n_bytes_sent_in_pieces() {
 }
 
 #[test]
-fn recv_timeout_fails_with_timeout_and_keeps_the_partial_bytes_for_the_next_recv() {
+fn recv_within_fails_with_a_recv_timeout_and_keeps_the_partial_bytes_for_the_next_recv() {
     struct Partial {
         log: CallLog,
     }
@@ -1101,7 +1101,7 @@ fn recv_timeout_fails_with_timeout_and_keeps_the_partial_bytes_for_the_next_recv
                 return Flow::error(e);
             }
             let started = Instant::now();
-            match socket.recv_timeout(10, Some(Duration::from_millis(200))) {
+            match socket.recv_within(10, Some(Duration::from_millis(200))) {
                 Err(e) => self.log.push(format!(
                     "first recv: {}, waited >= 200 ms: {}",
                     describe(&e),
@@ -1129,7 +1129,7 @@ fn recv_timeout_fails_with_timeout_and_keeps_the_partial_bytes_for_the_next_recv
     assert_eq!(read_to_close(&mut client), b"abcdefghij");
     assert_eq!(
         log.entries(),
-        ["first recv: timeout, waited >= 200 ms: true"]
+        ["first recv: timeout:receive timed out, waited >= 200 ms: true"]
     );
     server.stop(PATIENCE);
 }
@@ -1140,7 +1140,7 @@ fn bytes_of_a_timed_out_recv_reach_handle_data_after_the_callback() {
         if let Err(e) = socket.send(b"ready") {
             return Flow::error(e);
         }
-        match socket.recv_timeout(10, Some(Duration::from_millis(200))) {
+        match socket.recv_within(10, Some(Duration::from_millis(200))) {
             Err(e) if e.is_timeout() => Flow::Continue,
             Err(e) => Flow::error(e),
             Ok(_) => Flow::error("ten bytes came from a client that sent four"),
@@ -1235,7 +1235,7 @@ fn detach_hands_over_the_bytes_a_timed_out_recv_kept() {
             return Flow::error(e);
         }
         // Times out with the client's 7 bytes kept in the socket.
-        match socket.recv_timeout(100, Some(Duration::from_millis(200))) {
+        match socket.recv_within(100, Some(Duration::from_millis(200))) {
             Err(e) if e.is_timeout() => detach_echo(socket),
             Err(e) => Flow::error(e),
             Ok(_) => Flow::error("100 bytes came from a client that sent 7"),

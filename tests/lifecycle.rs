@@ -590,7 +590,7 @@ struct Blocker {
 impl Handler for Blocker {
     fn handle_data(&mut self, _data: &[u8], socket: &mut Socket) -> Flow {
         self.log.push(socket, "blocking");
-        match socket.recv_timeout(0, None) {
+        match socket.recv_within(0, None) {
             Ok(data) => {
                 self.log.push(socket, format!("recv: {} bytes", data.len()));
                 Flow::Continue

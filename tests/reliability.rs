@@ -31,7 +31,7 @@ use std::sync::{mpsc, Arc, Condvar, Mutex, MutexGuard, Once, OnceLock};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use atoll::{Builder, Error, Flow, Handler, Server, Socket, Status};
+use atoll::{Builder, Error, Flow, Handler, Server, Socket, Status, Timeout};
 use util::{
     builder, connect, dial, mix, open_fds, rss_kib, settled_thread_count, tcp_addr, thread_count,
     threads_named, wait_until, xorshift_bytes, Echo, PATIENCE,
@@ -575,15 +575,17 @@ impl Counts {
     }
 }
 
-/// A short name for an error: `timeout`, `closed`, `io:<kind>`,
-/// `handshake:<reason>`, `panic:<message>`, `handler:<inner>`.
+/// A short name for an error: `timeout:<kind>`, `closed`, `io:<kind>`,
+/// `handshake:<reason>` (`handshake:timeout` for its timeout),
+/// `panic:<message>`, `handler:<inner>`.
 fn classify(e: &Error) -> String {
     match e {
-        Error::Timeout | Error::SendTimeout { .. } => "timeout".into(),
+        Error::Timeout(Timeout::Handshake) => "handshake:timeout".into(),
+        Error::Timeout(Timeout::Send { .. }) => "timeout:send".into(),
+        Error::Timeout(kind) => format!("timeout:{kind:?}").to_lowercase(),
         Error::Closed => "closed".into(),
         Error::Io(e) => format!("io:{:?}", e.kind()),
         Error::Handshake(r) => format!("handshake:{}", util::chain(r.as_ref())),
-        Error::HandshakeTimeout(limit) => format!("handshake:timeout after {limit:?}"),
         Error::Panic(m) => format!("panic:{m}"),
         Error::Handler(r) => match r.downcast_ref::<Error>() {
             Some(inner) => format!("handler:{}", classify(inner)),
@@ -913,7 +915,7 @@ fn trickling_clients_are_served_and_a_trickled_frame_is_bounded_by_read_timeout(
         Counts::get(&counts.recv_failed) == FRAMED
     });
     assert_eq!(
-        counts.errors_starting("handler:timeout"),
+        counts.errors_starting("handler:timeout:recv"),
         FRAMED,
         "{:?}",
         counts.errors()
@@ -991,9 +993,9 @@ fn clients_that_never_read_are_closed_by_the_send_timeout_which_frees_the_worker
         counts.hostile_errors().len() == READERLESS
     });
     // The echo handler returns Flow::error(e) from its failed send: the
-    // error it receives is the handler error around Error::SendTimeout.
+    // error it receives is the handler error around a send timeout.
     assert_eq!(
-        counts.errors_starting("handler:timeout"),
+        counts.errors_starting("handler:timeout:send"),
         READERLESS,
         "{:?}",
         counts.errors()

@@ -13,7 +13,9 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use atoll::transport::Addr;
-use atoll::{BoxError, Builder, Connection, Error, Flow, Handler, Shutdown, Socket, SocketStats};
+use atoll::{
+    BoxError, Builder, Connection, Error, Flow, Handler, Shutdown, Socket, SocketStats, Timeout,
+};
 use util::{
     connect, read_n, read_to_close, round_trip, tcp_addr, wait_no_connections, CallLog, PATIENCE,
 };
@@ -665,8 +667,15 @@ fn send_to_a_client_that_never_reads_times_out_closes_and_reaches_handle_error()
     assert!(received.len() as u64 <= sent);
     assert!(received.iter().all(|&b| b == b'z'));
     wait_no_connections(&server);
-    // The timeout is the connection's error, whatever the handler returned.
-    assert_eq!(log.entries(), vec!["error:timed out".to_string()]);
+    // The timeout is the connection's error, whatever the handler returned:
+    // the send's, with its kind and its count of bytes.
+    assert_eq!(
+        log.entries(),
+        vec![format!(
+            "error:send timed out after {sent} bytes, {} unsent",
+            BIG as u64 - sent
+        )]
+    );
     server.stop(PATIENCE);
 }
 
@@ -896,7 +905,7 @@ fn a_timed_out_send_gives_back_exactly_the_unsent_bytes_and_keeps_the_connection
             assert!(!socket.send_timeout_close());
             let _ = socket.set_send_buffer_size(4096);
             match socket.send(&self.data) {
-                Err(Error::SendTimeout { sent, unsent }) => {
+                Err(Error::Timeout(Timeout::Send { sent, unsent })) => {
                     let _ = self.report.send((sent, unsent.len()));
                     assert_eq!(&self.data[sent as usize..], &unsent[..]);
                     assert!(!socket.is_closed());
@@ -942,7 +951,7 @@ fn by_default_a_timed_out_send_closes_the_connection_and_reports_the_unsent_byte
             let _ = socket.set_send_buffer_size(4096);
             let result = socket.send(&vec![1u8; 32 << 20]);
             let _ = self.0.send(match &result {
-                Err(Error::SendTimeout { sent, unsent }) => {
+                Err(Error::Timeout(Timeout::Send { sent, unsent })) => {
                     format!(
                         "{} closed={}",
                         *sent as usize + unsent.len(),
@@ -951,6 +960,9 @@ fn by_default_a_timed_out_send_closes_the_connection_and_reports_the_unsent_byte
                 }
                 other => format!("{other:?}"),
             });
+            if let Err(e) = result {
+                let _ = self.0.send(format!("error: {e}"));
+            }
             Flow::Continue
         }
         fn handle_error(&mut self, error: &Error, _: &mut Socket) {
@@ -967,6 +979,12 @@ fn by_default_a_timed_out_send_closes_the_connection_and_reports_the_unsent_byte
         rx.recv_timeout(PATIENCE).unwrap(),
         format!("{} closed=true", 32 << 20)
     );
-    assert_eq!(rx.recv_timeout(PATIENCE).unwrap(), "error: timed out");
+    // handle_error receives the same send timeout as the send returned.
+    let returned = rx.recv_timeout(PATIENCE).unwrap();
+    assert!(
+        returned.starts_with("error: send timed out after "),
+        "{returned}"
+    );
+    assert_eq!(rx.recv_timeout(PATIENCE).unwrap(), returned);
     server.stop(PATIENCE);
 }

@@ -409,7 +409,7 @@ fn a_read_timeout_ends_the_span_with_the_timeout_error_and_a_peer_close_with_non
         })
         .collect();
     errors.sort();
-    assert_eq!(errors, ["None", "Some(\"timed out\")"]);
+    assert_eq!(errors, ["None", "Some(\"idle connection timed out\")"]);
     server.stop(PATIENCE);
 }
 
@@ -629,12 +629,12 @@ fn a_recv_that_times_out_or_is_reset_emits_recv_error_with_the_error() {
     struct Waits;
     impl Handler for Waits {
         fn handle_connection(&mut self, socket: &mut Socket) -> Flow {
-            match socket.recv_timeout(10, Some(Duration::from_millis(50))) {
+            match socket.recv_within(10, Some(Duration::from_millis(50))) {
                 Ok(_) => Flow::Close,
                 Err(e) if e.is_timeout() => {
                     // Now wait for the reset the client sends next.
                     let _ = socket.send(b"go");
-                    match socket.recv_timeout(10, Some(PATIENCE)) {
+                    match socket.recv_within(10, Some(PATIENCE)) {
                         Ok(_) => Flow::Close,
                         Err(e) => Flow::error(e),
                     }
@@ -662,7 +662,7 @@ fn a_recv_that_times_out_or_is_reset_emits_recv_error_with_the_error() {
         .map(|r| r.detail.as_str())
         .collect();
     assert_eq!(errors.len(), 2, "{events:?}");
-    assert_eq!(errors[0], "error=Timeout");
+    assert_eq!(errors[0], "error=Timeout(Recv)");
     assert!(
         errors[1].contains("ConnectionReset") || errors[1] == "error=Closed",
         "{}",
@@ -695,10 +695,10 @@ fn a_send_the_peer_never_reads_emits_send_error_with_the_bytes_and_the_timeout()
     drop(held);
     let detail = detail_of(&events, "connection.send_error");
     assert!(
-        detail.starts_with(&format!("bytes={BIG} error=")) && detail.contains("Timeout"),
+        detail.starts_with(&format!("bytes={BIG} error=")) && detail.contains("Timeout(Send"),
         "{detail}"
     );
-    assert!(detail_of(&events, "connection.stop").contains("timed out"));
+    assert!(detail_of(&events, "connection.stop").contains("send timed out"));
 }
 
 #[test]

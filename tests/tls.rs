@@ -176,7 +176,7 @@ impl Handler for Echo {
 
     fn handle_error(&mut self, error: &Error, _socket: &mut Socket) {
         let _ = self.events.send(match error {
-            Error::Handshake(_) | Error::HandshakeTimeout(_) => {
+            Error::Handshake(_) | Error::Timeout(atoll::Timeout::Handshake) => {
                 Event::HandshakeError(util::chain(error))
             }
             _ => Event::OtherError(util::chain(error)),

@@ -218,7 +218,7 @@ mod native {
         assert!(conn.is_tls());
         conn.send(b"through a connector").unwrap();
         let back = conn
-            .receive_exact("through a connector".len(), Some(PATIENCE))
+            .recv_exact("through a connector".len(), Some(PATIENCE))
             .unwrap();
         assert_eq!(back, b"through a connector");
         // ... and the configuration's name still applies on top.

@@ -12,7 +12,7 @@ use std::time::Duration;
 use atoll::transport::{
     AcceptError, Addr, Handshake, Io, ListenOptions, Listener, Stream, Tcp, Transport,
 };
-use atoll::{Error, Flow, Handler, Socket};
+use atoll::{Error, Flow, Handler, Socket, Timeout};
 use util::{builder, connect, round_trip, tcp_addr, Echo, PATIENCE};
 
 fn socket_path(name: &str) -> PathBuf {
@@ -221,8 +221,8 @@ fn the_standalone_listener_accepts_with_timeouts_and_gives_blocking_sockets() {
     client.read_exact(&mut b).unwrap();
     assert_eq!(&b, b"pong");
     assert!(matches!(
-        socket.recv_timeout(0, Some(Duration::from_millis(20))),
-        Err(Error::Timeout)
+        socket.recv_within(0, Some(Duration::from_millis(20))),
+        Err(Error::Timeout(Timeout::Recv))
     ));
     drop(client);
     assert!(matches!(socket.recv(1), Err(Error::Closed)));
@@ -372,17 +372,18 @@ fn a_handshake_that_runs_out_of_time_is_a_typed_timeout_and_a_failed_one_is_not(
     match listener.accept(Some(PATIENCE)) {
         Err(AcceptError::Handshake(e)) => {
             assert!(e.is_timeout(), "{e}");
-            assert!(
-                matches!(e, Error::HandshakeTimeout(l) if l == limit),
-                "{e:?}"
-            );
+            assert!(matches!(e, Error::Timeout(Timeout::Handshake)), "{e:?}");
         }
         other => panic!("{other:?}"),
     }
     let failing = Error::Handshake("no such protocol".into());
     assert!(!failing.is_timeout());
-    let io: io::Error = Error::HandshakeTimeout(limit).into();
+    let io: io::Error = Error::Timeout(Timeout::Handshake).into();
     assert_eq!(io.kind(), io::ErrorKind::TimedOut);
+    assert!(matches!(
+        Error::from(io),
+        Error::Timeout(Timeout::Handshake)
+    ));
 }
 
 #[test]
@@ -397,7 +398,7 @@ fn a_starttls_upgrade_that_runs_out_of_time_reaches_handle_error_as_a_handshake_
         }
         fn handle_error(&mut self, error: &Error, _: &mut Socket) {
             let kind = match error {
-                Error::HandshakeTimeout(_) => "timeout",
+                Error::Timeout(Timeout::Handshake) => "timeout",
                 Error::Upgrade(_) => "upgrade",
                 _ => "other",
             };
@@ -413,4 +414,77 @@ fn a_starttls_upgrade_that_runs_out_of_time_reaches_handle_error_as_a_handshake_
     client.write_all(b"STARTTLS").unwrap();
     assert_eq!(rx.recv_timeout(PATIENCE).unwrap(), "timeout");
     server.stop(PATIENCE);
+}
+
+#[test]
+fn a_server_handshake_that_never_finishes_reaches_handle_error_as_a_handshake_timeout() {
+    struct Waits(mpsc::Sender<String>);
+    impl Handler for Waits {
+        fn handle_error(&mut self, error: &Error, _: &mut Socket) {
+            let kind = match error {
+                Error::Timeout(Timeout::Handshake) => "handshake timeout".to_string(),
+                other => format!("other: {other:?}"),
+            };
+            let _ = self.0.send(kind);
+        }
+    }
+    let (tx, rx) = mpsc::channel();
+    let server = builder()
+        .transport(Stalls)
+        .handshake_timeout(Some(Duration::from_millis(100)))
+        .start(move |_| Ok(Waits(tx.clone())))
+        .unwrap();
+    let mut client = connect(tcp_addr(&server));
+    client.write_all(b"hello?").unwrap();
+    // The client sees the connection closed, and the handler why.
+    assert_eq!(util::read_to_close(&mut client), b"");
+    assert_eq!(rx.recv_timeout(PATIENCE).unwrap(), "handshake timeout");
+    server.stop(PATIENCE);
+}
+
+#[test]
+fn upgrading_with_bytes_read_ahead_is_an_upgrade_error_and_keeps_the_connection() {
+    struct ReadsAhead;
+    impl Handler for ReadsAhead {
+        fn handle_connection(&mut self, socket: &mut Socket) -> Flow {
+            // Two bytes come, five are asked for: the two stay read ahead.
+            let first = socket.recv_within(5, Some(Duration::from_millis(100)));
+            let upgrade = socket.upgrade(&Tcp);
+            let verdict = match (&first, &upgrade) {
+                (Err(Error::Timeout(Timeout::Recv)), Err(Error::Upgrade(why))) => {
+                    format!("upgrade refused: {why}; open: {}", !socket.is_closed())
+                }
+                other => format!("unexpected: {other:?}"),
+            };
+            match socket
+                .send(format!("{verdict}\n").as_bytes())
+                .and_then(|()| socket.recv(2))
+                .and_then(|kept| socket.send(&kept))
+            {
+                Ok(()) => Flow::Close,
+                Err(e) => Flow::error(e),
+            }
+        }
+    }
+    let server = builder().start(|_| Ok(ReadsAhead)).unwrap();
+    let mut client = connect(tcp_addr(&server));
+    client.write_all(b"ab").unwrap();
+    let reply = util::read_to_close(&mut client);
+    assert_eq!(
+        String::from_utf8_lossy(&reply),
+        "upgrade refused: bytes read ahead of the upgrade would be lost; open: true\nab"
+    );
+    server.stop(PATIENCE);
+}
+
+#[test]
+fn would_block_and_the_systems_timed_out_are_io_errors_not_timeouts() {
+    for kind in [io::ErrorKind::WouldBlock, io::ErrorKind::TimedOut] {
+        let err = Error::from(io::Error::from(kind));
+        assert!(matches!(&err, Error::Io(e) if e.kind() == kind), "{err:?}");
+        assert!(!err.is_timeout());
+    }
+    // An error of atoll's own comes back as itself.
+    let recv: io::Error = Error::Timeout(Timeout::Recv).into();
+    assert!(matches!(Error::from(recv), Error::Timeout(Timeout::Recv)));
 }

@@ -1,5 +1,6 @@
 //! [`Connection`]: a client connection, passive by default, armable for
-//! active mode, plain or TLS.
+//! active mode, plain or TLS; its blocking reads and writes run the loop
+//! of `blocking`, and nothing of the server's is used here.
 
 use std::fmt;
 use std::io::{self, IoSlice, Read, Write};
@@ -18,10 +19,11 @@ use super::error::Error;
 use super::options::Options;
 #[cfg(any(feature = "tls", feature = "rustls"))]
 use super::tls::TlsStream;
+use crate::blocking::{self, NonBlocking, SendStop, Stop};
 use crate::sys::{self, Wait};
+use crate::timeout::Timeout;
 
-/// Bytes one read asks the kernel for.
-pub(super) const READ_CHUNK: usize = 64 * 1024;
+pub(super) use crate::blocking::READ_CHUNK;
 
 /// The most slices one `sendmsg(2)` takes on Linux (`UIO_MAXIOV`).
 const IOV_MAX: usize = 1024;
@@ -131,8 +133,8 @@ pub(super) struct Shared {
 /// # Passive mode
 ///
 /// A new connection is passive: read it with
-/// [`receive`](Connection::receive) (whatever arrives next),
-/// [`receive_exact`](Connection::receive_exact) (exactly `n` bytes), or the
+/// [`recv`](Connection::recv) (whatever arrives next),
+/// [`recv_exact`](Connection::recv_exact) (exactly `n` bytes), or the
 /// [`Read`] impl, and write it with [`send`](Connection::send),
 /// [`send_vectored`](Connection::send_vectored) or the [`Write`] impl.
 ///
@@ -168,7 +170,7 @@ pub(super) struct Shared {
 /// # });
 /// let mut conn = client::connect("127.0.0.1", port)?;
 /// conn.send(b"ping")?;
-/// let reply = conn.receive_exact(4, Some(Duration::from_secs(5)))?;
+/// let reply = conn.recv_exact(4, Some(Duration::from_secs(5)))?;
 /// assert_eq!(reply, b"ping");
 /// conn.shutdown()?;
 /// assert_eq!(conn.send(b"more"), Err(client::Error::Closed));
@@ -179,7 +181,7 @@ pub struct Connection {
     host: String,
     peer: SocketAddr,
     local: SocketAddr,
-    /// Bytes read but not yet returned: what a `receive_exact` that timed
+    /// Bytes read but not yet returned: what a `recv_exact` that timed
     /// out had gathered.
     unread: Vec<u8>,
     send_timeout: Option<Duration>,
@@ -327,9 +329,10 @@ impl Connection {
     /// allows. Allowed while armed.
     ///
     /// Fails with [`Error::Closed`] after [`shutdown`](Connection::shutdown),
-    /// [`Error::Timeout`] when the send timeout passes (an unknown part of
-    /// the bytes was sent), and [`Error::Epipe`] or [`Error::Econnreset`]
-    /// when the peer has gone away.
+    /// [`Error::Timeout`]`(`[`Timeout::Send`]`)` when the send timeout
+    /// passes (it says how many bytes went out and holds the rest, to send
+    /// again), and [`Error::Epipe`] or [`Error::Econnreset`] when the peer
+    /// has gone away.
     ///
     /// ```
     /// # let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
@@ -354,88 +357,51 @@ impl Connection {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn send_vectored(&mut self, bufs: &[IoSlice<'_>]) -> Result<(), Error> {
-        let deadline = self.send_timeout.map(|t| Instant::now() + t);
+        let deadline = blocking::deadline(self.send_timeout);
         let mut owned: Vec<IoSlice<'_>> = bufs.to_vec();
-        let mut rest = &mut owned[..];
-        IoSlice::advance_slices(&mut rest, 0);
-        while !rest.is_empty() {
-            let n = self.write_some(rest, deadline)?;
-            IoSlice::advance_slices(&mut rest, n);
-        }
-        self.flush_until(deadline)
-    }
-
-    /// One write of at least one byte, waiting until `deadline`.
-    fn write_some(
-        &mut self,
-        bufs: &[IoSlice<'_>],
-        deadline: Option<Instant>,
-    ) -> Result<usize, Error> {
-        loop {
-            let result = self.shared.stream.lock().write_vectored(bufs);
-            match result {
-                Ok(0) => return Err(Error::Closed),
-                Ok(n) => return Ok(n),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.wait(Wait::Write, deadline)?
-                }
-                Err(e) => return Err(Error::from(e)),
-            }
-        }
-    }
-
-    /// Waits until the TLS layer holds nothing that was written but not yet
-    /// handed to the socket.
-    fn flush_until(&mut self, deadline: Option<Instant>) -> Result<(), Error> {
-        loop {
-            let result = self.shared.stream.lock().flush();
-            match result {
-                Ok(()) => return Ok(()),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.wait(Wait::Write, deadline)?
-                }
-                Err(e) => return Err(Error::from(e)),
-            }
-        }
+        blocking::write_all(self, &mut owned, deadline)
+            .map(drop)
+            .map_err(send_error)
     }
 
     /// Receives whatever arrives next, at least one byte, waiting up to
     /// `timeout`; `None` waits forever.
     ///
     /// A zero timeout makes one non-blocking attempt: the bytes already
-    /// there, or [`Error::Timeout`]. Fails with [`Error::Closed`] once the
-    /// peer has closed and everything it sent has been received, and with
-    /// [`Error::Armed`] while the connection is armed.
+    /// there, or [`Error::Timeout`]`(`[`Timeout::Recv`]`)`. Fails with
+    /// [`Error::Closed`] once the peer has closed and everything it sent
+    /// has been received, and with [`Error::Armed`] while the connection
+    /// is armed.
     ///
     /// ```
     /// use std::time::Duration;
-    /// use atoll::client::Error;
+    /// use atoll::client::{Error, Timeout};
     ///
     /// # let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     /// let mut conn = atoll::client::connect("127.0.0.1", listener.local_addr()?.port())?;
     /// // Nothing has been sent yet.
-    /// assert_eq!(conn.receive(Some(Duration::ZERO)), Err(Error::Timeout));
+    /// assert_eq!(conn.recv(Some(Duration::ZERO)), Err(Error::Timeout(Timeout::Recv)));
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn receive(&mut self, timeout: Option<Duration>) -> Result<Vec<u8>, Error> {
+    pub fn recv(&mut self, timeout: Option<Duration>) -> Result<Vec<u8>, Error> {
         self.check_passive()?;
         if !self.unread.is_empty() {
             return Ok(std::mem::take(&mut self.unread));
         }
-        let deadline = timeout.map(|t| Instant::now() + t);
+        let deadline = blocking::deadline(timeout);
         let mut buf = vec![0u8; READ_CHUNK];
-        let n = self.read_some(&mut buf, deadline)?;
+        let n = blocking::read(self, &mut buf, deadline).map_err(recv_error)?;
         buf.truncate(n);
         buf.shrink_to_fit();
         Ok(buf)
     }
 
-    /// Receives exactly `n` bytes, waiting up to `timeout` for all of them
-    /// ; `None` waits forever.
+    /// Receives exactly `n` bytes, waiting up to `timeout` for all of them;
+    /// `None` waits forever.
     ///
     /// No byte is ever lost: when the timeout passes with only part of the
-    /// bytes received, it fails with [`Error::Timeout`] and keeps them, and
-    /// the next receive returns them first. When the peer closes
+    /// bytes received, it fails with [`Error::Timeout`]`(`[`Timeout::Recv`]`)`
+    /// and keeps them, and the next receive returns them first. When the peer closes
     /// before `n` bytes came, the bytes that did come are returned (fewer
     /// than `n`), and the next receive fails with [`Error::Closed`]. `n == 0`
     /// returns no bytes at once.
@@ -443,48 +409,38 @@ impl Connection {
     /// ```
     /// use std::io::Write;
     /// use std::time::Duration;
-    /// use atoll::client::Error;
+    /// use atoll::client::{Error, Timeout};
     ///
     /// # let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     /// let mut conn = atoll::client::connect("127.0.0.1", listener.local_addr()?.port())?;
     /// let (mut server, _) = listener.accept()?;
     /// server.write_all(b"hel")?;
     /// let wait = Some(Duration::from_millis(50));
-    /// assert_eq!(conn.receive_exact(5, wait), Err(Error::Timeout));
+    /// assert_eq!(conn.recv_exact(5, wait), Err(Error::Timeout(Timeout::Recv)));
     /// server.write_all(b"lo")?;
-    /// assert_eq!(conn.receive_exact(5, Some(Duration::from_secs(5)))?, b"hello");
+    /// assert_eq!(conn.recv_exact(5, Some(Duration::from_secs(5)))?, b"hello");
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn receive_exact(&mut self, n: usize, timeout: Option<Duration>) -> Result<Vec<u8>, Error> {
+    pub fn recv_exact(&mut self, n: usize, timeout: Option<Duration>) -> Result<Vec<u8>, Error> {
         self.check_passive()?;
         if n == 0 {
             return Ok(Vec::new());
         }
-        let deadline = timeout.map(|t| Instant::now() + t);
+        let deadline = blocking::deadline(timeout);
         let mut out = std::mem::take(&mut self.unread);
         if out.len() >= n {
             self.unread = out.split_off(n);
             return Ok(out);
         }
-        while out.len() < n {
-            let filled = out.len();
-            // Grow as bytes arrive rather than by `n` at once: `n` may be a
-            // length the peer sent.
-            out.resize(filled + (n - filled).min(READ_CHUNK), 0);
-            match self.read_some(&mut out[filled..], deadline) {
-                Ok(k) => out.truncate(filled + k),
-                Err(Error::Closed) if filled > 0 => {
-                    out.truncate(filled);
-                    return Ok(out);
-                }
-                Err(e) => {
-                    out.truncate(filled);
-                    self.unread = out;
-                    return Err(e);
-                }
+        match blocking::read_to_len(self, &mut out, n, deadline) {
+            Ok(()) => Ok(out),
+            // The peer closed: what came is all there will be.
+            Err(Stop::Closed) if !out.is_empty() => Ok(out),
+            Err(stop) => {
+                self.unread = out;
+                Err(recv_error(stop))
             }
         }
-        Ok(out)
     }
 
     /// Closed or armed connections cannot be read.
@@ -498,37 +454,11 @@ impl Connection {
         Ok(())
     }
 
-    /// Reads at least one byte into `buf`, waiting until `deadline`.
-    fn read_some(&mut self, buf: &mut [u8], deadline: Option<Instant>) -> Result<usize, Error> {
-        loop {
-            let result = self.shared.stream.lock().read(buf);
-            match result {
-                Ok(0) => return Err(Error::Closed),
-                Ok(n) => return Ok(n),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.wait(Wait::Read, deadline)?
-                }
-                Err(e) => return Err(Error::from(e)),
-            }
-        }
-    }
-
-    /// Waits for the socket to be ready; [`Error::Timeout`] at the deadline.
-    fn wait(&self, what: Wait, deadline: Option<Instant>) -> Result<(), Error> {
-        // `&mut self` methods are the only ones that close the socket, so
-        // the descriptor stays open while we wait on it.
-        if sys::wait_fd(self.shared.fd, what, deadline)? {
-            Ok(())
-        } else {
-            Err(Error::Timeout)
-        }
-    }
-
     /// Closes the connection: a TLS connection sends its
     /// close notification, then the socket is shut down in both directions
     /// (what was sent still reaches the peer) and closed. Cancels an arming
     /// without a message. Afterwards [`send`](Connection::send) and
-    /// [`receive`](Connection::receive) fail with [`Error::Closed`]; calling
+    /// [`recv`](Connection::recv) fail with [`Error::Closed`]; calling
     /// `shutdown` again does nothing.
     ///
     /// ```
@@ -537,7 +467,7 @@ impl Connection {
     /// # let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     /// let mut conn = atoll::client::connect("127.0.0.1", listener.local_addr()?.port())?;
     /// conn.shutdown()?;
-    /// assert_eq!(conn.receive(None), Err(Error::Closed));
+    /// assert_eq!(conn.recv(None), Err(Error::Closed));
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn shutdown(&mut self) -> Result<(), Error> {
@@ -571,7 +501,7 @@ impl Connection {
     /// connections (see the module's "Active mode" section); give it an
     /// unbounded channel or one with room, as the thread waits while the
     /// channel is full. Bytes left over by a
-    /// [`receive_exact`](Connection::receive_exact) that timed out are sent
+    /// [`recv_exact`](Connection::recv_exact) that timed out are sent
     /// at once. Fails with [`Error::Armed`] if already armed and
     /// [`Error::Closed`] after [`shutdown`](Connection::shutdown).
     ///
@@ -776,7 +706,7 @@ impl fmt::Debug for Connection {
 
 /// Blocks without a timeout; the end of the stream (the peer closed, or
 /// [`shutdown`](Connection::shutdown)) reads as `Ok(0)`. Use
-/// [`receive`](Connection::receive) for a timeout.
+/// [`recv`](Connection::recv) for a timeout.
 ///
 /// ```
 /// use std::io::{BufRead, BufReader, Write};
@@ -804,10 +734,10 @@ impl Read for Connection {
             self.unread.drain(..n);
             return Ok(n);
         }
-        match self.read_some(buf, None) {
+        match blocking::read(self, buf, None) {
             Ok(n) => Ok(n),
-            Err(Error::Closed) => Ok(0),
-            Err(e) => Err(e.into()),
+            Err(Stop::Closed) => Ok(0),
+            Err(stop) => Err(recv_error(stop).into()),
         }
     }
 }
@@ -832,20 +762,80 @@ impl Write for Connection {
         if bufs.iter().all(|b| b.is_empty()) {
             return Ok(0);
         }
-        let deadline = self.send_timeout.map(|t| Instant::now() + t);
-        let n = self.write_some(bufs, deadline)?;
+        let deadline = blocking::deadline(self.send_timeout);
+        let n = blocking::write(self, bufs, deadline).map_err(|stop| {
+            let unsent = match stop {
+                Stop::Deadline => blocking::gather(bufs),
+                _ => Vec::new(),
+            };
+            io::Error::from(send_error(SendStop {
+                stop,
+                sent: 0,
+                unsent,
+            }))
+        })?;
         // Over rustls the last record may still be in the TLS layer: it is
         // handed to the socket here, as a plain write would have been. If
         // that runs out of time the record goes with the next write, read
         // or flush; the bytes are taken either way.
-        let _ = self.flush_until(deadline);
+        let _ = blocking::flush(self, deadline);
         Ok(n)
     }
 
     /// Waits, as long as the send timeout allows, until what was written
     /// has been handed to the socket.
     fn flush(&mut self) -> io::Result<()> {
-        let deadline = self.send_timeout.map(|t| Instant::now() + t);
-        Ok(self.flush_until(deadline)?)
+        let deadline = blocking::deadline(self.send_timeout);
+        blocking::flush(self, deadline).map_err(|stop| {
+            io::Error::from(send_error(SendStop {
+                stop,
+                sent: 0,
+                unsent: Vec::new(),
+            }))
+        })
+    }
+}
+
+/// The shared loops reach the peer through the stream, locked for one
+/// call at a time so that the active-mode poll thread never waits on a
+/// blocked send.
+impl NonBlocking for Connection {
+    fn read_once(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.shared.stream.lock().read(buf)
+    }
+
+    fn write_once(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        self.shared.stream.lock().write_vectored(bufs)
+    }
+
+    fn flush_once(&mut self) -> io::Result<()> {
+        self.shared.stream.lock().flush()
+    }
+
+    fn wait(&mut self, what: Wait, deadline: Option<Instant>) -> io::Result<bool> {
+        // `&mut self` methods are the only ones that close the socket, so
+        // the descriptor stays open while we wait on it.
+        sys::wait_fd(self.shared.fd, what, deadline)
+    }
+}
+
+/// The error of a read that stopped.
+fn recv_error(stop: Stop) -> Error {
+    match stop {
+        Stop::Closed => Error::Closed,
+        Stop::Deadline => Error::Timeout(Timeout::Recv),
+        Stop::Io(e) => Error::from(e),
+    }
+}
+
+/// The error of a send that stopped.
+fn send_error(stop: SendStop) -> Error {
+    match stop.stop {
+        Stop::Closed => Error::Closed,
+        Stop::Deadline => Error::Timeout(Timeout::Send {
+            sent: stop.sent,
+            unsent: stop.unsent,
+        }),
+        Stop::Io(e) => Error::from(e),
     }
 }

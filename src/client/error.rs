@@ -1,7 +1,11 @@
-//! [`Error`] and [`ConnectError`]: what can go wrong on a client connection.
+//! [`Error`] and [`ConnectError`]: what can go wrong on a client
+//! connection; the server's error is another type, and only [`Timeout`] is
+//! shared.
 
 use std::fmt;
 use std::io;
+
+use crate::timeout::Timeout;
 
 /// Declares [`Error`] with its POSIX cases, each with its `libc` code and
 /// a short description, so that the variant list, the code table and the
@@ -11,7 +15,8 @@ macro_rules! client_error {
         /// Everything that can go wrong on a client [`Connection`](super::Connection),
         /// as one flat enum.
         ///
-        /// Beside [`Closed`](Error::Closed), [`Timeout`](Error::Timeout),
+        /// Beside [`Closed`](Error::Closed), [`Timeout`](Error::Timeout) (of
+        /// the [`Timeout`] kind that says which wait ran out),
         /// [`Nxdomain`](Error::Nxdomain), [`Exbadport`](Error::Exbadport) (a
         /// port number out of range) and [`Exbadseq`](Error::Exbadseq) (calls
         /// in an order the connection cannot take) there is one variant per
@@ -54,8 +59,12 @@ macro_rules! client_error {
             /// The connection is closed: the peer closed it, or it was shut
             /// down locally with [`shutdown`](super::Connection::shutdown).
             Closed,
-            /// An operation did not complete within its timeout.
-            Timeout,
+            /// A wait ran out of time; the [`Timeout`] says which: connecting
+            /// ([`Timeout::Connect`]), name resolution ([`Timeout::Resolve`]),
+            /// the TLS handshake ([`Timeout::Handshake`]), a receive
+            /// ([`Timeout::Recv`]) or a send ([`Timeout::Send`], with what
+            /// went out and the rest).
+            Timeout(Timeout),
             /// No such domain: the name does not resolve, or has no address
             /// of the address family that was tried.
             Nxdomain,
@@ -255,28 +264,31 @@ impl Error {
         matches!(self, Error::Closed)
     }
 
-    /// Whether this is [`Error::Timeout`].
+    /// Whether this is an [`Error::Timeout`], of any kind.
     ///
     /// ```
-    /// assert!(atoll::client::Error::Timeout.is_timeout());
+    /// use atoll::client::{Error, Timeout};
+    ///
+    /// assert!(Error::Timeout(Timeout::Connect).is_timeout());
+    /// assert!(!Error::Etimedout.is_timeout()); // the kernel's, not a timeout of atoll's
     /// ```
     pub fn is_timeout(&self) -> bool {
-        matches!(self, Error::Timeout)
+        matches!(self, Error::Timeout(_))
     }
 
     /// The [`io::ErrorKind`] this error converts to.
     ///
     /// ```
-    /// use atoll::client::Error;
+    /// use atoll::client::{Error, Timeout};
     /// use std::io::ErrorKind;
     ///
     /// assert_eq!(Error::Econnrefused.kind(), ErrorKind::ConnectionRefused);
-    /// assert_eq!(Error::Timeout.kind(), ErrorKind::TimedOut);
+    /// assert_eq!(Error::Timeout(Timeout::Recv).kind(), ErrorKind::TimedOut);
     /// ```
     pub fn kind(&self) -> io::ErrorKind {
         match self {
             Error::Closed => io::ErrorKind::NotConnected,
-            Error::Timeout => io::ErrorKind::TimedOut,
+            Error::Timeout(_) => io::ErrorKind::TimedOut,
             Error::Nxdomain => io::ErrorKind::NotFound,
             Error::Armed | Error::Resolve(_) | Error::Exbadport | Error::Exbadseq => {
                 io::ErrorKind::Other
@@ -305,7 +317,7 @@ impl Error {
             K::AlreadyExists => Error::Eexist,
             K::WouldBlock => Error::Ewouldblock,
             K::InvalidInput => Error::Einval,
-            K::TimedOut => Error::Timeout,
+            K::TimedOut => Error::Etimedout,
             K::Interrupted => Error::Eintr,
             K::Unsupported => Error::Enotsup,
             K::UnexpectedEof => Error::Closed,
@@ -315,10 +327,10 @@ impl Error {
     }
 
     /// The error a failed connect attempt reports: a timeout from
-    /// the operating system is a [`Error::Timeout`] too.
+    /// the operating system is a [`Timeout::Connect`] too.
     pub(super) fn from_connect(err: io::Error) -> Error {
         match Error::from(err) {
-            Error::Etimedout => Error::Timeout,
+            Error::Etimedout => Error::Timeout(Timeout::Connect),
             other => other,
         }
     }
@@ -331,7 +343,7 @@ impl fmt::Display for Error {
         }
         match self {
             Error::Closed => f.write_str("connection closed"),
-            Error::Timeout => f.write_str("timed out"),
+            Error::Timeout(kind) => write!(f, "{kind}"),
             Error::Nxdomain => f.write_str("no such domain"),
             Error::Armed => f.write_str("connection is armed for active mode"),
             Error::Exbadport => f.write_str("invalid port state"),
@@ -382,7 +394,7 @@ impl From<Error> for io::Error {
 /// A family that was allowed but has no address for the host failed with
 /// [`Error::Nxdomain`]; an attempt that ran out of its
 /// [`connect_timeout`](super::Options::connect_timeout) failed with
-/// [`Error::Timeout`].
+/// [`Error::Timeout`]`(`[`Timeout::Connect`]`)`.
 ///
 /// # Examples
 ///
@@ -435,10 +447,10 @@ impl ConnectError {
     /// Why IPv6 failed, if it was tried and failed.
     ///
     /// ```
-    /// use atoll::client::{ConnectError, Error};
+    /// use atoll::client::{ConnectError, Error, Timeout};
     ///
-    /// let err = ConnectError::Ipv6(Error::Timeout);
-    /// assert_eq!(err.ipv6(), Some(&Error::Timeout));
+    /// let err = ConnectError::Ipv6(Error::Timeout(Timeout::Connect));
+    /// assert_eq!(err.ipv6(), Some(&Error::Timeout(Timeout::Connect)));
     /// ```
     pub fn ipv6(&self) -> Option<&Error> {
         match self {
@@ -450,9 +462,10 @@ impl ConnectError {
     /// Whether every failure was a timeout.
     ///
     /// ```
-    /// use atoll::client::{ConnectError, Error};
+    /// use atoll::client::{ConnectError, Error, Timeout};
     ///
-    /// assert!(ConnectError::Both { ipv4: Error::Timeout, ipv6: Error::Timeout }.is_timeout());
+    /// let timeout = Error::Timeout(Timeout::Connect);
+    /// assert!(ConnectError::Both { ipv4: timeout.clone(), ipv6: timeout }.is_timeout());
     /// assert!(!ConnectError::Ipv4(Error::Econnrefused).is_timeout());
     /// ```
     pub fn is_timeout(&self) -> bool {

@@ -14,6 +14,7 @@ use super::error::{ConnectError, Error};
 use super::options::{Family, Options, CONNECTION_ATTEMPT_DELAY};
 use super::resolve;
 use crate::sys::{self, Wait};
+use crate::timeout::Timeout;
 
 /// Connects as `options` say; returns the (non-blocking) stream and the
 /// address it reached.
@@ -110,7 +111,7 @@ fn try_family(
     let mut last = Error::Nxdomain;
     for &addr in addrs {
         if deadline.is_some_and(|d| Instant::now() >= d) {
-            return Err(Error::Timeout);
+            return Err(Error::Timeout(Timeout::Connect));
         }
         match connect_one(addr, deadline) {
             Ok(stream) => return Ok((stream, addr)),
@@ -157,7 +158,7 @@ fn connect_one(addr: SocketAddr, deadline: Option<Instant>) -> Result<TcpStream,
     if !done {
         loop {
             if !sys::wait_fd(socket.as_raw_fd(), Wait::Write, deadline)? {
-                return Err(Error::Timeout);
+                return Err(Error::Timeout(Timeout::Connect));
             }
             match outcome(&socket) {
                 Some(result) => break result?,
@@ -269,7 +270,7 @@ fn race(
                     let _ = poll
                         .registry()
                         .deregister(&mut SourceFd(&a.socket.as_raw_fd()));
-                    errors[slot(&a.addr)] = Some(Error::Timeout);
+                    errors[slot(&a.addr)] = Some(Error::Timeout(Timeout::Connect));
                     in_flight -= 1;
                     next_start = now;
                 }

@@ -30,15 +30,15 @@
 //!
 //! # Sending and receiving
 //!
-//! [`Connection::send`] writes every byte; [`Connection::receive`] returns
-//! whatever arrives next, [`Connection::receive_exact`] exactly `n` bytes.
+//! [`Connection::send`] writes every byte; [`Connection::recv`] returns
+//! whatever arrives next, [`Connection::recv_exact`] exactly `n` bytes.
 //! Timeouts are `Option<Duration>`: `None` waits forever, a zero timeout
 //! makes one non-blocking attempt.
 //!
 //! ```
 //! use std::time::Duration;
 //! use atoll::{Flow, Handler, Server, Socket};
-//! use atoll::client::{self, Error};
+//! use atoll::client::{self, Error, Timeout};
 //!
 //! struct Echo;
 //!
@@ -52,11 +52,11 @@
 //! let port = server.local_addr()?.port().ok_or("not a TCP listener")?;
 //!
 //! let mut conn = client::connect("127.0.0.1", port)?;
-//! assert_eq!(conn.receive(Some(Duration::ZERO)), Err(Error::Timeout));
+//! assert_eq!(conn.recv(Some(Duration::ZERO)), Err(Error::Timeout(Timeout::Recv)));
 //! conn.send(b"hello")?;
-//! assert_eq!(conn.receive_exact(5, Some(Duration::from_secs(5)))?, b"hello");
+//! assert_eq!(conn.recv_exact(5, Some(Duration::from_secs(5)))?, b"hello");
 //! conn.shutdown()?;
-//! assert_eq!(conn.receive(None), Err(Error::Closed));
+//! assert_eq!(conn.recv(None), Err(Error::Closed));
 //!
 //! server.stop(Duration::from_secs(1));
 //! # Ok::<(), Box<dyn std::error::Error>>(())
@@ -98,11 +98,13 @@
 //!
 //! # Errors
 //!
-//! [`Error`] is one flat enum: [`Error::Closed`], [`Error::Timeout`],
-//! [`Error::Nxdomain`] and one variant per POSIX socket error code, plus
-//! a catch-all so that converting any [`std::io::Error`] always succeeds.
-//! [`ConnectError`] says which address family failed. The server's
-//! [`atoll::Error`](crate::Error) is a different type.
+//! [`Error`] is one flat enum: [`Error::Closed`], [`Error::Timeout`] (whose
+//! [`Timeout`] says which wait ran out: connect, resolve, handshake,
+//! receive or send), [`Error::Nxdomain`] and one variant per POSIX socket
+//! error code, plus a catch-all so that converting any [`std::io::Error`]
+//! always succeeds. [`ConnectError`] says which address family failed. The
+//! server's [`atoll::Error`](crate::Error) is a different type, with the
+//! same [`Timeout`] kinds.
 
 mod active;
 mod connection;
@@ -118,6 +120,9 @@ mod tls;
 pub use active::{ConnId, Packet};
 pub use connection::Connection;
 pub use error::{ConnectError, Error};
+/// The kind of an [`Error::Timeout`]: the same type as the server's
+/// [`atoll::Timeout`](crate::Timeout).
+pub use crate::timeout::Timeout;
 pub use options::{connect, IpVersionPreference, Options, CONNECTION_ATTEMPT_DELAY};
 #[cfg(any(feature = "tls", feature = "rustls"))]
 #[cfg_attr(docsrs, doc(cfg(any(feature = "tls", feature = "rustls"))))]

@@ -161,7 +161,7 @@ impl Options {
     /// tried, connecting can take twice this long. In
     /// [happy eyeballs](Options::happy_eyeballs) mode it bounds each attempt
     /// from the moment that attempt starts. A timeout reported by the
-    /// operating system is an [`Error::Timeout`](super::Error::Timeout) too,
+    /// operating system is a [`Timeout::Connect`](super::Timeout::Connect) too,
     /// even before this one is reached. Default is 1 s.
     ///
     /// ```
@@ -209,7 +209,7 @@ impl Options {
     /// a helper thread, which is left to finish on its own when the timeout
     /// passes; with `None` it runs in the calling thread, bounded only by
     /// the system resolver's own timeouts. A lookup that times out fails
-    /// both families with [`Error::Timeout`](super::Error::Timeout).
+    /// both families with [`Timeout::Resolve`](super::Timeout::Resolve).
     /// Literal addresses are never looked up. Default is `None`.
     ///
     /// ```
@@ -288,7 +288,7 @@ impl Options {
     }
 
     /// Establishes a connection, in passive mode: read it
-    /// with [`receive`](Connection::receive), or
+    /// with [`recv`](Connection::recv), or
     /// [`arm`](Connection::arm) it to have its next packet delivered as a
     /// message.
     ///

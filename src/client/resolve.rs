@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use super::error::Error;
 use super::options::Family;
+use crate::timeout::Timeout;
 
 /// The addresses of `host` on `port`, of `family` only or of both (`None`),
 /// in the resolver's order. With a timeout the lookup runs in a helper
@@ -31,7 +32,7 @@ pub(super) fn lookup(
         })?;
     match rx.recv_timeout(timeout) {
         Ok(result) => result,
-        Err(crossbeam_channel::RecvTimeoutError::Timeout) => Err(Error::Timeout),
+        Err(crossbeam_channel::RecvTimeoutError::Timeout) => Err(Error::Timeout(Timeout::Resolve)),
         Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
             Err(Error::Resolve("the resolver thread stopped".into()))
         }

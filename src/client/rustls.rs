@@ -14,6 +14,7 @@ use ::rustls::{ClientConfig, ClientConnection};
 use super::connection::Tcp;
 use super::error::Error;
 use crate::sys::{self, Wait};
+use crate::timeout::Timeout;
 
 /// A rustls client connection on its socket, after the handshake.
 pub(super) struct RustlsStream {
@@ -60,14 +61,15 @@ pub(super) fn handshake(
     }
 }
 
-/// Waits for the socket; [`Error::Timeout`] at the deadline.
+/// Waits for the socket during the handshake;
+/// [`Timeout::Handshake`](crate::Timeout::Handshake) at the deadline.
 fn wait(fd: RawFd, what: Wait, deadline: Option<Instant>) -> Result<(), Error> {
     // The descriptor belongs to the `Tcp` the caller's stream holds, open
     // across the wait.
     if sys::wait_fd(fd, what, deadline)? {
         Ok(())
     } else {
-        Err(Error::Timeout)
+        Err(Error::Timeout(Timeout::Handshake))
     }
 }
 

@@ -21,6 +21,7 @@ use super::rustls::{self as with_rustls, RustlsStream};
 use super::Connection;
 #[cfg(feature = "tls")]
 use crate::sys::{self, Wait};
+use crate::timeout::Timeout;
 
 /// How a client connection speaks TLS: which roots to trust, which name
 /// to check, which protocols to offer with ALPN.
@@ -515,7 +516,7 @@ impl Connection {
     /// Fails with [`Error::Armed`] while armed, [`Error::Closed`] after
     /// [`shutdown`](Connection::shutdown), [`Error::Tls`] if the connection
     /// already runs over TLS or the handshake fails, and
-    /// [`Error::Timeout`] after the
+    /// [`Error::Timeout`]`(`[`Timeout::Handshake`]`)` after the
     /// [`handshake_timeout`](TlsConfig::handshake_timeout). A failed
     /// handshake leaves the connection closed. Bytes already received and
     /// not yet read would belong to the plain protocol: the upgrade fails
@@ -528,9 +529,9 @@ impl Connection {
     /// use atoll::client::{self, TlsConfig};
     ///
     /// let mut conn = client::connect("mail.example.com", 587)?;
-    /// conn.receive(Some(Duration::from_secs(5)))?; // the greeting
+    /// conn.recv(Some(Duration::from_secs(5)))?; // the greeting
     /// conn.send(b"STARTTLS\r\n")?;
-    /// conn.receive(Some(Duration::from_secs(5)))?; // "220 ready"
+    /// conn.recv(Some(Duration::from_secs(5)))?; // "220 ready"
     /// conn.upgrade_tls(&TlsConfig::new())?;
     /// assert!(conn.is_tls());
     /// # Ok(()) }
@@ -611,7 +612,7 @@ fn native_handshake(
                 // The descriptor belongs to the stream inside `mid`, alive
                 // across the wait.
                 if !sys::wait_fd(fd, Wait::Read, deadline)? {
-                    return Err(Error::Timeout);
+                    return Err(Error::Timeout(Timeout::Handshake));
                 }
                 result = mid.handshake();
             }

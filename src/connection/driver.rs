@@ -274,7 +274,7 @@ fn proxy_header<H: Handler<M>, M: Send + 'static>(
             state.setup = Setup::Proxy(io);
             Ok(false)
         }
-        Ok(None) => Err(proxy::late(options)),
+        Ok(None) => Err(Error::Timeout(crate::Timeout::ProxyHeader)),
         // The socket closes with `io` here.
         Err(e) => Err(e),
     }
@@ -304,7 +304,7 @@ fn handshake<H: Handler<M>, M: Send + 'static>(
         waiting => {
             *setup = waiting;
             if flags.has(Work::TIMEOUT) && conn.timer_expired() {
-                return Err(handshake_timed_out(config.handshake_timeout));
+                return Err(handshake_timed_out());
             }
             return Ok(false);
         }
@@ -318,7 +318,7 @@ fn handshake<H: Handler<M>, M: Send + 'static>(
             // A client that trickles its handshake gets readiness before and
             // after the deadline: the deadline holds whatever woke us.
             if conn.timer_expired() {
-                return Err(handshake_timed_out(config.handshake_timeout));
+                return Err(handshake_timed_out());
             }
             *setup = Setup::Handshaking(pending);
             Ok(false)
@@ -327,8 +327,8 @@ fn handshake<H: Handler<M>, M: Send + 'static>(
     }
 }
 
-fn handshake_timed_out(limit: Option<Duration>) -> End {
-    End::Error(Error::HandshakeTimeout(limit.unwrap_or_default()))
+fn handshake_timed_out() -> End {
+    End::Error(Error::Timeout(crate::Timeout::Handshake))
 }
 
 /// Applies the flow a callback returned; `Err` when the connection ends.
@@ -416,7 +416,7 @@ fn finish<H: Handler<M>, M: Send + 'static>(
                         target: "atoll", "connection {id} from {peer} ended: {}", crate::error::Chain(&err)
                     )
                 }
-                Error::ProxyHeader(_) => {
+                Error::ProxyHeader(_) | Error::Timeout(crate::Timeout::ProxyHeader) => {
                     service.counters.proxy_errors.fetch_add(1, Ordering::Relaxed);
                 }
                 Error::Refused(_) => {
@@ -440,7 +440,7 @@ fn finish<H: Handler<M>, M: Send + 'static>(
         }
         (End::Timeout, Some(h)) => {
             let _ = guarded(conn, || h.handle_timeout(&mut socket));
-            socket.emit_stop(Some(&Error::Timeout));
+            socket.emit_stop(Some(&Error::Timeout(crate::Timeout::Idle)));
         }
         (End::Shutdown, Some(h)) => {
             let _ = guarded(conn, || h.handle_shutdown(&mut socket));

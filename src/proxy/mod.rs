@@ -294,17 +294,6 @@ impl Proxied {
 /// Why a connection that closed mid-header ended.
 pub(crate) const CUT_SHORT: &str = "the connection closed before its PROXY header was complete";
 
-/// The error of a header that took longer than the header timeout.
-pub(crate) fn late(options: &ProxyProtocol) -> Error {
-    Error::ProxyHeader(
-        format!(
-            "the PROXY header did not arrive within {:?}",
-            options.header_timeout
-        )
-        .into(),
-    )
-}
-
 /// Bytes to look at first: a whole v1 header, or a v2 header with a few
 /// TLVs.
 const FIRST_PEEK: usize = 256;
@@ -383,7 +372,7 @@ pub(crate) fn read_header_blocking(
         }
         let ready = crate::sys::wait_fd(io.raw_fd(), Wait::Read, Some(deadline))?;
         if !ready || Instant::now() >= deadline {
-            return Err(late(options));
+            return Err(Error::Timeout(crate::Timeout::ProxyHeader));
         }
         partial = true;
     }

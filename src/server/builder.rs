@@ -461,7 +461,7 @@ impl<K> Builder<K> {
     }
 
     /// How long a send may wait for the peer to read before it fails with
-    /// [`Error::SendTimeout`] and (see
+    /// [`Timeout::Send`](crate::Timeout::Send) and (see
     /// [`send_timeout_close`](Builder::send_timeout_close)) the connection
     /// is closed; `None` waits forever. Default is 30 s.
     ///
@@ -475,7 +475,7 @@ impl<K> Builder<K> {
 
     /// Whether a send that times out closes the connection (Thousand
     /// Island's `send_timeout_close`). Off, the send fails with
-    /// [`Error::SendTimeout`], which holds the bytes not sent, and the
+    /// [`Timeout::Send`](crate::Timeout::Send), which holds the bytes not sent, and the
     /// connection stays open for the handler to retry or close. A handler
     /// can change it for its connection with
     /// [`Socket::set_send_timeout_close`](crate::Socket::set_send_timeout_close).

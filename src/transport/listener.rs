@@ -196,8 +196,9 @@ impl Listener {
 
     /// How long the transport's handshake may take in
     /// [`accept`](Listener::accept) before it fails with
-    /// [`AcceptError::Handshake`]`(`[`Error::HandshakeTimeout`]`)`; `None`
-    /// waits forever. Default is 5 s, as a server's.
+    /// [`AcceptError::Handshake`] holding a
+    /// [`Timeout::Handshake`](crate::Timeout::Handshake); `None` waits
+    /// forever. Default is 5 s, as a server's.
     ///
     /// ```
     /// use atoll::transport::{ListenOptions, Listener, Tcp};
@@ -225,7 +226,8 @@ impl Listener {
     }
 
     /// Whether a send that times out closes the socket. Off, the send
-    /// fails with [`Error::SendTimeout`] and the socket stays open. Default
+    /// fails with [`Timeout::Send`](crate::Timeout::Send) and the socket
+    /// stays open. Default
     /// is `true`.
     ///
     /// ```
@@ -376,7 +378,7 @@ pub(crate) fn handshake_blocking(
                 // not take) would otherwise never let the wait time out.
                 let late = deadline.is_some_and(|d| Instant::now() >= d);
                 if late || !sys::wait_fd(pending.io().raw_fd(), Wait::Read, deadline)? {
-                    return Err(Error::HandshakeTimeout(timeout.unwrap_or_default()));
+                    return Err(Error::Timeout(crate::Timeout::Handshake));
                 }
                 state = pending.resume();
             }

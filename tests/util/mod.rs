@@ -99,7 +99,7 @@ pub fn client_round_trip(addr: SocketAddr, msg: &[u8]) {
     conn.send(msg)
         .unwrap_or_else(|e| panic!("send to {addr}: {e}"));
     let echoed = conn
-        .receive_exact(msg.len(), Some(PATIENCE))
+        .recv_exact(msg.len(), Some(PATIENCE))
         .unwrap_or_else(|e| panic!("echo from {addr}: {e}"));
     assert_eq!(echoed, msg, "the echo from {addr}");
 }
