@@ -1,6 +1,6 @@
-//! The server's counters: the public [`ServerStats`] snapshot and the
-//! atomic counters the acceptors and workers add to. Never touches a
-//! connection or a thread.
+//! The counters: the public [`ServerStats`] snapshot and the atomic
+//! counters the acceptors and workers add to, and a connection's
+//! [`SocketStats`]. Never touches a connection or a thread.
 
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
@@ -79,3 +79,21 @@ pub(crate) struct Counters {
     pub(crate) proxy_errors: AtomicU64,
 }
 
+/// Counters of a connection's traffic: bytes and calls, in and out.
+///
+/// ```
+/// let stats = atoll::SocketStats::default();
+/// assert_eq!(stats.recv_bytes + stats.send_bytes, 0);
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SocketStats {
+    /// Bytes received (`recv_oct`).
+    pub recv_bytes: u64,
+    /// Read calls that returned data (`recv_cnt`).
+    pub recv_count: u64,
+    /// Bytes sent (`send_oct`).
+    pub send_bytes: u64,
+    /// Write calls that sent data (`send_cnt`).
+    pub send_count: u64,
+}

@@ -53,7 +53,7 @@ use std::time::{Duration, Instant};
 use parking_lot::RwLock;
 
 use crate::error::Error;
-use crate::socket::SocketStats;
+use crate::stats::SocketStats;
 use crate::transport::{Addr, ListenOptions};
 
 /// Sinks attached anywhere in the process: the one load on the hot path.

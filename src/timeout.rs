@@ -5,7 +5,7 @@ use std::fmt;
 
 /// Which wait ran out of time: the kind that the server's
 /// [`Error::Timeout`](crate::Error::Timeout) and the client's
-/// [`client::Error::Timeout`](crate::client::Error::Timeout) carry, named
+/// [`client::ClientError::Timeout`](crate::client::ClientError::Timeout) carry, named
 /// after the phase that waited (ureq's `Timeout`, for sockets).
 ///
 /// | Kind | Raised by |
@@ -14,8 +14,8 @@ use std::fmt;
 /// | [`Resolve`](Timeout::Resolve) | client: [`resolve_timeout`](crate::client::Options::resolve_timeout) |
 /// | [`Handshake`](Timeout::Handshake) | a TLS handshake: the server's [`handshake_timeout`](crate::Builder::handshake_timeout) (on accept and in [`Socket::upgrade`](crate::Socket::upgrade)), the client's [`TlsConfig::handshake_timeout`](crate::client::TlsConfig::handshake_timeout) |
 /// | [`ProxyHeader`](Timeout::ProxyHeader) | server: a PROXY protocol header not complete within its [`header_timeout`](crate::proxy::ProxyProtocol::header_timeout) |
-/// | [`Recv`](Timeout::Recv) | a read: [`Socket::recv`](crate::Socket::recv) and `Read` (the read timeout), [`Socket::recv_within`](crate::Socket::recv_within), the client's [`recv`](crate::client::Connection::recv) and [`recv_exact`](crate::client::Connection::recv_exact) |
-/// | [`Send`](Timeout::Send) | a write: [`Socket::send`](crate::Socket::send) and the other sends (the send timeout), the client's [`send`](crate::client::Connection::send) |
+/// | [`Recv`](Timeout::Recv) | a read: [`Socket::recv`](crate::Socket::recv) and `Read` (the read timeout), [`Socket::recv_within`](crate::Socket::recv_within), the client's [`recv`](crate::client::Client::recv) and [`recv_exact`](crate::client::Client::recv_exact) |
+/// | [`Send`](Timeout::Send) | a write: [`Socket::send`](crate::Socket::send) and the other sends (the send timeout), the client's [`send`](crate::client::Client::send) |
 /// | [`Idle`](Timeout::Idle) | server: a connection with no data within its read timeout between callbacks ([`Handler::handle_timeout`](crate::Handler::handle_timeout)), or ended by [`Flow::Timeout`](crate::Flow::Timeout) |
 ///
 /// New kinds may be added, so match with a wildcard arm.

@@ -8,7 +8,9 @@ use std::io::{self, BufRead, BufReader, IoSlice, Read, Write};
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
-use atoll::client::{self, ConnectError, Error, IpVersionPreference, Options, Packet, Timeout};
+use atoll::client::{
+    self, ClientError, ConnectError, IpVersionPreference, Options, Packet, Timeout,
+};
 use atoll::{Flow, Handler, Server, Socket};
 use crossbeam_channel::{select, unbounded};
 use socket2::{Domain, SockAddr, Type};
@@ -101,11 +103,13 @@ fn full_backlog(ip: &str) -> FullBacklog {
 
 /// A resolver failure that is not "no such name" (an offline resolver that
 /// answers "try again") is tolerated, with the reason printed.
-fn assert_no_such_domain(err: &Error, what: &str) {
+fn assert_no_such_domain(err: &ClientError, what: &str) {
     match err {
-        Error::Nxdomain => {}
-        Error::Resolve(reason) => println!("{what}: resolver did not answer ({reason}); tolerated"),
-        Error::Timeout(Timeout::Resolve) => println!("{what}: resolver timed out; tolerated"),
+        ClientError::Nxdomain => {}
+        ClientError::Resolve(reason) => {
+            println!("{what}: resolver did not answer ({reason}); tolerated")
+        }
+        ClientError::Timeout(Timeout::Resolve) => println!("{what}: resolver timed out; tolerated"),
         other => panic!("{what}: expected no such domain, got {other:?}"),
     }
 }
@@ -180,7 +184,7 @@ fn a_send_to_a_peer_that_does_not_read_times_out() {
     let took = began.elapsed();
     // The kind, what went out (the socket buffers' worth) and the rest.
     match err {
-        Error::Timeout(Timeout::Send { sent, unsent }) => {
+        ClientError::Timeout(Timeout::Send { sent, unsent }) => {
             assert!(sent > 0, "the socket buffers took nothing");
             assert_eq!(sent as usize + unsent.len(), big.len());
         }
@@ -253,7 +257,7 @@ fn ipv6_only_against_an_ipv4_only_server_reports_the_ipv6_failure() {
         ConnectError::Ipv6(e) => assert!(
             matches!(
                 e,
-                Error::Econnrefused | Error::Eaddrnotavail | Error::Eafnosupport
+                ClientError::Econnrefused | ClientError::Eaddrnotavail | ClientError::Eafnosupport
             ),
             "{e:?}"
         ),
@@ -273,7 +277,7 @@ fn ipv6_only_against_an_ipv4_only_server_reports_the_ipv6_failure() {
         .ip_version_preference(IpVersionPreference::Ipv6Only)
         .connect()
         .expect_err("no IPv6 address");
-    assert_eq!(err, ConnectError::Ipv6(Error::Nxdomain));
+    assert_eq!(err, ConnectError::Ipv6(ClientError::Nxdomain));
     stop(server);
 }
 
@@ -293,8 +297,8 @@ fn both_families_refused_reports_both_reasons() {
         assert_eq!(
             err,
             ConnectError::Both {
-                ipv4: Error::Econnrefused,
-                ipv6: Error::Econnrefused
+                ipv4: ClientError::Econnrefused,
+                ipv6: ClientError::Econnrefused
             },
             "happy eyeballs {happy}"
         );
@@ -315,7 +319,10 @@ fn connect_times_out_against_a_full_backlog_per_family() {
         .connect()
         .expect_err("the backlog is full");
     let took = began.elapsed();
-    assert_eq!(err, ConnectError::Ipv4(Error::Timeout(Timeout::Connect)));
+    assert_eq!(
+        err,
+        ConnectError::Ipv4(ClientError::Timeout(Timeout::Connect))
+    );
     assert!(err.is_timeout());
     assert!(took >= timeout && took < PATIENCE, "IPv4 took {took:?}");
 
@@ -331,7 +338,10 @@ fn connect_times_out_against_a_full_backlog_per_family() {
         .connect()
         .expect_err("the backlog is full");
     let took = began.elapsed();
-    assert_eq!(err, ConnectError::Ipv6(Error::Timeout(Timeout::Connect)));
+    assert_eq!(
+        err,
+        ConnectError::Ipv6(ClientError::Timeout(Timeout::Connect))
+    );
     assert!(took >= timeout && took < PATIENCE, "IPv6 took {took:?}");
 
     // Both families: as mug, the timeout is spent once per family.
@@ -345,8 +355,8 @@ fn connect_times_out_against_a_full_backlog_per_family() {
     assert_eq!(
         err,
         ConnectError::Both {
-            ipv4: Error::Timeout(Timeout::Connect),
-            ipv6: Error::Timeout(Timeout::Connect)
+            ipv4: ClientError::Timeout(Timeout::Connect),
+            ipv6: ClientError::Timeout(Timeout::Connect)
         }
     );
     assert!(took >= timeout * 2 && took < PATIENCE, "both took {took:?}");
@@ -447,11 +457,14 @@ fn recv_with_zero_timeout_on_a_fresh_connection_times_out() {
     let mut conn = client::connect("127.0.0.1", port).unwrap();
     assert_eq!(
         conn.recv(Some(Duration::ZERO)),
-        Err(Error::Timeout(Timeout::Recv))
+        Err(ClientError::Timeout(Timeout::Recv))
     );
     let wait = Duration::from_millis(150);
     let began = Instant::now();
-    assert_eq!(conn.recv(Some(wait)), Err(Error::Timeout(Timeout::Recv)));
+    assert_eq!(
+        conn.recv(Some(wait)),
+        Err(ClientError::Timeout(Timeout::Recv))
+    );
     assert!(began.elapsed() >= wait);
     // The connection still works after a timeout.
     conn.send(b"ok").unwrap();
@@ -495,17 +508,17 @@ fn send_and_receive_report_closed_after_shutdown() {
     conn.send(b"x").unwrap();
     conn.shutdown().unwrap();
     assert!(conn.is_closed());
-    assert_eq!(conn.send(b"y"), Err(Error::Closed));
-    assert_eq!(conn.recv(WAIT), Err(Error::Closed));
-    assert_eq!(conn.recv(Some(Duration::ZERO)), Err(Error::Closed));
-    assert_eq!(conn.recv_exact(1, WAIT), Err(Error::Closed));
+    assert_eq!(conn.send(b"y"), Err(ClientError::Closed));
+    assert_eq!(conn.recv(WAIT), Err(ClientError::Closed));
+    assert_eq!(conn.recv(Some(Duration::ZERO)), Err(ClientError::Closed));
+    assert_eq!(conn.recv_exact(1, WAIT), Err(ClientError::Closed));
     let (tx, _rx) = unbounded();
-    assert_eq!(conn.arm(&tx), Err(Error::Closed));
+    assert_eq!(conn.arm(&tx), Err(ClientError::Closed));
     // Through the std traits: end of stream, and the same error back.
     let mut buf = [0u8; 4];
     assert_eq!(conn.read(&mut buf).unwrap(), 0);
     let err = conn.write(b"z").unwrap_err();
-    assert_eq!(Error::from(err), Error::Closed);
+    assert_eq!(ClientError::from(err), ClientError::Closed);
     // Shutting down twice is harmless.
     conn.shutdown().unwrap();
     stop(server);
@@ -518,8 +531,8 @@ fn a_peer_close_is_closed() {
         .start(|_| Ok(Hangup))
         .unwrap();
     let mut conn = client::connect("127.0.0.1", tcp_addr(&server).port()).unwrap();
-    assert_eq!(conn.recv(WAIT), Err(Error::Closed));
-    assert_eq!(conn.recv(WAIT), Err(Error::Closed));
+    assert_eq!(conn.recv(WAIT), Err(ClientError::Closed));
+    assert_eq!(conn.recv(WAIT), Err(ClientError::Closed));
     stop(server);
 }
 
@@ -533,13 +546,13 @@ fn recv_exact_keeps_partial_bytes_across_a_timeout() {
     let began = Instant::now();
     assert_eq!(
         conn.recv_exact(5, Some(wait)),
-        Err(Error::Timeout(Timeout::Recv))
+        Err(ClientError::Timeout(Timeout::Recv))
     );
     assert!(began.elapsed() >= wait);
     // Still short: the partial bytes are kept a second time.
     assert_eq!(
         conn.recv_exact(5, Some(Duration::ZERO)),
-        Err(Error::Timeout(Timeout::Recv))
+        Err(ClientError::Timeout(Timeout::Recv))
     );
     peer.write_all(b"lo, world").unwrap();
     assert_eq!(conn.recv_exact(5, WAIT).unwrap(), b"hello");
@@ -563,7 +576,7 @@ fn recv_exact_of_a_huge_length_times_out_without_allocating_it() {
     let wait = Some(Duration::from_millis(100));
     assert_eq!(
         conn.recv_exact(usize::MAX, wait),
-        Err(Error::Timeout(Timeout::Recv))
+        Err(ClientError::Timeout(Timeout::Recv))
     );
     assert_eq!(conn.recv(WAIT).unwrap(), b"abc");
 }
@@ -596,7 +609,7 @@ fn recv_exact_returns_what_came_when_the_peer_closes() {
     peer.write_all(b"abc").unwrap();
     drop(peer);
     assert_eq!(conn.recv_exact(10, WAIT).unwrap(), b"abc");
-    assert_eq!(conn.recv_exact(10, WAIT), Err(Error::Closed));
+    assert_eq!(conn.recv_exact(10, WAIT), Err(ClientError::Closed));
 }
 
 #[test]
@@ -649,9 +662,12 @@ fn active_mode_delivers_exactly_one_message_per_arming() {
     let (tx, rx) = unbounded();
     conn.arm(&tx).unwrap();
     assert!(conn.is_armed());
-    assert_eq!(conn.recv(Some(Duration::ZERO)), Err(Error::Armed));
-    assert_eq!(conn.recv_exact(1, Some(Duration::ZERO)), Err(Error::Armed));
-    assert_eq!(conn.arm(&tx), Err(Error::Armed));
+    assert_eq!(conn.recv(Some(Duration::ZERO)), Err(ClientError::Armed));
+    assert_eq!(
+        conn.recv_exact(1, Some(Duration::ZERO)),
+        Err(ClientError::Armed)
+    );
+    assert_eq!(conn.arm(&tx), Err(ClientError::Armed));
     // Sending while armed is allowed.
     conn.send(b"one").unwrap();
     assert_eq!(
@@ -740,7 +756,7 @@ fn arming_delivers_bytes_a_timed_out_recv_exact_kept() {
     peer.write_all(b"part").unwrap();
     assert_eq!(
         conn.recv_exact(10, Some(Duration::from_millis(100))),
-        Err(Error::Timeout(Timeout::Recv))
+        Err(ClientError::Timeout(Timeout::Recv))
     );
     let (tx, rx) = unbounded();
     conn.arm(&tx).unwrap();
@@ -803,19 +819,19 @@ fn a_reset_is_an_error_in_active_and_passive_mode() {
     conn.arm(&tx).unwrap();
     assert_eq!(
         rx.recv_timeout(PATIENCE).unwrap(),
-        Packet::Error(conn.id(), Error::Econnreset)
+        Packet::Error(conn.id(), ClientError::Econnreset)
     );
 
     let mut conn = client::connect("127.0.0.1", port).unwrap();
     reset(&listener);
-    assert_eq!(conn.recv(WAIT), Err(Error::Econnreset));
+    assert_eq!(conn.recv(WAIT), Err(ClientError::Econnreset));
 }
 
 #[test]
 fn connections_and_errors_cross_threads() {
     fn send_sync<T: Send + Sync>() {}
-    send_sync::<client::Connection>();
-    send_sync::<Error>();
+    send_sync::<client::Client>();
+    send_sync::<ClientError>();
     send_sync::<ConnectError>();
     send_sync::<Packet>();
     send_sync::<Options>();
@@ -848,7 +864,7 @@ fn an_io_error_of_every_kind_and_code_converts_without_panic() {
     ];
     for code in 0..200 {
         // Every raw code converts, and keeps its code.
-        let err = Error::from(io::Error::from_raw_os_error(code));
+        let err = ClientError::from(io::Error::from_raw_os_error(code));
         assert_eq!(err.raw_os_error(), Some(code), "{err:?}");
         assert!(!err.to_string().is_empty());
         // The kinds std knows for OS codes, including those newer than
@@ -860,34 +876,37 @@ fn an_io_error_of_every_kind_and_code_converts_without_panic() {
             io::Error::from(kind),
             io::Error::new(kind, "with a message"),
         ] {
-            let converted = Error::from(err);
+            let converted = ClientError::from(err);
             assert!(!converted.to_string().is_empty());
             // And back to io::Error and again: the same error.
             let back: io::Error = converted.clone().into();
-            assert_eq!(Error::from(back), converted);
+            assert_eq!(ClientError::from(back), converted);
         }
     }
     assert_eq!(
-        Error::from(io::Error::from(K::UnexpectedEof)),
-        Error::Closed
+        ClientError::from(io::Error::from(K::UnexpectedEof)),
+        ClientError::Closed
     );
     // A timeout without its kind is the system's, not one of atoll's.
-    assert_eq!(Error::from(io::Error::from(K::TimedOut)), Error::Etimedout);
     assert_eq!(
-        Error::from(io::Error::from(K::WouldBlock)),
-        Error::Ewouldblock
+        ClientError::from(io::Error::from(K::TimedOut)),
+        ClientError::Etimedout
     );
     assert_eq!(
-        Error::from(io::Error::from_raw_os_error(libc::ECONNREFUSED)),
-        Error::Econnrefused
+        ClientError::from(io::Error::from(K::WouldBlock)),
+        ClientError::Ewouldblock
     );
     assert_eq!(
-        Error::from(io::Error::from_raw_os_error(libc::ETIMEDOUT)),
-        Error::Etimedout
+        ClientError::from(io::Error::from_raw_os_error(libc::ECONNREFUSED)),
+        ClientError::Econnrefused
+    );
+    assert_eq!(
+        ClientError::from(io::Error::from_raw_os_error(libc::ETIMEDOUT)),
+        ClientError::Etimedout
     );
     assert!(matches!(
-        Error::from(io::Error::from(K::InvalidData)),
-        Error::Other {
+        ClientError::from(io::Error::from(K::InvalidData)),
+        ClientError::Other {
             kind: K::InvalidData,
             code: None,
             ..
@@ -897,86 +916,86 @@ fn an_io_error_of_every_kind_and_code_converts_without_panic() {
 
 /// The name mug gives each case: a `match` naming every case of mug's
 /// list, which must compile on every platform.
-fn mug_name(err: &Error) -> &'static str {
+fn mug_name(err: &ClientError) -> &'static str {
     match err {
-        Error::Closed => "Closed",
-        Error::Timeout(_) => "Timeout",
-        Error::Eaddrinuse => "Eaddrinuse",
-        Error::Eaddrnotavail => "Eaddrnotavail",
-        Error::Eafnosupport => "Eafnosupport",
-        Error::Ealready => "Ealready",
-        Error::Econnaborted => "Econnaborted",
-        Error::Econnrefused => "Econnrefused",
-        Error::Econnreset => "Econnreset",
-        Error::Edestaddrreq => "Edestaddrreq",
-        Error::Ehostdown => "Ehostdown",
-        Error::Ehostunreach => "Ehostunreach",
-        Error::Einprogress => "Einprogress",
-        Error::Eisconn => "Eisconn",
-        Error::Emsgsize => "Emsgsize",
-        Error::Enetdown => "Enetdown",
-        Error::Enetunreach => "Enetunreach",
-        Error::Enopkg => "Enopkg",
-        Error::Enoprotoopt => "Enoprotoopt",
-        Error::Enotconn => "Enotconn",
-        Error::Enotty => "Enotty",
-        Error::Enotsock => "Enotsock",
-        Error::Eproto => "Eproto",
-        Error::Eprotonosupport => "Eprotonosupport",
-        Error::Eprototype => "Eprototype",
-        Error::Esocktnosupport => "Esocktnosupport",
-        Error::Etimedout => "Etimedout",
-        Error::Ewouldblock => "Ewouldblock",
-        Error::Exbadport => "Exbadport",
-        Error::Exbadseq => "Exbadseq",
-        Error::Nxdomain => "Nxdomain",
-        Error::Eacces => "Eacces",
-        Error::Eagain => "Eagain",
-        Error::Ebadf => "Ebadf",
-        Error::Ebadmsg => "Ebadmsg",
-        Error::Ebusy => "Ebusy",
-        Error::Edeadlk => "Edeadlk",
-        Error::Edeadlock => "Edeadlock",
-        Error::Edquot => "Edquot",
-        Error::Eexist => "Eexist",
-        Error::Efault => "Efault",
-        Error::Efbig => "Efbig",
-        Error::Eftype => "Eftype",
-        Error::Eintr => "Eintr",
-        Error::Einval => "Einval",
-        Error::Eio => "Eio",
-        Error::Eisdir => "Eisdir",
-        Error::Eloop => "Eloop",
-        Error::Emfile => "Emfile",
-        Error::Emlink => "Emlink",
-        Error::Emultihop => "Emultihop",
-        Error::Enametoolong => "Enametoolong",
-        Error::Enfile => "Enfile",
-        Error::Enobufs => "Enobufs",
-        Error::Enodev => "Enodev",
-        Error::Enolck => "Enolck",
-        Error::Enolink => "Enolink",
-        Error::Enoent => "Enoent",
-        Error::Enomem => "Enomem",
-        Error::Enospc => "Enospc",
-        Error::Enosr => "Enosr",
-        Error::Enostr => "Enostr",
-        Error::Enosys => "Enosys",
-        Error::Enotblk => "Enotblk",
-        Error::Enotdir => "Enotdir",
-        Error::Enotsup => "Enotsup",
-        Error::Enxio => "Enxio",
-        Error::Eopnotsupp => "Eopnotsupp",
-        Error::Eoverflow => "Eoverflow",
-        Error::Eperm => "Eperm",
-        Error::Epipe => "Epipe",
-        Error::Erange => "Erange",
-        Error::Erofs => "Erofs",
-        Error::Espipe => "Espipe",
-        Error::Esrch => "Esrch",
-        Error::Estale => "Estale",
-        Error::Etxtbsy => "Etxtbsy",
-        Error::Exdev => "Exdev",
+        ClientError::Closed => "Closed",
+        ClientError::Timeout(_) => "Timeout",
+        ClientError::Eaddrinuse => "Eaddrinuse",
+        ClientError::Eaddrnotavail => "Eaddrnotavail",
+        ClientError::Eafnosupport => "Eafnosupport",
+        ClientError::Ealready => "Ealready",
+        ClientError::Econnaborted => "Econnaborted",
+        ClientError::Econnrefused => "Econnrefused",
+        ClientError::Econnreset => "Econnreset",
+        ClientError::Edestaddrreq => "Edestaddrreq",
+        ClientError::Ehostdown => "Ehostdown",
+        ClientError::Ehostunreach => "Ehostunreach",
+        ClientError::Einprogress => "Einprogress",
+        ClientError::Eisconn => "Eisconn",
+        ClientError::Emsgsize => "Emsgsize",
+        ClientError::Enetdown => "Enetdown",
+        ClientError::Enetunreach => "Enetunreach",
+        ClientError::Enopkg => "Enopkg",
+        ClientError::Enoprotoopt => "Enoprotoopt",
+        ClientError::Enotconn => "Enotconn",
+        ClientError::Enotty => "Enotty",
+        ClientError::Enotsock => "Enotsock",
+        ClientError::Eproto => "Eproto",
+        ClientError::Eprotonosupport => "Eprotonosupport",
+        ClientError::Eprototype => "Eprototype",
+        ClientError::Esocktnosupport => "Esocktnosupport",
+        ClientError::Etimedout => "Etimedout",
+        ClientError::Ewouldblock => "Ewouldblock",
+        ClientError::Exbadport => "Exbadport",
+        ClientError::Exbadseq => "Exbadseq",
+        ClientError::Nxdomain => "Nxdomain",
+        ClientError::Eacces => "Eacces",
+        ClientError::Eagain => "Eagain",
+        ClientError::Ebadf => "Ebadf",
+        ClientError::Ebadmsg => "Ebadmsg",
+        ClientError::Ebusy => "Ebusy",
+        ClientError::Edeadlk => "Edeadlk",
+        ClientError::Edeadlock => "Edeadlock",
+        ClientError::Edquot => "Edquot",
+        ClientError::Eexist => "Eexist",
+        ClientError::Efault => "Efault",
+        ClientError::Efbig => "Efbig",
+        ClientError::Eftype => "Eftype",
+        ClientError::Eintr => "Eintr",
+        ClientError::Einval => "Einval",
+        ClientError::Eio => "Eio",
+        ClientError::Eisdir => "Eisdir",
+        ClientError::Eloop => "Eloop",
+        ClientError::Emfile => "Emfile",
+        ClientError::Emlink => "Emlink",
+        ClientError::Emultihop => "Emultihop",
+        ClientError::Enametoolong => "Enametoolong",
+        ClientError::Enfile => "Enfile",
+        ClientError::Enobufs => "Enobufs",
+        ClientError::Enodev => "Enodev",
+        ClientError::Enolck => "Enolck",
+        ClientError::Enolink => "Enolink",
+        ClientError::Enoent => "Enoent",
+        ClientError::Enomem => "Enomem",
+        ClientError::Enospc => "Enospc",
+        ClientError::Enosr => "Enosr",
+        ClientError::Enostr => "Enostr",
+        ClientError::Enosys => "Enosys",
+        ClientError::Enotblk => "Enotblk",
+        ClientError::Enotdir => "Enotdir",
+        ClientError::Enotsup => "Enotsup",
+        ClientError::Enxio => "Enxio",
+        ClientError::Eopnotsupp => "Eopnotsupp",
+        ClientError::Eoverflow => "Eoverflow",
+        ClientError::Eperm => "Eperm",
+        ClientError::Epipe => "Epipe",
+        ClientError::Erange => "Erange",
+        ClientError::Erofs => "Erofs",
+        ClientError::Espipe => "Espipe",
+        ClientError::Esrch => "Esrch",
+        ClientError::Estale => "Estale",
+        ClientError::Etxtbsy => "Etxtbsy",
+        ClientError::Exdev => "Exdev",
         _ => "not in mug's list",
     }
 }
@@ -984,84 +1003,84 @@ fn mug_name(err: &Error) -> &'static str {
 #[test]
 fn mugs_whole_error_list_exists_on_every_platform_with_a_description() {
     let all = [
-        Error::Closed,
-        Error::Timeout(Timeout::Recv),
-        Error::Eaddrinuse,
-        Error::Eaddrnotavail,
-        Error::Eafnosupport,
-        Error::Ealready,
-        Error::Econnaborted,
-        Error::Econnrefused,
-        Error::Econnreset,
-        Error::Edestaddrreq,
-        Error::Ehostdown,
-        Error::Ehostunreach,
-        Error::Einprogress,
-        Error::Eisconn,
-        Error::Emsgsize,
-        Error::Enetdown,
-        Error::Enetunreach,
-        Error::Enopkg,
-        Error::Enoprotoopt,
-        Error::Enotconn,
-        Error::Enotty,
-        Error::Enotsock,
-        Error::Eproto,
-        Error::Eprotonosupport,
-        Error::Eprototype,
-        Error::Esocktnosupport,
-        Error::Etimedout,
-        Error::Ewouldblock,
-        Error::Exbadport,
-        Error::Exbadseq,
-        Error::Nxdomain,
-        Error::Eacces,
-        Error::Eagain,
-        Error::Ebadf,
-        Error::Ebadmsg,
-        Error::Ebusy,
-        Error::Edeadlk,
-        Error::Edeadlock,
-        Error::Edquot,
-        Error::Eexist,
-        Error::Efault,
-        Error::Efbig,
-        Error::Eftype,
-        Error::Eintr,
-        Error::Einval,
-        Error::Eio,
-        Error::Eisdir,
-        Error::Eloop,
-        Error::Emfile,
-        Error::Emlink,
-        Error::Emultihop,
-        Error::Enametoolong,
-        Error::Enfile,
-        Error::Enobufs,
-        Error::Enodev,
-        Error::Enolck,
-        Error::Enolink,
-        Error::Enoent,
-        Error::Enomem,
-        Error::Enospc,
-        Error::Enosr,
-        Error::Enostr,
-        Error::Enosys,
-        Error::Enotblk,
-        Error::Enotdir,
-        Error::Enotsup,
-        Error::Enxio,
-        Error::Eopnotsupp,
-        Error::Eoverflow,
-        Error::Eperm,
-        Error::Epipe,
-        Error::Erange,
-        Error::Erofs,
-        Error::Espipe,
-        Error::Esrch,
-        Error::Estale,
-        Error::Etxtbsy,
-        Error::Exdev,
+        ClientError::Closed,
+        ClientError::Timeout(Timeout::Recv),
+        ClientError::Eaddrinuse,
+        ClientError::Eaddrnotavail,
+        ClientError::Eafnosupport,
+        ClientError::Ealready,
+        ClientError::Econnaborted,
+        ClientError::Econnrefused,
+        ClientError::Econnreset,
+        ClientError::Edestaddrreq,
+        ClientError::Ehostdown,
+        ClientError::Ehostunreach,
+        ClientError::Einprogress,
+        ClientError::Eisconn,
+        ClientError::Emsgsize,
+        ClientError::Enetdown,
+        ClientError::Enetunreach,
+        ClientError::Enopkg,
+        ClientError::Enoprotoopt,
+        ClientError::Enotconn,
+        ClientError::Enotty,
+        ClientError::Enotsock,
+        ClientError::Eproto,
+        ClientError::Eprotonosupport,
+        ClientError::Eprototype,
+        ClientError::Esocktnosupport,
+        ClientError::Etimedout,
+        ClientError::Ewouldblock,
+        ClientError::Exbadport,
+        ClientError::Exbadseq,
+        ClientError::Nxdomain,
+        ClientError::Eacces,
+        ClientError::Eagain,
+        ClientError::Ebadf,
+        ClientError::Ebadmsg,
+        ClientError::Ebusy,
+        ClientError::Edeadlk,
+        ClientError::Edeadlock,
+        ClientError::Edquot,
+        ClientError::Eexist,
+        ClientError::Efault,
+        ClientError::Efbig,
+        ClientError::Eftype,
+        ClientError::Eintr,
+        ClientError::Einval,
+        ClientError::Eio,
+        ClientError::Eisdir,
+        ClientError::Eloop,
+        ClientError::Emfile,
+        ClientError::Emlink,
+        ClientError::Emultihop,
+        ClientError::Enametoolong,
+        ClientError::Enfile,
+        ClientError::Enobufs,
+        ClientError::Enodev,
+        ClientError::Enolck,
+        ClientError::Enolink,
+        ClientError::Enoent,
+        ClientError::Enomem,
+        ClientError::Enospc,
+        ClientError::Enosr,
+        ClientError::Enostr,
+        ClientError::Enosys,
+        ClientError::Enotblk,
+        ClientError::Enotdir,
+        ClientError::Enotsup,
+        ClientError::Enxio,
+        ClientError::Eopnotsupp,
+        ClientError::Eoverflow,
+        ClientError::Eperm,
+        ClientError::Epipe,
+        ClientError::Erange,
+        ClientError::Erofs,
+        ClientError::Espipe,
+        ClientError::Esrch,
+        ClientError::Estale,
+        ClientError::Etxtbsy,
+        ClientError::Exdev,
     ];
     let mut names = std::collections::HashSet::new();
     for err in &all {
@@ -1069,14 +1088,14 @@ fn mugs_whole_error_list_exists_on_every_platform_with_a_description() {
         assert!(!err.to_string().is_empty());
         // A case with a code on this platform converts back from it.
         if let Some(code) = err.raw_os_error() {
-            let back = Error::from(io::Error::from_raw_os_error(code));
+            let back = ClientError::from(io::Error::from_raw_os_error(code));
             assert_eq!(back.raw_os_error(), Some(code));
         }
     }
     assert_eq!(names.len(), 78);
-    assert_eq!(Error::Exbadport.raw_os_error(), None);
-    assert_eq!(Error::Exbadport.to_string(), "invalid port state");
-    assert_eq!(Error::Exbadseq.to_string(), "bad command sequence");
+    assert_eq!(ClientError::Exbadport.raw_os_error(), None);
+    assert_eq!(ClientError::Exbadport.to_string(), "invalid port state");
+    assert_eq!(ClientError::Exbadseq.to_string(), "bad command sequence");
 }
 
 #[cfg(feature = "tls")]
@@ -1237,7 +1256,7 @@ mod tls {
             Packet::Data(conn.id(), b"armed".to_vec())
         );
         conn.shutdown().unwrap();
-        assert_eq!(conn.recv(WAIT), Err(Error::Closed));
+        assert_eq!(conn.recv(WAIT), Err(ClientError::Closed));
         stop(server);
     }
 
@@ -1280,11 +1299,11 @@ mod tls {
         assert_eq!(conn.recv_exact(6, WAIT).unwrap(), b"secret");
         assert_eq!(
             conn.recv(Some(Duration::ZERO)),
-            Err(Error::Timeout(Timeout::Recv))
+            Err(ClientError::Timeout(Timeout::Recv))
         );
         conn.send(b"bye").unwrap();
         assert_eq!(conn.recv_exact(3, WAIT).unwrap(), b"bye");
-        assert_eq!(conn.recv(WAIT), Err(Error::Closed));
+        assert_eq!(conn.recv(WAIT), Err(ClientError::Closed));
         server.join().unwrap();
     }
 
@@ -1335,7 +1354,10 @@ mod tls {
             .connect()
             .expect_err("the server never answers");
         let took = began.elapsed();
-        assert_eq!(err, ConnectError::Tls(Error::Timeout(Timeout::Handshake)));
+        assert_eq!(
+            err,
+            ConnectError::Tls(ClientError::Timeout(Timeout::Handshake))
+        );
         assert!(err.is_timeout());
         assert!(took >= limit && took < PATIENCE, "took {took:?}");
         silent.join().unwrap();
@@ -1351,7 +1373,10 @@ mod tls {
             .tls(Some(TlsConfig::new().built_in_roots(false)))
             .connect()
             .expect_err("the certificate is not trusted");
-        assert!(matches!(err, ConnectError::Tls(Error::Tls(_))), "{err:?}");
+        assert!(
+            matches!(err, ConnectError::Tls(ClientError::Tls(_))),
+            "{err:?}"
+        );
         server.join().unwrap();
 
         let (port, server) = tls_server(&[], false);
@@ -1359,7 +1384,10 @@ mod tls {
             .tls(Some(trusting(cert).domain("not-localhost.invalid")))
             .connect()
             .expect_err("the name does not match");
-        assert!(matches!(err, ConnectError::Tls(Error::Tls(_))), "{err:?}");
+        assert!(
+            matches!(err, ConnectError::Tls(ClientError::Tls(_))),
+            "{err:?}"
+        );
         server.join().unwrap();
     }
 
@@ -1381,12 +1409,12 @@ mod tls {
         assert_eq!(conn.alpn_protocol().as_deref(), Some(&b"atoll-test"[..]));
         assert!(matches!(
             conn.upgrade_tls(&trusting(cert)),
-            Err(Error::Tls(_))
+            Err(ClientError::Tls(_))
         ));
         conn.send(b"over tls").unwrap();
         assert_eq!(conn.recv_exact(8, WAIT).unwrap(), b"over tls");
         conn.shutdown().unwrap();
-        assert_eq!(conn.send(b"late"), Err(Error::Closed));
+        assert_eq!(conn.send(b"late"), Err(ClientError::Closed));
         server.join().unwrap();
     }
 }

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use atoll::client::{self, ConnectError, Error, Options, Packet, Timeout, TlsConfig};
+use atoll::client::{self, ClientError, ConnectError, Options, Packet, Timeout, TlsConfig};
 use atoll::transport::{ClientAuth, Rustls};
 use atoll::{Flow, Handler, Server, Socket};
 use crossbeam_channel::unbounded;
@@ -157,14 +157,14 @@ fn atolls_rustls_server_with_alpn_over_every_method_and_the_shutdown() {
     // Passive mode, with its timeouts.
     assert_eq!(
         conn.recv(Some(Duration::ZERO)),
-        Err(Error::Timeout(Timeout::Recv))
+        Err(ClientError::Timeout(Timeout::Recv))
     );
     conn.send(b"over rustls").unwrap();
     assert_eq!(conn.recv_exact(11, WAIT).unwrap(), b"over rustls");
     conn.send(b"abc").unwrap();
     assert_eq!(
         conn.recv_exact(5, Some(Duration::from_millis(100))),
-        Err(Error::Timeout(Timeout::Recv))
+        Err(ClientError::Timeout(Timeout::Recv))
     );
     conn.send(b"de").unwrap();
     assert_eq!(conn.recv_exact(5, WAIT).unwrap(), b"abcde");
@@ -188,8 +188,8 @@ fn atolls_rustls_server_with_alpn_over_every_method_and_the_shutdown() {
 
     conn.shutdown().unwrap();
     assert!(conn.is_closed());
-    assert_eq!(conn.recv(WAIT), Err(Error::Closed));
-    assert_eq!(conn.send(b"late"), Err(Error::Closed));
+    assert_eq!(conn.recv(WAIT), Err(ClientError::Closed));
+    assert_eq!(conn.send(b"late"), Err(ClientError::Closed));
     stop(server);
 }
 
@@ -248,7 +248,10 @@ fn the_client_config_presents_its_client_certificate() {
         Ok(mut conn) => {
             let got = conn.recv(WAIT);
             assert!(
-                matches!(got, Err(Error::Tls(_) | Error::Econnreset | Error::Closed)),
+                matches!(
+                    got,
+                    Err(ClientError::Tls(_) | ClientError::Econnreset | ClientError::Closed)
+                ),
                 "served without a certificate: {got:?}"
             );
         }
@@ -270,11 +273,11 @@ fn a_bare_rustls_server_echoes_then_closes_with_a_close_notify() {
     assert_eq!(conn.recv_exact(6, WAIT).unwrap(), b"secret");
     assert_eq!(
         conn.recv(Some(Duration::ZERO)),
-        Err(Error::Timeout(Timeout::Recv))
+        Err(ClientError::Timeout(Timeout::Recv))
     );
     conn.send(b"bye").unwrap();
     assert_eq!(conn.recv_exact(3, WAIT).unwrap(), b"bye");
-    assert_eq!(conn.recv(WAIT), Err(Error::Closed));
+    assert_eq!(conn.recv(WAIT), Err(ClientError::Closed));
     server.join().unwrap();
 }
 
@@ -299,7 +302,7 @@ fn a_tcp_close_without_close_notify_is_a_close_in_active_mode() {
         rx.recv_timeout(PATIENCE).unwrap(),
         Packet::Closed(conn.id())
     );
-    assert_eq!(conn.recv(WAIT), Err(Error::Closed));
+    assert_eq!(conn.recv(WAIT), Err(ClientError::Closed));
     server.join().unwrap();
 }
 
@@ -318,12 +321,12 @@ fn starttls_upgrades_a_live_connection_with_alpn_once() {
     assert_eq!(conn.alpn_protocol().as_deref(), Some(&b"atoll-test"[..]));
     assert!(matches!(
         conn.upgrade_tls(&trusting(&[])),
-        Err(Error::Tls(_))
+        Err(ClientError::Tls(_))
     ));
     conn.send(b"over tls").unwrap();
     assert_eq!(conn.recv_exact(8, WAIT).unwrap(), b"over tls");
     conn.shutdown().unwrap();
-    assert_eq!(conn.send(b"late"), Err(Error::Closed));
+    assert_eq!(conn.send(b"late"), Err(ClientError::Closed));
     server.join().unwrap();
 }
 
@@ -338,7 +341,7 @@ fn an_unknown_root_a_wrong_name_or_a_bad_name_fails_the_handshake() {
         // The client closed: the server's session ends.
         server.join().unwrap();
         match err {
-            ConnectError::Tls(Error::Tls(text)) => text,
+            ConnectError::Tls(ClientError::Tls(text)) => text,
             other => panic!("not a TLS error: {other:?}"),
         }
     };
@@ -361,7 +364,10 @@ fn a_server_that_never_answers_times_the_handshake_out() {
         .connect()
         .expect_err("nothing answers the hello");
     let took = start.elapsed();
-    assert_eq!(err, ConnectError::Tls(Error::Timeout(Timeout::Handshake)));
+    assert_eq!(
+        err,
+        ConnectError::Tls(ClientError::Timeout(Timeout::Handshake))
+    );
     assert!(took >= timeout, "gave up after {took:?}");
     assert!(took < PATIENCE, "took {took:?}");
     drop(listener);
@@ -430,7 +436,7 @@ fn a_send_to_a_server_that_does_not_read_times_out() {
     let start = Instant::now();
     let sent = pattern(64 << 20);
     match conn.send(&sent) {
-        Err(Error::Timeout(Timeout::Send { sent: n, unsent })) => {
+        Err(ClientError::Timeout(Timeout::Send { sent: n, unsent })) => {
             assert_eq!(
                 n as usize + unsent.len(),
                 sent.len(),

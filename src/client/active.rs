@@ -24,7 +24,7 @@ use mio::{Events, Interest, Poll, Registry, Token, Waker};
 use parking_lot::Mutex;
 
 use super::connection::{Shared, READ_CHUNK};
-use super::error::Error;
+use super::error::ClientError;
 
 /// A client connection's id, unique in the process: what active-mode
 /// [`Packet`]s say they come from.
@@ -119,7 +119,7 @@ pub enum Packet {
     /// The peer closed the connection.
     Closed(ConnId),
     /// Reading failed.
-    Error(ConnId, Error),
+    Error(ConnId, ClientError),
 }
 
 impl Packet {
@@ -167,7 +167,7 @@ const WAKER: Token = Token(usize::MAX);
 static POLLER: Mutex<Option<&'static Poller>> = Mutex::new(None);
 
 /// The poll thread, started if it is not running yet.
-fn poller() -> Result<&'static Poller, Error> {
+fn poller() -> Result<&'static Poller, ClientError> {
     let mut slot = POLLER.lock();
     if let Some(poller) = *slot {
         return Ok(poller);
@@ -188,7 +188,7 @@ fn poller() -> Result<&'static Poller, Error> {
 }
 
 /// Arms `shared`: its next packet goes to `deliver`.
-pub(super) fn arm(shared: &Arc<Shared>, deliver: Deliver) -> Result<(), Error> {
+pub(super) fn arm(shared: &Arc<Shared>, deliver: Deliver) -> Result<(), ClientError> {
     let poller = poller()?;
     let token = shared.id.token();
     {
@@ -273,8 +273,8 @@ impl Poller {
             Ok(0) => Packet::Closed(id),
             Ok(n) => Packet::Data(id, buf[..n].to_vec()),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-            Err(e) => match Error::from(e) {
-                Error::Closed => Packet::Closed(id),
+            Err(e) => match ClientError::from(e) {
+                ClientError::Closed => Packet::Closed(id),
                 e => Packet::Error(id, e),
             },
         };

@@ -1,4 +1,4 @@
-//! [`Connection`]: a client connection, passive by default, armable for
+//! [`Client`]: a client connection, passive by default, armable for
 //! active mode, plain or TLS; its blocking reads and writes run the loop
 //! of `blocking`, and nothing of the server's is used here.
 
@@ -15,7 +15,7 @@ use parking_lot::Mutex;
 use socket2::SockRef;
 
 use super::active::{self, ConnId, Packet};
-use super::error::Error;
+use super::error::ClientError;
 use super::options::Options;
 #[cfg(any(feature = "tls", feature = "rustls"))]
 use super::tls::TlsStream;
@@ -89,7 +89,7 @@ impl Stream {
             Stream::Plain(tcp) => tcp.read(buf),
             #[cfg(any(feature = "tls", feature = "rustls"))]
             Stream::Tls(tls) => tls.read(buf),
-            Stream::Closed => Err(Error::Closed.into()),
+            Stream::Closed => Err(ClientError::Closed.into()),
         }
     }
 
@@ -99,7 +99,7 @@ impl Stream {
             Stream::Plain(tcp) => tcp.write_vectored(bufs),
             #[cfg(any(feature = "tls", feature = "rustls"))]
             Stream::Tls(tls) => tls.write_vectored(bufs),
-            Stream::Closed => Err(Error::Closed.into()),
+            Stream::Closed => Err(ClientError::Closed.into()),
         }
     }
 
@@ -133,24 +133,24 @@ pub(super) struct Shared {
 /// # Passive mode
 ///
 /// A new connection is passive: read it with
-/// [`recv`](Connection::recv) (whatever arrives next),
-/// [`recv_exact`](Connection::recv_exact) (exactly `n` bytes), or the
-/// [`Read`] impl, and write it with [`send`](Connection::send),
-/// [`send_vectored`](Connection::send_vectored) or the [`Write`] impl.
+/// [`recv`](Client::recv) (whatever arrives next),
+/// [`recv_exact`](Client::recv_exact) (exactly `n` bytes), or the
+/// [`Read`] impl, and write it with [`send`](Client::send),
+/// [`send_vectored`](Client::send_vectored) or the [`Write`] impl.
 ///
 /// # Active mode
 ///
-/// [`arm`](Connection::arm) hands the next packet, the peer's close, or an
+/// [`arm`](Client::arm) hands the next packet, the peer's close, or an
 /// error to a background poll thread, which sends it as one [`Packet`] on a
 /// channel of the caller's choice; one thread can then `select!` over many
 /// connections and its other channels. One message per arming, so a fast
 /// peer cannot flood the receiver; arm again for the next one. While
-/// armed, reading directly fails with [`Error::Armed`]; sending is allowed.
+/// armed, reading directly fails with [`ClientError::Armed`]; sending is allowed.
 ///
 /// # Closing
 ///
-/// [`shutdown`](Connection::shutdown) closes the connection; afterwards
-/// sends and receives fail with [`Error::Closed`]. Dropping the connection
+/// [`shutdown`](Client::shutdown) closes the connection; afterwards
+/// sends and receives fail with [`ClientError::Closed`]. Dropping the connection
 /// closes it too (and cancels an arming).
 ///
 /// # Examples
@@ -173,10 +173,10 @@ pub(super) struct Shared {
 /// let reply = conn.recv_exact(4, Some(Duration::from_secs(5)))?;
 /// assert_eq!(reply, b"ping");
 /// conn.shutdown()?;
-/// assert_eq!(conn.send(b"more"), Err(client::Error::Closed));
+/// assert_eq!(conn.send(b"more"), Err(client::ClientError::Closed));
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-pub struct Connection {
+pub struct Client {
     shared: Arc<Shared>,
     host: String,
     peer: SocketAddr,
@@ -190,20 +190,20 @@ pub struct Connection {
 /// Ids are unique in the process.
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
-impl Connection {
+impl Client {
     /// Wraps a freshly connected stream.
     pub(super) fn from_stream(
         stream: TcpStream,
         peer: SocketAddr,
         options: &Options,
-    ) -> Result<Connection, Error> {
+    ) -> Result<Client, ClientError> {
         stream.set_nonblocking(true)?;
         if options.nodelay {
             stream.set_nodelay(true)?;
         }
         let local = stream.local_addr()?;
         let id = ConnId::new(NEXT_ID.fetch_add(1, Ordering::Relaxed));
-        Ok(Connection {
+        Ok(Client {
             shared: Arc::new(Shared {
                 id,
                 fd: stream.as_raw_fd(),
@@ -287,7 +287,7 @@ impl Connection {
         }
     }
 
-    /// Whether the connection has been [shut down](Connection::shutdown).
+    /// Whether the connection has been [shut down](Client::shutdown).
     ///
     /// ```
     /// # let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
@@ -300,7 +300,7 @@ impl Connection {
         matches!(&*self.shared.stream.lock(), Stream::Closed)
     }
 
-    /// The send timeout of [`send`](Connection::send), [`send_vectored`](Connection::send_vectored)
+    /// The send timeout of [`send`](Client::send), [`send_vectored`](Client::send_vectored)
     /// and [`Write`], from [`Options::send_timeout`].
     ///
     /// ```
@@ -328,10 +328,10 @@ impl Connection {
     /// Sends all of `data`, waiting for room as long as the send timeout
     /// allows. Allowed while armed.
     ///
-    /// Fails with [`Error::Closed`] after [`shutdown`](Connection::shutdown),
-    /// [`Error::Timeout`]`(`[`Timeout::Send`]`)` when the send timeout
+    /// Fails with [`ClientError::Closed`] after [`shutdown`](Client::shutdown),
+    /// [`ClientError::Timeout`]`(`[`Timeout::Send`]`)` when the send timeout
     /// passes (it says how many bytes went out and holds the rest, to send
-    /// again), and [`Error::Epipe`] or [`Error::Econnreset`] when the peer
+    /// again), and [`ClientError::Epipe`] or [`ClientError::Econnreset`] when the peer
     /// has gone away.
     ///
     /// ```
@@ -340,7 +340,7 @@ impl Connection {
     /// conn.send(b"hello")?;
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn send(&mut self, data: &[u8]) -> Result<(), Error> {
+    pub fn send(&mut self, data: &[u8]) -> Result<(), ClientError> {
         self.send_vectored(&[IoSlice::new(data)])
     }
 
@@ -356,7 +356,7 @@ impl Connection {
     /// conn.send_vectored(&[IoSlice::new(b"GET / HTTP/1.1\r\n"), IoSlice::new(b"\r\n")])?;
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn send_vectored(&mut self, bufs: &[IoSlice<'_>]) -> Result<(), Error> {
+    pub fn send_vectored(&mut self, bufs: &[IoSlice<'_>]) -> Result<(), ClientError> {
         let deadline = blocking::deadline(self.send_timeout);
         let mut owned: Vec<IoSlice<'_>> = bufs.to_vec();
         blocking::write_all(self, &mut owned, deadline)
@@ -368,22 +368,22 @@ impl Connection {
     /// `timeout`; `None` waits forever.
     ///
     /// A zero timeout makes one non-blocking attempt: the bytes already
-    /// there, or [`Error::Timeout`]`(`[`Timeout::Recv`]`)`. Fails with
-    /// [`Error::Closed`] once the peer has closed and everything it sent
-    /// has been received, and with [`Error::Armed`] while the connection
+    /// there, or [`ClientError::Timeout`]`(`[`Timeout::Recv`]`)`. Fails with
+    /// [`ClientError::Closed`] once the peer has closed and everything it sent
+    /// has been received, and with [`ClientError::Armed`] while the connection
     /// is armed.
     ///
     /// ```
     /// use std::time::Duration;
-    /// use atoll::client::{Error, Timeout};
+    /// use atoll::client::{ClientError, Timeout};
     ///
     /// # let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     /// let mut conn = atoll::client::connect("127.0.0.1", listener.local_addr()?.port())?;
     /// // Nothing has been sent yet.
-    /// assert_eq!(conn.recv(Some(Duration::ZERO)), Err(Error::Timeout(Timeout::Recv)));
+    /// assert_eq!(conn.recv(Some(Duration::ZERO)), Err(ClientError::Timeout(Timeout::Recv)));
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn recv(&mut self, timeout: Option<Duration>) -> Result<Vec<u8>, Error> {
+    pub fn recv(&mut self, timeout: Option<Duration>) -> Result<Vec<u8>, ClientError> {
         self.check_passive()?;
         if !self.unread.is_empty() {
             return Ok(std::mem::take(&mut self.unread));
@@ -400,28 +400,28 @@ impl Connection {
     /// `None` waits forever.
     ///
     /// No byte is ever lost: when the timeout passes with only part of the
-    /// bytes received, it fails with [`Error::Timeout`]`(`[`Timeout::Recv`]`)`
+    /// bytes received, it fails with [`ClientError::Timeout`]`(`[`Timeout::Recv`]`)`
     /// and keeps them, and the next receive returns them first. When the peer closes
     /// before `n` bytes came, the bytes that did come are returned (fewer
-    /// than `n`), and the next receive fails with [`Error::Closed`]. `n == 0`
+    /// than `n`), and the next receive fails with [`ClientError::Closed`]. `n == 0`
     /// returns no bytes at once.
     ///
     /// ```
     /// use std::io::Write;
     /// use std::time::Duration;
-    /// use atoll::client::{Error, Timeout};
+    /// use atoll::client::{ClientError, Timeout};
     ///
     /// # let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     /// let mut conn = atoll::client::connect("127.0.0.1", listener.local_addr()?.port())?;
     /// let (mut server, _) = listener.accept()?;
     /// server.write_all(b"hel")?;
     /// let wait = Some(Duration::from_millis(50));
-    /// assert_eq!(conn.recv_exact(5, wait), Err(Error::Timeout(Timeout::Recv)));
+    /// assert_eq!(conn.recv_exact(5, wait), Err(ClientError::Timeout(Timeout::Recv)));
     /// server.write_all(b"lo")?;
     /// assert_eq!(conn.recv_exact(5, Some(Duration::from_secs(5)))?, b"hello");
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn recv_exact(&mut self, n: usize, timeout: Option<Duration>) -> Result<Vec<u8>, Error> {
+    pub fn recv_exact(&mut self, n: usize, timeout: Option<Duration>) -> Result<Vec<u8>, ClientError> {
         self.check_passive()?;
         if n == 0 {
             return Ok(Vec::new());
@@ -444,12 +444,12 @@ impl Connection {
     }
 
     /// Closed or armed connections cannot be read.
-    fn check_passive(&self) -> Result<(), Error> {
+    fn check_passive(&self) -> Result<(), ClientError> {
         if self.shared.armed.load(Ordering::Acquire) {
-            return Err(Error::Armed);
+            return Err(ClientError::Armed);
         }
         if matches!(&*self.shared.stream.lock(), Stream::Closed) {
-            return Err(Error::Closed);
+            return Err(ClientError::Closed);
         }
         Ok(())
     }
@@ -457,20 +457,20 @@ impl Connection {
     /// Closes the connection: a TLS connection sends its
     /// close notification, then the socket is shut down in both directions
     /// (what was sent still reaches the peer) and closed. Cancels an arming
-    /// without a message. Afterwards [`send`](Connection::send) and
-    /// [`recv`](Connection::recv) fail with [`Error::Closed`]; calling
+    /// without a message. Afterwards [`send`](Client::send) and
+    /// [`recv`](Client::recv) fail with [`ClientError::Closed`]; calling
     /// `shutdown` again does nothing.
     ///
     /// ```
-    /// use atoll::client::Error;
+    /// use atoll::client::ClientError;
     ///
     /// # let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     /// let mut conn = atoll::client::connect("127.0.0.1", listener.local_addr()?.port())?;
     /// conn.shutdown()?;
-    /// assert_eq!(conn.recv(None), Err(Error::Closed));
+    /// assert_eq!(conn.recv(None), Err(ClientError::Closed));
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn shutdown(&mut self) -> Result<(), Error> {
+    pub fn shutdown(&mut self) -> Result<(), ClientError> {
         self.disarm();
         self.unread = Vec::new();
         let stream = std::mem::replace(&mut *self.shared.stream.lock(), Stream::Closed);
@@ -501,9 +501,9 @@ impl Connection {
     /// connections (see the module's "Active mode" section); give it an
     /// unbounded channel or one with room, as the thread waits while the
     /// channel is full. Bytes left over by a
-    /// [`recv_exact`](Connection::recv_exact) that timed out are sent
-    /// at once. Fails with [`Error::Armed`] if already armed and
-    /// [`Error::Closed`] after [`shutdown`](Connection::shutdown).
+    /// [`recv_exact`](Client::recv_exact) that timed out are sent
+    /// at once. Fails with [`ClientError::Armed`] if already armed and
+    /// [`ClientError::Closed`] after [`shutdown`](Client::shutdown).
     ///
     /// ```
     /// use std::io::Write;
@@ -520,11 +520,11 @@ impl Connection {
     /// assert_eq!(packet, Packet::Data(conn.id(), b"news".to_vec()));
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn arm(&mut self, tx: &Sender<Packet>) -> Result<(), Error> {
+    pub fn arm(&mut self, tx: &Sender<Packet>) -> Result<(), ClientError> {
         self.arm_with(tx, |packet| packet)
     }
 
-    /// [`arm`](Connection::arm), with the packet turned into the channel's
+    /// [`arm`](Client::arm), with the packet turned into the channel's
     /// own message type by `map`, so
     /// that connections and other events can share one channel.
     ///
@@ -554,16 +554,16 @@ impl Connection {
     /// }
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn arm_with<T, F>(&mut self, tx: &Sender<T>, map: F) -> Result<(), Error>
+    pub fn arm_with<T, F>(&mut self, tx: &Sender<T>, map: F) -> Result<(), ClientError>
     where
         T: Send + 'static,
         F: FnOnce(Packet) -> T + Send + 'static,
     {
         if self.shared.armed.load(Ordering::Acquire) {
-            return Err(Error::Armed);
+            return Err(ClientError::Armed);
         }
         if matches!(&*self.shared.stream.lock(), Stream::Closed) {
-            return Err(Error::Closed);
+            return Err(ClientError::Closed);
         }
         if !self.unread.is_empty() {
             let data = std::mem::take(&mut self.unread);
@@ -636,7 +636,7 @@ impl Connection {
 ///
 /// # Closed connections
 ///
-/// After [`shutdown`](Connection::shutdown) the descriptor is gone, and its
+/// After [`shutdown`](Client::shutdown) the descriptor is gone, and its
 /// number may already be another file's: a closed connection gives a
 /// descriptor of `/dev/null` instead, on which socket calls fail with
 /// `ENOTSOCK`.
@@ -652,7 +652,7 @@ impl Connection {
 /// assert!(SockRef::from(&conn).keepalive()?);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-impl AsFd for Connection {
+impl AsFd for Client {
     fn as_fd(&self) -> BorrowedFd<'_> {
         if self.is_closed() {
             return sys::closed_fd();
@@ -660,14 +660,14 @@ impl AsFd for Connection {
         // SAFETY: `shared.fd` is the stream's descriptor and stays open
         // until the stream becomes `Closed`, which only `shutdown` and the
         // TLS upgrade do (taking `&mut self`) or the drop of the last
-        // `Shared` (this `Connection` holds one): none can happen while the
+        // `Shared` (this `Client` holds one): none can happen while the
         // returned borrow of `self` lives.
         unsafe { BorrowedFd::borrow_raw(self.shared.fd) }
     }
 }
 
 /// The connection's descriptor number; that of `/dev/null` once closed
-/// (see [`AsFd`](#impl-AsFd-for-Connection)).
+/// (see [`AsFd`](#impl-AsFd-for-Client)).
 ///
 /// ```
 /// use std::os::fd::AsRawFd;
@@ -678,22 +678,22 @@ impl AsFd for Connection {
 /// assert!(conn.as_raw_fd() >= 0);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-impl AsRawFd for Connection {
+impl AsRawFd for Client {
     fn as_raw_fd(&self) -> RawFd {
         self.as_fd().as_raw_fd()
     }
 }
 
-impl Drop for Connection {
+impl Drop for Client {
     fn drop(&mut self) {
         // The poll thread must let go of the descriptor before it closes.
         self.disarm();
     }
 }
 
-impl fmt::Debug for Connection {
+impl fmt::Debug for Client {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Connection")
+        f.debug_struct("Client")
             .field("id", &self.shared.id)
             .field("host", &self.host)
             .field("peer", &self.peer)
@@ -705,8 +705,8 @@ impl fmt::Debug for Connection {
 }
 
 /// Blocks without a timeout; the end of the stream (the peer closed, or
-/// [`shutdown`](Connection::shutdown)) reads as `Ok(0)`. Use
-/// [`recv`](Connection::recv) for a timeout.
+/// [`shutdown`](Client::shutdown)) reads as `Ok(0)`. Use
+/// [`recv`](Client::recv) for a timeout.
 ///
 /// ```
 /// use std::io::{BufRead, BufReader, Write};
@@ -718,13 +718,13 @@ impl fmt::Debug for Connection {
 /// assert_eq!(lines.next().transpose()?.as_deref(), Some("line one"));
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-impl Read for Connection {
+impl Read for Client {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if buf.is_empty() {
             return Ok(0);
         }
         match self.check_passive() {
-            Err(Error::Closed) => return Ok(0),
+            Err(ClientError::Closed) => return Ok(0),
             Err(e) => return Err(e.into()),
             Ok(()) => {}
         }
@@ -743,7 +743,7 @@ impl Read for Connection {
 }
 
 /// Each write waits for room as long as the send timeout allows; an error
-/// converts back to the same [`Error`] with `Error::from`.
+/// converts back to the same [`ClientError`] with `ClientError::from`.
 ///
 /// ```
 /// use std::io::Write;
@@ -753,7 +753,7 @@ impl Read for Connection {
 /// writeln!(conn, "HELLO {}", 42)?;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-impl Write for Connection {
+impl Write for Client {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         self.write_vectored(&[IoSlice::new(buf)])
     }
@@ -799,7 +799,7 @@ impl Write for Connection {
 /// The shared loops reach the peer through the stream, locked for one
 /// call at a time so that the active-mode poll thread never waits on a
 /// blocked send.
-impl NonBlocking for Connection {
+impl NonBlocking for Client {
     fn read_once(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         self.shared.stream.lock().read(buf)
     }
@@ -820,22 +820,22 @@ impl NonBlocking for Connection {
 }
 
 /// The error of a read that stopped.
-fn recv_error(stop: Stop) -> Error {
+fn recv_error(stop: Stop) -> ClientError {
     match stop {
-        Stop::Closed => Error::Closed,
-        Stop::Deadline => Error::Timeout(Timeout::Recv),
-        Stop::Io(e) => Error::from(e),
+        Stop::Closed => ClientError::Closed,
+        Stop::Deadline => ClientError::Timeout(Timeout::Recv),
+        Stop::Io(e) => ClientError::from(e),
     }
 }
 
 /// The error of a send that stopped.
-fn send_error(stop: SendStop) -> Error {
+fn send_error(stop: SendStop) -> ClientError {
     match stop.stop {
-        Stop::Closed => Error::Closed,
-        Stop::Deadline => Error::Timeout(Timeout::Send {
+        Stop::Closed => ClientError::Closed,
+        Stop::Deadline => ClientError::Timeout(Timeout::Send {
             sent: stop.sent,
             unsent: stop.unsent,
         }),
-        Stop::Io(e) => Error::from(e),
+        Stop::Io(e) => ClientError::from(e),
     }
 }

@@ -1,4 +1,4 @@
-//! [`Error`] and [`ConnectError`]: what can go wrong on a client
+//! [`ClientError`] and [`ConnectError`]: what can go wrong on a client
 //! connection; the server's error is another type, and only [`Timeout`] is
 //! shared.
 
@@ -7,57 +7,57 @@ use std::io;
 
 use crate::timeout::Timeout;
 
-/// Declares [`Error`] with its POSIX cases, each with its `libc` code and
+/// Declares [`ClientError`] with its POSIX cases, each with its `libc` code and
 /// a short description, so that the variant list, the code table and the
 /// descriptions cannot drift apart.
 macro_rules! client_error {
     ($( $(#[$cfg:meta])* $variant:ident = $code:ident, $desc:literal; )*) => {
-        /// Everything that can go wrong on a client [`Connection`](super::Connection),
+        /// Everything that can go wrong on a client [`Client`](super::Client),
         /// as one flat enum.
         ///
-        /// Beside [`Closed`](Error::Closed), [`Timeout`](Error::Timeout) (of
+        /// Beside [`Closed`](ClientError::Closed), [`Timeout`](ClientError::Timeout) (of
         /// the [`Timeout`] kind that says which wait ran out),
-        /// [`Nxdomain`](Error::Nxdomain), [`Exbadport`](Error::Exbadport) (a
-        /// port number out of range) and [`Exbadseq`](Error::Exbadseq) (calls
+        /// [`Nxdomain`](ClientError::Nxdomain), [`Exbadport`](ClientError::Exbadport) (a
+        /// port number out of range) and [`Exbadseq`](ClientError::Exbadseq) (calls
         /// in an order the connection cannot take) there is one variant per
         /// POSIX code a socket call can return, on every platform (a code the
         /// platform lacks, such as `ENOPKG` off Linux, is never produced
         /// there, and its `raw_os_error` is `None`), named after it, so
-        /// `Error::Econnrefused` is `ECONNREFUSED`. `Display` gives a short
+        /// `ClientError::Econnrefused` is `ECONNREFUSED`. `Display` gives a short
         /// description ("connection refused").
         ///
         /// # Converting from `std::io::Error`
         ///
         /// `From<io::Error>` looks at the raw OS code first, then at the
         /// [`io::ErrorKind`] of errors that carry no code, and keeps anything
-        /// else in [`Error::Other`], so no error ever fails to convert. Where
+        /// else in [`ClientError::Other`], so no error ever fails to convert. Where
         /// two names share one code on a platform (`EAGAIN` and
         /// `EWOULDBLOCK`, `EDEADLK` and `EDEADLOCK`, `ENOTSUP` and
         /// `EOPNOTSUPP` on Linux), one is returned:
         /// `Ewouldblock`, `Edeadlk`, `Enotsup`. An `io::Error` made from an
-        /// `Error` (as the [`Read`](std::io::Read) and
+        /// `ClientError` (as the [`Read`](std::io::Read) and
         /// [`Write`](std::io::Write) impls do) converts back to the same
-        /// `Error`.
+        /// `ClientError`.
         ///
         /// The enum is `#[non_exhaustive]`: match with a wildcard arm.
         ///
         /// # Examples
         ///
         /// ```
-        /// use atoll::client::Error;
+        /// use atoll::client::ClientError;
         ///
         /// let refused = std::io::Error::from_raw_os_error(libc::ECONNREFUSED);
-        /// assert_eq!(Error::from(refused), Error::Econnrefused);
-        /// assert_eq!(Error::Econnrefused.to_string(), "connection refused");
+        /// assert_eq!(ClientError::from(refused), ClientError::Econnrefused);
+        /// assert_eq!(ClientError::Econnrefused.to_string(), "connection refused");
         ///
         /// let eof = std::io::Error::from(std::io::ErrorKind::UnexpectedEof);
-        /// assert!(Error::from(eof).is_closed());
+        /// assert!(ClientError::from(eof).is_closed());
         /// ```
         #[derive(Clone, Debug, PartialEq, Eq)]
         #[non_exhaustive]
-        pub enum Error {
+        pub enum ClientError {
             /// The connection is closed: the peer closed it, or it was shut
-            /// down locally with [`shutdown`](super::Connection::shutdown).
+            /// down locally with [`shutdown`](super::Client::shutdown).
             Closed,
             /// A wait ran out of time; the [`Timeout`] says which: connecting
             /// ([`Timeout::Connect`]), name resolution ([`Timeout::Resolve`]),
@@ -69,7 +69,7 @@ macro_rules! client_error {
             /// of the address family that was tried.
             Nxdomain,
             /// The connection is armed for active mode
-            /// ([`arm`](super::Connection::arm)), so it cannot be read
+            /// ([`arm`](super::Client::arm)), so it cannot be read
             /// directly until its message has been delivered or it is
             /// disarmed.
             Armed,
@@ -79,7 +79,7 @@ macro_rules! client_error {
             /// mug's list matches it unchanged.
             Exbadport,
             /// `exbadseq` of mug's list: Erlang's "bad command sequence",
-            /// like [`Exbadport`](Error::Exbadport) never returned here.
+            /// like [`Exbadport`](ClientError::Exbadport) never returned here.
             Exbadseq,
             $(
                 #[doc = concat!("`", stringify!($code), "`: ", $desc, ".")]
@@ -106,22 +106,22 @@ macro_rules! client_error {
             },
         }
 
-        impl Error {
+        impl ClientError {
             /// The case for a raw OS error code (an `errno`), if the list
             /// has one.
             ///
             /// ```
-            /// use atoll::client::Error;
+            /// use atoll::client::ClientError;
             ///
-            /// assert_eq!(Error::from_raw_os_error(libc::EPIPE), Some(Error::Epipe));
-            /// assert_eq!(Error::from_raw_os_error(0), None);
+            /// assert_eq!(ClientError::from_raw_os_error(libc::EPIPE), Some(ClientError::Epipe));
+            /// assert_eq!(ClientError::from_raw_os_error(0), None);
             /// ```
-            pub fn from_raw_os_error(code: i32) -> Option<Error> {
+            pub fn from_raw_os_error(code: i32) -> Option<ClientError> {
                 $(
                     $(#[$cfg])*
                     {
                         if code == libc::$code {
-                            return Some(Error::$variant);
+                            return Some(ClientError::$variant);
                         }
                     }
                 )*
@@ -129,18 +129,18 @@ macro_rules! client_error {
             }
 
             /// The raw OS error code of this error, for the POSIX cases and
-            /// [`Error::Other`] errors that had one.
+            /// [`ClientError::Other`] errors that had one.
             ///
             /// ```
-            /// use atoll::client::Error;
+            /// use atoll::client::ClientError;
             ///
-            /// assert_eq!(Error::Econnreset.raw_os_error(), Some(libc::ECONNRESET));
-            /// assert_eq!(Error::Closed.raw_os_error(), None);
+            /// assert_eq!(ClientError::Econnreset.raw_os_error(), Some(libc::ECONNRESET));
+            /// assert_eq!(ClientError::Closed.raw_os_error(), None);
             /// ```
             pub fn raw_os_error(&self) -> Option<i32> {
                 match self {
                     $(
-                        Error::$variant => {
+                        ClientError::$variant => {
                             // Shadowed below where the platform has the code.
                             #[allow(unused_variables)]
                             let code: Option<i32> = None;
@@ -149,14 +149,14 @@ macro_rules! client_error {
                             code
                         }
                     )*
-                    Error::Other { code, .. } => *code,
+                    ClientError::Other { code, .. } => *code,
                     _ => None,
                 }
             }
 
             fn description(&self) -> Option<&'static str> {
                 match self {
-                    $( Error::$variant => Some($desc), )*
+                    $( ClientError::$variant => Some($desc), )*
                     _ => None,
                 }
             }
@@ -254,47 +254,47 @@ client_error! {
     Exdev = EXDEV, "invalid cross-device link";
 }
 
-impl Error {
-    /// Whether this is [`Error::Closed`].
+impl ClientError {
+    /// Whether this is [`ClientError::Closed`].
     ///
     /// ```
-    /// assert!(atoll::client::Error::Closed.is_closed());
+    /// assert!(atoll::client::ClientError::Closed.is_closed());
     /// ```
     pub fn is_closed(&self) -> bool {
-        matches!(self, Error::Closed)
+        matches!(self, ClientError::Closed)
     }
 
-    /// Whether this is an [`Error::Timeout`], of any kind.
+    /// Whether this is an [`ClientError::Timeout`], of any kind.
     ///
     /// ```
-    /// use atoll::client::{Error, Timeout};
+    /// use atoll::client::{ClientError, Timeout};
     ///
-    /// assert!(Error::Timeout(Timeout::Connect).is_timeout());
-    /// assert!(!Error::Etimedout.is_timeout()); // the kernel's, not a timeout of atoll's
+    /// assert!(ClientError::Timeout(Timeout::Connect).is_timeout());
+    /// assert!(!ClientError::Etimedout.is_timeout()); // the kernel's, not a timeout of atoll's
     /// ```
     pub fn is_timeout(&self) -> bool {
-        matches!(self, Error::Timeout(_))
+        matches!(self, ClientError::Timeout(_))
     }
 
     /// The [`io::ErrorKind`] this error converts to.
     ///
     /// ```
-    /// use atoll::client::{Error, Timeout};
+    /// use atoll::client::{ClientError, Timeout};
     /// use std::io::ErrorKind;
     ///
-    /// assert_eq!(Error::Econnrefused.kind(), ErrorKind::ConnectionRefused);
-    /// assert_eq!(Error::Timeout(Timeout::Recv).kind(), ErrorKind::TimedOut);
+    /// assert_eq!(ClientError::Econnrefused.kind(), ErrorKind::ConnectionRefused);
+    /// assert_eq!(ClientError::Timeout(Timeout::Recv).kind(), ErrorKind::TimedOut);
     /// ```
     pub fn kind(&self) -> io::ErrorKind {
         match self {
-            Error::Closed => io::ErrorKind::NotConnected,
-            Error::Timeout(_) => io::ErrorKind::TimedOut,
-            Error::Nxdomain => io::ErrorKind::NotFound,
-            Error::Armed | Error::Resolve(_) | Error::Exbadport | Error::Exbadseq => {
+            ClientError::Closed => io::ErrorKind::NotConnected,
+            ClientError::Timeout(_) => io::ErrorKind::TimedOut,
+            ClientError::Nxdomain => io::ErrorKind::NotFound,
+            ClientError::Armed | ClientError::Resolve(_) | ClientError::Exbadport | ClientError::Exbadseq => {
                 io::ErrorKind::Other
             }
-            Error::Tls(_) => io::ErrorKind::InvalidData,
-            Error::Other { kind, .. } => *kind,
+            ClientError::Tls(_) => io::ErrorKind::InvalidData,
+            ClientError::Other { kind, .. } => *kind,
             posix => posix.raw_os_error().map_or(io::ErrorKind::Other, |c| {
                 io::Error::from_raw_os_error(c).kind()
             }),
@@ -302,78 +302,78 @@ impl Error {
     }
 
     /// The case for an `io::Error` that has no raw OS code, by its kind.
-    fn from_kind(kind: io::ErrorKind) -> Option<Error> {
+    fn from_kind(kind: io::ErrorKind) -> Option<ClientError> {
         use io::ErrorKind as K;
         Some(match kind {
-            K::NotFound => Error::Enoent,
-            K::PermissionDenied => Error::Eacces,
-            K::ConnectionRefused => Error::Econnrefused,
-            K::ConnectionReset => Error::Econnreset,
-            K::ConnectionAborted => Error::Econnaborted,
-            K::NotConnected => Error::Enotconn,
-            K::AddrInUse => Error::Eaddrinuse,
-            K::AddrNotAvailable => Error::Eaddrnotavail,
-            K::BrokenPipe => Error::Epipe,
-            K::AlreadyExists => Error::Eexist,
-            K::WouldBlock => Error::Ewouldblock,
-            K::InvalidInput => Error::Einval,
-            K::TimedOut => Error::Etimedout,
-            K::Interrupted => Error::Eintr,
-            K::Unsupported => Error::Enotsup,
-            K::UnexpectedEof => Error::Closed,
-            K::OutOfMemory => Error::Enomem,
+            K::NotFound => ClientError::Enoent,
+            K::PermissionDenied => ClientError::Eacces,
+            K::ConnectionRefused => ClientError::Econnrefused,
+            K::ConnectionReset => ClientError::Econnreset,
+            K::ConnectionAborted => ClientError::Econnaborted,
+            K::NotConnected => ClientError::Enotconn,
+            K::AddrInUse => ClientError::Eaddrinuse,
+            K::AddrNotAvailable => ClientError::Eaddrnotavail,
+            K::BrokenPipe => ClientError::Epipe,
+            K::AlreadyExists => ClientError::Eexist,
+            K::WouldBlock => ClientError::Ewouldblock,
+            K::InvalidInput => ClientError::Einval,
+            K::TimedOut => ClientError::Etimedout,
+            K::Interrupted => ClientError::Eintr,
+            K::Unsupported => ClientError::Enotsup,
+            K::UnexpectedEof => ClientError::Closed,
+            K::OutOfMemory => ClientError::Enomem,
             _ => return None,
         })
     }
 
     /// The error a failed connect attempt reports: a timeout from
     /// the operating system is a [`Timeout::Connect`] too.
-    pub(super) fn from_connect(err: io::Error) -> Error {
-        match Error::from(err) {
-            Error::Etimedout => Error::Timeout(Timeout::Connect),
+    pub(super) fn from_connect(err: io::Error) -> ClientError {
+        match ClientError::from(err) {
+            ClientError::Etimedout => ClientError::Timeout(Timeout::Connect),
             other => other,
         }
     }
 }
 
-impl fmt::Display for Error {
+impl fmt::Display for ClientError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if let Some(desc) = self.description() {
             return f.write_str(desc);
         }
         match self {
-            Error::Closed => f.write_str("connection closed"),
-            Error::Timeout(kind) => write!(f, "{kind}"),
-            Error::Nxdomain => f.write_str("no such domain"),
-            Error::Armed => f.write_str("connection is armed for active mode"),
-            Error::Exbadport => f.write_str("invalid port state"),
-            Error::Exbadseq => f.write_str("bad command sequence"),
-            Error::Tls(msg) => write!(f, "TLS error: {msg}"),
-            Error::Resolve(msg) => write!(f, "name resolution failed: {msg}"),
-            Error::Other { message, .. } => f.write_str(message),
+            ClientError::Closed => f.write_str("connection closed"),
+            ClientError::Timeout(kind) => write!(f, "{kind}"),
+            ClientError::Nxdomain => f.write_str("no such domain"),
+            ClientError::Armed => f.write_str("connection is armed for active mode"),
+            ClientError::Exbadport => f.write_str("invalid port state"),
+            ClientError::Exbadseq => f.write_str("bad command sequence"),
+            ClientError::Tls(msg) => write!(f, "TLS error: {msg}"),
+            ClientError::Resolve(msg) => write!(f, "name resolution failed: {msg}"),
+            ClientError::Other { message, .. } => f.write_str(message),
             // Every POSIX case has a description, returned above.
             _ => f.write_str("socket error"),
         }
     }
 }
 
-impl std::error::Error for Error {}
+impl std::error::Error for ClientError {}
 
-impl From<io::Error> for Error {
-    fn from(err: io::Error) -> Error {
+impl From<io::Error> for ClientError {
+    fn from(err: io::Error) -> ClientError {
         if let Some(code) = err.raw_os_error() {
-            if let Some(e) = Error::from_raw_os_error(code) {
+            if let Some(e) = ClientError::from_raw_os_error(code) {
                 return e;
             }
         } else {
-            if let Some(inner) = err.get_ref().and_then(|e| e.downcast_ref::<Error>()) {
+            if let Some(inner) = err.get_ref().and_then(|e| e.downcast_ref::<ClientError>()) {
                 return inner.clone();
             }
-            if let Some(e) = Error::from_kind(err.kind()) {
+            if let Some(e) = ClientError::from_kind(err.kind()) {
                 return e;
             }
         }
-        Error::Other {
+        ClientError::Other {
             kind: err.kind(),
             code: err.raw_os_error(),
             message: err.to_string(),
@@ -381,8 +381,8 @@ impl From<io::Error> for Error {
     }
 }
 
-impl From<Error> for io::Error {
-    fn from(err: Error) -> io::Error {
+impl From<ClientError> for io::Error {
+    fn from(err: ClientError) -> io::Error {
         io::Error::new(err.kind(), err)
     }
 }
@@ -392,52 +392,52 @@ impl From<Error> for io::Error {
 /// connection was made.
 ///
 /// A family that was allowed but has no address for the host failed with
-/// [`Error::Nxdomain`]; an attempt that ran out of its
+/// [`ClientError::Nxdomain`]; an attempt that ran out of its
 /// [`connect_timeout`](super::Options::connect_timeout) failed with
-/// [`Error::Timeout`]`(`[`Timeout::Connect`]`)`.
+/// [`ClientError::Timeout`]`(`[`Timeout::Connect`]`)`.
 ///
 /// # Examples
 ///
 /// ```
-/// use atoll::client::{ConnectError, Error, IpVersionPreference, Options};
+/// use atoll::client::{ConnectError, ClientError, IpVersionPreference, Options};
 ///
 /// // A literal IPv4 address has no IPv6 address: IPv6-only fails at once.
 /// let err = Options::new("127.0.0.1", 9)
 ///     .ip_version_preference(IpVersionPreference::Ipv6Only)
 ///     .connect()
 ///     .unwrap_err();
-/// assert_eq!(err, ConnectError::Ipv6(Error::Nxdomain));
-/// assert_eq!(err.ipv6(), Some(&Error::Nxdomain));
+/// assert_eq!(err, ConnectError::Ipv6(ClientError::Nxdomain));
+/// assert_eq!(err.ipv6(), Some(&ClientError::Nxdomain));
 /// assert_eq!(err.ipv4(), None);
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ConnectError {
     /// Only IPv4 was tried, and it failed.
-    Ipv4(Error),
+    Ipv4(ClientError),
     /// Only IPv6 was tried, and it failed.
-    Ipv6(Error),
+    Ipv6(ClientError),
     /// Both families were tried and both failed.
     Both {
         /// Why IPv4 failed.
-        ipv4: Error,
+        ipv4: ClientError,
         /// Why IPv6 failed.
-        ipv6: Error,
+        ipv6: ClientError,
     },
     /// The TCP connection was made but the TLS handshake failed.
-    Tls(Error),
+    Tls(ClientError),
 }
 
 impl ConnectError {
     /// Why IPv4 failed, if it was tried and failed.
     ///
     /// ```
-    /// use atoll::client::{ConnectError, Error};
+    /// use atoll::client::{ConnectError, ClientError};
     ///
-    /// let err = ConnectError::Both { ipv4: Error::Econnrefused, ipv6: Error::Nxdomain };
-    /// assert_eq!(err.ipv4(), Some(&Error::Econnrefused));
+    /// let err = ConnectError::Both { ipv4: ClientError::Econnrefused, ipv6: ClientError::Nxdomain };
+    /// assert_eq!(err.ipv4(), Some(&ClientError::Econnrefused));
     /// ```
-    pub fn ipv4(&self) -> Option<&Error> {
+    pub fn ipv4(&self) -> Option<&ClientError> {
         match self {
             ConnectError::Ipv4(e) | ConnectError::Both { ipv4: e, .. } => Some(e),
             _ => None,
@@ -447,12 +447,12 @@ impl ConnectError {
     /// Why IPv6 failed, if it was tried and failed.
     ///
     /// ```
-    /// use atoll::client::{ConnectError, Error, Timeout};
+    /// use atoll::client::{ConnectError, ClientError, Timeout};
     ///
-    /// let err = ConnectError::Ipv6(Error::Timeout(Timeout::Connect));
-    /// assert_eq!(err.ipv6(), Some(&Error::Timeout(Timeout::Connect)));
+    /// let err = ConnectError::Ipv6(ClientError::Timeout(Timeout::Connect));
+    /// assert_eq!(err.ipv6(), Some(&ClientError::Timeout(Timeout::Connect)));
     /// ```
-    pub fn ipv6(&self) -> Option<&Error> {
+    pub fn ipv6(&self) -> Option<&ClientError> {
         match self {
             ConnectError::Ipv6(e) | ConnectError::Both { ipv6: e, .. } => Some(e),
             _ => None,
@@ -462,11 +462,11 @@ impl ConnectError {
     /// Whether every failure was a timeout.
     ///
     /// ```
-    /// use atoll::client::{ConnectError, Error, Timeout};
+    /// use atoll::client::{ConnectError, ClientError, Timeout};
     ///
-    /// let timeout = Error::Timeout(Timeout::Connect);
+    /// let timeout = ClientError::Timeout(Timeout::Connect);
     /// assert!(ConnectError::Both { ipv4: timeout.clone(), ipv6: timeout }.is_timeout());
-    /// assert!(!ConnectError::Ipv4(Error::Econnrefused).is_timeout());
+    /// assert!(!ConnectError::Ipv4(ClientError::Econnrefused).is_timeout());
     /// ```
     pub fn is_timeout(&self) -> bool {
         match self {
@@ -477,7 +477,7 @@ impl ConnectError {
 
     /// The error that best stands for the whole failure: the only one, or
     /// the IPv4 one of two.
-    fn primary(&self) -> &Error {
+    fn primary(&self) -> &ClientError {
         match self {
             ConnectError::Ipv4(e) | ConnectError::Ipv6(e) | ConnectError::Tls(e) => e,
             ConnectError::Both { ipv4, .. } => ipv4,

@@ -10,7 +10,7 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
-use super::error::{ConnectError, Error};
+use super::error::{ConnectError, ClientError};
 use super::options::{Family, Options, CONNECTION_ATTEMPT_DELAY};
 use super::resolve;
 use crate::sys::{self, Wait};
@@ -41,8 +41,8 @@ pub(super) fn establish(options: &Options) -> Result<(TcpStream, SocketAddr), Co
         )
         .map_err(|errors| {
             failure(first, second, |f| match f {
-                Family::V4 => errors[0].clone().unwrap_or(Error::Nxdomain),
-                Family::V6 => errors[1].clone().unwrap_or(Error::Nxdomain),
+                Family::V4 => errors[0].clone().unwrap_or(ClientError::Nxdomain),
+                Family::V6 => errors[1].clone().unwrap_or(ClientError::Nxdomain),
             })
         });
     }
@@ -66,7 +66,7 @@ pub(super) fn establish(options: &Options) -> Result<(TcpStream, SocketAddr), Co
 }
 
 /// The connect error for the families tried, each failing with `why(f)`.
-fn failure(first: Family, second: Option<Family>, why: impl Fn(Family) -> Error) -> ConnectError {
+fn failure(first: Family, second: Option<Family>, why: impl Fn(Family) -> ClientError) -> ConnectError {
     match (first, second) {
         (Family::V4, None) => ConnectError::Ipv4(why(Family::V4)),
         (Family::V6, None) => ConnectError::Ipv6(why(Family::V6)),
@@ -83,7 +83,7 @@ fn candidates(
     options: &Options,
     first: Family,
     second: Option<Family>,
-) -> Result<Vec<SocketAddr>, Error> {
+) -> Result<Vec<SocketAddr>, ClientError> {
     if let Some(addrs) = &options.addrs {
         return Ok(addrs.clone());
     }
@@ -106,12 +106,12 @@ fn candidates(
 fn try_family(
     addrs: &[SocketAddr],
     timeout: Option<Duration>,
-) -> Result<(TcpStream, SocketAddr), Error> {
+) -> Result<(TcpStream, SocketAddr), ClientError> {
     let deadline = timeout.map(|t| Instant::now() + t);
-    let mut last = Error::Nxdomain;
+    let mut last = ClientError::Nxdomain;
     for &addr in addrs {
         if deadline.is_some_and(|d| Instant::now() >= d) {
-            return Err(Error::Timeout(Timeout::Connect));
+            return Err(ClientError::Timeout(Timeout::Connect));
         }
         match connect_one(addr, deadline) {
             Ok(stream) => return Ok((stream, addr)),
@@ -123,7 +123,7 @@ fn try_family(
 
 /// A non-blocking socket with a connect to `addr` started. `Ok(true)` if it
 /// connected at once (possible on loopback).
-fn start(addr: SocketAddr) -> Result<(Socket, bool), Error> {
+fn start(addr: SocketAddr) -> Result<(Socket, bool), ClientError> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_nonblocking(true)?;
     match socket.connect(&SockAddr::from(addr)) {
@@ -134,31 +134,31 @@ fn start(addr: SocketAddr) -> Result<(Socket, bool), Error> {
         {
             Ok((socket, false))
         }
-        Err(e) => Err(Error::from_connect(e)),
+        Err(e) => Err(ClientError::from_connect(e)),
     }
 }
 
 /// Where a started connect stands once its socket reports writable.
-fn outcome(socket: &Socket) -> Option<Result<(), Error>> {
+fn outcome(socket: &Socket) -> Option<Result<(), ClientError>> {
     match socket.take_error() {
-        Ok(Some(e)) | Err(e) => return Some(Err(Error::from_connect(e))),
+        Ok(Some(e)) | Err(e) => return Some(Err(ClientError::from_connect(e))),
         Ok(None) => {}
     }
     match socket.peer_addr() {
         Ok(_) => Some(Ok(())),
         // Woken before the handshake finished: keep waiting.
         Err(e) if e.kind() == io::ErrorKind::NotConnected => None,
-        Err(e) => Some(Err(Error::from_connect(e))),
+        Err(e) => Some(Err(ClientError::from_connect(e))),
     }
 }
 
 /// Connects to one address, waiting until `deadline`.
-fn connect_one(addr: SocketAddr, deadline: Option<Instant>) -> Result<TcpStream, Error> {
+fn connect_one(addr: SocketAddr, deadline: Option<Instant>) -> Result<TcpStream, ClientError> {
     let (socket, done) = start(addr)?;
     if !done {
         loop {
             if !sys::wait_fd(socket.as_raw_fd(), Wait::Write, deadline)? {
-                return Err(Error::Timeout(Timeout::Connect));
+                return Err(ClientError::Timeout(Timeout::Connect));
             }
             match outcome(&socket) {
                 Some(result) => break result?,
@@ -198,8 +198,8 @@ fn race(
     addrs: Vec<SocketAddr>,
     timeout: Option<Duration>,
     delay: Duration,
-) -> Result<(TcpStream, SocketAddr), [Option<Error>; 2]> {
-    let mut errors: [Option<Error>; 2] = [None, None];
+) -> Result<(TcpStream, SocketAddr), [Option<ClientError>; 2]> {
+    let mut errors: [Option<ClientError>; 2] = [None, None];
     let slot = |addr: &SocketAddr| match Family::of(addr) {
         Family::V4 => 0,
         Family::V6 => 1,
@@ -207,7 +207,7 @@ fn race(
     let mut poll = match Poll::new() {
         Ok(poll) => poll,
         Err(e) => {
-            let e = Error::from(e);
+            let e = ClientError::from(e);
             for addr in &addrs {
                 errors[slot(addr)] = Some(e.clone());
             }
@@ -234,7 +234,7 @@ fn race(
                             token,
                             Interest::WRITABLE,
                         )
-                        .map_err(Error::from)?;
+                        .map_err(ClientError::from)?;
                 }
                 Ok((socket, done))
             });
@@ -270,7 +270,7 @@ fn race(
                     let _ = poll
                         .registry()
                         .deregister(&mut SourceFd(&a.socket.as_raw_fd()));
-                    errors[slot(&a.addr)] = Some(Error::Timeout(Timeout::Connect));
+                    errors[slot(&a.addr)] = Some(ClientError::Timeout(Timeout::Connect));
                     in_flight -= 1;
                     next_start = now;
                 }
@@ -288,7 +288,7 @@ fn race(
             if e.kind() == io::ErrorKind::Interrupted {
                 continue;
             }
-            let e = Error::from(e);
+            let e = ClientError::from(e);
             for a in attempts.iter().flatten() {
                 errors[slot(&a.addr)] = Some(e.clone());
             }

@@ -15,7 +15,7 @@
 //!
 //! ```
 //! use std::time::Duration;
-//! use atoll::client::{ConnectError, Error, IpVersionPreference, Options};
+//! use atoll::client::{ConnectError, ClientError, IpVersionPreference, Options};
 //!
 //! // Nothing listens on this port of the loopback address.
 //! # let port = { let l = std::net::TcpListener::bind("127.0.0.1:0")?; l.local_addr()?.port() };
@@ -24,21 +24,21 @@
 //!     .connect_timeout(Some(Duration::from_millis(500)))
 //!     .connect()
 //!     .unwrap_err();
-//! assert_eq!(err, ConnectError::Ipv4(Error::Econnrefused));
+//! assert_eq!(err, ConnectError::Ipv4(ClientError::Econnrefused));
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
 //! # Sending and receiving
 //!
-//! [`Connection::send`] writes every byte; [`Connection::recv`] returns
-//! whatever arrives next, [`Connection::recv_exact`] exactly `n` bytes.
+//! [`Client::send`] writes every byte; [`Client::recv`] returns
+//! whatever arrives next, [`Client::recv_exact`] exactly `n` bytes.
 //! Timeouts are `Option<Duration>`: `None` waits forever, a zero timeout
 //! makes one non-blocking attempt.
 //!
 //! ```
 //! use std::time::Duration;
 //! use atoll::{Flow, Handler, Server, Socket};
-//! use atoll::client::{self, Error, Timeout};
+//! use atoll::client::{self, ClientError, Timeout};
 //!
 //! struct Echo;
 //!
@@ -52,11 +52,11 @@
 //! let port = server.local_addr()?.port().ok_or("not a TCP listener")?;
 //!
 //! let mut conn = client::connect("127.0.0.1", port)?;
-//! assert_eq!(conn.recv(Some(Duration::ZERO)), Err(Error::Timeout(Timeout::Recv)));
+//! assert_eq!(conn.recv(Some(Duration::ZERO)), Err(ClientError::Timeout(Timeout::Recv)));
 //! conn.send(b"hello")?;
 //! assert_eq!(conn.recv_exact(5, Some(Duration::from_secs(5)))?, b"hello");
 //! conn.shutdown()?;
-//! assert_eq!(conn.recv(None), Err(Error::Closed));
+//! assert_eq!(conn.recv(None), Err(ClientError::Closed));
 //!
 //! server.stop(Duration::from_secs(1));
 //! # Ok::<(), Box<dyn std::error::Error>>(())
@@ -64,9 +64,9 @@
 //!
 //! # Active mode
 //!
-//! [`Connection::arm`] makes the connection deliver its next packet, its
+//! [`Client::arm`] makes the connection deliver its next packet, its
 //! close, or its error as one [`Packet`] on a crossbeam channel the caller
-//! chose ([`Connection::arm_with`] maps it into the channel's own type).
+//! chose ([`Client::arm_with`] maps it into the channel's own type).
 //! One thread can then `select!` over many connections and its other
 //! channels, the way an actor waits on its mailbox. One message per
 //! arming: arm again to get the next one. See [`Packet`] for a `select!`
@@ -89,18 +89,18 @@
 //!
 //! With the `tls` feature (on by default), [`Options::tls`] connects over
 //! TLS with SNI and the system's roots or given ones ([`TlsConfig`]), and
-//! [`Connection::upgrade_tls`] upgrades a live plain connection
+//! [`Client::upgrade_tls`] upgrades a live plain connection
 //! (STARTTLS). ALPN is requested with [`TlsConfig::alpn_protocols`] and its
-//! result read with [`Connection::alpn_protocol`]. With the `rustls`
+//! result read with [`Client::alpn_protocol`]. With the `rustls`
 //! feature, a `rustls::ClientConfig` does the same (`TlsConfig::from`), no
 //! OpenSSL needed. Everything else works the same over TLS, active mode
 //! included.
 //!
 //! # Errors
 //!
-//! [`Error`] is one flat enum: [`Error::Closed`], [`Error::Timeout`] (whose
+//! [`ClientError`] is one flat enum: [`ClientError::Closed`], [`ClientError::Timeout`] (whose
 //! [`Timeout`] says which wait ran out: connect, resolve, handshake,
-//! receive or send), [`Error::Nxdomain`] and one variant per POSIX socket
+//! receive or send), [`ClientError::Nxdomain`] and one variant per POSIX socket
 //! error code, plus a catch-all so that converting any [`std::io::Error`]
 //! always succeeds. [`ConnectError`] says which address family failed. The
 //! server's [`atoll::Error`](crate::Error) is a different type, with the
@@ -118,9 +118,9 @@ mod rustls;
 mod tls;
 
 pub use active::{ConnId, Packet};
-pub use connection::Connection;
-pub use error::{ConnectError, Error};
-/// The kind of an [`Error::Timeout`]: the same type as the server's
+pub use connection::Client;
+pub use error::{ConnectError, ClientError};
+/// The kind of an [`ClientError::Timeout`]: the same type as the server's
 /// [`atoll::Timeout`](crate::Timeout).
 pub use crate::timeout::Timeout;
 pub use options::{connect, IpVersionPreference, Options, CONNECTION_ATTEMPT_DELAY};
@@ -128,7 +128,7 @@ pub use options::{connect, IpVersionPreference, Options, CONNECTION_ATTEMPT_DELA
 #[cfg_attr(docsrs, doc(cfg(any(feature = "tls", feature = "rustls"))))]
 pub use tls::TlsConfig;
 
-/// The channel crate of active mode: [`Connection::arm`] takes its
+/// The channel crate of active mode: [`Client::arm`] takes its
 /// `Sender`, so a program that uses no other version of it needs no
 /// dependency of its own (`atoll::client::crossbeam_channel::unbounded()`).
 /// A program that does depend on it must use the same major version.

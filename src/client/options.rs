@@ -5,13 +5,13 @@ use std::time::Duration;
 
 use super::error::ConnectError;
 use super::establish;
-use super::Connection;
+use super::Client;
 #[cfg(any(feature = "tls", feature = "rustls"))]
 use super::TlsConfig;
 
 /// The head start of the preferred address family in
 /// [happy eyeballs](Options::happy_eyeballs) mode: RFC 8305's recommended
-/// "Connection Attempt Delay", 250 ms.
+/// "Client Attempt Delay", 250 ms.
 ///
 /// ```
 /// assert_eq!(atoll::client::CONNECTION_ATTEMPT_DELAY.as_millis(), 250);
@@ -233,11 +233,11 @@ impl Options {
         self
     }
 
-    /// How long one [`send`](Connection::send) (or [`Write`](std::io::Write)
+    /// How long one [`send`](Client::send) (or [`Write`](std::io::Write)
     /// call) may wait for the peer to make room; `None` waits forever. A
     /// send that times out has sent an unknown part of its bytes, so the
     /// stream should be closed. Can be changed on the connection with
-    /// [`Connection::set_send_timeout`]. Default is `None`.
+    /// [`Client::set_send_timeout`]. Default is `None`.
     ///
     /// ```
     /// use std::time::Duration;
@@ -288,8 +288,8 @@ impl Options {
     }
 
     /// Establishes a connection, in passive mode: read it
-    /// with [`recv`](Connection::recv), or
-    /// [`arm`](Connection::arm) it to have its next packet delivered as a
+    /// with [`recv`](Client::recv), or
+    /// [`arm`](Client::arm) it to have its next packet delivered as a
     /// message.
     ///
     /// Fails with the error of each address family that was tried; see
@@ -304,12 +304,12 @@ impl Options {
     /// assert_eq!(conn.peer_addr().port(), port);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn connect(&self) -> Result<Connection, ConnectError> {
+    pub fn connect(&self) -> Result<Client, ConnectError> {
         let (stream, peer) = establish::establish(self)?;
         // A socket that connected but cannot be set up is reported against
         // the family it connected over.
         let conn =
-            Connection::from_stream(stream, peer, self).map_err(|e| match Family::of(&peer) {
+            Client::from_stream(stream, peer, self).map_err(|e| match Family::of(&peer) {
                 Family::V4 => ConnectError::Ipv4(e),
                 Family::V6 => ConnectError::Ipv6(e),
             })?;
@@ -334,6 +334,6 @@ impl Options {
 /// let conn = client::connect("127.0.0.1", port)?;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-pub fn connect(host: &str, port: u16) -> Result<Connection, ConnectError> {
+pub fn connect(host: &str, port: u16) -> Result<Client, ConnectError> {
     Options::new(host, port).connect()
 }

@@ -1,13 +1,13 @@
 //! Name resolution with `getaddrinfo(3)`, called directly because std's
 //! lookup folds every resolver failure into one error kind: the client must
-//! tell "no such name" ([`Error::Nxdomain`]) from "try again"
-//! ([`Error::Resolve`]). The only `unsafe` of the client lives here.
+//! tell "no such name" ([`ClientError::Nxdomain`]) from "try again"
+//! ([`ClientError::Resolve`]). The only `unsafe` of the client lives here.
 
 use std::ffi::{CStr, CString};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6};
 use std::time::Duration;
 
-use super::error::Error;
+use super::error::ClientError;
 use super::options::Family;
 use crate::timeout::Timeout;
 
@@ -19,7 +19,7 @@ pub(super) fn lookup(
     port: u16,
     family: Option<Family>,
     timeout: Option<Duration>,
-) -> Result<Vec<SocketAddr>, Error> {
+) -> Result<Vec<SocketAddr>, ClientError> {
     let Some(timeout) = timeout else {
         return getaddrinfo(host, port, family);
     };
@@ -32,16 +32,16 @@ pub(super) fn lookup(
         })?;
     match rx.recv_timeout(timeout) {
         Ok(result) => result,
-        Err(crossbeam_channel::RecvTimeoutError::Timeout) => Err(Error::Timeout(Timeout::Resolve)),
+        Err(crossbeam_channel::RecvTimeoutError::Timeout) => Err(ClientError::Timeout(Timeout::Resolve)),
         Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
-            Err(Error::Resolve("the resolver thread stopped".into()))
+            Err(ClientError::Resolve("the resolver thread stopped".into()))
         }
     }
 }
 
-fn getaddrinfo(host: &str, port: u16, family: Option<Family>) -> Result<Vec<SocketAddr>, Error> {
+fn getaddrinfo(host: &str, port: u16, family: Option<Family>) -> Result<Vec<SocketAddr>, ClientError> {
     // A name with a NUL byte cannot be passed to C, and no name has one.
-    let c_host = CString::new(host).map_err(|_| Error::Nxdomain)?;
+    let c_host = CString::new(host).map_err(|_| ClientError::Nxdomain)?;
     let hints = libc::addrinfo {
         ai_flags: 0,
         ai_family: match family {
@@ -82,7 +82,7 @@ fn getaddrinfo(host: &str, port: u16, family: Option<Family>) -> Result<Vec<Sock
     // no reference into it outlives this call.
     unsafe { libc::freeaddrinfo(list) };
     if addrs.is_empty() {
-        return Err(Error::Nxdomain);
+        return Err(ClientError::Nxdomain);
     }
     Ok(addrs)
 }
@@ -111,17 +111,17 @@ fn to_socket_addr(ai: &libc::addrinfo, port: u16) -> Option<SocketAddr> {
 }
 
 /// The client error for a `getaddrinfo` failure code.
-fn gai_error(rc: libc::c_int) -> Error {
+fn gai_error(rc: libc::c_int) -> ClientError {
     if rc == libc::EAI_SYSTEM {
-        return Error::from(std::io::Error::last_os_error());
+        return ClientError::from(std::io::Error::last_os_error());
     }
     if rc == libc::EAI_NONAME || is_no_data(rc) {
-        return Error::Nxdomain;
+        return ClientError::Nxdomain;
     }
     // SAFETY: gai_strerror returns a pointer to a static NUL-terminated
     // string for any code.
     let text = unsafe { CStr::from_ptr(libc::gai_strerror(rc)) };
-    Error::Resolve(text.to_string_lossy().into_owned())
+    ClientError::Resolve(text.to_string_lossy().into_owned())
 }
 
 /// Whether `rc` says the name exists but has no address (of the family

@@ -12,7 +12,7 @@ use ::rustls::pki_types::ServerName;
 use ::rustls::{ClientConfig, ClientConnection};
 
 use super::connection::Tcp;
-use super::error::Error;
+use super::error::ClientError;
 use crate::sys::{self, Wait};
 use crate::timeout::Timeout;
 
@@ -30,9 +30,9 @@ pub(super) fn handshake(
     tcp: Tcp,
     fd: RawFd,
     deadline: Option<Instant>,
-) -> Result<RustlsStream, Error> {
+) -> Result<RustlsStream, ClientError> {
     let name = ServerName::try_from(domain.to_string())
-        .map_err(|e| Error::Tls(format!("server name {domain:?}: {e}")))?;
+        .map_err(|e| ClientError::Tls(format!("server name {domain:?}: {e}")))?;
     let conn = ClientConnection::new(Arc::clone(config), name).map_err(tls_error)?;
     let mut tls = RustlsStream { conn, tcp };
     loop {
@@ -50,7 +50,7 @@ pub(super) fn handshake(
         }
         match tls.receive() {
             Ok(0) => {
-                return Err(Error::Tls(
+                return Err(ClientError::Tls(
                     "the server closed the connection during the handshake".into(),
                 ))
             }
@@ -63,18 +63,18 @@ pub(super) fn handshake(
 
 /// Waits for the socket during the handshake;
 /// [`Timeout::Handshake`](crate::Timeout::Handshake) at the deadline.
-fn wait(fd: RawFd, what: Wait, deadline: Option<Instant>) -> Result<(), Error> {
+fn wait(fd: RawFd, what: Wait, deadline: Option<Instant>) -> Result<(), ClientError> {
     // The descriptor belongs to the `Tcp` the caller's stream holds, open
     // across the wait.
     if sys::wait_fd(fd, what, deadline)? {
         Ok(())
     } else {
-        Err(Error::Timeout(Timeout::Handshake))
+        Err(ClientError::Timeout(Timeout::Handshake))
     }
 }
 
-fn tls_error(e: ::rustls::Error) -> Error {
-    Error::Tls(e.to_string())
+fn tls_error(e: ::rustls::Error) -> ClientError {
+    ClientError::Tls(e.to_string())
 }
 
 impl RustlsStream {
@@ -92,7 +92,7 @@ impl RustlsStream {
     /// One read from the socket into rustls, then decryption: `Ok(0)` at
     /// the end of the TCP stream, `WouldBlock` when the socket has nothing.
     /// A TLS error sends its alert, best effort, and reads as
-    /// [`Error::Tls`].
+    /// [`ClientError::Tls`].
     fn receive(&mut self) -> io::Result<usize> {
         let n = self.conn.read_tls(&mut self.tcp)?;
         if let Err(e) = self.conn.process_new_packets() {

@@ -15,10 +15,10 @@ use std::time::{Duration, Instant};
 use native_tls::{Certificate, HandshakeError, TlsConnector};
 
 use super::connection::{Stream, Tcp};
-use super::error::Error;
+use super::error::ClientError;
 #[cfg(feature = "rustls")]
 use super::rustls::{self as with_rustls, RustlsStream};
-use super::Connection;
+use super::Client;
 #[cfg(feature = "tls")]
 use crate::sys::{self, Wait};
 use crate::timeout::Timeout;
@@ -27,7 +27,7 @@ use crate::timeout::Timeout;
 /// to check, which protocols to offer with ALPN.
 ///
 /// Used by [`Options::tls`](super::Options::tls) to connect over TLS, and by
-/// [`Connection::upgrade_tls`] to upgrade a plain connection. The server's
+/// [`Client::upgrade_tls`] to upgrade a plain connection. The server's
 /// name is sent with SNI and checked against its certificate; it is the
 /// connection's host unless [`domain`](TlsConfig::domain) says otherwise.
 ///
@@ -45,10 +45,10 @@ use crate::timeout::Timeout;
 /// [`domain`](TlsConfig::domain) and
 /// [`handshake_timeout`](TlsConfig::handshake_timeout) apply on top, and
 /// the native-tls options are ignored. Either way the connection works
-/// the same: [`send`](Connection::send) and
-/// [`receive`](Connection::receive) with their timeouts, active mode,
-/// [`shutdown`](Connection::shutdown) with a close notification, and
-/// [`alpn_protocol`](Connection::alpn_protocol).
+/// the same: [`send`](Client::send) and
+/// [`receive`](Client::receive) with their timeouts, active mode,
+/// [`shutdown`](Client::shutdown) with a close notification, and
+/// [`alpn_protocol`](Client::alpn_protocol).
 ///
 /// # Examples
 ///
@@ -231,21 +231,21 @@ impl TlsConfig {
     }
 
     /// Also trusts the certificates of a PEM file (one or more `BEGIN
-    /// CERTIFICATE` blocks). Fails with [`Error::Tls`] if none can be
+    /// CERTIFICATE` blocks). Fails with [`ClientError::Tls`] if none can be
     /// parsed. Default: no extra roots.
     ///
     /// ```
-    /// use atoll::client::{Error, TlsConfig};
+    /// use atoll::client::{ClientError, TlsConfig};
     ///
     /// let err = TlsConfig::new().add_root_certificates_pem(b"not a certificate").unwrap_err();
-    /// assert!(matches!(err, Error::Tls(_)));
+    /// assert!(matches!(err, ClientError::Tls(_)));
     /// ```
     #[cfg(feature = "tls")]
     #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
-    pub fn add_root_certificates_pem(mut self, pem: &[u8]) -> Result<TlsConfig, Error> {
+    pub fn add_root_certificates_pem(mut self, pem: &[u8]) -> Result<TlsConfig, ClientError> {
         let certs = Certificate::stack_from_pem(pem).map_err(native_error)?;
         if certs.is_empty() {
-            return Err(Error::Tls("no certificate in the PEM data".into()));
+            return Err(ClientError::Tls("no certificate in the PEM data".into()));
         }
         if let Some(native) = self.native() {
             native.roots.extend(certs);
@@ -253,7 +253,7 @@ impl TlsConfig {
         Ok(self)
     }
 
-    /// Also trusts one DER-encoded certificate. Fails with [`Error::Tls`] if
+    /// Also trusts one DER-encoded certificate. Fails with [`ClientError::Tls`] if
     /// it cannot be parsed. Default: no extra roots.
     ///
     /// ```
@@ -262,7 +262,7 @@ impl TlsConfig {
     /// ```
     #[cfg(feature = "tls")]
     #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
-    pub fn add_root_certificate_der(mut self, der: &[u8]) -> Result<TlsConfig, Error> {
+    pub fn add_root_certificate_der(mut self, der: &[u8]) -> Result<TlsConfig, ClientError> {
         let cert = Certificate::from_der(der).map_err(native_error)?;
         if let Some(native) = self.native() {
             native.roots.push(cert);
@@ -286,7 +286,7 @@ impl TlsConfig {
     }
 
     /// The protocols to offer with ALPN, most preferred first; the server's
-    /// choice is [`Connection::alpn_protocol`]. Default: none (no ALPN).
+    /// choice is [`Client::alpn_protocol`]. Default: none (no ALPN).
     /// With rustls, the `ClientConfig`'s `alpn_protocols` say it instead.
     ///
     /// ```
@@ -363,7 +363,7 @@ impl TlsConfig {
 
     /// What runs the handshake, made before the connection is touched: a
     /// configuration that cannot be built leaves it as it was.
-    fn connector(&self) -> Result<Connector, Error> {
+    fn connector(&self) -> Result<Connector, ClientError> {
         Ok(match &self.backend {
             #[cfg(feature = "tls")]
             Backend::Native(options) => Connector::Native(options.connector()?),
@@ -377,7 +377,7 @@ impl TlsConfig {
 
 #[cfg(feature = "tls")]
 impl NativeOptions {
-    fn connector(&self) -> Result<TlsConnector, Error> {
+    fn connector(&self) -> Result<TlsConnector, ClientError> {
         let mut builder = TlsConnector::builder();
         for root in &self.roots {
             builder.add_root_certificate(root.clone());
@@ -393,8 +393,8 @@ impl NativeOptions {
 }
 
 #[cfg(feature = "tls")]
-fn native_error(e: native_tls::Error) -> Error {
-    Error::Tls(e.to_string())
+fn native_error(e: native_tls::Error) -> ClientError {
+    ClientError::Tls(e.to_string())
 }
 
 /// A configuration ready for one handshake.
@@ -414,7 +414,7 @@ impl Connector {
         tcp: Tcp,
         fd: std::os::fd::RawFd,
         deadline: Option<Instant>,
-    ) -> Result<TlsStream, Error> {
+    ) -> Result<TlsStream, ClientError> {
         match self {
             #[cfg(feature = "tls")]
             Connector::Native(connector) => {
@@ -508,19 +508,19 @@ impl TlsStream {
 }
 
 #[cfg_attr(docsrs, doc(cfg(any(feature = "tls", feature = "rustls"))))]
-impl Connection {
+impl Client {
     /// Upgrades a plain connection to TLS in place (STARTTLS): runs the
     /// handshake over it, after which every method works as before, over
     /// TLS. The id stays the same.
     ///
-    /// Fails with [`Error::Armed`] while armed, [`Error::Closed`] after
-    /// [`shutdown`](Connection::shutdown), [`Error::Tls`] if the connection
+    /// Fails with [`ClientError::Armed`] while armed, [`ClientError::Closed`] after
+    /// [`shutdown`](Client::shutdown), [`ClientError::Tls`] if the connection
     /// already runs over TLS or the handshake fails, and
-    /// [`Error::Timeout`]`(`[`Timeout::Handshake`]`)` after the
+    /// [`ClientError::Timeout`]`(`[`Timeout::Handshake`]`)` after the
     /// [`handshake_timeout`](TlsConfig::handshake_timeout). A failed
     /// handshake leaves the connection closed. Bytes already received and
     /// not yet read would belong to the plain protocol: the upgrade fails
-    /// with [`Error::Tls`] rather than lose them.
+    /// with [`ClientError::Tls`] rather than lose them.
     ///
     /// ```no_run
     /// # #[cfg(feature = "tls")]
@@ -538,12 +538,12 @@ impl Connection {
     /// # #[cfg(not(feature = "tls"))]
     /// # fn main() {}
     /// ```
-    pub fn upgrade_tls(&mut self, config: &TlsConfig) -> Result<(), Error> {
+    pub fn upgrade_tls(&mut self, config: &TlsConfig) -> Result<(), ClientError> {
         if self.is_armed() {
-            return Err(Error::Armed);
+            return Err(ClientError::Armed);
         }
         if self.has_unread() {
-            return Err(Error::Tls(
+            return Err(ClientError::Tls(
                 "plain bytes received but not read before the upgrade".into(),
             ));
         }
@@ -562,10 +562,10 @@ impl Connection {
             let mut stream = self.stream().lock();
             match std::mem::replace(&mut *stream, Stream::Closed) {
                 Stream::Plain(tcp) => tcp,
-                Stream::Closed => return Err(Error::Closed),
+                Stream::Closed => return Err(ClientError::Closed),
                 tls @ Stream::Tls(_) => {
                     *stream = tls;
-                    return Err(Error::Tls("the connection already runs over TLS".into()));
+                    return Err(ClientError::Tls("the connection already runs over TLS".into()));
                 }
             }
         };
@@ -602,7 +602,7 @@ fn native_handshake(
     tcp: Tcp,
     fd: std::os::fd::RawFd,
     deadline: Option<Instant>,
-) -> Result<native_tls::TlsStream<Tcp>, Error> {
+) -> Result<native_tls::TlsStream<Tcp>, ClientError> {
     let mut result = connector.connect(domain, tcp);
     loop {
         match result {
@@ -612,7 +612,7 @@ fn native_handshake(
                 // The descriptor belongs to the stream inside `mid`, alive
                 // across the wait.
                 if !sys::wait_fd(fd, Wait::Read, deadline)? {
-                    return Err(Error::Timeout(Timeout::Handshake));
+                    return Err(ClientError::Timeout(Timeout::Handshake));
                 }
                 result = mid.handshake();
             }

@@ -48,7 +48,8 @@ pub(crate) type Factory<H, M> = Box<dyn Fn(&Connection<M>) -> Result<H, BoxError
 #[derive(Clone)]
 pub(crate) struct ConnOptions {
     pub(crate) transport: Arc<dyn Transport>,
-    /// What a listener span and the `tracing` span call the transport.
+    /// What the connection's `tracing` span calls the transport.
+    #[cfg(feature = "tracing")]
     pub(crate) transport_name: &'static str,
     pub(crate) handshake_timeout: Option<Duration>,
     pub(crate) read_timeout: Option<Duration>,

@@ -57,6 +57,7 @@ impl Plan {
             },
             conn: ConnOptions {
                 transport: b.transport,
+                #[cfg(feature = "tracing")]
                 transport_name,
                 handshake_timeout: b.handshake_timeout,
                 read_timeout: b.read_timeout,

@@ -23,25 +23,7 @@ mod plumbing;
 pub(crate) use crate::blocking::READ_CHUNK;
 use io::{closed_io, io_error};
 pub(crate) use plumbing::{Release, SendPolicy};
-
-/// Counters of a connection's traffic: bytes and calls, in and out.
-///
-/// ```
-/// let stats = atoll::SocketStats::default();
-/// assert_eq!(stats.recv_bytes + stats.send_bytes, 0);
-/// ```
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct SocketStats {
-    /// Bytes received (`recv_oct`).
-    pub recv_bytes: u64,
-    /// Read calls that returned data (`recv_cnt`).
-    pub recv_count: u64,
-    /// Bytes sent (`send_oct`).
-    pub send_bytes: u64,
-    /// Write calls that sent data (`send_cnt`).
-    pub send_count: u64,
-}
+pub use crate::stats::SocketStats;
 
 /// A connection's socket, as handler callbacks see it.
 ///
