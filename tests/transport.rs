@@ -13,7 +13,7 @@ use atoll::transport::{
     AcceptError, Addr, Handshake, Io, ListenOptions, Listener, Stream, Tcp, Transport,
 };
 use atoll::{Error, Flow, Handler, Socket, Timeout};
-use util::{builder, connect, round_trip, tcp_addr, Echo, PATIENCE};
+use util::{builder, connect, read_n, round_trip, tcp_addr, Echo, PATIENCE};
 
 fn socket_path(name: &str) -> PathBuf {
     std::env::temp_dir().join(format!("atoll-{name}-{}.sock", std::process::id()))
@@ -487,4 +487,66 @@ fn would_block_and_the_systems_timed_out_are_io_errors_not_timeouts() {
     // An error of atoll's own comes back as itself.
     let recv: io::Error = Error::Timeout(Timeout::Recv).into();
     assert!(matches!(Error::from(recv), Error::Timeout(Timeout::Recv)));
+}
+/// A handshake that waits for one byte from the client, then carries the
+/// stream in the clear.
+struct Knock;
+
+struct Knocking(Io);
+
+impl atoll::transport::PendingHandshake for Knocking {
+    fn resume(self: Box<Self>) -> Handshake {
+        let mut knock = [0u8; 1];
+        match self.0.read_some(&mut knock) {
+            Ok(1) => Handshake::Done(Box::new(XorStream { io: self.0, key: 0 })),
+            Ok(_) => Handshake::Failed("closed before the knock".into()),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Handshake::Pending(self),
+            Err(e) => Handshake::Failed(e.into()),
+        }
+    }
+    fn io(&self) -> &Io {
+        &self.0
+    }
+}
+
+impl Transport for Knock {
+    fn name(&self) -> &'static str {
+        "knock"
+    }
+    fn handshake(&self, io: Io) -> Handshake {
+        atoll::transport::PendingHandshake::resume(Box::new(Knocking(io)))
+    }
+}
+
+#[test]
+fn messages_sent_during_the_handshake_are_handled_once_it_is_done() {
+    // Found by the scheduling model (src/connection/model.rs): a round that
+    // took MESSAGE while the handshake waited used it up, and the messages
+    // stayed in the mailbox until the next one was sent.
+    struct Relay;
+    impl Handler<&'static str> for Relay {
+        fn handle_message(&mut self, msg: &'static str, socket: &mut Socket) -> Flow {
+            socket
+                .send(msg.as_bytes())
+                .map_or_else(Flow::error, |()| Flow::Continue)
+        }
+    }
+    let (made, was_made) = mpsc::channel();
+    let server = builder()
+        .transport(Knock)
+        .start(move |conn| {
+            // The factory greets its own connection, before the handshake.
+            conn.send("hello ").unwrap();
+            let _ = made.send(conn.clone());
+            Ok(Relay)
+        })
+        .unwrap();
+    let mut client = connect(tcp_addr(&server));
+    let conn = was_made.recv_timeout(PATIENCE).unwrap();
+    // Another thread's message while the handshake still waits.
+    conn.send("world").unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    client.write_all(b"!").unwrap();
+    assert_eq!(read_n(&mut client, 11), b"hello world");
+    server.stop(PATIENCE);
 }

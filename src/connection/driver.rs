@@ -166,6 +166,9 @@ fn step<H: Handler<M>, M: Send + 'static>(
     // Bytes may wait that no new edge will announce: after a handshake that
     // read from the socket, or when the stream keeps its own buffer.
     let mut want_read = flags.has(Work::READABLE);
+    // A round that found the handshake waiting used up its `MESSAGE`:
+    // messages sent meanwhile are handled once it is done.
+    let mut want_messages = flags.has(Work::MESSAGE);
     if !matches!(setup, Setup::Ready) {
         if !handshake(conn, setup, socket, flags)? {
             return if stopping { Err(End::Shutdown) } else { Ok(()) };
@@ -174,8 +177,9 @@ fn step<H: Handler<M>, M: Send + 'static>(
         let flow = guarded(conn, || handler.handle_connection(socket));
         after(conn, socket, flow, Source::Connection)?;
         want_read = true;
+        want_messages = true;
     }
-    if flags.has(Work::MESSAGE) {
+    if want_messages {
         for _ in 0..MESSAGE_BUDGET {
             let Some(message) = conn.mailbox.lock().pop_front() else {
                 break;

@@ -6,6 +6,8 @@
 
 mod driver;
 mod handle;
+#[cfg(all(test, loom))]
+mod model;
 pub(crate) mod sched;
 
 use std::collections::VecDeque;

@@ -14,9 +14,12 @@
 use std::fmt;
 use std::ops::{BitOr, BitOrAssign};
 
-#[cfg(loom)]
+// `loom`'s atomics only in the crate's own tests: a program that builds
+// atoll with `--cfg loom` for its own model checks gets std's (loom is a
+// dev-dependency here).
+#[cfg(all(test, loom))]
 use loom::sync::atomic::{AtomicU32, Ordering};
-#[cfg(not(loom))]
+#[cfg(not(all(test, loom)))]
 use std::sync::atomic::{AtomicU32, Ordering};
 
 /// A set of pending work.
@@ -130,7 +133,9 @@ impl Sched {
     }
 }
 
-#[cfg(test)]
+// Plain tests of the word; under `loom` its atomics work only inside a
+// model (`super::model`).
+#[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
 
