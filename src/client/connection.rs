@@ -38,9 +38,9 @@ const SEND_FLAGS: libc::c_int = 0;
 /// A connected, non-blocking TCP socket whose writes never raise
 /// `SIGPIPE`; also the transport under TLS.
 #[derive(Debug)]
-pub(super) struct Tcp(pub(super) TcpStream);
+pub(super) struct TcpSocket(pub(super) TcpStream);
 
-impl Read for Tcp {
+impl Read for TcpSocket {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         loop {
             match self.0.read(buf) {
@@ -51,7 +51,7 @@ impl Read for Tcp {
     }
 }
 
-impl Write for Tcp {
+impl Write for TcpSocket {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         self.write_vectored(&[IoSlice::new(buf)])
     }
@@ -71,35 +71,36 @@ impl Write for Tcp {
     }
 }
 
-/// The transport of a connection. Every operation on it is non-blocking:
+/// The link a client talks over: plain TCP or TLS over it. Every operation
+/// on it is non-blocking:
 /// it is locked only for the length of one system call (or one TLS record),
 /// so that the shared poll thread never waits on a user's blocking send.
-pub(super) enum Stream {
-    Plain(Tcp),
+pub(super) enum Link {
+    Plain(TcpSocket),
     #[cfg(any(feature = "tls", feature = "rustls"))]
     Tls(TlsStream),
     /// Shut down; the socket is closed.
     Closed,
 }
 
-impl Stream {
+impl Link {
     /// One non-blocking read. `Ok(0)` is the end of the stream.
     pub(super) fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
-            Stream::Plain(tcp) => tcp.read(buf),
+            Link::Plain(tcp) => tcp.read(buf),
             #[cfg(any(feature = "tls", feature = "rustls"))]
-            Stream::Tls(tls) => tls.read(buf),
-            Stream::Closed => Err(ClientError::Closed.into()),
+            Link::Tls(tls) => tls.read(buf),
+            Link::Closed => Err(ClientError::Closed.into()),
         }
     }
 
     /// One non-blocking write of some of `bufs`.
     fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         match self {
-            Stream::Plain(tcp) => tcp.write_vectored(bufs),
+            Link::Plain(tcp) => tcp.write_vectored(bufs),
             #[cfg(any(feature = "tls", feature = "rustls"))]
-            Stream::Tls(tls) => tls.write_vectored(bufs),
-            Stream::Closed => Err(ClientError::Closed.into()),
+            Link::Tls(tls) => tls.write_vectored(bufs),
+            Link::Closed => Err(ClientError::Closed.into()),
         }
     }
 
@@ -108,7 +109,7 @@ impl Stream {
     fn flush(&mut self) -> io::Result<()> {
         match self {
             #[cfg(any(feature = "tls", feature = "rustls"))]
-            Stream::Tls(tls) => tls.flush(),
+            Link::Tls(tls) => tls.flush(),
             _ => Ok(()),
         }
     }
@@ -119,7 +120,7 @@ pub(super) struct Shared {
     pub(super) id: ConnId,
     /// The socket's descriptor, valid while `stream` is not `Closed`.
     pub(super) fd: RawFd,
-    pub(super) stream: Mutex<Stream>,
+    pub(super) stream: Mutex<Link>,
     /// Armed, and the message not yet taken by the poll thread.
     pub(super) armed: AtomicBool,
 }
@@ -207,7 +208,7 @@ impl Client {
             shared: Arc::new(Shared {
                 id,
                 fd: stream.as_raw_fd(),
-                stream: Mutex::new(Stream::Plain(Tcp(stream))),
+                stream: Mutex::new(Link::Plain(TcpSocket(stream))),
                 armed: AtomicBool::new(false),
             }),
             host: options.host.clone(),
@@ -282,7 +283,7 @@ impl Client {
     pub fn is_tls(&self) -> bool {
         match &*self.shared.stream.lock() {
             #[cfg(any(feature = "tls", feature = "rustls"))]
-            Stream::Tls(_) => true,
+            Link::Tls(_) => true,
             _ => false,
         }
     }
@@ -297,7 +298,7 @@ impl Client {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn is_closed(&self) -> bool {
-        matches!(&*self.shared.stream.lock(), Stream::Closed)
+        matches!(&*self.shared.stream.lock(), Link::Closed)
     }
 
     /// The send timeout of [`send`](Client::send), [`send_vectored`](Client::send_vectored)
@@ -448,7 +449,7 @@ impl Client {
         if self.shared.armed.load(Ordering::Acquire) {
             return Err(ClientError::Armed);
         }
-        if matches!(&*self.shared.stream.lock(), Stream::Closed) {
+        if matches!(&*self.shared.stream.lock(), Link::Closed) {
             return Err(ClientError::Closed);
         }
         Ok(())
@@ -473,12 +474,12 @@ impl Client {
     pub fn shutdown(&mut self) -> Result<(), ClientError> {
         self.disarm();
         self.unread = Vec::new();
-        let stream = std::mem::replace(&mut *self.shared.stream.lock(), Stream::Closed);
+        let stream = std::mem::replace(&mut *self.shared.stream.lock(), Link::Closed);
         let tcp = match stream {
-            Stream::Closed => return Ok(()),
-            Stream::Plain(tcp) => tcp,
+            Link::Closed => return Ok(()),
+            Link::Plain(tcp) => tcp,
             #[cfg(any(feature = "tls", feature = "rustls"))]
-            Stream::Tls(mut tls) => {
+            Link::Tls(mut tls) => {
                 tls.close();
                 let tcp = tls.tcp();
                 return match tcp.0.shutdown(Shutdown::Both) {
@@ -562,7 +563,7 @@ impl Client {
         if self.shared.armed.load(Ordering::Acquire) {
             return Err(ClientError::Armed);
         }
-        if matches!(&*self.shared.stream.lock(), Stream::Closed) {
+        if matches!(&*self.shared.stream.lock(), Link::Closed) {
             return Err(ClientError::Closed);
         }
         if !self.unread.is_empty() {
@@ -618,7 +619,7 @@ impl Client {
 
     /// Gives the TLS module the stream, for a handshake.
     #[cfg(any(feature = "tls", feature = "rustls"))]
-    pub(super) fn stream(&self) -> &Mutex<Stream> {
+    pub(super) fn stream(&self) -> &Mutex<Link> {
         &self.shared.stream
     }
 

@@ -11,7 +11,7 @@ use std::time::Instant;
 use ::rustls::pki_types::ServerName;
 use ::rustls::{ClientConfig, ClientConnection};
 
-use super::connection::Tcp;
+use super::connection::TcpSocket;
 use super::error::ClientError;
 use crate::sys::{self, Wait};
 use crate::timeout::Timeout;
@@ -19,7 +19,7 @@ use crate::timeout::Timeout;
 /// A rustls client connection on its socket, after the handshake.
 pub(super) struct RustlsStream {
     conn: ClientConnection,
-    tcp: Tcp,
+    tcp: TcpSocket,
 }
 
 /// Runs a client handshake over the non-blocking socket `tcp` (whose
@@ -27,7 +27,7 @@ pub(super) struct RustlsStream {
 pub(super) fn handshake(
     config: &Arc<ClientConfig>,
     domain: &str,
-    tcp: Tcp,
+    tcp: TcpSocket,
     fd: RawFd,
     deadline: Option<Instant>,
 ) -> Result<RustlsStream, ClientError> {
@@ -64,7 +64,7 @@ pub(super) fn handshake(
 /// Waits for the socket during the handshake;
 /// [`Timeout::Handshake`](crate::Timeout::Handshake) at the deadline.
 fn wait(fd: RawFd, what: Wait, deadline: Option<Instant>) -> Result<(), ClientError> {
-    // The descriptor belongs to the `Tcp` the caller's stream holds, open
+    // The descriptor belongs to the `TcpSocket` the caller's stream holds, open
     // across the wait.
     if sys::wait_fd(fd, what, deadline)? {
         Ok(())
@@ -168,7 +168,7 @@ impl RustlsStream {
     }
 
     /// The TCP socket underneath.
-    pub(super) fn tcp(&self) -> &Tcp {
+    pub(super) fn tcp(&self) -> &TcpSocket {
         &self.tcp
     }
 }

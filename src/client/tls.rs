@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 #[cfg(feature = "tls")]
 use native_tls::{Certificate, HandshakeError, TlsConnector};
 
-use super::connection::{Stream, Tcp};
+use super::connection::{Link, TcpSocket};
 use super::error::ClientError;
 #[cfg(feature = "rustls")]
 use super::rustls::{self as with_rustls, RustlsStream};
@@ -411,7 +411,7 @@ impl Connector {
     fn handshake(
         &self,
         domain: &str,
-        tcp: Tcp,
+        tcp: TcpSocket,
         fd: std::os::fd::RawFd,
         deadline: Option<Instant>,
     ) -> Result<TlsStream, ClientError> {
@@ -431,10 +431,10 @@ impl Connector {
 }
 
 /// A connection's TLS stream, after the handshake. Every operation is
-/// non-blocking, as [`Stream`]'s are.
+/// non-blocking, as [`Link`]'s are.
 pub(super) enum TlsStream {
     #[cfg(feature = "tls")]
-    Native(Box<native_tls::TlsStream<Tcp>>),
+    Native(Box<native_tls::TlsStream<TcpSocket>>),
     #[cfg(feature = "rustls")]
     Rustls(Box<RustlsStream>),
 }
@@ -487,7 +487,7 @@ impl TlsStream {
     }
 
     /// The TCP socket underneath.
-    pub(super) fn tcp(&self) -> &Tcp {
+    pub(super) fn tcp(&self) -> &TcpSocket {
         match self {
             #[cfg(feature = "tls")]
             TlsStream::Native(tls) => tls.get_ref(),
@@ -560,10 +560,10 @@ impl Client {
         };
         let tcp = {
             let mut stream = self.stream().lock();
-            match std::mem::replace(&mut *stream, Stream::Closed) {
-                Stream::Plain(tcp) => tcp,
-                Stream::Closed => return Err(ClientError::Closed),
-                tls @ Stream::Tls(_) => {
+            match std::mem::replace(&mut *stream, Link::Closed) {
+                Link::Plain(tcp) => tcp,
+                Link::Closed => return Err(ClientError::Closed),
+                tls @ Link::Tls(_) => {
                     *stream = tls;
                     return Err(ClientError::Tls("the connection already runs over TLS".into()));
                 }
@@ -571,7 +571,7 @@ impl Client {
         };
         let deadline = config.handshake_timeout.map(|t| Instant::now() + t);
         let tls = connector.handshake(&domain, tcp, self.fd(), deadline)?;
-        *self.stream().lock() = Stream::Tls(tls);
+        *self.stream().lock() = Link::Tls(tls);
         Ok(())
     }
 
@@ -585,7 +585,7 @@ impl Client {
     /// ```
     pub fn alpn_protocol(&self) -> Option<Vec<u8>> {
         match &*self.stream().lock() {
-            Stream::Tls(tls) => tls.alpn_protocol(),
+            Link::Tls(tls) => tls.alpn_protocol(),
             _ => None,
         }
     }
@@ -599,10 +599,10 @@ impl Client {
 fn native_handshake(
     connector: &TlsConnector,
     domain: &str,
-    tcp: Tcp,
+    tcp: TcpSocket,
     fd: std::os::fd::RawFd,
     deadline: Option<Instant>,
-) -> Result<native_tls::TlsStream<Tcp>, ClientError> {
+) -> Result<native_tls::TlsStream<TcpSocket>, ClientError> {
     let mut result = connector.connect(domain, tcp);
     loop {
         match result {
