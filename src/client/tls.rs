@@ -46,7 +46,7 @@ use crate::timeout::Timeout;
 /// [`handshake_timeout`](TlsConfig::handshake_timeout) apply on top, and
 /// the native-tls options are ignored. Either way the connection works
 /// the same: [`send`](Client::send) and
-/// [`receive`](Client::receive) with their timeouts, active mode,
+/// [`recv`](Client::recv) with their timeouts, active mode,
 /// [`shutdown`](Client::shutdown) with a close notification, and
 /// [`alpn_protocol`](Client::alpn_protocol).
 ///

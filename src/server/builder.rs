@@ -14,7 +14,7 @@ use crate::error::Error;
 use crate::proxy::ProxyProtocol;
 use crate::socket::SendPolicy;
 use crate::telemetry::Sink;
-use crate::transport::{Addr, ListenOptions, Tcp, Transport};
+use crate::transport::{listen_setters, Addr, ListenOptions, Tcp, Transport};
 
 /// Configures and starts a server. A `Builder` (of the default kind,
 /// [`Streams`]) serves TCP, Unix sockets and TLS, and is made by
@@ -159,6 +159,51 @@ pub fn default_num_workers() -> usize {
 /// The default cap on worker threads, [`Builder::max_workers`].
 pub const DEFAULT_MAX_WORKERS: usize = 1024;
 
+/// Makes the builders' listen setters of the list in `transport/listen.rs`
+/// (where each is documented once): those of `any` server on every
+/// builder, those of `stream` servers on [`Builder<Streams>`]. Each
+/// forwards to the [`ListenOptions`] setter of its name.
+macro_rules! builder_setters {
+    ($(
+        $(#[$attr:meta])*
+        $kind:ident $name:ident($arg:ident: $ty:ty) $ex:literal |$o:ident| $body:block
+    )*) => {
+        builder_setters!(@split [] [] $([$kind] { $(#[$attr])* $name($arg: $ty) $ex })*);
+    };
+    (@split [$($any:tt)*] [$($stream:tt)*]) => {
+        /// The listen options every server has.
+        impl<K> Builder<K> {
+            $($any)*
+        }
+
+        /// The listen options of stream servers.
+        impl Builder<Streams> {
+            $($stream)*
+        }
+    };
+    (@split [$($any:tt)*] [$($stream:tt)*]
+        [any] { $(#[$attr:meta])* $name:ident($arg:ident: $ty:ty) $ex:literal } $($rest:tt)*) => {
+        builder_setters!(@split [$($any)* builder_setters!(@fn $(#[$attr])* $name($arg: $ty) $ex);] [$($stream)*] $($rest)*);
+    };
+    (@split [$($any:tt)*] [$($stream:tt)*]
+        [stream] { $(#[$attr:meta])* $name:ident($arg:ident: $ty:ty) $ex:literal } $($rest:tt)*) => {
+        builder_setters!(@split [$($any)*] [$($stream)* builder_setters!(@fn $(#[$attr])* $name($arg: $ty) $ex);] $($rest)*);
+    };
+    (@fn $(#[$attr:meta])* $name:ident($arg:ident: $ty:ty) $ex:literal) => {
+        $(#[$attr])*
+        #[doc = ""]
+        #[doc = "```"]
+        #[doc = concat!("let builder = atoll::Server::builder()", $ex, ";")]
+        #[doc = "```"]
+        pub fn $name(mut self, $arg: $ty) -> Self {
+            self.listen = std::mem::take(&mut self.listen).$name($arg);
+            self
+        }
+    };
+}
+
+listen_setters!(builder_setters);
+
 impl<K> Builder<K> {
     /// Every option at its default, for either kind.
     fn with_defaults() -> Builder<K> {
@@ -213,28 +258,6 @@ impl Builder<Streams> {
 
 /// The options every server has.
 impl<K> Builder<K> {
-    /// The address to listen on: an IPv4 or IPv6 address, `0.0.0.0` or `::`
-    /// for any, `127.0.0.1` or `::1` for loopback. Default is `0.0.0.0`.
-    ///
-    /// ```
-    /// let builder = atoll::Server::builder().ip("::1".parse().unwrap());
-    /// ```
-    pub fn ip(mut self, ip: IpAddr) -> Self {
-        self.listen = self.listen.ip(ip);
-        self
-    }
-
-    /// The port to listen on; 0 picks a free port, which
-    /// [`Server::local_addr`](crate::Server::local_addr) reports. Default is 4000.
-    ///
-    /// ```
-    /// let builder = atoll::Server::builder().port(0);
-    /// ```
-    pub fn port(mut self, port: u16) -> Self {
-        self.listen = self.listen.port(port);
-        self
-    }
-
     /// Sets the address and port at once.
     ///
     /// ```
@@ -242,28 +265,6 @@ impl<K> Builder<K> {
     /// ```
     pub fn addr(self, addr: SocketAddr) -> Self {
         self.ip(addr.ip()).port(addr.port())
-    }
-
-    /// `IPV6_V6ONLY` on an IPv6 listener: `false` for dual-stack. Default
-    /// is the system's.
-    ///
-    /// ```
-    /// let builder = atoll::Server::builder().ip("::".parse().unwrap()).only_v6(false);
-    /// ```
-    pub fn only_v6(mut self, only_v6: bool) -> Self {
-        self.listen = self.listen.only_v6(only_v6);
-        self
-    }
-
-    /// `SO_REUSEPORT`: several servers (or processes) on one port. Default
-    /// is `false`.
-    ///
-    /// ```
-    /// let builder = atoll::Server::builder().reuse_port(true);
-    /// ```
-    pub fn reuse_port(mut self, reuse: bool) -> Self {
-        self.listen = self.listen.reuse_port(reuse);
-        self
     }
 
     /// Listens on a socket that is already bound instead of binding one:
@@ -486,37 +487,6 @@ impl<K> Builder<K> {
     /// ```
     pub fn send_timeout_close(mut self, close: bool) -> Self {
         self.send.close = close;
-        self
-    }
-
-    /// `SO_REUSEADDR` on the listener, so a restarted server can bind while
-    /// old connections linger in `TIME_WAIT`. Default is `true`.
-    ///
-    /// ```
-    /// let builder = atoll::Server::builder().reuse_address(false);
-    /// ```
-    pub fn reuse_address(mut self, reuse: bool) -> Self {
-        self.listen = self.listen.reuse_address(reuse);
-        self
-    }
-
-    /// `SO_RCVBUF` on accepted sockets. Default is the kernel's.
-    ///
-    /// ```
-    /// let builder = atoll::Server::builder().recv_buffer_size(Some(256 * 1024));
-    /// ```
-    pub fn recv_buffer_size(mut self, size: Option<usize>) -> Self {
-        self.listen = self.listen.recv_buffer_size(size);
-        self
-    }
-
-    /// `SO_SNDBUF` on accepted sockets. Default is the kernel's.
-    ///
-    /// ```
-    /// let builder = atoll::Server::builder().send_buffer_size(Some(256 * 1024));
-    /// ```
-    pub fn send_buffer_size(mut self, size: Option<usize>) -> Self {
-        self.listen = self.listen.send_buffer_size(size);
         self
     }
 

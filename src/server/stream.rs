@@ -2,7 +2,6 @@
 //! starts. The options it shares with a UDP server are in
 //! [`super::builder`].
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,27 +14,6 @@ use crate::proxy::ProxyProtocol;
 use crate::transport::{ListenOptions, Transport};
 
 impl Builder<Streams> {
-    /// Listens on a Unix socket at `path` instead of TCP (the seeds'
-    /// `{:local, path}`); the file is removed at stop.
-    ///
-    /// ```
-    /// let builder = atoll::Server::builder().unix("/run/app.sock").remove_stale_socket(true);
-    /// ```
-    pub fn unix(mut self, path: impl Into<PathBuf>) -> Self {
-        self.listen = self.listen.unix(path);
-        self
-    }
-
-    /// Removes a stale Unix socket file before binding. Default is `false`.
-    ///
-    /// ```
-    /// let builder = atoll::Server::builder().unix("/run/app.sock").remove_stale_socket(true);
-    /// ```
-    pub fn remove_stale_socket(mut self, remove: bool) -> Self {
-        self.listen = self.listen.remove_stale_socket(remove);
-        self
-    }
-
     /// Replaces every listen option at once.
     ///
     /// ```
@@ -70,52 +48,6 @@ impl Builder<Streams> {
     /// ```
     pub fn handshake_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.handshake_timeout = timeout;
-        self
-    }
-
-    /// The listen backlog. Default is 1024.
-    ///
-    /// ```
-    /// let builder = atoll::Server::builder().backlog(4096);
-    /// ```
-    pub fn backlog(mut self, backlog: u32) -> Self {
-        self.listen = self.listen.backlog(backlog);
-        self
-    }
-
-    /// `TCP_NODELAY` on accepted sockets. Default is `true`.
-    ///
-    /// ```
-    /// let builder = atoll::Server::builder().nodelay(false);
-    /// ```
-    pub fn nodelay(mut self, nodelay: bool) -> Self {
-        self.listen = self.listen.nodelay(nodelay);
-        self
-    }
-
-    /// `SO_LINGER` on accepted sockets. Default is `None` (off), a
-    /// deliberate difference from Thousand Island's `linger: {true, 30}`:
-    /// a lingering `close` blocks the closing thread until the peer has
-    /// acknowledged the unsent data or the time passes. There that thread is
-    /// the connection's own process; here it is one of a few shared
-    /// workers, which peers that stop reading would stall. Off, the kernel
-    /// still delivers the unsent data after `close`.
-    ///
-    /// ```
-    /// let builder = atoll::Server::builder().linger(Some(std::time::Duration::from_secs(1)));
-    /// ```
-    pub fn linger(mut self, linger: Option<Duration>) -> Self {
-        self.listen = self.listen.linger(linger);
-        self
-    }
-
-    /// `SO_KEEPALIVE` on accepted sockets. Default is `false`.
-    ///
-    /// ```
-    /// let builder = atoll::Server::builder().keepalive(true);
-    /// ```
-    pub fn keepalive(mut self, keepalive: bool) -> Self {
-        self.listen = self.listen.keepalive(keepalive);
         self
     }
 

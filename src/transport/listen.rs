@@ -62,6 +62,115 @@ pub struct ListenOptions {
     nonblocking: bool,
 }
 
+/// The listen options, each defined once with its doc: `$then!` gets the
+/// list and makes setters of it, for [`ListenOptions`] here and for the
+/// server builders (which forward to these) in `server/builder.rs`. Each
+/// entry: which servers have it (`any`, or `stream` for stream servers
+/// only), the setter, the call its doc example makes, and how it sets a
+/// `ListenOptions`.
+macro_rules! listen_setters {
+    ($then:ident) => {
+        $then! {
+            /// The IP address to listen on: an IPv4 or IPv6 address, `0.0.0.0`
+            /// or `::` for any, `127.0.0.1` or `::1` for loopback. Default is
+            /// `0.0.0.0`.
+            any ip(ip: std::net::IpAddr) ".ip([127, 0, 0, 1].into())" |o| {
+                let port = o.inet_port();
+                o.bind = Bind::Inet(SocketAddr::new(ip, port));
+            }
+            /// The port to listen on; 0 picks a free one, which the listener's
+            /// or server's `local_addr` reports. Default is 4000.
+            any port(port: u16) ".port(0)" |o| {
+                let ip = match &o.bind {
+                    Bind::Inet(a) => a.ip(),
+                    Bind::Unix(_) | Bind::Fd(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                };
+                o.bind = Bind::Inet(SocketAddr::new(ip, port));
+            }
+            /// `IPV6_V6ONLY` on an IPv6 listener: `true` takes IPv6 clients
+            /// only, `false` IPv4 ones too (dual-stack). Default is the
+            /// system's.
+            any only_v6(only_v6: bool) r#".ip("::".parse().unwrap()).only_v6(false)"# |o| {
+                o.only_v6 = Some(only_v6);
+            }
+            /// `SO_REUSEADDR`. Default is `true`.
+            any reuse_address(reuse: bool) ".reuse_address(false)" |o| {
+                o.reuse_address = reuse;
+            }
+            /// `SO_REUSEPORT`: several listeners (or processes) on one port,
+            /// the kernel spreading connections or datagrams. Default is
+            /// `false`.
+            any reuse_port(reuse: bool) ".reuse_port(true)" |o| {
+                o.reuse_port = reuse;
+            }
+            /// `SO_RCVBUF` on accepted sockets (on the socket itself for
+            /// UDP). Default is the system's.
+            any recv_buffer_size(size: Option<usize>) ".recv_buffer_size(Some(1 << 20))" |o| {
+                o.recv_buffer_size = size;
+            }
+            /// `SO_SNDBUF` on accepted sockets (on the socket itself for
+            /// UDP). Default is the system's.
+            any send_buffer_size(size: Option<usize>) ".send_buffer_size(Some(1 << 20))" |o| {
+                o.send_buffer_size = size;
+            }
+            /// Listens on a Unix socket at `path` instead of TCP (the seeds'
+            /// `{:local, path}`); a server removes the file at stop.
+            stream unix(path: impl Into<std::path::PathBuf>) r#".unix("/run/app.sock")"# |o| {
+                o.bind = Bind::Unix(path.into());
+            }
+            /// Removes a file left at the Unix socket path by a process that
+            /// did not clean up, before binding. Only a socket file is
+            /// removed. Default is `false`.
+            stream remove_stale_socket(remove: bool) r#".unix("/run/app.sock").remove_stale_socket(true)"# |o| {
+                o.remove_stale_socket = remove;
+            }
+            /// The listen backlog: connections the kernel queues before they
+            /// are accepted. Default is 1024.
+            stream backlog(backlog: u32) ".backlog(4096)" |o| {
+                o.backlog = backlog;
+            }
+            /// `TCP_NODELAY` on accepted sockets. Default is `true`.
+            stream nodelay(nodelay: bool) ".nodelay(false)" |o| {
+                o.nodelay = nodelay;
+            }
+            /// `SO_LINGER` on accepted sockets. Default is off.
+            stream linger(linger: Option<std::time::Duration>) ".linger(Some(std::time::Duration::from_secs(1)))" |o| {
+                o.linger = linger;
+            }
+            /// `SO_KEEPALIVE` on accepted sockets. Default is `false`.
+            stream keepalive(keepalive: bool) ".keepalive(true)" |o| {
+                o.keepalive = keepalive;
+            }
+        }
+    };
+}
+pub(crate) use listen_setters;
+
+/// Makes [`ListenOptions`]' setters of the list.
+macro_rules! options_setters {
+    ($(
+        $(#[$attr:meta])*
+        $kind:ident $name:ident($arg:ident: $ty:ty) $ex:literal |$o:ident| $body:block
+    )*) => {
+        impl ListenOptions {
+            $(
+                $(#[$attr])*
+                #[doc = ""]
+                #[doc = "```"]
+                #[doc = concat!("let options = atoll::transport::ListenOptions::new()", $ex, ";")]
+                #[doc = "```"]
+                pub fn $name(mut self, $arg: $ty) -> ListenOptions {
+                    let $o = &mut self;
+                    $body
+                    self
+                }
+            )*
+        }
+    };
+}
+
+listen_setters!(options_setters);
+
 impl Default for ListenOptions {
     fn default() -> ListenOptions {
         ListenOptions {
@@ -92,43 +201,6 @@ impl ListenOptions {
         ListenOptions::default()
     }
 
-    /// The IP address to listen on (any, loopback, or one interface's).
-    /// Default is `0.0.0.0`.
-    ///
-    /// ```
-    /// let options = atoll::transport::ListenOptions::new().ip([127, 0, 0, 1].into());
-    /// ```
-    pub fn ip(mut self, ip: IpAddr) -> ListenOptions {
-        let port = self.inet_port();
-        self.bind = Bind::Inet(SocketAddr::new(ip, port));
-        self
-    }
-
-    /// The port; 0 picks a free one. Default is 4000.
-    ///
-    /// ```
-    /// let options = atoll::transport::ListenOptions::new().port(0);
-    /// ```
-    pub fn port(mut self, port: u16) -> ListenOptions {
-        let ip = match &self.bind {
-            Bind::Inet(a) => a.ip(),
-            Bind::Unix(_) | Bind::Fd(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-        };
-        self.bind = Bind::Inet(SocketAddr::new(ip, port));
-        self
-    }
-
-    /// Listens on a Unix socket at `path` instead of TCP (the seeds'
-    /// `{:local, path}`). The file is removed when the listener closes.
-    ///
-    /// ```
-    /// let options = atoll::transport::ListenOptions::new().unix("/run/app.sock");
-    /// ```
-    pub fn unix(mut self, path: impl Into<PathBuf>) -> ListenOptions {
-        self.bind = Bind::Unix(path.into());
-        self
-    }
-
     /// Listens on a socket that is already bound, instead of binding one:
     /// a socket passed by systemd (see
     /// [`inherit::systemd`](crate::inherit::systemd)), by a parent process,
@@ -141,9 +213,10 @@ impl ListenOptions {
     /// each listen uses a duplicate: so
     /// [`Server::suspend`](crate::Server::suspend) stops accepting, but the
     /// system keeps queueing connections (up to the backlog) for
-    /// [`resume`](crate::Server::resume) instead of refusing them. The
-    /// descriptor is closed when the server stops (duplicates handed on by
-    /// [`Server::listener_fds`](crate::Server::listener_fds) stay open). A
+    /// [`resume`](crate::Server::resume) instead of refusing them. A server
+    /// lets go of its own copy when it stops (duplicates handed on by
+    /// [`Server::listener_fds`](crate::Server::listener_fds) stay open, and
+    /// so does the descriptor while a clone of the options holds it). A
     /// Unix socket's file is left alone.
     ///
     /// ```
@@ -153,110 +226,6 @@ impl ListenOptions {
     /// ```
     pub fn fd(mut self, fd: impl Into<OwnedFd>) -> ListenOptions {
         self.bind = Bind::Fd(Some(Arc::new(fd.into())));
-        self
-    }
-
-    /// Removes a file left at the Unix socket path by a process that did
-    /// not clean up, before binding. Only a socket file is removed. Default
-    /// is `false`.
-    ///
-    /// ```
-    /// let options = atoll::transport::ListenOptions::new().unix("/run/app.sock").remove_stale_socket(true);
-    /// ```
-    pub fn remove_stale_socket(mut self, remove: bool) -> ListenOptions {
-        self.remove_stale_socket = remove;
-        self
-    }
-
-    /// The listen backlog. Default is 1024.
-    ///
-    /// ```
-    /// let options = atoll::transport::ListenOptions::new().backlog(16);
-    /// ```
-    pub fn backlog(mut self, backlog: u32) -> ListenOptions {
-        self.backlog = backlog;
-        self
-    }
-
-    /// `IPV6_V6ONLY` on an IPv6 listener: `true` takes IPv6 clients only,
-    /// `false` IPv4 ones too (dual-stack). Default is the system's.
-    ///
-    /// ```
-    /// let options = atoll::transport::ListenOptions::new().ip("::".parse().unwrap()).only_v6(true);
-    /// ```
-    pub fn only_v6(mut self, only_v6: bool) -> ListenOptions {
-        self.only_v6 = Some(only_v6);
-        self
-    }
-
-    /// `SO_REUSEADDR`. Default is `true`.
-    ///
-    /// ```
-    /// let options = atoll::transport::ListenOptions::new().reuse_address(false);
-    /// ```
-    pub fn reuse_address(mut self, reuse: bool) -> ListenOptions {
-        self.reuse_address = reuse;
-        self
-    }
-
-    /// `SO_REUSEPORT`: several listeners (processes) on one port, the
-    /// kernel spreading connections. Default is `false`.
-    ///
-    /// ```
-    /// let options = atoll::transport::ListenOptions::new().reuse_port(true);
-    /// ```
-    pub fn reuse_port(mut self, reuse: bool) -> ListenOptions {
-        self.reuse_port = reuse;
-        self
-    }
-
-    /// `TCP_NODELAY` on accepted sockets. Default is `true`.
-    ///
-    /// ```
-    /// let options = atoll::transport::ListenOptions::new().nodelay(false);
-    /// ```
-    pub fn nodelay(mut self, nodelay: bool) -> ListenOptions {
-        self.nodelay = nodelay;
-        self
-    }
-
-    /// `SO_LINGER` on accepted sockets. Default is off.
-    ///
-    /// ```
-    /// let options = atoll::transport::ListenOptions::new().linger(Some(std::time::Duration::from_secs(1)));
-    /// ```
-    pub fn linger(mut self, linger: Option<Duration>) -> ListenOptions {
-        self.linger = linger;
-        self
-    }
-
-    /// `SO_KEEPALIVE` on accepted sockets. Default is `false`.
-    ///
-    /// ```
-    /// let options = atoll::transport::ListenOptions::new().keepalive(true);
-    /// ```
-    pub fn keepalive(mut self, keepalive: bool) -> ListenOptions {
-        self.keepalive = keepalive;
-        self
-    }
-
-    /// `SO_RCVBUF` on accepted sockets. Default is the system's.
-    ///
-    /// ```
-    /// let options = atoll::transport::ListenOptions::new().recv_buffer_size(Some(1 << 20));
-    /// ```
-    pub fn recv_buffer_size(mut self, size: Option<usize>) -> ListenOptions {
-        self.recv_buffer_size = size;
-        self
-    }
-
-    /// `SO_SNDBUF` on accepted sockets. Default is the system's.
-    ///
-    /// ```
-    /// let options = atoll::transport::ListenOptions::new().send_buffer_size(Some(1 << 20));
-    /// ```
-    pub fn send_buffer_size(mut self, size: Option<usize>) -> ListenOptions {
-        self.send_buffer_size = size;
         self
     }
 

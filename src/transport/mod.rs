@@ -92,7 +92,7 @@ pub use crate::addr::Addr;
 pub use self::io::{Credentials, Io};
 pub use self::listen::ListenOptions;
 pub use self::listener::{AcceptError, Listener};
-pub(crate) use self::listen::ListenSocket;
+pub(crate) use self::listen::{listen_setters, ListenSocket};
 pub(crate) use self::listener::{handshake_blocking, AcceptFailure};
 #[cfg(feature = "tls")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
