@@ -434,7 +434,7 @@ fn a_send_to_a_server_that_does_not_read_times_out() {
         .connect()
         .unwrap();
     let start = Instant::now();
-    let sent = pattern(64 << 20);
+    let sent = pattern(32 << 20);
     match conn.send(&sent) {
         Err(ClientError::Timeout(Timeout::Send { sent: n, unsent })) => {
             assert_eq!(
