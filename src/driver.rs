@@ -17,7 +17,7 @@ use crate::error::{panic_message, Error};
 use crate::handler::{Flow, Handler};
 use crate::proxy::{self, Proxied};
 use crate::socket::{Release, Socket};
-use crate::telemetry::{Kind, SpawnError, Telemetry};
+use crate::telemetry::{Interest, Kind, SpawnError, Telemetry};
 use crate::transport::Handshake;
 
 /// Reads per round before a connection yields to the others.
@@ -70,8 +70,9 @@ pub(crate) fn run<H: Handler<M>, M: Send + 'static>(
     }
     for _ in 0..MAX_ROUNDS {
         let flags = conn.sched.fetch_and(SCHEDULED, Ordering::AcqRel) & !SCHEDULED;
-        // Timed only for a sink: without one, a relaxed load and no clock.
-        let started = Telemetry::enabled().then(Instant::now);
+        // Timed only for a sink that wants it: otherwise a relaxed load and
+        // no clock.
+        let started = Telemetry::wants(Interest::CALLBACKS).then(Instant::now);
         let result = step(conn, &mut state, flags, buf, waited.take());
         let has_handler = state.handler.is_some();
         if let Some(socket) = state.socket.as_mut() {

@@ -46,14 +46,15 @@
 //! let publisher = atoll::metrics::Metrics::new()
 //!     .label("server", "echo")
 //!     .interval(Duration::from_secs(5))
-//!     .publish(&server);
+//!     .publish(&server)?;
 //! // ... serve; scrape ...
 //! publisher.stop();
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -64,8 +65,9 @@ use ::metrics::{
 use crossbeam_channel::{RecvTimeoutError, Sender};
 use parking_lot::Mutex;
 
+use crate::error::Error;
 use crate::server::{Server, ServerStats};
-use crate::telemetry::{Event, Kind, Sink};
+use crate::telemetry::{Event, Interest, Kind, Sink, SinkId, Telemetry};
 
 /// What to publish a server's numbers with: labels and the interval of the
 /// counters and gauges. [`publish`](Metrics::publish) starts it.
@@ -127,21 +129,37 @@ impl Metrics {
     /// returned [`Publisher`] stops both when stopped or dropped; so does
     /// the server's end (drop).
     ///
+    /// A server has one publisher at a time: while one runs, publishing
+    /// the same server again fails with [`Error::Config`] (a second sink
+    /// would record every histogram sample twice). Once the first is
+    /// stopped or dropped, the server can be published again.
+    ///
     /// ```
     /// # use atoll::{Handler, Server};
     /// # struct H;
     /// # impl Handler for H {}
     /// let server = Server::builder().ip([127, 0, 0, 1].into()).port(0).start(|_| Ok(H))?;
-    /// let publisher = atoll::metrics::Metrics::new().publish(&server);
+    /// let publisher = atoll::metrics::Metrics::new().publish(&server)?;
     /// publisher.update(); // now, rather than at the next interval
+    /// assert!(atoll::metrics::Metrics::new().publish(&server).is_err());
+    /// publisher.stop();
+    /// let again = atoll::metrics::Metrics::new().publish(&server)?;
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn publish<M: Send + 'static>(self, server: &Server<M>) -> Publisher {
+    pub fn publish<M: Send + 'static>(self, server: &Server<M>) -> Result<Publisher, Error> {
+        let telemetry = server.weak_telemetry();
+        let claimed = telemetry
+            .upgrade()
+            .is_some_and(|t| !t.published.swap(true, Ordering::AcqRel));
+        if !claimed {
+            return Err(Error::Config(
+                "this server's metrics are already published: stop its Publisher first".into(),
+            ));
+        }
         describe();
         let gauges = Arc::new(Numbers::new(&self.labels));
         let sink = server.attach_sink(Histograms::new(&self.labels));
         let stats = server.weak_stats();
-        let detach = server.weak_detach(sink);
         if let Some(now) = stats() {
             gauges.set(&now);
         }
@@ -175,15 +193,15 @@ impl Metrics {
                 None
             }
         };
-        Publisher {
+        Ok(Publisher {
             gauges,
             stats,
             inner: Mutex::new(Running {
                 stop: Some(stop),
                 thread,
-                detach: Some(detach),
+                sink: Some((telemetry, sink)),
             }),
-        }
+        })
     }
 }
 
@@ -319,6 +337,11 @@ impl Sink for Histograms {
             _ => {}
         }
     }
+
+    /// Only these: the server builds no other event for this sink.
+    fn interest(&self) -> Interest {
+        Interest::DISPATCH | Interest::CALLBACKS | Interest::CONNECTION_STOP
+    }
 }
 
 /// Publishes one server's numbers until stopped or dropped (see
@@ -329,7 +352,7 @@ impl Sink for Histograms {
 /// # struct H;
 /// # impl Handler for H {}
 /// # let server = Server::builder().ip([127, 0, 0, 1].into()).port(0).start(|_| Ok(H))?;
-/// let publisher = atoll::metrics::Metrics::new().publish(&server);
+/// let publisher = atoll::metrics::Metrics::new().publish(&server)?;
 /// drop(publisher); // stops publishing
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
@@ -343,7 +366,9 @@ pub struct Publisher {
 struct Running {
     stop: Option<Sender<()>>,
     thread: Option<JoinHandle<()>>,
-    detach: Option<Box<dyn FnOnce() + Send>>,
+    /// The server's telemetry (while the server lives) and the sink
+    /// attached there.
+    sink: Option<(Weak<Telemetry>, SinkId)>,
 }
 
 impl fmt::Debug for Publisher {
@@ -363,7 +388,7 @@ impl Publisher {
     /// # struct H;
     /// # impl Handler for H {}
     /// # let server = Server::builder().ip([127, 0, 0, 1].into()).port(0).start(|_| Ok(H))?;
-    /// let publisher = atoll::metrics::Metrics::new().publish(&server);
+    /// let publisher = atoll::metrics::Metrics::new().publish(&server)?;
     /// publisher.update();
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
@@ -381,7 +406,7 @@ impl Publisher {
     /// # struct H;
     /// # impl Handler for H {}
     /// # let server = Server::builder().ip([127, 0, 0, 1].into()).port(0).start(|_| Ok(H))?;
-    /// atoll::metrics::Metrics::new().publish(&server).stop();
+    /// atoll::metrics::Metrics::new().publish(&server)?.stop();
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn stop(self) {
@@ -397,8 +422,12 @@ impl Drop for Publisher {
         if let Some(thread) = running.thread.take() {
             let _ = thread.join();
         }
-        if let Some(detach) = running.detach.take() {
-            detach();
+        if let Some((telemetry, sink)) = running.sink.take() {
+            if let Some(telemetry) = telemetry.upgrade() {
+                telemetry.sinks.detach(sink);
+                // The server can be published again.
+                telemetry.published.store(false, Ordering::Release);
+            }
         }
     }
 }

@@ -16,7 +16,7 @@ use socket2::SockRef;
 use crate::error::{Chain, Error};
 use crate::proxy::{Proxied, ProxyHeader};
 use crate::sys::{self, Wait};
-use crate::telemetry::{ConnSpan, ConnectionSpan, Kind, Telemetry};
+use crate::telemetry::{ConnSpan, ConnectionSpan, Interest, Kind, Telemetry};
 use crate::transport::{handshake_blocking, Addr, Credentials, Stream, Transport};
 
 /// Bytes a worker reads per system call for
@@ -209,7 +209,8 @@ impl Socket {
     /// Emits the span's start event, once, with the accept time.
     fn announce(&self) {
         let Some(span) = &self.span else { return };
-        if self.announced.swap(true, Ordering::Relaxed) {
+        // A load first: after the first event, no read-modify-write.
+        if self.announced.load(Ordering::Relaxed) || self.announced.swap(true, Ordering::Relaxed) {
             return;
         }
         span.emit_at(span.started, &self.peer, || Kind::ConnectionStart {
@@ -801,8 +802,8 @@ impl Socket {
     pub fn send_vectored(&mut self, bufs: &mut [IoSlice<'_>]) -> Result<(), Error> {
         // The slices are advanced as they go out: keep them for the event,
         // only when a sink wants it.
-        let data: Option<Vec<IoSlice<'_>>> =
-            (self.span.is_some() && Telemetry::enabled()).then(|| bufs.to_vec());
+        let wanted = Telemetry::wants(Interest::SEND.union(Interest::SEND_ERROR));
+        let data: Option<Vec<IoSlice<'_>>> = (self.span.is_some() && wanted).then(|| bufs.to_vec());
         let result = self.send_inner(bufs);
         if let Some(data) = &data {
             match &result {

@@ -62,7 +62,8 @@ fn counters_gauges_and_histograms_follow_what_clients_did() {
     // The handles are taken in `publish`, from the recorder in force then.
     let publisher = metrics::with_local_recorder(&recorder, || {
         Metrics::new().label("server", "slow").publish(&server)
-    });
+    })
+    .unwrap();
     let addr = tcp_addr(&server);
     for _ in 0..3 {
         let mut client = connect(addr);
@@ -119,7 +120,8 @@ fn the_thread_copies_the_stats_and_a_stopped_publisher_records_nothing() {
             .label("server", "ticking")
             .interval(Duration::from_millis(5))
             .publish(&server)
-    });
+    })
+    .unwrap();
     let accepted = |text: &str| {
         sample(
             text,
@@ -155,6 +157,68 @@ fn the_thread_copies_the_stats_and_a_stopped_publisher_records_nothing() {
     let after = handle.render();
     assert_eq!(accepted(&after), Some(1.0), "published after stop");
     assert_eq!(count(&after), Some(1.0), "a histogram recorded after stop");
+    server.stop(PATIENCE);
+}
+
+#[test]
+fn a_server_has_one_publisher_at_a_time_and_its_histograms_record_each_event_once() {
+    let recorder = recorder();
+    let handle = recorder.handle();
+    let server = echo_server(builder());
+    let publish = || {
+        metrics::with_local_recorder(&recorder, || {
+            Metrics::new().label("server", "once").publish(&server)
+        })
+    };
+    let first = publish().unwrap();
+    // Same labels or others: the server is taken.
+    let again = publish();
+    assert!(
+        matches!(again, Err(atoll::Error::Config(_))),
+        "a second publisher while the first runs: {again:?}"
+    );
+    let other = metrics::with_local_recorder(&recorder, || {
+        Metrics::new().label("server", "other").publish(&server)
+    });
+    assert!(other.is_err(), "{other:?}");
+    let serve = |n: usize| {
+        for _ in 0..n {
+            let mut client = connect(tcp_addr(&server));
+            round_trip(&mut client, b"once");
+        }
+        util::wait_no_connections(&server);
+    };
+    let connections = |text: &str| {
+        sample(
+            text,
+            "atoll_connection_duration_seconds_count",
+            r#"server="once""#,
+        )
+    };
+    serve(2);
+    first.update();
+    let text = handle.render();
+    assert_eq!(connections(&text), Some(2.0), "{text}");
+    // As many dispatch waits as dispatches: one sink records them.
+    assert_eq!(
+        sample(
+            &text,
+            "atoll_dispatch_wait_seconds_count",
+            r#"server="once""#
+        ),
+        sample(&text, "atoll_dispatches_total", r#"server="once""#),
+        "{text}"
+    );
+    assert!(!text.contains(r#"server="other""#), "{text}");
+
+    // Stopped, the server can be published again, and is recorded once.
+    first.stop();
+    let second = publish().unwrap();
+    serve(1);
+    second.update();
+    let text = handle.render();
+    assert_eq!(connections(&text), Some(3.0), "{text}");
+    drop(second);
     server.stop(PATIENCE);
 }
 
