@@ -63,25 +63,33 @@ pub(crate) fn run<H: Handler<M>, M: Send + 'static>(
     // Reported in the connection's span, which starts once its handler
     // exists: by `step` for the run that makes the handler.
     let mut waited = Some(waited);
-    if state.handler.is_some() {
-        if let (Some(socket), Some(wait)) = (state.socket.as_ref(), waited.take()) {
-            socket.emit(|| Kind::Dispatch { wait });
+    // Only for a sink that wants them (else a relaxed load and no clock),
+    // one reading dates the dispatch and starts the first round, and each
+    // round's end starts the next.
+    let mut now = Telemetry::wants(Interest::DISPATCH | Interest::CALLBACKS).then(Instant::now);
+    if let (Some(socket), Some(at), true) = (state.socket.as_ref(), now, state.handler.is_some()) {
+        if let (Some(span), Some(wait)) = (socket.span(), waited.take()) {
+            span.emit_at(at, socket.peer_addr(), || Kind::Dispatch { wait });
         }
     }
     for _ in 0..MAX_ROUNDS {
         let flags = conn.sched.fetch_and(SCHEDULED, Ordering::AcqRel) & !SCHEDULED;
-        // Timed only for a sink that wants it: otherwise a relaxed load and
-        // no clock.
-        let started = Telemetry::wants(Interest::CALLBACKS).then(Instant::now);
+        let started = if Telemetry::wants(Interest::CALLBACKS) {
+            Some(now.take().unwrap_or_else(Instant::now))
+        } else {
+            None
+        };
         let result = step(conn, &mut state, flags, buf, waited.take());
         let has_handler = state.handler.is_some();
         if let Some(socket) = state.socket.as_mut() {
             // A connection without a handler (refused, or its PROXY header
             // still coming) has no span yet: no event may start it.
-            if let (Some(started), true) = (started, has_handler) {
-                socket.emit(|| Kind::Callbacks {
-                    duration: started.elapsed(),
+            if let (Some(started), true, Some(span)) = (started, has_handler, socket.span()) {
+                let end = Instant::now();
+                span.emit_at(end, socket.peer_addr(), || Kind::Callbacks {
+                    duration: end - started,
                 });
+                now = Some(end);
             }
             publish(conn, socket);
         }
