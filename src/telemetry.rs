@@ -50,7 +50,8 @@ use std::net::Shutdown;
 use std::panic::{self, AssertUnwindSafe};
 use std::path::Path;
 use std::ops::{BitOr, BitOrAssign};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::cell::Cell;
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -985,9 +986,41 @@ struct Attached {
     sink: Arc<dyn Sink>,
 }
 
-/// A list of sinks.
+/// Copies of the list that [`Sinks`] keeps.
+const SHARDS: usize = 8;
+
+/// Which copy of every list this thread reads: threads take them in turn.
+static NEXT_SHARD: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    static SHARD: Cell<usize> = const { Cell::new(usize::MAX) };
+}
+
+/// This thread's copy of a list.
+fn shard() -> usize {
+    SHARD
+        .try_with(|shard| {
+            if shard.get() == usize::MAX {
+                shard.set(NEXT_SHARD.fetch_add(1, Ordering::Relaxed) % SHARDS);
+            }
+            shard.get()
+        })
+        .unwrap_or(0)
+}
+
+/// One copy of the list, under a lock of its own, alone on its cache
+/// lines.
+#[repr(align(128))]
+struct Shard(RwLock<Vec<Attached>>);
+
+/// A list of sinks. Every event of a kind one of them wants reads it, and
+/// attaching or detaching is rare: so the list is kept in several copies,
+/// each read by some of the threads under its own lock, and changed in
+/// all. Workers delivering events at once then do not contend on one lock.
 pub(crate) struct Sinks {
-    list: RwLock<Vec<Attached>>,
+    shards: [Shard; SHARDS],
+    /// Attaches and detaches one at a time.
+    changes: Mutex<()>,
     /// What the sinks of the list want together: events of no other kind
     /// skip the list's lock.
     interest: AtomicU32,
@@ -996,7 +1029,7 @@ pub(crate) struct Sinks {
 impl fmt::Debug for Sinks {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Sinks")
-            .field("attached", &self.list.read().len())
+            .field("attached", &self.shards[0].0.read().len())
             .finish()
     }
 }
@@ -1023,7 +1056,8 @@ fn want(interest: Interest, add: bool) {
 impl Sinks {
     pub(crate) const fn new() -> Sinks {
         Sinks {
-            list: RwLock::new(Vec::new()),
+            shards: [const { Shard(RwLock::new(Vec::new())) }; SHARDS],
+            changes: Mutex::new(()),
             interest: AtomicU32::new(0),
         }
     }
@@ -1031,22 +1065,36 @@ impl Sinks {
     pub(crate) fn attach(&self, sink: Arc<dyn Sink>) -> SinkId {
         let id = SinkId(NEXT_ID.fetch_add(1, Ordering::Relaxed));
         let interest = sink.interest();
-        let mut list = self.list.write();
-        list.push(Attached { id, interest, sink });
+        let _changing = self.changes.lock();
+        for shard in &self.shards {
+            shard.0.write().push(Attached {
+                id,
+                interest,
+                sink: sink.clone(),
+            });
+        }
         self.interest.fetch_or(interest.0, Ordering::Relaxed);
         want(interest, true);
         id
     }
 
+    /// Once this returns, no event reaches the sink: each copy's write
+    /// lock waited for the deliveries reading it.
     pub(crate) fn detach(&self, id: SinkId) -> bool {
-        let mut list = self.list.write();
-        let Some(at) = list.iter().position(|a| a.id == id) else {
+        let _changing = self.changes.lock();
+        let mut gone = None;
+        for shard in &self.shards {
+            let mut list = shard.0.write();
+            if let Some(at) = list.iter().position(|a| a.id == id) {
+                gone = Some(list.remove(at).interest);
+            }
+        }
+        let Some(interest) = gone else {
             return false;
         };
-        let gone = list.remove(at);
-        let left = list.iter().fold(0, |all, a| all | a.interest.0);
+        let left = self.shards[0].0.read().iter().fold(0, |all, a| all | a.interest.0);
         self.interest.store(left, Ordering::Relaxed);
-        want(gone.interest, false);
+        want(interest, false);
         true
     }
 
@@ -1056,7 +1104,7 @@ impl Sinks {
             return;
         }
         let mut panicked = Vec::new();
-        for attached in self.list.read().iter() {
+        for attached in self.shards[shard()].0.read().iter() {
             if !attached.interest.intersects(kind) {
                 continue;
             }
@@ -1082,7 +1130,7 @@ impl Sinks {
 impl Drop for Sinks {
     /// A server's sinks stop counting among what the process wants.
     fn drop(&mut self) {
-        for attached in self.list.get_mut().drain(..) {
+        for attached in self.shards[0].0.get_mut().drain(..) {
             want(attached.interest, false);
         }
     }
