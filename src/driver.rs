@@ -50,11 +50,13 @@ enum Source {
 
 /// Runs a scheduled connection until it has no pending work, it ends, or it
 /// has had its share of the worker.
-/// `waited` is the time since it became runnable.
+/// `waited` is the time since it became runnable, `at` when the worker
+/// took it up.
 pub(crate) fn run<H: Handler<M>, M: Send + 'static>(
     conn: &Arc<Conn<H, M>>,
     buf: &mut [u8],
     waited: Duration,
+    at: Instant,
 ) {
     // The handler's own tracing events carry the connection's fields.
     #[cfg(feature = "tracing")]
@@ -63,22 +65,18 @@ pub(crate) fn run<H: Handler<M>, M: Send + 'static>(
     // Reported in the connection's span, which starts once its handler
     // exists: by `step` for the run that makes the handler.
     let mut waited = Some(waited);
-    // Only for a sink that wants them (else a relaxed load and no clock),
-    // one reading dates the dispatch and starts the first round, and each
-    // round's end starts the next.
-    let mut now = Telemetry::wants(Interest::DISPATCH | Interest::CALLBACKS).then(Instant::now);
-    if let (Some(socket), Some(at), true) = (state.socket.as_ref(), now, state.handler.is_some()) {
+    // The pool's reading dates the dispatch and starts the first round;
+    // each round's end (read only for a sink that wants it) starts the next.
+    let mut now = Some(at);
+    if let (Some(socket), true) = (state.socket.as_ref(), state.handler.is_some()) {
         if let (Some(span), Some(wait)) = (socket.span(), waited.take()) {
             span.emit_at(at, socket.peer_addr(), || Kind::Dispatch { wait });
         }
     }
     for _ in 0..MAX_ROUNDS {
         let flags = conn.sched.fetch_and(SCHEDULED, Ordering::AcqRel) & !SCHEDULED;
-        let started = if Telemetry::wants(Interest::CALLBACKS) {
-            Some(now.take().unwrap_or_else(Instant::now))
-        } else {
-            None
-        };
+        let start = now.take();
+        let started = Telemetry::wants(Interest::CALLBACKS).then(|| start.unwrap_or_else(Instant::now));
         let result = step(conn, &mut state, flags, buf, waited.take());
         let has_handler = state.handler.is_some();
         if let Some(socket) = state.socket.as_mut() {

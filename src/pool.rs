@@ -592,7 +592,8 @@ impl<H: Handler<M>, M: Send + 'static> Pool<H, M> {
         }
         let waited = start.saturating_sub(conn.queued_at());
         slot.counts.add(1, waited);
-        driver::run(&conn, buf, Duration::from_nanos(waited));
+        let at = self.epoch + Duration::from_nanos(start);
+        driver::run(&conn, buf, Duration::from_nanos(waited), at);
         let took = self.now_ns().saturating_sub(start);
         slot.busy_since.store(0, Ordering::Relaxed);
         self.unblock(slot);
