@@ -31,6 +31,12 @@
 #            thread per connection) vs --kind tokio --delay-ms
 #            (spawn_blocking); and slow-beside-fast: http_hello under wrk
 #            -c100 on GET / alone, then beside 10 clients on GET /sleep/100
+#   metrics  the cost of the `metrics` feature: examples/pingpong (64 B,
+#            100 conns) against examples/metrics (the echo server with
+#            Metrics::publish and the Prometheus exporter's recorder
+#            installed) and examples/echo (no recorder), both with the
+#            library's defaults, twice as many repetitions as the others
+#            (a ratio near 1 is what is measured)
 #
 # Every row reports the rate, p50 and p99, and from /proc, for atoll and for
 # each peer: context switches per request, server CPU microseconds per
@@ -57,7 +63,7 @@
 # row, for a before-and-after ratio from one run.
 set -euo pipefail
 
-ALL_PARTS="echo,redis,http,idle,blocking"
+ALL_PARTS="echo,redis,http,idle,blocking,metrics"
 ALL_SCHEDS="same,own,quota,pin,hog"
 
 usage() {
@@ -67,7 +73,8 @@ usage: bench/run.sh [--quick] [--reps N] [--parts LIST] [--sched LIST]
   --quick       short smoke run: 1 repetition, short durations; writes
                 target/bench/PERFORMANCE-quick.md, not docs/PERFORMANCE.md
   --reps N      repetitions of every measurement [3; 1 with --quick]
-  --parts LIST  comma-separated subset of echo,redis,http,idle,blocking [all]
+  --parts LIST  comma-separated subset of echo,redis,http,idle,blocking,metrics
+                [all]
                 (a subset writes target/bench/PERFORMANCE-partial.md)
   --sched LIST  comma-separated subset of same,own,quota,pin,hog [own]:
                 the scheduling conditions every row runs under
@@ -663,18 +670,21 @@ logname() { local IFS=-; echo "$*" | tr -c 'A-Za-z0-9_.\n-' '_'; }
 # Anything else running shares the cores with the benchmark: say so.
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo unknown)
 
-EXAMPLES=(echo idle_client peer_hyper_hello mini_redis http_hello peer_echo pingpong tls_echo udp_echo)
+EXAMPLES=(echo idle_client peer_hyper_hello mini_redis http_hello peer_echo pingpong tls_echo udp_echo metrics)
 BUILT=()
+# The feature only adds a module to the library: the other examples run the
+# same code with it, and examples/metrics needs it.
+BUILD_FEATURES=(--features metrics)
 say "building release binaries"
-if timeout 3600 cargo build --release --examples; then
+if timeout 3600 cargo build --release --examples "${BUILD_FEATURES[@]}"; then
     for ex in "${EXAMPLES[@]}"; do
         if [[ -f examples/$ex.rs ]]; then BUILT+=("$ex"); fi
     done
 else
-    note "cargo build --release --examples failed; building the benchmark's examples one by one"
+    note "cargo build --release --examples --features metrics failed; building the benchmark's examples one by one"
     for ex in "${EXAMPLES[@]}"; do
         [[ -f examples/$ex.rs ]] || continue
-        if timeout 3600 cargo build --release --example "$ex"; then
+        if timeout 3600 cargo build --release --example "$ex" "${BUILD_FEATURES[@]}"; then
             BUILT+=("$ex")
         else
             note "examples/$ex.rs does not build"
@@ -730,6 +740,10 @@ echo_cmd() {
         atoll-tls) SERVER_CMD=("$BIN/tls_echo" --port 0 --cert "$TLS_CERT" --key "$TLS_KEY") ;;
         tokio-tls) SERVER_CMD=("$BIN/peer_echo" --kind tokio-tls --port 0 --workers "$PEER_WORKERS" --cert "$TLS_CERT" --key "$TLS_KEY") ;;
         atoll-udp) SERVER_CMD=("$BIN/udp_echo" --port 0 --per-peer) ;;
+        # The metrics part: the same echo with and without a recorder, both
+        # with the library's defaults (examples/metrics takes no others).
+        atoll-metrics) SERVER_CMD=("$BIN/metrics" --port 0 --metrics-port 0 "${ATOLL_FLAGS[@]}") ;;
+        atoll-plain) SERVER_CMD=("$BIN/echo" --port 0 "${ATOLL_FLAGS[@]}") ;;
         tokio-udp) SERVER_CMD=("$BIN/peer_echo" --kind tokio-udp --port 0 --workers "$PEER_WORKERS") ;;
     esac
     local shown="${SERVER_CMD[*]}"
@@ -1282,6 +1296,28 @@ blocking_part() {
 }
 
 # ---------------------------------------------------------------------------
+# metrics: the echo server with the metrics recorder against without
+
+metrics_part() {
+    if ! have_example metrics || ! have_example echo || ! have_example pingpong; then
+        note_once "metrics: examples/metrics, echo or pingpong is missing or does not build: part skipped"
+        return 0
+    fi
+    command_once "$BIN/pingpong --addr ADDR --conns $ACTIVE_CONNS --secs $ECHO_SECS --warmup-ms $WARMUP_MS  # the metrics part"
+    local rep kind workload="echo 64 B, $ACTIVE_CONNS conns, metrics recorder vs none"
+    # Twice the repetitions (echo_row counts them out of REPS too).
+    local REPS=$((2 * REPS))
+    for ((rep = 1; rep <= REPS; rep++)); do
+        while read -r kind; do
+            case $kind in
+                atoll-metrics) echo_row metrics "$workload" a "metrics (Prometheus recorder)" atoll-metrics 0 "$ACTIVE_CONNS" "$rep" ;;
+                atoll-plain) echo_row metrics "$workload" p "echo (no recorder)" atoll-plain 0 "$ACTIVE_CONNS" "$rep" ;;
+            esac
+        done < <(order "$rep" atoll-metrics atoll-plain)
+    done
+}
+
+# ---------------------------------------------------------------------------
 # The run: every part under every condition.
 
 for cond in "${SCHEDS[@]}"; do
@@ -1291,6 +1327,7 @@ for cond in "${SCHEDS[@]}"; do
     if part http; then http_part; fi
     if part idle; then idle_part; fi
     if part blocking; then blocking_part; fi
+    if part metrics; then metrics_part; fi
     sched_end
 done
 if [[ -s $TMP/wrk-warnings ]]; then
@@ -1446,7 +1483,7 @@ mkdir -p "$(dirname "$REPORT")"
     echo
     echo "## Results"
     echo
-    echo "Rates are per second (round trips for echo and blocking, requests for redis and http); latencies in microseconds. The ratios are atoll's figure over the peer's: a rate ratio above 1 and a p99 ratio below 1 favour atoll. In the idle rows the \"peer\" is the same echo server without the idle connections; in the slow-beside-fast row it is http_hello's fast path without the slow clients, so the rate ratio is the fast path's rate beside the slow clients over its rate alone (target 0.9 or more)."
+    echo "Rates are per second (round trips for echo and blocking, requests for redis and http); latencies in microseconds. The ratios are atoll's figure over the peer's: a rate ratio above 1 and a p99 ratio below 1 favour atoll. In the idle rows the \"peer\" is the same echo server without the idle connections; in the slow-beside-fast row it is http_hello's fast path without the slow clients, so the rate ratio is the fast path's rate beside the slow clients over its rate alone (target 0.9 or more); in the metrics row the atoll server is examples/metrics (the echo server publishing its metrics to the Prometheus exporter's recorder) and the peer examples/echo without a recorder, both with the library's defaults, so the rate ratio is the rate with the recorder over the rate without (target 0.97 or more) and the metrics rows have twice the repetitions."
     echo
     echo "cs/req: the server's voluntary and involuntary context switches (summed over /proc/PID/task/*/status, and over nginx's worker processes) per request; CPU us/req: its utime + stime (/proc/PID/stat) per request; both over the measured window: for pingpong and idle_client, inside their measure (from the end of the 500 ms warm-up, counted from when the load has connected every connection and started its client threads, to the end of the measure, moved inward by a tenth of the measure (0.15 s at least) at the start and twice that at the end; requests = rate x the sampled window), for wrk and redis-benchmark (no warm-up flag) their whole run, divided by the requests they count (where the three redis-benchmark runs ping, set, get each get their own window). threads: the server's threads at the end of the window. Threads that exit inside the window take their switches with them, so a server whose threads come and go may be undercounted."
     echo
@@ -1469,7 +1506,7 @@ mkdir -p "$(dirname "$REPORT")"
     fi
     echo "## Commands"
     echo
-    echo "Binaries are built by \`cargo build --release --examples\`; every server listens on 127.0.0.1 and all run on the same cores as their clients. Each server command runs behind its condition's wrapper:"
+    echo "Binaries are built by \`cargo build --release --examples --features metrics\`; every server listens on 127.0.0.1 and all run on the same cores as their clients. Each server command runs behind its condition's wrapper:"
     echo
     echo '```text'
     echo "same:  SERVER &"

@@ -117,7 +117,7 @@ fn run() -> common::Result {
         .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &BUCKETS)?
         .install_recorder()?;
     let echo = echo.start(|_| Ok(Echo))?;
-    let publisher = Arc::new(Metrics::new().label("server", "echo").publish(&echo));
+    let publisher = Arc::new(Metrics::new().label("server", "echo").publish(&echo)?);
 
     // Histograms keep their samples until upkeep drains them into the
     // buckets; scrapes do it too, but not every deployment scrapes.

@@ -20,8 +20,11 @@
 //! A [`Sink`] (any `Fn(&Event)` closure too) is attached to one server with
 //! [`Server::attach_sink`](crate::Server::attach_sink) or to every server of
 //! the process with [`attach`], and detached by the [`SinkId`] it got.
-//! With no sink attached anywhere, each would-be event costs one relaxed
-//! atomic load. A sink that panics is detached and reported once, through
+//! A sink receives the kinds of event in its [`Interest`]
+//! ([`Sink::interest`], every kind by default; [`only`] narrows a closure's).
+//! An event that no sink attached anywhere wants costs one relaxed atomic
+//! load: it is not timed, dated or built, and the bytes of a send are not
+//! kept for it. A sink that panics is detached and reported once, through
 //! the `log` crate; it never breaks a connection.
 //!
 //! ```
@@ -46,18 +49,24 @@ use std::io::{self, IoSlice};
 use std::net::Shutdown;
 use std::panic::{self, AssertUnwindSafe};
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::ops::{BitOr, BitOrAssign};
+use std::cell::Cell;
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 
 use crate::error::Error;
 use crate::stats::SocketStats;
 use crate::transport::{Addr, ListenOptions};
 
-/// Sinks attached anywhere in the process: the one load on the hot path.
-static ACTIVE: AtomicUsize = AtomicUsize::new(0);
+/// The kinds some sink attached anywhere in the process wants: the one
+/// load on the hot path.
+static WANTED: AtomicU32 = AtomicU32::new(0);
+/// How many attached sinks want each kind (bit), from which `WANTED` is
+/// kept.
+static WANTED_BY: Mutex<[usize; 32]> = Mutex::new([0; 32]);
 /// Ids of spans and sinks.
 static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 /// The process-wide sinks.
@@ -251,8 +260,8 @@ pub enum Kind<'a> {
     },
     /// `connection.callbacks` (atoll's own): a worker ran one round of the
     /// connection's pending work (the callbacks, with the reads that fed
-    /// them and the sends they made), for `duration`. Emitted only while a
-    /// sink is attached: timing costs nothing otherwise.
+    /// them and the sends they made), for `duration`. Timed only while a
+    /// sink wants it ([`Interest::CALLBACKS`]): it costs nothing otherwise.
     Callbacks {
         /// How long the worker was held.
         duration: Duration,
@@ -330,6 +339,253 @@ pub enum Kind<'a> {
         /// Metadata, by name.
         metadata: &'a [(&'a str, &'a str)],
     },
+}
+
+/// Which kinds of event a sink receives: a set of [`Kind`]s, one constant
+/// per kind, joined with `|`. A sink declares it with [`Sink::interest`]
+/// (or is given it with [`only`]); it is read once, when the sink is
+/// attached, and the sink then receives the events of those kinds and no
+/// other.
+///
+/// What nobody wants is not paid for: an event that no sink attached
+/// anywhere in the process wants is not built, dated or delivered,
+/// `connection.callbacks` is timed only while a sink wants it, and a send
+/// copies its slices for `connection.send` only then.
+///
+/// ```
+/// use atoll::telemetry::{Event, Interest, Kind, Sink};
+///
+/// struct Waits;
+///
+/// impl Sink for Waits {
+///     fn event(&self, event: &Event<'_>) {
+///         if let Kind::Dispatch { wait } = event.kind {
+///             println!("waited {wait:?}");
+///         }
+///     }
+///
+///     fn interest(&self) -> Interest {
+///         Interest::DISPATCH
+///     }
+/// }
+///
+/// let wanted = Interest::DISPATCH | Interest::CONNECTION_STOP;
+/// assert!(wanted.contains(Interest::DISPATCH));
+/// assert!(!wanted.contains(Interest::SEND));
+/// assert!(Interest::ALL.contains(wanted));
+/// let id = atoll::telemetry::attach(Waits);
+/// # atoll::telemetry::detach(id);
+/// ```
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Interest(u32);
+
+impl Interest {
+    /// No event.
+    pub const NONE: Interest = Interest(0);
+    /// Every kind, including kinds added in later versions: the default of
+    /// [`Sink::interest`].
+    pub const ALL: Interest = Interest(u32::MAX);
+    /// [`Kind::ListenerStart`]: `listener.start`.
+    pub const LISTENER_START: Interest = Interest(1 << 0);
+    /// [`Kind::ListenerStop`]: `listener.stop`.
+    pub const LISTENER_STOP: Interest = Interest(1 << 1);
+    /// [`Kind::AcceptorStart`]: `acceptor.start`.
+    pub const ACCEPTOR_START: Interest = Interest(1 << 2);
+    /// [`Kind::AcceptorStop`]: `acceptor.stop`.
+    pub const ACCEPTOR_STOP: Interest = Interest(1 << 3);
+    /// [`Kind::SpawnError`]: `acceptor.spawn_error`.
+    pub const SPAWN_ERROR: Interest = Interest(1 << 4);
+    /// [`Kind::ConnectionAborted`]: `acceptor.econnaborted`.
+    pub const CONNECTION_ABORTED: Interest = Interest(1 << 5);
+    /// [`Kind::Emfile`]: `acceptor.emfile`.
+    pub const EMFILE: Interest = Interest(1 << 6);
+    /// [`Kind::AcceptError`]: `acceptor.accept_error`.
+    pub const ACCEPT_ERROR: Interest = Interest(1 << 7);
+    /// [`Kind::DatagramDropped`]: `acceptor.datagram_dropped`.
+    pub const DATAGRAM_DROPPED: Interest = Interest(1 << 8);
+    /// [`Kind::ConnectionStart`]: `connection.start`.
+    pub const CONNECTION_START: Interest = Interest(1 << 9);
+    /// [`Kind::ConnectionStop`]: `connection.stop`.
+    pub const CONNECTION_STOP: Interest = Interest(1 << 10);
+    /// [`Kind::Ready`]: `connection.ready`.
+    pub const READY: Interest = Interest(1 << 11);
+    /// [`Kind::Dispatch`]: `connection.dispatch`.
+    pub const DISPATCH: Interest = Interest(1 << 12);
+    /// [`Kind::Callbacks`]: `connection.callbacks`.
+    pub const CALLBACKS: Interest = Interest(1 << 13);
+    /// [`Kind::AsyncRecv`]: `connection.async_recv`.
+    pub const ASYNC_RECV: Interest = Interest(1 << 14);
+    /// [`Kind::Recv`]: `connection.recv`.
+    pub const RECV: Interest = Interest(1 << 15);
+    /// [`Kind::RecvError`]: `connection.recv_error`.
+    pub const RECV_ERROR: Interest = Interest(1 << 16);
+    /// [`Kind::Send`]: `connection.send`.
+    pub const SEND: Interest = Interest(1 << 17);
+    /// [`Kind::SendError`]: `connection.send_error`.
+    pub const SEND_ERROR: Interest = Interest(1 << 18);
+    /// [`Kind::Sendfile`]: `connection.sendfile`.
+    pub const SENDFILE: Interest = Interest(1 << 19);
+    /// [`Kind::SendfileError`]: `connection.sendfile_error`.
+    pub const SENDFILE_ERROR: Interest = Interest(1 << 20);
+    /// [`Kind::SocketShutdown`]: `connection.socket_shutdown`.
+    pub const SOCKET_SHUTDOWN: Interest = Interest(1 << 21);
+    /// [`Kind::Custom`]: `connection.custom`.
+    pub const CUSTOM: Interest = Interest(1 << 22);
+
+    /// Whether every kind in `other` is in this set.
+    ///
+    /// ```
+    /// use atoll::telemetry::Interest;
+    /// assert!((Interest::SEND | Interest::RECV).contains(Interest::SEND));
+    /// assert!(!Interest::SEND.contains(Interest::SEND | Interest::RECV));
+    /// ```
+    pub const fn contains(self, other: Interest) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    /// Whether this set and `other` have a kind in common.
+    ///
+    /// ```
+    /// use atoll::telemetry::Interest;
+    /// assert!(Interest::ALL.intersects(Interest::SEND | Interest::RECV));
+    /// assert!(!Interest::SEND.intersects(Interest::RECV));
+    /// ```
+    pub const fn intersects(self, other: Interest) -> bool {
+        self.0 & other.0 != 0
+    }
+
+    /// Whether the set is empty.
+    ///
+    /// ```
+    /// use atoll::telemetry::Interest;
+    /// assert!(Interest::NONE.is_empty());
+    /// assert!(!Interest::READY.is_empty());
+    /// ```
+    pub const fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    /// The kinds of both sets (`|` does the same).
+    ///
+    /// ```
+    /// use atoll::telemetry::Interest;
+    /// const STOPS: Interest = Interest::LISTENER_STOP.union(Interest::CONNECTION_STOP);
+    /// assert_eq!(STOPS, Interest::LISTENER_STOP | Interest::CONNECTION_STOP);
+    /// ```
+    pub const fn union(self, other: Interest) -> Interest {
+        Interest(self.0 | other.0)
+    }
+
+    /// The event names of the kinds in the set, in the order of [`Kind`].
+    fn names(self) -> impl Iterator<Item = &'static str> {
+        const NAMES: [(Interest, &str); 23] = [
+            (Interest::LISTENER_START, "listener.start"),
+            (Interest::LISTENER_STOP, "listener.stop"),
+            (Interest::ACCEPTOR_START, "acceptor.start"),
+            (Interest::ACCEPTOR_STOP, "acceptor.stop"),
+            (Interest::SPAWN_ERROR, "acceptor.spawn_error"),
+            (Interest::CONNECTION_ABORTED, "acceptor.econnaborted"),
+            (Interest::EMFILE, "acceptor.emfile"),
+            (Interest::ACCEPT_ERROR, "acceptor.accept_error"),
+            (Interest::DATAGRAM_DROPPED, "acceptor.datagram_dropped"),
+            (Interest::CONNECTION_START, "connection.start"),
+            (Interest::CONNECTION_STOP, "connection.stop"),
+            (Interest::READY, "connection.ready"),
+            (Interest::DISPATCH, "connection.dispatch"),
+            (Interest::CALLBACKS, "connection.callbacks"),
+            (Interest::ASYNC_RECV, "connection.async_recv"),
+            (Interest::RECV, "connection.recv"),
+            (Interest::RECV_ERROR, "connection.recv_error"),
+            (Interest::SEND, "connection.send"),
+            (Interest::SEND_ERROR, "connection.send_error"),
+            (Interest::SENDFILE, "connection.sendfile"),
+            (Interest::SENDFILE_ERROR, "connection.sendfile_error"),
+            (Interest::SOCKET_SHUTDOWN, "connection.socket_shutdown"),
+            (Interest::CUSTOM, "connection.custom"),
+        ];
+        NAMES
+            .into_iter()
+            .filter(move |(kind, _)| self.contains(*kind))
+            .map(|(_, name)| name)
+    }
+}
+
+impl BitOr for Interest {
+    type Output = Interest;
+
+    fn bitor(self, other: Interest) -> Interest {
+        self.union(other)
+    }
+}
+
+impl BitOrAssign for Interest {
+    fn bitor_assign(&mut self, other: Interest) {
+        *self = self.union(other);
+    }
+}
+
+impl Default for Interest {
+    /// [`Interest::NONE`].
+    fn default() -> Interest {
+        Interest::NONE
+    }
+}
+
+impl fmt::Debug for Interest {
+    /// `ALL`, `NONE`, or the event names joined by `|`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Interest::ALL => f.write_str("Interest(ALL)"),
+            Interest::NONE => f.write_str("Interest(NONE)"),
+            _ => {
+                f.write_str("Interest(")?;
+                for (i, name) in self.names().enumerate() {
+                    if i > 0 {
+                        f.write_str(" | ")?;
+                    }
+                    f.write_str(name)?;
+                }
+                f.write_str(")")
+            }
+        }
+    }
+}
+
+impl Kind<'_> {
+    /// The one-kind [`Interest`] of this event: a sink receives it when
+    /// its interest contains that.
+    ///
+    /// ```
+    /// use atoll::telemetry::{Interest, Kind};
+    /// assert_eq!(Kind::Ready.interest(), Interest::READY);
+    /// ```
+    pub fn interest(&self) -> Interest {
+        match self {
+            Kind::ListenerStart { .. } => Interest::LISTENER_START,
+            Kind::ListenerStop { .. } => Interest::LISTENER_STOP,
+            Kind::AcceptorStart => Interest::ACCEPTOR_START,
+            Kind::AcceptorStop { .. } => Interest::ACCEPTOR_STOP,
+            Kind::SpawnError { .. } => Interest::SPAWN_ERROR,
+            Kind::ConnectionAborted => Interest::CONNECTION_ABORTED,
+            Kind::Emfile { .. } => Interest::EMFILE,
+            Kind::AcceptError { .. } => Interest::ACCEPT_ERROR,
+            Kind::DatagramDropped { .. } => Interest::DATAGRAM_DROPPED,
+            Kind::ConnectionStart { .. } => Interest::CONNECTION_START,
+            Kind::ConnectionStop { .. } => Interest::CONNECTION_STOP,
+            Kind::Ready => Interest::READY,
+            Kind::Dispatch { .. } => Interest::DISPATCH,
+            Kind::Callbacks { .. } => Interest::CALLBACKS,
+            Kind::AsyncRecv { .. } => Interest::ASYNC_RECV,
+            Kind::Recv { .. } => Interest::RECV,
+            Kind::RecvError { .. } => Interest::RECV_ERROR,
+            Kind::Send { .. } => Interest::SEND,
+            Kind::SendError { .. } => Interest::SEND_ERROR,
+            Kind::Sendfile { .. } => Interest::SENDFILE,
+            Kind::SendfileError { .. } => Interest::SENDFILE_ERROR,
+            Kind::SocketShutdown { .. } => Interest::SOCKET_SHUTDOWN,
+            Kind::Custom { .. } => Interest::CUSTOM,
+        }
+    }
 }
 
 /// One telemetry event.
@@ -625,7 +881,7 @@ fn push_addr<'b>(out: &mut Vec<(&'b str, Value<'b>)>, keys: [&'static str; 2], a
 ///
 /// ```
 /// use std::sync::atomic::{AtomicU64, Ordering};
-/// use atoll::telemetry::{Event, Kind, Sink};
+/// use atoll::telemetry::{Event, Interest, Kind, Sink};
 ///
 /// #[derive(Default)]
 /// struct BytesIn(AtomicU64);
@@ -636,19 +892,81 @@ fn push_addr<'b>(out: &mut Vec<(&'b str, Value<'b>)>, keys: [&'static str; 2], a
 ///             self.0.fetch_add(data.len() as u64, Ordering::Relaxed);
 ///         }
 ///     }
+///
+///     // Only what `event` looks at: other events are not built for it.
+///     fn interest(&self) -> Interest {
+///         Interest::ASYNC_RECV
+///     }
 /// }
 ///
 /// let id = atoll::telemetry::attach(BytesIn::default());
 /// # atoll::telemetry::detach(id);
 /// ```
 pub trait Sink: Send + Sync + 'static {
-    /// One event.
+    /// One event, of a kind in the sink's [`interest`](Sink::interest).
     fn event(&self, event: &Event<'_>);
+
+    /// The kinds of event the sink receives, read once when it is attached.
+    /// By default every kind ([`Interest::ALL`]); a sink that names only
+    /// what it uses spares the server the work of the others (see
+    /// [`Interest`]).
+    ///
+    /// ```
+    /// use atoll::telemetry::{Event, Interest, Sink};
+    ///
+    /// struct Stops;
+    ///
+    /// impl Sink for Stops {
+    ///     fn event(&self, event: &Event<'_>) {
+    ///         println!("{} ended", event.connection.unwrap_or_default());
+    ///     }
+    ///
+    ///     fn interest(&self) -> Interest {
+    ///         Interest::CONNECTION_STOP
+    ///     }
+    /// }
+    /// assert_eq!(Stops.interest(), Interest::CONNECTION_STOP);
+    /// ```
+    fn interest(&self) -> Interest {
+        Interest::ALL
+    }
 }
 
 impl<F: Fn(&Event<'_>) + Send + Sync + 'static> Sink for F {
     fn event(&self, event: &Event<'_>) {
         self(event)
+    }
+}
+
+/// `sink` with its interest narrowed to `interest`: a closure (whose
+/// interest is every kind) made to want only some.
+///
+/// ```
+/// use atoll::telemetry::{only, Event, Interest};
+///
+/// let id = atoll::telemetry::attach(only(
+///     Interest::CONNECTION_START | Interest::CONNECTION_STOP,
+///     |event: &Event<'_>| println!("{}", event.name()),
+/// ));
+/// # atoll::telemetry::detach(id);
+/// ```
+pub fn only(interest: Interest, sink: impl Sink) -> impl Sink {
+    Only { interest, sink }
+}
+
+/// What [`only`] returns.
+struct Only<S> {
+    interest: Interest,
+    sink: S,
+}
+
+impl<S: Sink> Sink for Only<S> {
+    fn event(&self, event: &Event<'_>) {
+        self.sink.event(event)
+    }
+
+    fn interest(&self) -> Interest {
+        Interest(self.interest.0 & self.sink.interest().0)
     }
 }
 
@@ -661,49 +979,138 @@ impl<F: Fn(&Event<'_>) + Send + Sync + 'static> Sink for F {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct SinkId(u64);
 
-/// A list of sinks.
+/// One attached sink.
+struct Attached {
+    id: SinkId,
+    interest: Interest,
+    sink: Arc<dyn Sink>,
+}
+
+/// Copies of the list that [`Sinks`] keeps.
+const SHARDS: usize = 8;
+
+/// Which copy of every list this thread reads: threads take them in turn.
+static NEXT_SHARD: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    static SHARD: Cell<usize> = const { Cell::new(usize::MAX) };
+}
+
+/// This thread's copy of a list.
+fn shard() -> usize {
+    SHARD
+        .try_with(|shard| {
+            if shard.get() == usize::MAX {
+                shard.set(NEXT_SHARD.fetch_add(1, Ordering::Relaxed) % SHARDS);
+            }
+            shard.get()
+        })
+        .unwrap_or(0)
+}
+
+/// One copy of the list, under a lock of its own, alone on its cache
+/// lines.
+#[repr(align(128))]
+struct Shard(RwLock<Vec<Attached>>);
+
+/// A list of sinks. Every event of a kind one of them wants reads it, and
+/// attaching or detaching is rare: so the list is kept in several copies,
+/// each read by some of the threads under its own lock, and changed in
+/// all. Workers delivering events at once then do not contend on one lock.
 pub(crate) struct Sinks {
-    list: RwLock<Vec<(SinkId, Arc<dyn Sink>)>>,
+    shards: [Shard; SHARDS],
+    /// Attaches and detaches one at a time.
+    changes: Mutex<()>,
+    /// What the sinks of the list want together: events of no other kind
+    /// skip the list's lock.
+    interest: AtomicU32,
 }
 
 impl fmt::Debug for Sinks {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Sinks")
-            .field("attached", &self.list.read().len())
+            .field("attached", &self.shards[0].0.read().len())
             .finish()
     }
+}
+
+/// Counts `interest` in (`add`) or out of what the process's sinks want.
+fn want(interest: Interest, add: bool) {
+    let mut by = WANTED_BY.lock();
+    let mut wanted = 0;
+    for (bit, count) in by.iter_mut().enumerate() {
+        if interest.0 & (1 << bit) != 0 {
+            *count = if add {
+                *count + 1
+            } else {
+                count.saturating_sub(1)
+            };
+        }
+        if *count > 0 {
+            wanted |= 1 << bit;
+        }
+    }
+    WANTED.store(wanted, Ordering::Relaxed);
 }
 
 impl Sinks {
     pub(crate) const fn new() -> Sinks {
         Sinks {
-            list: RwLock::new(Vec::new()),
+            shards: [const { Shard(RwLock::new(Vec::new())) }; SHARDS],
+            changes: Mutex::new(()),
+            interest: AtomicU32::new(0),
         }
     }
 
     pub(crate) fn attach(&self, sink: Arc<dyn Sink>) -> SinkId {
         let id = SinkId(NEXT_ID.fetch_add(1, Ordering::Relaxed));
-        self.list.write().push((id, sink));
-        ACTIVE.fetch_add(1, Ordering::Relaxed);
+        let interest = sink.interest();
+        let _changing = self.changes.lock();
+        for shard in &self.shards {
+            shard.0.write().push(Attached {
+                id,
+                interest,
+                sink: sink.clone(),
+            });
+        }
+        self.interest.fetch_or(interest.0, Ordering::Relaxed);
+        want(interest, true);
         id
     }
 
+    /// Once this returns, no event reaches the sink: each copy's write
+    /// lock waited for the deliveries reading it.
     pub(crate) fn detach(&self, id: SinkId) -> bool {
-        let mut list = self.list.write();
-        let before = list.len();
-        list.retain(|(i, _)| *i != id);
-        let removed = list.len() < before;
-        if removed {
-            ACTIVE.fetch_sub(1, Ordering::Relaxed);
+        let _changing = self.changes.lock();
+        let mut gone = None;
+        for shard in &self.shards {
+            let mut list = shard.0.write();
+            if let Some(at) = list.iter().position(|a| a.id == id) {
+                gone = Some(list.remove(at).interest);
+            }
         }
-        removed
+        let Some(interest) = gone else {
+            return false;
+        };
+        let left = self.shards[0].0.read().iter().fold(0, |all, a| all | a.interest.0);
+        self.interest.store(left, Ordering::Relaxed);
+        want(interest, false);
+        true
     }
 
-    fn deliver(&self, event: &Event<'_>) {
+    /// Delivers `event` to the sinks that want it.
+    fn deliver(&self, event: &Event<'_>, kind: Interest) {
+        if self.interest.load(Ordering::Relaxed) & kind.0 == 0 {
+            return;
+        }
         let mut panicked = Vec::new();
-        for (id, sink) in self.list.read().iter() {
+        for attached in self.shards[shard()].0.read().iter() {
+            if !attached.interest.intersects(kind) {
+                continue;
+            }
+            let sink = &attached.sink;
             if panic::catch_unwind(AssertUnwindSafe(|| sink.event(event))).is_err() {
-                panicked.push(*id);
+                panicked.push(attached.id);
             }
         }
         for id in panicked {
@@ -716,6 +1123,15 @@ impl Sinks {
                     event.name()
                 );
             }
+        }
+    }
+}
+
+impl Drop for Sinks {
+    /// A server's sinks stop counting among what the process wants.
+    fn drop(&mut self) {
+        for attached in self.shards[0].0.get_mut().drain(..) {
+            want(attached.interest, false);
         }
     }
 }
@@ -745,6 +1161,9 @@ pub fn detach(id: SinkId) -> bool {
 #[derive(Debug, Default)]
 pub(crate) struct Telemetry {
     pub(crate) sinks: Sinks,
+    /// Whether a metrics publisher runs for the server: one at a time.
+    #[cfg(feature = "metrics")]
+    pub(crate) published: std::sync::atomic::AtomicBool,
 }
 
 impl Default for Sinks {
@@ -754,17 +1173,27 @@ impl Default for Sinks {
 }
 
 impl Telemetry {
-    /// Whether any sink is attached anywhere: the hot path's one load.
+    /// Whether a sink attached anywhere wants some event: the hot path's
+    /// one load.
     #[inline]
     pub(crate) fn enabled() -> bool {
-        ACTIVE.load(Ordering::Relaxed) != 0
+        WANTED.load(Ordering::Relaxed) != 0
     }
 
-    /// Delivers an event to this server's sinks and the process-wide ones.
-    /// Call only when [`enabled`](Telemetry::enabled).
+    /// Whether a sink attached anywhere wants an event of a kind in
+    /// `interest`: one load. Work done only for such events (timing them,
+    /// keeping their data) asks this first.
+    #[inline]
+    pub(crate) fn wants(interest: Interest) -> bool {
+        WANTED.load(Ordering::Relaxed) & interest.0 != 0
+    }
+
+    /// Delivers an event to the sinks of this server and of the process
+    /// that want it. Call only when [`enabled`](Telemetry::enabled).
     pub(crate) fn emit(&self, event: &Event<'_>) {
-        self.sinks.deliver(event);
-        GLOBAL.deliver(event);
+        let kind = event.kind.interest();
+        self.sinks.deliver(event, kind);
+        GLOBAL.deliver(event, kind);
     }
 
     /// A server's emitter with the sinks given to its builder attached, so
@@ -868,7 +1297,7 @@ impl ConnectionSpan {
 
     /// Emits an event of the acceptor that accepted this connection.
     pub(crate) fn emit_acceptor(&self, kind: Kind<'_>) {
-        if Telemetry::enabled() {
+        if Telemetry::wants(kind.interest()) {
             self.telemetry.emit(&Event {
                 span: Span::Acceptor,
                 id: self.parent,
@@ -881,25 +1310,35 @@ impl ConnectionSpan {
         }
     }
 
-    /// Emits a connection event if any sink is attached; `kind` is only
-    /// built then.
+    /// Emits a connection event if a sink wants its kind; `kind` is only
+    /// built when some sink is attached, and the clock read when one wants
+    /// it.
     #[inline]
     pub(crate) fn emit<'a>(&self, peer: &'a Addr, kind: impl FnOnce() -> Kind<'a>) {
-        self.emit_at(Instant::now(), peer, kind)
+        self.emit_when(None, peer, kind)
     }
 
     /// [`emit`](ConnectionSpan::emit) with the time the event happened.
     #[inline]
     pub(crate) fn emit_at<'a>(&self, at: Instant, peer: &'a Addr, kind: impl FnOnce() -> Kind<'a>) {
-        if Telemetry::enabled() {
+        self.emit_when(Some(at), peer, kind)
+    }
+
+    #[inline]
+    fn emit_when<'a>(&self, at: Option<Instant>, peer: &'a Addr, kind: impl FnOnce() -> Kind<'a>) {
+        if !Telemetry::enabled() {
+            return;
+        }
+        let kind = kind();
+        if Telemetry::wants(kind.interest()) {
             self.telemetry.emit(&Event {
                 span: Span::Connection,
                 id: self.id,
                 parent: Some(self.parent),
-                at,
+                at: at.unwrap_or_else(Instant::now),
                 connection: Some(self.connection),
                 peer: Some(peer),
-                kind: kind(),
+                kind,
             });
         }
     }

@@ -62,7 +62,8 @@ fn counters_gauges_and_histograms_follow_what_clients_did() {
     // The handles are taken in `publish`, from the recorder in force then.
     let publisher = metrics::with_local_recorder(&recorder, || {
         Metrics::new().label("server", "slow").publish(&server)
-    });
+    })
+    .unwrap();
     let addr = tcp_addr(&server);
     for _ in 0..3 {
         let mut client = connect(addr);
@@ -119,7 +120,8 @@ fn the_thread_copies_the_stats_and_a_stopped_publisher_records_nothing() {
             .label("server", "ticking")
             .interval(Duration::from_millis(5))
             .publish(&server)
-    });
+    })
+    .unwrap();
     let accepted = |text: &str| {
         sample(
             text,
@@ -136,9 +138,6 @@ fn the_thread_copies_the_stats_and_a_stopped_publisher_records_nothing() {
     });
     drop(client);
     util::wait_no_connections(&server);
-
-    publisher.stop();
-    let before = handle.render();
     let count = |text: &str| {
         sample(
             text,
@@ -146,6 +145,13 @@ fn the_thread_copies_the_stats_and_a_stopped_publisher_records_nothing() {
             r#"server="ticking""#,
         )
     };
+    // No `update` either: the thread records the samples the workers took.
+    wait_until("the thread to record the connection's duration", || {
+        count(&handle.render()) == Some(1.0)
+    });
+
+    publisher.stop();
+    let before = handle.render();
     assert_eq!(count(&before), Some(1.0));
     let mut late = connect(tcp_addr(&server));
     round_trip(&mut late, b"after");
@@ -155,6 +161,124 @@ fn the_thread_copies_the_stats_and_a_stopped_publisher_records_nothing() {
     let after = handle.render();
     assert_eq!(accepted(&after), Some(1.0), "published after stop");
     assert_eq!(count(&after), Some(1.0), "a histogram recorded after stop");
+    server.stop(PATIENCE);
+}
+
+#[test]
+fn a_server_has_one_publisher_at_a_time_and_its_histograms_record_each_event_once() {
+    let recorder = recorder();
+    let handle = recorder.handle();
+    let server = echo_server(builder());
+    let publish = || {
+        metrics::with_local_recorder(&recorder, || {
+            Metrics::new().label("server", "once").publish(&server)
+        })
+    };
+    let first = publish().unwrap();
+    // Same labels or others: the server is taken.
+    let again = publish();
+    assert!(
+        matches!(again, Err(atoll::Error::Config(_))),
+        "a second publisher while the first runs: {again:?}"
+    );
+    let other = metrics::with_local_recorder(&recorder, || {
+        Metrics::new().label("server", "other").publish(&server)
+    });
+    assert!(other.is_err(), "{other:?}");
+    let serve = |n: usize| {
+        for _ in 0..n {
+            let mut client = connect(tcp_addr(&server));
+            round_trip(&mut client, b"once");
+        }
+        util::wait_no_connections(&server);
+    };
+    let connections = |text: &str| {
+        sample(
+            text,
+            "atoll_connection_duration_seconds_count",
+            r#"server="once""#,
+        )
+    };
+    serve(2);
+    first.update();
+    let text = handle.render();
+    assert_eq!(connections(&text), Some(2.0), "{text}");
+    // As many dispatch waits as dispatches: one sink records them.
+    assert_eq!(
+        sample(
+            &text,
+            "atoll_dispatch_wait_seconds_count",
+            r#"server="once""#
+        ),
+        sample(&text, "atoll_dispatches_total", r#"server="once""#),
+        "{text}"
+    );
+    assert!(!text.contains(r#"server="other""#), "{text}");
+
+    // Stopped, the server can be published again, and is recorded once.
+    first.stop();
+    let second = publish().unwrap();
+    serve(1);
+    second.update();
+    let text = handle.render();
+    assert_eq!(connections(&text), Some(3.0), "{text}");
+    drop(second);
+    server.stop(PATIENCE);
+}
+
+#[test]
+fn the_samples_of_workers_that_retired_are_recorded() {
+    let recorder = recorder();
+    let handle = recorder.handle();
+    // Callbacks that block grow the pool; the extra workers retire soon.
+    let server = builder()
+        .num_workers(1)
+        .worker_keepalive(Duration::from_millis(100))
+        .start(|_| Ok(SlowEcho(Duration::from_millis(30))))
+        .unwrap();
+    let publisher = metrics::with_local_recorder(&recorder, || {
+        Metrics::new()
+            .label("server", "retired")
+            .interval(Duration::from_secs(3600))
+            .publish(&server)
+    })
+    .unwrap();
+    let addr = tcp_addr(&server);
+    let clients: Vec<_> = (0..6)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let mut client = connect(addr);
+                for _ in 0..3 {
+                    round_trip(&mut client, b"block");
+                }
+            })
+        })
+        .collect();
+    for client in clients {
+        client.join().unwrap();
+    }
+    util::wait_no_connections(&server);
+    wait_until("the extra workers to retire", || {
+        server.stats().workers == 1
+    });
+    publisher.update();
+    let text = handle.render();
+    let value = |name: &str| sample(&text, name, r#"server="retired""#);
+    assert_eq!(
+        value("atoll_connection_duration_seconds_count"),
+        Some(6.0),
+        "{text}"
+    );
+    assert_eq!(
+        value("atoll_dispatch_wait_seconds_count"),
+        value("atoll_dispatches_total"),
+        "{text}"
+    );
+    assert!(
+        value("atoll_callback_duration_seconds_count").is_some_and(|n| n >= 18.0),
+        "{text}"
+    );
+    publisher.stop();
     server.stop(PATIENCE);
 }
 

@@ -16,7 +16,7 @@ use crate::error::{panic_message, Error};
 use crate::handler::{Flow, Handler};
 use crate::proxy::{self, Proxied};
 use crate::socket::{Release, Socket};
-use crate::telemetry::{Kind, SpawnError, Telemetry};
+use crate::telemetry::{Interest, Kind, SpawnError, Telemetry};
 use crate::transport::Handshake;
 
 /// Reads per round before a connection yields to the others.
@@ -49,11 +49,13 @@ enum Source {
 
 /// Runs a scheduled connection until it has no pending work, it ends, or it
 /// has had its share of the worker.
-/// `waited` is the time since it became runnable.
+/// `waited` is the time since it became runnable, `at` when the worker
+/// took it up.
 pub(crate) fn run<H: Handler<M>, M: Send + 'static>(
     conn: &Arc<Conn<H, M>>,
     buf: &mut [u8],
     waited: Duration,
+    at: Instant,
 ) {
     // The handler's own tracing events carry the connection's fields.
     #[cfg(feature = "tracing")]
@@ -62,24 +64,29 @@ pub(crate) fn run<H: Handler<M>, M: Send + 'static>(
     // Reported in the connection's span, which starts once its handler
     // exists: by `step` for the run that makes the handler.
     let mut waited = Some(waited);
-    if state.handler.is_some() {
-        if let (Some(socket), Some(wait)) = (state.socket.as_ref(), waited.take()) {
-            socket.emit(|| Kind::Dispatch { wait });
+    // The pool's reading dates the dispatch and starts the first round;
+    // each round's end (read only for a sink that wants it) starts the next.
+    let mut now = Some(at);
+    if let (Some(socket), true) = (state.socket.as_ref(), state.handler.is_some()) {
+        if let (Some(span), Some(wait)) = (socket.span(), waited.take()) {
+            span.emit_at(at, socket.peer_addr(), || Kind::Dispatch { wait });
         }
     }
     for _ in 0..MAX_ROUNDS {
         let flags = conn.sched.take();
-        // Timed only for a sink: without one, a relaxed load and no clock.
-        let started = Telemetry::enabled().then(Instant::now);
+        let start = now.take();
+        let started = Telemetry::wants(Interest::CALLBACKS).then(|| start.unwrap_or_else(Instant::now));
         let result = step(conn, &mut state, flags, buf, waited.take());
         let has_handler = state.handler.is_some();
         if let Some(socket) = state.socket.as_mut() {
             // A connection without a handler (refused, or its PROXY header
             // still coming) has no span yet: no event may start it.
-            if let (Some(started), true) = (started, has_handler) {
-                socket.emit(|| Kind::Callbacks {
-                    duration: started.elapsed(),
+            if let (Some(started), true, Some(span)) = (started, has_handler, socket.span()) {
+                let end = Instant::now();
+                span.emit_at(end, socket.peer_addr(), || Kind::Callbacks {
+                    duration: end - started,
                 });
+                now = Some(end);
             }
             publish(conn, socket);
         }

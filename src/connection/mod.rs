@@ -235,8 +235,8 @@ impl<H: Handler<M>, M: Send + 'static> Task for Conn<H, M> {
         self.sched.mark(work)
     }
 
-    fn run(self: &Arc<Self>, buf: &mut [u8], waited: Duration) {
-        driver::run(self, buf, waited);
+    fn run(self: &Arc<Self>, buf: &mut [u8], waited: Duration, at: Instant) {
+        driver::run(self, buf, waited, at);
     }
 }
 

@@ -77,8 +77,9 @@ pub(crate) trait Task: Send + Sync + 'static {
     /// Readiness arrived (`hangup`: the peer closed or the socket failed);
     /// `true` when the caller must queue or run it.
     fn ready(&self, hangup: bool) -> bool;
-    /// Runs it on this worker; `waited` since it became runnable.
-    fn run(self: &Arc<Self>, buf: &mut [u8], waited: Duration);
+    /// Runs it on this worker, which took it up `at`, `waited` after it
+    /// became runnable.
+    fn run(self: &Arc<Self>, buf: &mut [u8], waited: Duration, at: Instant);
 }
 
 /// The pool's bookkeeping inside each task.
@@ -565,7 +566,8 @@ impl<T: Task> Pool<T> {
         }
         let waited = start.saturating_sub(conn.dispatch().queued_at());
         slot.counts.add(1, waited);
-        conn.run(buf, Duration::from_nanos(waited));
+        let at = self.epoch + Duration::from_nanos(start);
+        conn.run(buf, Duration::from_nanos(waited), at);
         let took = self.now_ns().saturating_sub(start);
         slot.busy_since.store(0, Ordering::Relaxed);
         self.unblock(slot);

@@ -93,7 +93,7 @@ mod tests {
         fn ready(&self, _hangup: bool) -> bool {
             false
         }
-        fn run(self: &Arc<Self>, _buf: &mut [u8], _waited: Duration) {}
+        fn run(self: &Arc<Self>, _buf: &mut [u8], _waited: Duration, _at: std::time::Instant) {}
     }
 
     #[test]

@@ -472,15 +472,11 @@ impl<M: Send + 'static> Server<M> {
         Box::new(move || backend.upgrade().map(|b| b.stats()))
     }
 
-    /// Detaches a sink of this server later, if it still lives.
+    /// The server's telemetry, for as long as the server lives: the
+    /// metrics attach their sink there and mark the server published.
     #[cfg(feature = "metrics")]
-    pub(crate) fn weak_detach(&self, id: SinkId) -> Box<dyn FnOnce() + Send> {
-        let backend = Arc::downgrade(&self.backend);
-        Box::new(move || {
-            if let Some(b) = backend.upgrade() {
-                b.telemetry().sinks.detach(id);
-            }
-        })
+    pub(crate) fn weak_telemetry(&self) -> std::sync::Weak<Telemetry> {
+        Arc::downgrade(self.backend.telemetry())
     }
 
     /// Changes the limit of live connections per acceptor (`None`: no

@@ -14,7 +14,7 @@ use super::Socket;
 use crate::blocking::{self, NonBlocking, SendStop, Stop};
 use crate::error::Error;
 use crate::sys::{self, Wait};
-use crate::telemetry::{Kind, Telemetry};
+use crate::telemetry::{Interest, Kind, Telemetry};
 use crate::timeout::Timeout;
 
 /// Chunk size of [`Socket::sendfile`] on a stream that cannot splice (TLS):
@@ -208,8 +208,8 @@ impl Socket {
     pub fn send_vectored(&mut self, bufs: &mut [IoSlice<'_>]) -> Result<(), Error> {
         // The slices are advanced as they go out: keep them for the event,
         // only when a sink wants it.
-        let data: Option<Vec<IoSlice<'_>>> =
-            (self.span.is_some() && Telemetry::enabled()).then(|| bufs.to_vec());
+        let wanted = Telemetry::wants(Interest::SEND.union(Interest::SEND_ERROR));
+        let data: Option<Vec<IoSlice<'_>>> = (self.span.is_some() && wanted).then(|| bufs.to_vec());
         let deadline = blocking::deadline(self.send_timeout);
         let result = match blocking::write_all(self, bufs, deadline) {
             Ok(_) => Ok(()),

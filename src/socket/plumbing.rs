@@ -108,7 +108,8 @@ impl Socket {
     /// Emits the span's start event, once, with the accept time.
     fn announce(&self) {
         let Some(span) = &self.span else { return };
-        if self.announced.swap(true, Ordering::Relaxed) {
+        // A load first: after the first event, no read-modify-write.
+        if self.announced.load(Ordering::Relaxed) || self.announced.swap(true, Ordering::Relaxed) {
             return;
         }
         span.emit_at(span.started, &self.peer, || Kind::ConnectionStart {
