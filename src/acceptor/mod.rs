@@ -25,7 +25,7 @@ use crate::connection::{Conn, Meta, Service, Setup, State, Timer, OPEN};
 use crate::handler::Handler;
 use crate::limiter::Limiter;
 use crate::socket::Socket;
-use crate::telemetry::{ConnSpan, Event, Kind, ListenerSpan, Span, SpanId, SpawnError, Telemetry};
+use crate::telemetry::{ConnSpan, Emitter, Kind, ListenerSpan, Span, SpawnError};
 use crate::timer::{TimerHeap, Timers};
 use crate::transport::{AcceptFailure, Addr, Io, ListenOptions, ListenSocket};
 use crate::udp::SessionMode;
@@ -154,8 +154,7 @@ pub(crate) struct Acceptor<H, M> {
 
 /// An acceptor span: this acceptor thread accepting from one listener.
 struct AcceptorSpan {
-    id: SpanId,
-    listener: SpanId,
+    emitter: Emitter,
     #[cfg(feature = "tracing")]
     tracing: tracing::Span,
     started: Instant,
@@ -323,8 +322,11 @@ impl<H: Handler<M>, M: Send + 'static> Acceptor<H, M> {
         self.listener = Some(listener);
         self.listener_ready = true;
         self.span = Some(AcceptorSpan {
-            id: SpanId::next(),
-            listener: listener_span.id,
+            emitter: Emitter::new(
+                self.service.telemetry.clone(),
+                Span::Acceptor,
+                Some(listener_span.emitter.id()),
+            ),
             #[cfg(feature = "tracing")]
             tracing: tracing::info_span!(
                 target: "atoll",
@@ -357,21 +359,10 @@ impl<H: Handler<M>, M: Send + 'static> Acceptor<H, M> {
         listener
     }
 
-    /// Emits an acceptor event, if a sink is attached and a span is open.
+    /// Emits an acceptor event, if a sink wants it and a span is open.
     fn emit(&self, kind: Kind<'_>) {
-        if !Telemetry::enabled() {
-            return;
-        }
         if let Some(span) = &self.span {
-            self.service.telemetry.emit(&Event {
-                span: Span::Acceptor,
-                id: span.id,
-                parent: Some(span.listener),
-                at: Instant::now(),
-                connection: None,
-                peer: None,
-                kind,
-            });
+            span.emitter.emit(None, None, || kind);
         }
     }
 
@@ -584,14 +575,7 @@ impl<H: Handler<M>, M: Send + 'static> Acceptor<H, M> {
         );
         socket.set_secure(options.transport.is_secure(), options.handshake_timeout);
         if let Some(span) = &self.span {
-            let span = ConnSpan {
-                telemetry: self.service.telemetry.clone(),
-                id: SpanId::next(),
-                parent: span.id,
-                listener: span.listener,
-                connection: id,
-                started: Instant::now(),
-            };
+            let span = ConnSpan::new(&span.emitter, id);
             socket.set_span(span);
         }
         let pool = &self.service.pool;

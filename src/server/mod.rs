@@ -31,7 +31,7 @@ use crate::error::Error;
 use crate::handler::Handler;
 use crate::pool::Pool;
 use crate::stats::ServerStats;
-use crate::telemetry::{Event, Kind, ListenerSpan, Sink, SinkId, Span, SpanId, Telemetry};
+use crate::telemetry::{Emitter, Kind, ListenerSpan, Sink, SinkId, Span, Telemetry};
 use crate::transport::{Addr, ListenOptions, ListenSocket};
 
 /// Whether a server accepts connections.
@@ -770,11 +770,10 @@ fn listen<M>(
 
 /// Starts a listener span.
 fn listener_start<M>(backend: &dyn Backend<M>, options: &ListenOptions, addr: &Addr) -> ListenerSpan {
-    let span = SpanId::next();
     let transport = backend.settings().transport_name;
     let span = ListenerSpan {
-        id: span,
         // A root: a listener outlives whatever span its caller was in.
+        emitter: Emitter::new(backend.telemetry().clone(), Span::Listener, None),
         #[cfg(feature = "tracing")]
         tracing: tracing::info_span!(
             target: "atoll",
@@ -784,30 +783,12 @@ fn listener_start<M>(backend: &dyn Backend<M>, options: &ListenOptions, addr: &A
             transport
         ),
     };
-    emit_listener(
-        backend,
-        span.id,
-        Kind::ListenerStart {
-            local: addr,
-            transport,
-            options,
-        },
-    );
+    span.emitter.emit(None, None, || Kind::ListenerStart {
+        local: addr,
+        transport,
+        options,
+    });
     span
-}
-
-fn emit_listener<M>(backend: &dyn Backend<M>, span: SpanId, kind: Kind<'_>) {
-    if Telemetry::enabled() {
-        backend.telemetry().emit(&Event {
-            span: Span::Listener,
-            id: span,
-            parent: None,
-            at: Instant::now(),
-            connection: None,
-            peer: None,
-            kind,
-        });
-    }
 }
 
 /// Ends the listener span once its acceptors stopped.
@@ -818,14 +799,10 @@ fn end_listener_span<M>(backend: &dyn Backend<M>, life: &mut Life) {
         return;
     };
     let duration = started.elapsed();
-    emit_listener(
-        backend,
-        span.id,
-        Kind::ListenerStop {
-            local,
-            duration,
-            transport: backend.settings().transport_name,
-            options: &life.listen,
-        },
-    );
+    span.emitter.emit(None, None, || Kind::ListenerStop {
+        local,
+        duration,
+        transport: backend.settings().transport_name,
+        options: &life.listen,
+    });
 }

@@ -112,7 +112,7 @@ impl Socket {
         if self.announced.load(Ordering::Relaxed) || self.announced.swap(true, Ordering::Relaxed) {
             return;
         }
-        span.emit_at(span.started, &self.peer, || Kind::ConnectionStart {
+        span.emit_at(span.started(), &self.peer, || Kind::ConnectionStart {
             peer: &self.peer,
             local: &self.local,
             via: self.proxy.as_ref().map(|p| &p.via),
@@ -161,7 +161,7 @@ impl Socket {
         if let Some(span) = self.span.take() {
             let stats = self.stats;
             span.emit(&self.peer, || Kind::ConnectionStop {
-                duration: span.started.elapsed(),
+                duration: span.started().elapsed(),
                 stats,
                 error,
             });
