@@ -1,5 +1,5 @@
 //! Blocking reads and writes with a deadline over a non-blocking socket,
-//! shared by the server's `Socket` and the client's `Connection`: it owns
+//! shared by the server's `Socket` and the client's `Client`: it owns
 //! the try, wait, retry loop and never touches either side's types or
 //! errors (it imports only `sys`).
 //!

@@ -1,4 +1,4 @@
-//! Establishing a TCP connection: the candidate addresses, the
+//! Establishing a TCP connection (never a TLS session): the candidate addresses, the
 //! one-family-after-the-other order, and RFC 8305's race.
 
 use std::io;

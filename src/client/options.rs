@@ -1,4 +1,5 @@
-//! [`Options`]: where to connect and how, every option with its default.
+//! [`Options`]: where to connect and how, every option with its default;
+//! never a connection itself.
 
 use std::net::SocketAddr;
 use std::time::Duration;
