@@ -130,9 +130,22 @@ pub(crate) fn read_to_len<S: NonBlocking + ?Sized>(
     Ok(())
 }
 
+impl SendStop {
+    /// A stop after `sent` bytes, `rest` not taken. The rest is copied
+    /// only at the deadline, the one stop after which it may be sent
+    /// again: the caller's slices are borrowed and the error outlives them.
+    fn new(stop: Stop, sent: u64, rest: &[IoSlice<'_>]) -> SendStop {
+        let unsent = match stop {
+            Stop::Deadline => gather(rest),
+            Stop::Closed | Stop::Io(_) => Vec::new(),
+        };
+        SendStop { stop, sent, unsent }
+    }
+}
+
 /// One write of at least one byte of `bufs` (not all empty), waiting until
 /// `deadline`.
-pub(crate) fn write<S: NonBlocking + ?Sized>(
+fn write_some<S: NonBlocking + ?Sized>(
     socket: &mut S,
     bufs: &[IoSlice<'_>],
     deadline: Option<Instant>,
@@ -143,12 +156,26 @@ pub(crate) fn write<S: NonBlocking + ?Sized>(
     }
 }
 
+/// One write as `Write::write_vectored` makes it: `Ok(0)` for slices that
+/// are all empty, else at least one byte, waiting until `deadline`.
+pub(crate) fn write<S: NonBlocking + ?Sized>(
+    socket: &mut S,
+    bufs: &[IoSlice<'_>],
+    deadline: Option<Instant>,
+) -> Result<usize, SendStop> {
+    if bufs.iter().all(|b| b.is_empty()) {
+        return Ok(0);
+    }
+    write_some(socket, bufs, deadline).map_err(|stop| SendStop::new(stop, 0, bufs))
+}
+
 /// Waits until the stream has pushed out what it holds.
 pub(crate) fn flush<S: NonBlocking + ?Sized>(
     socket: &mut S,
     deadline: Option<Instant>,
-) -> Result<(), Stop> {
+) -> Result<(), SendStop> {
     retry(socket, Wait::Write, deadline, |s| s.flush_once())
+        .map_err(|stop| SendStop::new(stop, 0, &[]))
 }
 
 /// Writes all of `bufs`, in order, then flushes, waiting until `deadline`.
@@ -162,32 +189,20 @@ pub(crate) fn write_all<S: NonBlocking + ?Sized>(
     IoSlice::advance_slices(&mut bufs, 0);
     let mut sent = 0u64;
     while !bufs.is_empty() {
-        match write(socket, bufs, deadline) {
+        match write_some(socket, bufs, deadline) {
             Ok(n) => {
                 sent += n as u64;
                 IoSlice::advance_slices(&mut bufs, n);
             }
-            Err(stop) => {
-                // Copied only on this path: the caller's slices are
-                // borrowed and the error outlives them.
-                let unsent = match stop {
-                    Stop::Deadline => gather(bufs),
-                    _ => Vec::new(),
-                };
-                return Err(SendStop { stop, sent, unsent });
-            }
+            Err(stop) => return Err(SendStop::new(stop, sent, bufs)),
         }
     }
-    flush(socket, deadline).map_err(|stop| SendStop {
-        stop,
-        sent,
-        unsent: Vec::new(),
-    })?;
+    flush(socket, deadline).map_err(|stop| SendStop { sent, ..stop })?;
     Ok(sent)
 }
 
 /// The bytes of `bufs`, in one buffer.
-pub(crate) fn gather(bufs: &[IoSlice<'_>]) -> Vec<u8> {
+fn gather(bufs: &[IoSlice<'_>]) -> Vec<u8> {
     bufs.iter().flat_map(|b| b.iter().copied()).collect()
 }
 

@@ -760,21 +760,8 @@ impl Write for Client {
     }
 
     fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        if bufs.iter().all(|b| b.is_empty()) {
-            return Ok(0);
-        }
         let deadline = blocking::deadline(self.send_timeout);
-        let n = blocking::write(self, bufs, deadline).map_err(|stop| {
-            let unsent = match stop {
-                Stop::Deadline => blocking::gather(bufs),
-                _ => Vec::new(),
-            };
-            io::Error::from(send_error(SendStop {
-                stop,
-                sent: 0,
-                unsent,
-            }))
-        })?;
+        let n = blocking::write(self, bufs, deadline).map_err(send_error)?;
         // Over rustls the last record may still be in the TLS layer: it is
         // handed to the socket here, as a plain write would have been. If
         // that runs out of time the record goes with the next write, read
@@ -787,13 +774,7 @@ impl Write for Client {
     /// has been handed to the socket.
     fn flush(&mut self) -> io::Result<()> {
         let deadline = blocking::deadline(self.send_timeout);
-        blocking::flush(self, deadline).map_err(|stop| {
-            io::Error::from(send_error(SendStop {
-                stop,
-                sent: 0,
-                unsent: Vec::new(),
-            }))
-        })
+        Ok(blocking::flush(self, deadline).map_err(send_error)?)
     }
 }
 

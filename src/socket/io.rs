@@ -466,26 +466,8 @@ impl Write for Socket {
     }
 
     fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        if bufs.iter().all(|b| b.is_empty()) {
-            return Ok(0);
-        }
         let deadline = blocking::deadline(self.send_timeout);
-        match blocking::write(self, bufs, deadline) {
-            Ok(n) => Ok(n),
-            Err(stop) => {
-                let unsent = match stop {
-                    Stop::Deadline => blocking::gather(bufs),
-                    _ => Vec::new(),
-                };
-                Err(self
-                    .send_error(SendStop {
-                        stop,
-                        sent: 0,
-                        unsent,
-                    })
-                    .into())
-            }
-        }
+        blocking::write(self, bufs, deadline).map_err(|stop| self.send_error(stop).into())
     }
 
     fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
@@ -494,14 +476,7 @@ impl Write for Socket {
 
     fn flush(&mut self) -> io::Result<()> {
         let deadline = blocking::deadline(self.send_timeout);
-        blocking::flush(self, deadline).map_err(|stop| {
-            self.send_error(SendStop {
-                stop,
-                sent: 0,
-                unsent: Vec::new(),
-            })
-            .into()
-        })
+        blocking::flush(self, deadline).map_err(|stop| self.send_error(stop).into())
     }
 }
 
