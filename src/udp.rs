@@ -1,5 +1,6 @@
 //! UDP: datagram servers with the same handlers, workers and lifecycle.
-//! This module holds their documentation and [`SessionMode`]; the builder is
+//! This module holds their documentation, [`SessionMode`] and the UDP
+//! options the builder sets and the acceptors use; the builder is
 //! [`UdpBuilder`](crate::UdpBuilder), the reception the acceptors'.
 //!
 //! A UDP server is built by a [`UdpBuilder`](crate::UdpBuilder), made by
@@ -60,6 +61,9 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+use std::io;
+use std::net::{Ipv4Addr, Ipv6Addr};
+
 /// How datagrams map to handler sessions.
 ///
 /// ```
@@ -72,4 +76,61 @@ pub enum SessionMode {
     PerDatagram,
     /// One session per remote address, while it keeps sending.
     PerPeer,
+}
+
+/// The options of a UDP server's sockets and sessions.
+#[derive(Clone, Debug)]
+pub(crate) struct UdpOptions {
+    pub(crate) mode: SessionMode,
+    pub(crate) max_datagram_size: usize,
+    pub(crate) broadcast: bool,
+    pub(crate) multicast_v4: Vec<(Ipv4Addr, Ipv4Addr)>,
+    pub(crate) multicast_v6: Vec<(Ipv6Addr, u32)>,
+    pub(crate) multicast_loop: Option<bool>,
+    pub(crate) multicast_ttl: Option<u32>,
+}
+
+impl Default for UdpOptions {
+    fn default() -> UdpOptions {
+        UdpOptions {
+            mode: SessionMode::PerDatagram,
+            max_datagram_size: 65_507,
+            broadcast: false,
+            multicast_v4: Vec::new(),
+            multicast_v6: Vec::new(),
+            multicast_loop: None,
+            multicast_ttl: None,
+        }
+    }
+}
+
+impl UdpOptions {
+    /// Applies the socket-level options to a bound UDP socket.
+    pub(crate) fn apply(&self, socket: &socket2::Socket) -> io::Result<()> {
+        if self.broadcast {
+            socket.set_broadcast(true)?;
+        }
+        for (group, interface) in &self.multicast_v4 {
+            socket.join_multicast_v4(group, interface)?;
+        }
+        for (group, interface) in &self.multicast_v6 {
+            socket.join_multicast_v6(group, *interface)?;
+        }
+        let v6 = socket.local_addr()?.is_ipv6();
+        if let Some(on) = self.multicast_loop {
+            if v6 {
+                socket.set_multicast_loop_v6(on)?;
+            } else {
+                socket.set_multicast_loop_v4(on)?;
+            }
+        }
+        if let Some(ttl) = self.multicast_ttl {
+            if v6 {
+                socket.set_multicast_hops_v6(ttl)?;
+            } else {
+                socket.set_multicast_ttl_v4(ttl)?;
+            }
+        }
+        Ok(())
+    }
 }

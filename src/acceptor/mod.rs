@@ -28,7 +28,7 @@ use crate::socket::Socket;
 use crate::telemetry::{ConnSpan, Emitter, Kind, ListenerSpan, Span, SpawnError};
 use crate::timer::{TimerHeap, Timers};
 use crate::transport::{AcceptFailure, Addr, Io, ListenOptions, ListenSocket};
-use crate::udp::SessionMode;
+use crate::udp::UdpOptions;
 
 const LISTENER: Token = Token(usize::MAX);
 const WAKER: Token = Token(usize::MAX - 1);
@@ -85,15 +85,8 @@ pub(crate) struct AcceptorOptions {
     pub(crate) listen: ListenOptions,
     pub(crate) retry_count: u32,
     pub(crate) retry_wait: Duration,
-    /// A UDP server's datagram options; `None` for a stream server.
-    pub(crate) udp: Option<UdpReception>,
-}
-
-/// How an acceptor receives datagrams.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct UdpReception {
-    pub(crate) mode: SessionMode,
-    pub(crate) max_datagram_size: usize,
+    /// A UDP server's options; `None` for a stream server.
+    pub(crate) udp: Option<UdpOptions>,
 }
 
 /// What arrived: an accepted connection, or a datagram that starts a UDP

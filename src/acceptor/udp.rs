@@ -163,7 +163,7 @@ impl Default for Receiver {
 impl<H: Handler<M>, M: Send + 'static> Acceptor<H, M> {
     /// Receives a batch of datagrams and hands each to its session.
     pub(super) fn receive(&mut self) {
-        let Some(udp) = self.options.udp else {
+        let Some(udp) = &self.options.udp else {
             return;
         };
         let (max, mode) = (udp.max_datagram_size, udp.mode);
@@ -210,7 +210,7 @@ impl<H: Handler<M>, M: Send + 'static> Acceptor<H, M> {
 
     /// Starts new sessions with the datagrams ended sessions gave back.
     pub(super) fn redeliver(&mut self) {
-        let mode = self.options.udp.map(|u| u.mode).unwrap_or_default();
+        let mode = self.options.udp.as_ref().map(|u| u.mode).unwrap_or_default();
         while let Ok((peer, datagram)) = self.udp.returned.1.try_recv() {
             self.deliver(peer, datagram, mode);
         }
@@ -278,7 +278,7 @@ impl<H: Handler<M>, M: Send + 'static> Acceptor<H, M> {
             None,
             Weak::new(),
         );
-        let mode = self.options.udp.map(|u| u.mode);
+        let mode = self.options.udp.as_ref().map(|u| u.mode);
         if let (Some(token), Some(SessionMode::PerPeer)) = (token, mode) {
             self.udp.sessions.insert(peer, (token, inbox));
             self.prune_sessions();

@@ -9,7 +9,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::udp::UdpOptions;
+use crate::udp::UdpOptions;
 use crate::error::Error;
 use crate::proxy::ProxyProtocol;
 use crate::socket::SendPolicy;

@@ -24,7 +24,7 @@ pub use self::udp::UdpBuilder;
 
 pub(crate) use self::plan::Plan;
 use self::plan::{bind, Settings};
-use crate::acceptor::{self, Acceptor, AcceptorOptions, Control, UdpReception};
+use crate::acceptor::{self, Acceptor, AcceptorOptions, Control};
 use crate::connection::sched::Work;
 use crate::connection::{Connection, Factory, Service, FORCE_GRACE};
 use crate::error::Error;
@@ -265,10 +265,7 @@ impl<M: Send + 'static> Server<M> {
             listen: plan.listen.clone(),
             retry_count: plan.retry_count,
             retry_wait: plan.retry_wait,
-            udp: plan.settings.udp.as_ref().map(|u| UdpReception {
-                mode: u.mode,
-                max_datagram_size: u.max_datagram_size,
-            }),
+            udp: plan.settings.udp.clone(),
         };
         let config = plan.settings;
         let mut acceptors = Vec::with_capacity(config.num_acceptors);

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::builder::Builder;
-use super::udp::UdpOptions;
+use crate::udp::UdpOptions;
 use crate::connection::ConnOptions;
 use crate::error::Error;
 use crate::pool::PoolConfig;
