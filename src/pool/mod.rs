@@ -260,7 +260,7 @@ impl<T: Task> Pool<T> {
         Ok(pool)
     }
 
-    pub(crate) fn now_ns(&self) -> u64 {
+    fn now_ns(&self) -> u64 {
         self.epoch.elapsed().as_nanos() as u64
     }
 
