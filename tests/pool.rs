@@ -5,7 +5,7 @@
 mod util;
 
 use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::net::{TcpStream, UdpSocket};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -272,51 +272,97 @@ fn context_switches(pid: u32) -> u64 {
         .sum()
 }
 
-/// The regression guard of the dispatch design: the echo example started
-/// as servers are (in a session of its own, so the kernel schedules it as
-/// a group apart from its clients) serves closed-loop ping-pong on a few
-/// connections with well under one context switch per round trip. It
-/// counts switches, never time. The design that handed every readiness
-/// event from a poll thread to a worker made 0.68 voluntary switches here
-/// (release build; 0.19 in a luckier run), this one about 0.08.
-#[test]
-fn fast_echo_in_its_own_session_makes_few_context_switches_per_round_trip() {
+/// Starts an example as servers are started: in a session of its own, so
+/// the kernel schedules it as a group apart from its clients. `None` when
+/// this machine has no `setsid`.
+fn in_own_session(example: &str, args: &[&str]) -> Option<examples::Served> {
     if Command::new("setsid").arg("--version").output().is_err() {
         eprintln!("skipped: no setsid");
-        return;
+        return None;
     }
     let mut command = Command::new("setsid");
-    command
-        .arg(examples::path("echo"))
-        .args(["--port", "0", "--read-timeout-ms", "0"]);
-    let served = examples::Served::wait(Process::spawn("echo", command));
-    let pid = served.process.pid();
-    let addr = served.addr;
-    const CONNS: usize = 32;
-    const ROUNDS: usize = 1500;
-    let mut conns: Vec<TcpStream> = (0..CONNS).map(|_| connect(addr)).collect();
-    let message = [7u8; 64];
-    let mut rounds = |n: usize| {
-        for _ in 0..n {
-            for c in &mut conns {
-                c.write_all(&message).unwrap();
-            }
-            for c in &mut conns {
-                assert_eq!(read_n(c, message.len()), message);
-            }
-        }
-    };
-    rounds(100);
+    command.arg(examples::path(example)).args(args);
+    Some(examples::Served::wait(Process::spawn(example, command)))
+}
+
+const ROUNDS: usize = 1500;
+
+/// The server's voluntary context switches per round trip over `ROUNDS`
+/// rounds of `round`, each a round trip of every one of `clients` (after
+/// 100 to warm up).
+fn switches_per_round_trip(pid: u32, clients: usize, mut round: impl FnMut()) -> f64 {
+    for _ in 0..100 {
+        round();
+    }
     let before = context_switches(pid);
-    rounds(ROUNDS);
+    for _ in 0..ROUNDS {
+        round();
+    }
     let switches = context_switches(pid) - before;
-    let per_round_trip = switches as f64 / (CONNS * ROUNDS) as f64;
+    let per_round_trip = switches as f64 / (clients * ROUNDS) as f64;
     eprintln!(
         "{switches} context switches for {} round trips: {per_round_trip:.3} each",
-        CONNS * ROUNDS
+        clients * ROUNDS
     );
+    per_round_trip
+}
+
+/// The regression guard of the dispatch design: the echo example, in a
+/// session of its own, serves closed-loop ping-pong on a few connections
+/// with well under one context switch per round trip. It counts switches,
+/// never time. The design that handed every readiness event from a poll
+/// thread to a worker made 0.68 voluntary switches here (release build;
+/// 0.19 in a luckier run), this one about 0.08.
+#[test]
+fn fast_echo_in_its_own_session_makes_few_context_switches_per_round_trip() {
+    let Some(served) = in_own_session("echo", &["--port", "0", "--read-timeout-ms", "0"]) else {
+        return;
+    };
+    // Clients in lock step, each sending one message per round.
+    const CLIENTS: usize = 32;
+    let mut conns: Vec<TcpStream> = (0..CLIENTS).map(|_| connect(served.addr)).collect();
+    let message = [7u8; 64];
+    let per_round_trip = switches_per_round_trip(served.process.pid(), CLIENTS, || {
+        for c in &mut conns {
+            c.write_all(&message).unwrap();
+        }
+        for c in &mut conns {
+            assert_eq!(read_n(c, message.len()), message);
+        }
+    });
     assert!(
         per_round_trip < 0.5,
+        "{per_round_trip:.3} context switches per round trip"
+    );
+    served.stop();
+}
+
+/// The same guard for UDP: the UDP echo example, per-peer sessions, in a
+/// session of its own, and one client that pauses between round trips, so
+/// that every datagram arrives alone and the server sleeps between two:
+/// the thread that receives a datagram must be the one that runs its
+/// callback. While the acceptor thread received every datagram and woke a
+/// worker for it, this made 2.3 switches per round trip (two sleeps, and
+/// the monitor's ticks); with reception in the pool, 1.3 (one).
+#[test]
+fn udp_echo_in_its_own_session_runs_each_datagram_on_the_thread_that_received_it() {
+    let Some(served) = in_own_session("udp_echo", &["--port", "0", "--per-peer"]) else {
+        return;
+    };
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket.connect(served.addr).unwrap();
+    socket.set_read_timeout(Some(PATIENCE)).unwrap();
+    let message = [7u8; 64];
+    let mut buf = [0u8; 128];
+    let per_round_trip = switches_per_round_trip(served.process.pid(), 1, || {
+        socket.send(&message).unwrap();
+        let n = socket.recv(&mut buf).expect("an echo within the patience");
+        assert_eq!(&buf[..n], &message);
+        // Long enough for any build of the server to go to sleep.
+        thread::sleep(Duration::from_micros(200));
+    });
+    assert!(
+        per_round_trip < 1.8,
         "{per_round_trip:.3} context switches per round trip"
     );
     served.stop();

@@ -1,8 +1,9 @@
 //! The acceptor threads: each owns a clone of the listening socket, its
 //! limiter and the wait for a free slot, and the idle timers of the
 //! connections it accepted. It sets connections up and hands them to the
-//! pool; their readiness is the pool's. The UDP half of its loop, which
-//! receives datagrams and starts sessions, is in [`udp`]. It never touches
+//! pool; their readiness is the pool's. A UDP socket's readiness is the
+//! pool's too: its workers receive datagrams and start sessions through
+//! the acceptor's state, locked, in [`udp`]. It never touches
 //! the server handle or its configuration: the server gives it a
 //! [`Service`] and [`AcceptorOptions`].
 
@@ -12,11 +13,12 @@ use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::os::fd::AsRawFd;
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::{Receiver, Sender};
-use mio::{Events, Interest, Poll, Token, Waker};
+use mio::{Events, Interest, Poll, Registry, Token, Waker};
 use parking_lot::Mutex;
 use socket2::Socket as RawSocket;
 
@@ -115,14 +117,25 @@ struct Waiting {
 /// Datagrams that may wait for a session slot at once; more are dropped.
 const DATAGRAMS_WAITING: usize = 1024;
 
-/// The state an acceptor thread keeps to itself.
+/// An acceptor thread: its epoll (its waker, and a stream listener) and its
+/// state.
 pub(crate) struct Acceptor<H, M> {
+    poll: Poll,
+    core: Arc<Mutex<Core<H, M>>>,
+}
+
+/// An acceptor's state: locked by its thread, and for a UDP socket by the
+/// pool's worker that receives from it.
+pub(crate) struct Core<H, M> {
+    /// Itself, for the UDP socket's [`Source`](crate::pool::Source).
+    me: Weak<Mutex<Core<H, M>>>,
     limiter: Arc<Limiter>,
     timers: Arc<Timers>,
     heap: TimerHeap,
     service: Arc<Service<H, M>>,
     options: AcceptorOptions,
-    poll: Poll,
+    /// Where a stream listener is watched (the thread's epoll).
+    registry: Registry,
     control: Receiver<Control>,
     listener: Option<ListenSocket>,
     /// The listener's address when it is bound to one IP or a Unix path,
@@ -178,30 +191,37 @@ impl<H: Handler<M>, M: Send + 'static> Acceptor<H, M> {
             timers: timers.clone(),
             control: control_tx,
         });
-        let acceptor = Acceptor {
-            limiter,
-            timers,
-            heap,
-            service,
-            options,
-            poll,
-            control,
+        let registry = poll.registry().try_clone()?;
+        let core = Arc::new_cyclic(|me| {
+            Mutex::new(Core {
+                me: me.clone(),
+                limiter,
+                timers,
+                heap,
+                service,
+                options,
+                registry,
+                control,
             listener: None,
             fixed_local: None,
             listener_ready: false,
             waiting: VecDeque::new(),
             backoff_until: None,
             span: None,
-            udp: udp::Receiver::default(),
-            parked: None,
-        };
-        Ok((acceptor, handle))
+                udp: udp::Receiver::default(),
+                parked: None,
+            })
+        });
+        Ok((Acceptor { poll, core }, handle))
     }
 
+    /// The thread's loop: commands, timers, the wait for limiter slots,
+    /// and accepting.
     pub(crate) fn run(mut self) {
         let mut events = Events::with_capacity(1024);
+        let mut runnable = Vec::new();
         loop {
-            let timeout = self.next_timeout();
+            let timeout = self.core.lock().next_timeout();
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() != io::ErrorKind::Interrupted {
                     report!(error, { error = %e, "acceptor poll failed" }, "atoll: poll failed: {e}");
@@ -209,24 +229,39 @@ impl<H: Handler<M>, M: Send + 'static> Acceptor<H, M> {
                 }
                 continue;
             }
-            if !self.handle_controls() {
+            let mut core = self.core.lock();
+            if !core.handle_controls() {
                 break;
             }
             if events.iter().any(|e| e.token() == LISTENER) {
-                self.listener_ready = true;
+                core.listener_ready = true;
             }
             // What the acceptor reports while it accepts carries its span
-            // (a clone: accepting needs `self` whole).
+            // (a clone: accepting needs the core whole).
             #[cfg(feature = "tracing")]
-            let span = self.span.as_ref().map(|s| s.tracing.clone());
+            let span = core.span.as_ref().map(|s| s.tracing.clone());
             #[cfg(feature = "tracing")]
             let _entered = span.as_ref().map(tracing::Span::enter);
-            self.fire_timers();
-            self.redeliver();
-            self.retry_waiting();
-            self.accept();
+            core.fire_timers();
+            core.redeliver(&mut runnable);
+            core.retry_waiting(&mut runnable);
+            core.accept(&mut runnable);
+            let pool = core.service.pool.clone();
+            drop(core);
+            for conn in runnable.drain(..) {
+                pool.schedule(conn);
+            }
+        }
+        // Leaving without a stop (the server was dropped): the pool must
+        // not keep watching a socket nobody reads.
+        let mut core = self.core.lock();
+        if core.listener.is_some() {
+            core.close_listener();
         }
     }
+}
+
+impl<H: Handler<M>, M: Send + 'static> Core<H, M> {
 
     /// Moves new timer entries to the heap and returns how long to sleep.
     fn next_timeout(&mut self) -> Option<Duration> {
@@ -299,11 +334,15 @@ impl<H: Handler<M>, M: Send + 'static> Acceptor<H, M> {
 
     /// Watches a listener and opens an acceptor span for it.
     fn start_listening(&mut self, mut listener: ListenSocket, listener_span: ListenerSpan) {
-        if let Err(e) = self
-            .poll
-            .registry()
-            .register(&mut listener, LISTENER, Interest::READABLE)
-        {
+        // A UDP socket is read by the pool's workers, a stream listener by
+        // this thread.
+        let watched = match &listener {
+            ListenSocket::Udp { recv, .. } => self.watch_udp(recv.as_raw_fd()),
+            _ => self
+                .registry
+                .register(&mut listener, LISTENER, Interest::READABLE),
+        };
+        if let Err(e) = watched {
             report!(
                 error,
                 { error = %e, "cannot watch the listener" },
@@ -312,8 +351,8 @@ impl<H: Handler<M>, M: Send + 'static> Acceptor<H, M> {
             return;
         }
         self.fixed_local = listener.fixed_local();
+        self.listener_ready = !matches!(listener, ListenSocket::Udp { .. });
         self.listener = Some(listener);
-        self.listener_ready = true;
         self.span = Some(AcceptorSpan {
             emitter: Emitter::new(
                 self.service.telemetry.clone(),
@@ -337,8 +376,12 @@ impl<H: Handler<M>, M: Send + 'static> Acceptor<H, M> {
     /// listener.
     fn close_listener(&mut self) -> Option<ListenSocket> {
         let mut listener = self.listener.take();
-        if let Some(listener) = listener.as_mut() {
-            let _ = self.poll.registry().deregister(listener);
+        match listener.as_mut() {
+            Some(ListenSocket::Udp { recv, .. }) => self.unwatch_udp(recv.as_raw_fd()),
+            Some(listener) => {
+                let _ = self.registry.deregister(listener);
+            }
+            None => {}
         }
         self.listener_ready = false;
         if let Some(span) = &self.span {
@@ -397,14 +440,14 @@ impl<H: Handler<M>, M: Send + 'static> Acceptor<H, M> {
 
     /// Gives waiting arrivals a slot as slots free, in order; turns away
     /// those whose retries are spent.
-    fn retry_waiting(&mut self) {
+    fn retry_waiting(&mut self, runnable: &mut Vec<Arc<Conn<H, M>>>) {
         let now = Instant::now();
         let (count, wait) = (self.options.retry_count, self.options.retry_wait);
         let mut i = 0;
         while i < self.waiting.len() {
             if self.limiter.try_acquire() {
                 if let Some(w) = self.waiting.remove(i) {
-                    self.open(w.arrival);
+                    self.open(w.arrival, runnable);
                 }
                 continue;
             }
@@ -435,7 +478,7 @@ impl<H: Handler<M>, M: Send + 'static> Acceptor<H, M> {
         });
     }
 
-    fn accept(&mut self) {
+    fn accept(&mut self, runnable: &mut Vec<Arc<Conn<H, M>>>) {
         if let Some(until) = self.backoff_until {
             if Instant::now() < until {
                 return;
@@ -451,15 +494,14 @@ impl<H: Handler<M>, M: Send + 'static> Acceptor<H, M> {
                 return;
             };
             if let ListenSocket::Udp { .. } = listener {
-                self.receive();
-                return;
+                return; // the pool's workers receive
             }
             match listener.accept() {
                 Ok((stream, peer)) => {
                     errors = 0;
                     self.service.counters.accepted.fetch_add(1, Ordering::Relaxed);
                     self.count_accepted();
-                    self.admit(Arrival::Stream(stream, peer));
+                    self.admit(Arrival::Stream(stream, peer), runnable);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     self.listener_ready = false;
@@ -491,9 +533,9 @@ impl<H: Handler<M>, M: Send + 'static> Acceptor<H, M> {
     }
 
     /// Opens an arrival if the limiter has a slot, or makes it wait for one.
-    fn admit(&mut self, arrival: Arrival) {
+    fn admit(&mut self, arrival: Arrival, runnable: &mut Vec<Arc<Conn<H, M>>>) {
         if self.waiting.is_empty() && self.limiter.try_acquire() {
-            self.open(arrival);
+            self.open(arrival, runnable);
             return;
         }
         if self.options.retry_count == 0 {
@@ -506,20 +548,24 @@ impl<H: Handler<M>, M: Send + 'static> Acceptor<H, M> {
             attempts: 0,
             next_try: Instant::now() + self.options.retry_wait,
         });
+        // A worker receiving datagrams may be the one making it wait: the
+        // acceptor thread must learn when to try again.
+        self.timers.wake();
         // A slot may have freed between the failed acquire and `waiting`.
-        self.retry_waiting();
+        self.retry_waiting(runnable);
     }
 
-    /// Sets up a connection that holds a limiter slot and hands it to the
-    /// workers.
-    fn open(&mut self, arrival: Arrival) {
-        match arrival {
+    /// Sets up a connection that holds a limiter slot; it joins
+    /// `runnable`, for the workers.
+    fn open(&mut self, arrival: Arrival, runnable: &mut Vec<Arc<Conn<H, M>>>) {
+        let conn = match arrival {
             Arrival::Stream(sock, peer) => self.open_stream(sock, peer),
             Arrival::Datagram(peer, datagram) => self.open_session(peer, datagram),
-        }
+        };
+        runnable.extend(conn);
     }
 
-    fn open_stream(&mut self, sock: RawSocket, peer: Addr) {
+    fn open_stream(&mut self, sock: RawSocket, peer: Addr) -> Option<Arc<Conn<H, M>>> {
         self.options.listen.apply(&sock, peer.inet().is_some());
         let local = match self.fixed_local.clone() {
             Some(local) => local,
@@ -532,7 +578,7 @@ impl<H: Handler<M>, M: Send + 'static> Acceptor<H, M> {
                         "atoll: connection from {peer} lost before setup: {e}"
                     );
                     self.limiter.release();
-                    return;
+                    return None;
                 }
             },
         };
@@ -544,11 +590,12 @@ impl<H: Handler<M>, M: Send + 'static> Acceptor<H, M> {
         } else {
             Setup::Accepted(io)
         };
-        self.install(peer, local, setup, Some(fd), weak);
+        self.install(peer, local, setup, Some(fd), weak)
     }
 
-    /// Makes the connection's record, registers its descriptor (if it has
-    /// its own) and hands it to the workers. Returns its token.
+    /// Makes the connection's record and registers its descriptor (if it
+    /// has its own); returns it, scheduled (its `CONNECT` work is marked),
+    /// for the caller to hand to the workers.
     fn install(
         &mut self,
         peer: Addr,
@@ -556,7 +603,7 @@ impl<H: Handler<M>, M: Send + 'static> Acceptor<H, M> {
         setup: Setup,
         fd: Option<std::os::fd::RawFd>,
         stream: std::sync::Weak<RawSocket>,
-    ) -> Option<Token> {
+    ) -> Option<Arc<Conn<H, M>>> {
         let options = &self.service.options;
         let id = self.service.next_id();
         let mut socket = Socket::pending(
@@ -630,9 +677,7 @@ impl<H: Handler<M>, M: Send + 'static> Acceptor<H, M> {
             }
         }
         slab.fill(token, conn.clone());
-        drop(slab);
-        pool.schedule(conn);
-        Some(token)
+        Some(conn)
     }
 
     /// The connection a token names, if it is still live.

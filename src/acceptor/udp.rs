@@ -1,6 +1,8 @@
-//! The UDP half of an acceptor's loop: receives datagrams, hands each to
-//! its session (a per-peer inbox) or starts one, and takes back what an
-//! ended session did not handle. Never touches a stream listener.
+//! The UDP half of an acceptor: its socket is watched by the pool, whose
+//! worker that sees it ready receives a batch here, hands each datagram to
+//! its session (a per-peer inbox) or starts one, and runs the sessions
+//! itself; the acceptor's thread takes back what an ended session did not
+//! handle. Never touches a stream listener.
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, IoSlice};
@@ -11,10 +13,11 @@ use std::time::Instant;
 use mio::Token;
 use parking_lot::{Condvar, Mutex};
 
-use super::{Acceptor, Arrival};
+use super::{Arrival, Core};
 use crate::connection::sched::Work;
-use crate::connection::Setup;
+use crate::connection::{Conn, Setup};
 use crate::handler::Handler;
+use crate::pool::Source;
 use crate::telemetry::{DropReason, Kind};
 use crate::transport::{Addr, Io, ListenSocket, Stream};
 use crate::udp::SessionMode;
@@ -141,6 +144,8 @@ impl Stream for Session {
 
 /// An acceptor's UDP state.
 pub(super) struct Receiver {
+    /// The socket's token in the pool's epoll, while it is read.
+    watched: Option<Token>,
     buf: Vec<u8>,
     /// Per-peer mode: the live session of each peer.
     sessions: HashMap<SocketAddr, (Token, Arc<Inbox>)>,
@@ -153,6 +158,7 @@ pub(super) struct Receiver {
 impl Default for Receiver {
     fn default() -> Receiver {
         Receiver {
+            watched: None,
             buf: Vec::new(),
             sessions: HashMap::new(),
             returned: crossbeam_channel::unbounded(),
@@ -160,11 +166,49 @@ impl Default for Receiver {
     }
 }
 
-impl<H: Handler<M>, M: Send + 'static> Acceptor<H, M> {
-    /// Receives a batch of datagrams and hands each to its session.
-    pub(super) fn receive(&mut self) {
+/// An acceptor's UDP socket as the pool sees it: the worker that polls it
+/// ready receives a batch and runs the sessions it made runnable, so a
+/// datagram reaches its callback with no hand-over between threads.
+struct Reception<H, M> {
+    core: Weak<Mutex<Core<H, M>>>,
+}
+
+impl<H: Handler<M>, M: Send + 'static> Source<Conn<H, M>> for Reception<H, M> {
+    fn ready(&self, runnable: &mut Vec<Arc<Conn<H, M>>>) -> bool {
+        let Some(core) = self.core.upgrade() else {
+            return false; // the acceptor has exited
+        };
+        let mut core = core.lock();
+        #[cfg(feature = "tracing")]
+        let span = core.span.as_ref().map(|s| s.tracing.clone());
+        #[cfg(feature = "tracing")]
+        let _entered = span.as_ref().map(tracing::Span::enter);
+        core.receive(runnable)
+    }
+}
+
+impl<H: Handler<M>, M: Send + 'static> Core<H, M> {
+    /// Has the pool's workers read the UDP socket `fd`.
+    pub(super) fn watch_udp(&mut self, fd: std::os::fd::RawFd) -> io::Result<()> {
+        let source = Arc::new(Reception {
+            core: self.me.clone(),
+        });
+        self.udp.watched = Some(self.service.pool.watch(fd, source)?);
+        Ok(())
+    }
+
+    pub(super) fn unwatch_udp(&mut self, fd: std::os::fd::RawFd) {
+        if let Some(token) = self.udp.watched.take() {
+            self.service.pool.unwatch(token, fd);
+        }
+    }
+
+    /// Receives a batch of datagrams and hands each to its session; the
+    /// sessions made runnable join `runnable`. `true` when the batch ended
+    /// before the socket had none left.
+    fn receive(&mut self, runnable: &mut Vec<Arc<Conn<H, M>>>) -> bool {
         let Some(udp) = &self.options.udp else {
-            return;
+            return false;
         };
         let (max, mode) = (udp.max_datagram_size, udp.mode);
         // One byte more than the largest datagram taken: a datagram that
@@ -175,7 +219,7 @@ impl<H: Handler<M>, M: Send + 'static> Acceptor<H, M> {
         let mut errors = 0;
         for _ in 0..RECV_BATCH {
             let Some(ListenSocket::Udp { recv, .. }) = self.listener.as_ref() else {
-                return;
+                return false; // suspended or stopped meanwhile
             };
             match recv.recv_from(&mut self.udp.buf) {
                 Ok((n, peer)) if n > max => {
@@ -188,12 +232,9 @@ impl<H: Handler<M>, M: Send + 'static> Acceptor<H, M> {
                 Ok((n, peer)) => {
                     errors = 0;
                     let datagram = self.udp.buf[..n].to_vec();
-                    self.deliver(peer, datagram, mode);
+                    self.deliver(peer, datagram, mode, runnable);
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.listener_ready = false;
-                    return;
-                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     // ICMP reports (a peer's port unreachable) surface here:
@@ -201,28 +242,37 @@ impl<H: Handler<M>, M: Send + 'static> Acceptor<H, M> {
                     self.emit(Kind::AcceptError { error: &e });
                     errors += 1;
                     if errors >= RECV_ERRORS {
-                        return;
+                        return true;
                     }
                 }
             }
         }
+        true
     }
 
     /// Starts new sessions with the datagrams ended sessions gave back.
-    pub(super) fn redeliver(&mut self) {
+    pub(super) fn redeliver(&mut self, runnable: &mut Vec<Arc<Conn<H, M>>>) {
         let mode = self.options.udp.as_ref().map(|u| u.mode).unwrap_or_default();
         while let Ok((peer, datagram)) = self.udp.returned.1.try_recv() {
-            self.deliver(peer, datagram, mode);
+            self.deliver(peer, datagram, mode, runnable);
         }
     }
 
-    fn deliver(&mut self, peer: SocketAddr, mut datagram: Vec<u8>, mode: SessionMode) {
+    fn deliver(
+        &mut self,
+        peer: SocketAddr,
+        mut datagram: Vec<u8>,
+        mode: SessionMode,
+        runnable: &mut Vec<Arc<Conn<H, M>>>,
+    ) {
         if mode == SessionMode::PerPeer {
             if let Some((token, inbox)) = self.udp.sessions.get(&peer) {
                 if let Some(conn) = self.lookup(*token) {
                     match inbox.push(datagram) {
                         Ok(()) => {
-                            conn.notify(Work::READABLE);
+                            if conn.sched.mark(Work::READABLE) {
+                                runnable.push(conn);
+                            }
                             return;
                         }
                         Err(back) => datagram = back, // it just ended
@@ -243,14 +293,18 @@ impl<H: Handler<M>, M: Send + 'static> Acceptor<H, M> {
             });
             return;
         }
-        self.admit(Arrival::Datagram(peer, datagram));
+        self.admit(Arrival::Datagram(peer, datagram), runnable);
     }
 
     /// Starts a session for a datagram that holds a limiter slot.
-    pub(super) fn open_session(&mut self, peer: SocketAddr, datagram: Vec<u8>) {
+    pub(super) fn open_session(
+        &mut self,
+        peer: SocketAddr,
+        datagram: Vec<u8>,
+    ) -> Option<Arc<Conn<H, M>>> {
         let Some(ListenSocket::Udp { io, .. }) = self.listener.as_ref() else {
             self.limiter.release(); // the listener closed meanwhile
-            return;
+            return None;
         };
         let inbox = Arc::new(Inbox::default());
         let _ = inbox.push(datagram);
@@ -271,7 +325,7 @@ impl<H: Handler<M>, M: Send + 'static> Acceptor<H, M> {
             .accepted
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.count_accepted();
-        let token = self.install(
+        let conn = self.install(
             Addr::Inet(peer),
             local,
             Setup::Stream(Box::new(session)),
@@ -279,10 +333,11 @@ impl<H: Handler<M>, M: Send + 'static> Acceptor<H, M> {
             Weak::new(),
         );
         let mode = self.options.udp.as_ref().map(|u| u.mode);
-        if let (Some(token), Some(SessionMode::PerPeer)) = (token, mode) {
-            self.udp.sessions.insert(peer, (token, inbox));
+        if let (Some(conn), Some(SessionMode::PerPeer)) = (&conn, mode) {
+            self.udp.sessions.insert(peer, (conn.token, inbox));
             self.prune_sessions();
         }
+        conn
     }
 
     /// Forgets the peers whose session ended, once they outnumber the live

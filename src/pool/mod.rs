@@ -28,6 +28,13 @@
 //! waits or nobody polls, it wakes a parked worker, or starts one if a
 //! callback sleeps in the kernel. Workers beyond the base count exit after
 //! `keepalive` without work.
+//!
+//! # Sources
+//!
+//! A descriptor that is not a task's (a UDP socket) can be watched too, as
+//! a [`Source`]: the poller that sees it ready calls it, and runs or queues
+//! the tasks it made runnable like those of any other readiness, so a
+//! datagram reaches its session's callback on the thread that received it.
 
 use std::io;
 use std::sync::atomic::{fence, AtomicBool, AtomicI32, AtomicU64, AtomicUsize, Ordering};
@@ -48,6 +55,8 @@ mod slab;
 
 /// The waker's token in the pool's epoll; no slab token reaches it.
 const WAKER: Token = Token(usize::MAX);
+/// The first source's token; slab tokens stay far below it.
+const FIRST_SOURCE: usize = usize::MAX / 2;
 /// Fast connections a poll must queue before it wakes a parked worker.
 const WAKE_FOR: usize = 4;
 /// Events taken from `epoll_wait` at once.
@@ -80,6 +89,23 @@ pub(crate) trait Task: Send + Sync + 'static {
     /// Runs it on this worker, which took it up `at`, `waited` after it
     /// became runnable.
     fn run(self: &Arc<Self>, buf: &mut [u8], waited: Duration, at: Instant);
+}
+
+/// A watched descriptor that is not a task's (a UDP socket).
+pub(crate) trait Source<T>: Send + Sync {
+    /// Its descriptor is readable (or has readiness left from the last
+    /// call): handle a bounded batch, pushing the tasks it made runnable
+    /// (each one whose [`Task::ready`]-like mark found it idle) to
+    /// `runnable`. Returns `true` when more may be waiting: it is called
+    /// again after the next poll, which then does not sleep.
+    fn ready(&self, runnable: &mut Vec<Arc<T>>) -> bool;
+}
+
+/// A source and whether it asked for another turn.
+struct Watched<T> {
+    token: Token,
+    source: Arc<dyn Source<T>>,
+    again: AtomicBool,
 }
 
 /// The pool's bookkeeping inside each task.
@@ -191,6 +217,10 @@ pub(crate) struct Pool<T> {
     registry: RwLock<Option<Registry>>,
     waker: RwLock<Option<Waker>>,
     pub(crate) slab: Mutex<Slab<T>>,
+    sources: RwLock<Vec<Arc<Watched<T>>>>,
+    /// Sources that asked for another turn.
+    sources_again: AtomicUsize,
+    next_source: AtomicUsize,
     epoch: Instant,
     /// Parked workers, the last parked on top (woken first: its cache is
     /// warm, and the others time out and exit).
@@ -232,6 +262,9 @@ impl<T: Task> Pool<T> {
             registry: RwLock::new(Some(registry)),
             waker: RwLock::new(Some(waker)),
             slab: Mutex::new(Slab::new()),
+            sources: RwLock::new(Vec::new()),
+            sources_again: AtomicUsize::new(0),
+            next_source: AtomicUsize::new(FIRST_SOURCE),
             epoch: Instant::now(),
             idle: Mutex::new(Vec::new()),
             parked: AtomicUsize::new(0),
@@ -277,6 +310,62 @@ impl<T: Task> Pool<T> {
     pub(crate) fn deregister(&self, fd: std::os::fd::RawFd) {
         if let Some(registry) = self.registry.read().as_ref() {
             let _ = registry.deregister(&mut SourceFd(&fd));
+        }
+    }
+
+    /// Watches a descriptor that is not a task's, edge-triggered, until
+    /// [`unwatch`](Pool::unwatch); returns its token.
+    pub(crate) fn watch(
+        &self,
+        fd: std::os::fd::RawFd,
+        source: Arc<dyn Source<T>>,
+    ) -> io::Result<Token> {
+        let token = Token(self.next_source.fetch_add(1, Ordering::Relaxed));
+        // Listed before it is registered: its first readiness finds it.
+        self.sources.write().push(Arc::new(Watched {
+            token,
+            source,
+            again: AtomicBool::new(false),
+        }));
+        if let Err(e) = self.register(fd, token) {
+            self.forget_source(token);
+            return Err(e);
+        }
+        Ok(token)
+    }
+
+    /// Stops watching a source's descriptor; a poller calling it meanwhile
+    /// finishes that call.
+    pub(crate) fn unwatch(&self, token: Token, fd: std::os::fd::RawFd) {
+        self.deregister(fd);
+        self.forget_source(token);
+    }
+
+    fn forget_source(&self, token: Token) {
+        let mut sources = self.sources.write();
+        if let Some(i) = sources.iter().position(|w| w.token == token) {
+            let gone = sources.swap_remove(i);
+            if gone.again.swap(false, Ordering::Relaxed) {
+                self.sources_again.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Calls the sources that are ready (`tokens`) or asked for another
+    /// turn.
+    fn serve_sources(&self, tokens: &[Token], batch: &mut Vec<Arc<T>>) {
+        let sources: Vec<_> = self.sources.read().clone();
+        for watched in sources {
+            let again = watched.again.swap(false, Ordering::Relaxed);
+            if again {
+                self.sources_again.fetch_sub(1, Ordering::Relaxed);
+            }
+            if !again && !tokens.contains(&watched.token) {
+                continue;
+            }
+            if watched.source.ready(batch) && !watched.again.swap(true, Ordering::Relaxed) {
+                self.sources_again.fetch_add(1, Ordering::Relaxed);
+            }
         }
     }
 
@@ -480,7 +569,7 @@ impl<T: Task> Pool<T> {
     fn poll_once(&self, poll: &mut Poll, events: &mut Events, block: bool) -> io::Result<()> {
         self.poller_waiting.store(true, Ordering::SeqCst);
         fence(Ordering::SeqCst);
-        let idle = block || self.rx.is_empty();
+        let idle = block || (self.rx.is_empty() && self.sources_again.load(Ordering::Relaxed) == 0);
         let timeout = (!idle || self.exiting.load(Ordering::Acquire)).then_some(Duration::ZERO);
         let polled = poll.poll(events, timeout);
         self.poller_waiting.store(false, Ordering::SeqCst);
@@ -503,25 +592,35 @@ impl<T: Task> Pool<T> {
             }
             return Polled::Nothing;
         }
-        if events.is_empty() {
-            return Polled::Nothing;
-        }
-        let now = self.now_ns();
+        let mut sources = Vec::new();
         {
             let slab = self.slab.lock();
             for event in events.iter() {
-                let Some(conn) = slab.get(event.token()) else {
+                let token = event.token();
+                if token.0 >= FIRST_SOURCE && token != WAKER {
+                    sources.push(token);
+                    continue;
+                }
+                let Some(conn) = slab.get(token) else {
                     continue; // the waker, or a connection gone meanwhile
                 };
                 if conn.ready(event.is_read_closed() || event.is_error()) {
-                    conn.dispatch().queued(now);
                     batch.push(conn.clone());
                 }
             }
         }
+        // Outside the slab's lock: a source may add tasks to it.
+        if !sources.is_empty() || self.sources_again.load(Ordering::Relaxed) > 0 {
+            self.serve_sources(&sources, batch);
+        }
+        if batch.is_empty() {
+            return Polled::Nothing;
+        }
+        let now = self.now_ns();
         let mut mine = None;
         let (mut fast, mut slow) = (0, 0);
         for conn in batch.drain(..) {
+            conn.dispatch().queued(now);
             let is_slow = conn.dispatch().is_slow();
             if mine.is_none() && !is_slow {
                 mine = Some(conn);
@@ -713,6 +812,7 @@ impl<T: Task> Pool<T> {
         self.registry.write().take();
         self.waker.write().take();
         self.slab.lock().clear();
+        self.sources.write().clear();
     }
 }
 

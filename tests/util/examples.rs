@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use super::PATIENCE;
 
 /// The examples the tests run, built together by one `cargo build`.
-pub const EXAMPLES: [&str; 4] = ["echo", "handover", "mini_redis", "http_hello"];
+pub const EXAMPLES: [&str; 5] = ["echo", "handover", "mini_redis", "http_hello", "udp_echo"];
 
 /// The examples that need a feature, built when this test has it.
 const FEATURE_EXAMPLES: [(&str, bool); 2] = [
