@@ -1,6 +1,6 @@
 //! The few system calls std and mio do not wrap (it knows no atoll type): `poll(2)` on one descriptor
-//! (to block a worker on a non-blocking socket with a timeout),
-//! `sendfile(2)`, `SO_PEERCRED`, `MSG_PEEK`, and descriptors passed with
+//! (to block a worker on a non-blocking socket with a timeout, or until
+//! another thread wakes it through an `eventfd(2)`), `sendfile(2)`, `SO_PEERCRED`, `MSG_PEEK`, and descriptors passed with
 //! `SCM_RIGHTS` or inherited from systemd. Descriptor passing goes through
 //! rustix, whose typed control-message buffers replace the `CMSG_*`
 //! pointer arithmetic and own each received descriptor as soon as it is
@@ -12,7 +12,7 @@
 
 use std::io::{self, IoSlice, IoSliceMut};
 use std::mem::MaybeUninit;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::OnceLock;
 use std::time::Instant;
 
@@ -66,8 +66,51 @@ pub(crate) fn wait_read_or_wake(
     wake: RawFd,
     deadline: Option<Instant>,
 ) -> io::Result<bool> {
-    let mut pfds = [pollfd(fd, libc::POLLIN), pollfd(wake, libc::POLLIN)];
-    poll_until(&mut pfds, deadline)
+    wait_read_and_wake(Some(fd), wake, deadline).map(|(read, woken)| read || woken)
+}
+
+/// Waits until `fd` (if any) is readable, `wake` is, or `deadline` passes;
+/// says which of the two are ready (neither: the deadline passed). Hang-ups
+/// and errors count as readable.
+pub(crate) fn wait_read_and_wake(
+    fd: Option<RawFd>,
+    wake: RawFd,
+    deadline: Option<Instant>,
+) -> io::Result<(bool, bool)> {
+    // A negative descriptor is ignored by poll(2).
+    let mut pfds = [
+        pollfd(fd.unwrap_or(-1), libc::POLLIN),
+        pollfd(wake, libc::POLLIN),
+    ];
+    poll_until(&mut pfds, deadline)?;
+    let ready = |p: &libc::pollfd| p.revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0;
+    Ok((ready(&pfds[0]), ready(&pfds[1])))
+}
+
+/// How many times the calling thread went to sleep in the kernel
+/// (voluntary context switches, `getrusage(RUSAGE_THREAD)`); 0 if unknown.
+pub(crate) fn voluntary_switches() -> u64 {
+    let mut usage = MaybeUninit::<libc::rusage>::uninit();
+    // SAFETY: getrusage writes a whole rusage to the pointer, which points
+    // to one; it is read only when the call succeeded.
+    if unsafe { libc::getrusage(libc::RUSAGE_THREAD, usage.as_mut_ptr()) } != 0 {
+        return 0;
+    }
+    // SAFETY: initialised by the successful call above.
+    let usage = unsafe { usage.assume_init() };
+    usage.ru_nvcsw as u64
+}
+
+/// A non-blocking, close-on-exec `eventfd(2)`: a counter one thread adds
+/// to (`write` of 8 bytes) to wake another that polls it.
+pub(crate) fn eventfd() -> io::Result<OwnedFd> {
+    // SAFETY: eventfd takes no pointer; a negative return is an error.
+    let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just opened by eventfd and nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 fn pollfd(fd: RawFd, events: libc::c_short) -> libc::pollfd {
@@ -288,8 +331,7 @@ fn recv_fds_in(sock: BorrowedFd<'_>, space: &mut [MaybeUninit<u8>]) -> io::Resul
 
 /// Takes ownership of descriptor `raw`, inherited from the parent process
 /// (systemd's socket activation), after checking that it is open.
-pub(crate) fn take_inherited(raw: RawFd) -> io::Result<std::os::fd::OwnedFd> {
-    use std::os::fd::FromRawFd;
+pub(crate) fn take_inherited(raw: RawFd) -> io::Result<OwnedFd> {
     // SAFETY: F_GETFD only reads the descriptor's flags; an unopened
     // descriptor fails with EBADF.
     if unsafe { libc::fcntl(raw, libc::F_GETFD) } < 0 {
@@ -298,7 +340,7 @@ pub(crate) fn take_inherited(raw: RawFd) -> io::Result<std::os::fd::OwnedFd> {
     // SAFETY: the descriptor is open, and the protocol that passed it
     // (LISTEN_FDS) makes this process its owner; the caller takes each
     // number once (a process-wide flag guards against a second call).
-    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(raw) })
+    Ok(unsafe { OwnedFd::from_raw_fd(raw) })
 }
 
 /// The calling thread's kernel id, for [`thread_sleeping`].

@@ -367,3 +367,56 @@ fn udp_echo_in_its_own_session_runs_each_datagram_on_the_thread_that_received_it
     );
     served.stop();
 }
+
+/// Voluntary context switches of this process's worker threads.
+fn worker_switches() -> u64 {
+    let tasks = std::fs::read_dir("/proc/self/task").expect("this process's threads");
+    tasks
+        .filter_map(|t| t.ok())
+        .filter(|t| {
+            std::fs::read_to_string(t.path().join("comm"))
+                .is_ok_and(|name| name.starts_with("atoll-worker"))
+        })
+        .filter_map(|t| std::fs::read_to_string(t.path().join("status")).ok())
+        .filter_map(|status| {
+            status
+                .lines()
+                .find(|l| l.starts_with("voluntary_ctxt_switches"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        })
+        .sum()
+}
+
+/// A connection whose callbacks block gets a worker of its own, which
+/// waits on its socket as a thread per connection would: per request, one
+/// sleep in the callback and one in the wait, and no other worker wakes.
+/// Handed from the poller to a parked worker instead, each request woke
+/// two threads: 3 switches. Counts switches, never time.
+#[test]
+fn a_connection_whose_callbacks_block_gets_a_worker_that_waits_on_its_socket() {
+    let server = builder()
+        .num_workers(2)
+        .start(|_| {
+            Ok(SlowInOrder {
+                running: Arc::new(AtomicBool::new(false)),
+                overlaps: Arc::new(AtomicUsize::new(0)),
+            })
+        })
+        .unwrap();
+    let mut conn = connect(tcp_addr(&server));
+    for _ in 0..20 {
+        round_trip(&mut conn, b"warm up");
+    }
+    const ROUND_TRIPS: u64 = 150;
+    let before = worker_switches();
+    for _ in 0..ROUND_TRIPS {
+        round_trip(&mut conn, b"slow");
+    }
+    let per_request = (worker_switches() - before) as f64 / ROUND_TRIPS as f64;
+    eprintln!("{per_request:.2} worker context switches per request");
+    assert!(
+        per_request < 2.5,
+        "{per_request:.2} worker context switches per request"
+    );
+    server.stop(None);
+}

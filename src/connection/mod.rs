@@ -238,6 +238,15 @@ impl<H: Handler<M>, M: Send + 'static> Task for Conn<H, M> {
     fn run(self: &Arc<Self>, buf: &mut [u8], waited: Duration, at: Instant) {
         driver::run(self, buf, waited, at);
     }
+
+    fn fd(&self) -> Option<std::os::fd::RawFd> {
+        use std::os::fd::AsRawFd;
+        self.stream.upgrade().map(|s| s.as_raw_fd())
+    }
+
+    fn is_open(&self) -> bool {
+        self.phase.load(Ordering::Acquire) == OPEN
+    }
 }
 
 impl<H: Handler<M>, M: Send + 'static> Conn<H, M> {

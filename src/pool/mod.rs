@@ -63,6 +63,9 @@ const WAKE_FOR: usize = 4;
 const EVENTS: usize = 1024;
 /// How long starting workers pauses after the system refused a thread.
 const SPAWN_PAUSE: Duration = Duration::from_secs(1);
+/// How long a worker dedicated to a slow connection waits for its next
+/// request before it gives the connection back to the pool's epoll.
+const DEDICATED_WAIT: Duration = Duration::from_secs(1);
 
 /// How the pool sizes itself.
 #[derive(Clone, Debug)]
@@ -89,6 +92,10 @@ pub(crate) trait Task: Send + Sync + 'static {
     /// Runs it on this worker, which took it up `at`, `waited` after it
     /// became runnable.
     fn run(self: &Arc<Self>, buf: &mut [u8], waited: Duration, at: Instant);
+    /// Its own descriptor, while it has one open (a worker may wait on it).
+    fn fd(&self) -> Option<std::os::fd::RawFd>;
+    /// Whether it may run again: not ended, not handed elsewhere.
+    fn is_open(&self) -> bool;
 }
 
 /// A watched descriptor that is not a task's (a UDP socket).
@@ -117,6 +124,17 @@ pub(crate) struct Dispatch {
     /// Its last run lasted longer than `blocking_after`: the poller hands
     /// it to another worker rather than run it itself.
     slow: AtomicBool,
+    /// A worker is dedicated to it (`owner` is set): read before locking
+    /// `owner`, so that a task nobody owns costs one load.
+    owned: AtomicBool,
+    owner: Mutex<Option<Owner>>,
+}
+
+/// The worker dedicated to a slow task, and whether the right to run it
+/// was handed to that worker while it waited.
+struct Owner {
+    slot: Arc<Slot>,
+    handed: bool,
 }
 
 impl Dispatch {
@@ -136,6 +154,33 @@ impl Dispatch {
         if self.is_slow() != slow {
             self.slow.store(slow, Ordering::Relaxed);
         }
+    }
+
+    /// The caller may run it (it became runnable, or was taken off the
+    /// queue): hands that right to the worker dedicated to it instead,
+    /// unless that is `me`. `false` when the caller keeps it.
+    fn hand_to_owner(&self, me: Option<&Slot>) -> bool {
+        if !self.owned.load(Ordering::SeqCst) {
+            return false;
+        }
+        let mut owner = self.owner.lock();
+        let Some(owner) = owner.as_mut() else {
+            return false;
+        };
+        if me.is_some_and(|me| std::ptr::eq(me, &*owner.slot)) {
+            return false;
+        }
+        owner.handed = true;
+        owner.slot.wake();
+        true
+    }
+
+    /// Whether the right to run it was handed to its owner; clears it.
+    fn take_handed(&self) -> bool {
+        self.owner
+            .lock()
+            .as_mut()
+            .is_some_and(|owner| std::mem::take(&mut owner.handed))
     }
 }
 
@@ -171,6 +216,56 @@ struct Slot {
     /// Its runs and their dispatch waits: written by this worker alone, so
     /// that counting costs no cache line shared with the other workers.
     counts: DispatchCounts,
+    /// Dedicated to a slow task: it waits on that task's socket.
+    dedicated: AtomicBool,
+    /// Its thread's voluntary context switches when it last woke from a
+    /// wait of its own: a long run after which there are more slept in
+    /// its callback.
+    slept: AtomicU64,
+    /// What wakes it while dedicated (an eventfd, closed when it stops).
+    wake: Mutex<Option<std::fs::File>>,
+}
+
+impl Slot {
+    /// Wakes it if it waits, dedicated.
+    fn wake(&self) {
+        use std::io::Write;
+        if let Some(wake) = self.wake.lock().as_ref() {
+            let _ = (&*wake).write(&1u64.to_ne_bytes());
+        }
+    }
+
+    /// Opens its wake-up descriptor for a dedication; `None` if none can
+    /// be made.
+    fn open_wake(&self) -> Option<std::os::fd::RawFd> {
+        use std::os::fd::AsRawFd;
+        let file = std::fs::File::from(crate::sys::eventfd().ok()?);
+        let fd = file.as_raw_fd();
+        *self.wake.lock() = Some(file);
+        Some(fd)
+    }
+
+    /// Its thread just woke from a wait of its own.
+    fn woke(&self) {
+        let switches = crate::sys::voluntary_switches();
+        self.slept.store(switches, Ordering::Relaxed);
+    }
+
+    /// Whether its thread slept since it last woke, outside its own waits:
+    /// in a callback. Counts from now on.
+    fn slept_in_run(&self) -> bool {
+        let before = self.slept.load(Ordering::Relaxed);
+        self.woke();
+        self.slept.load(Ordering::Relaxed) > before
+    }
+
+    /// Empties its wake-up counter.
+    fn drain_wake(&self) {
+        use std::io::Read;
+        if let Some(wake) = self.wake.lock().as_ref() {
+            let _ = (&*wake).read(&mut [0u8; 8]);
+        }
+    }
 }
 
 /// Dispatches and the sum of their waits, in nanoseconds.
@@ -231,8 +326,10 @@ pub(crate) struct Pool<T> {
     poller_waiting: AtomicBool,
     /// Live workers, counted before they start.
     threads: AtomicUsize,
-    /// Workers in a slow run.
+    /// Workers in a slow run or dedicated to a slow task.
     blocked: AtomicUsize,
+    /// Workers dedicated to a slow task.
+    dedicated: AtomicUsize,
     busy: AtomicUsize,
     slots: Mutex<Vec<Arc<Slot>>>,
     handles: Mutex<Vec<JoinHandle<()>>>,
@@ -271,6 +368,7 @@ impl<T: Task> Pool<T> {
             poller_waiting: AtomicBool::new(false),
             threads: AtomicUsize::new(0),
             blocked: AtomicUsize::new(0),
+            dedicated: AtomicUsize::new(0),
             busy: AtomicUsize::new(0),
             slots: Mutex::new(Vec::new()),
             handles: Mutex::new(Vec::new()),
@@ -390,6 +488,9 @@ impl<T: Task> Pool<T> {
     /// marked the work) and makes sure a worker will take it.
     pub(crate) fn schedule(self: &Arc<Self>, conn: Arc<T>) {
         conn.dispatch().queued(self.now_ns());
+        if conn.dispatch().hand_to_owner(None) {
+            return;
+        }
         let slow = conn.dispatch().is_slow();
         if self.tx.send(conn).is_err() {
             return; // cannot happen: the pool holds the receiver
@@ -413,7 +514,10 @@ impl<T: Task> Pool<T> {
     /// is not counted: it polls again.
     fn hand_out(self: &Arc<Self>, n: usize) -> usize {
         let threads = self.threads.load(Ordering::Relaxed);
-        let taken = self.busy.load(Ordering::Relaxed) + self.parked.load(Ordering::SeqCst) + 1;
+        let taken = self.busy.load(Ordering::Relaxed)
+            + self.parked.load(Ordering::SeqCst)
+            + self.dedicated.load(Ordering::SeqCst)
+            + 1;
         // Starting a thread for work that a worker about to finish its run
         // would take grows the pool past what the blocking needs.
         let mut between_runs = threads.saturating_sub(taken);
@@ -423,6 +527,8 @@ impl<T: Task> Pool<T> {
                 if between_runs > 0 {
                     between_runs -= 1;
                 } else if self.spawn_worker().is_err() {
+                    // At the cap: workers dedicated to slow tasks come back.
+                    self.wake_dedicated();
                     break;
                 }
             }
@@ -527,6 +633,7 @@ impl<T: Task> Pool<T> {
     /// A worker's life: run queued connections, else poll, else park.
     fn work(self: Arc<Self>, slot: Arc<Slot>) {
         slot.tid.store(crate::sys::thread_id(), Ordering::Relaxed);
+        slot.woke();
         let mut buf = vec![0u8; READ_CHUNK];
         let mut events = Events::with_capacity(EVENTS);
         let mut batch = Vec::new();
@@ -537,7 +644,7 @@ impl<T: Task> Pool<T> {
             }
             if !back_to_polling {
                 if let Ok(conn) = self.rx.try_recv() {
-                    self.run(&slot, conn, &mut buf);
+                    self.serve(&slot, &conn, &mut buf);
                     continue;
                 }
             }
@@ -545,12 +652,12 @@ impl<T: Task> Pool<T> {
                 let Some(epoll) = poll.as_mut() else {
                     break; // closed: the pool is shutting down
                 };
-                let polled = self.poll_once(epoll, &mut events, back_to_polling);
+                let polled = self.poll_once(&slot, epoll, &mut events, back_to_polling);
                 drop(poll);
                 let mine = self.collect(polled, &events, &mut batch);
                 back_to_polling = false;
                 match mine {
-                    Polled::Run(conn) => self.run(&slot, conn, &mut buf),
+                    Polled::Run(conn) => self.serve(&slot, &conn, &mut buf),
                     Polled::HandedOut => back_to_polling = true,
                     Polled::Nothing => {}
                 }
@@ -560,19 +667,29 @@ impl<T: Task> Pool<T> {
             if !self.park(&slot) {
                 return; // retired: its slot is gone
             }
+            slot.woke();
         }
         self.threads.fetch_sub(1, Ordering::AcqRel);
     }
 
     /// Waits for readiness: not at all when work is queued, unless `block`
     /// (the queued work was just handed to workers woken for it).
-    fn poll_once(&self, poll: &mut Poll, events: &mut Events, block: bool) -> io::Result<()> {
+    fn poll_once(
+        &self,
+        slot: &Slot,
+        poll: &mut Poll,
+        events: &mut Events,
+        block: bool,
+    ) -> io::Result<()> {
         self.poller_waiting.store(true, Ordering::SeqCst);
         fence(Ordering::SeqCst);
         let idle = block || (self.rx.is_empty() && self.sources_again.load(Ordering::Relaxed) == 0);
         let timeout = (!idle || self.exiting.load(Ordering::Acquire)).then_some(Duration::ZERO);
         let polled = poll.poll(events, timeout);
         self.poller_waiting.store(false, Ordering::SeqCst);
+        if timeout.is_none() {
+            slot.woke();
+        }
         polled
     }
 
@@ -648,9 +765,125 @@ impl<T: Task> Pool<T> {
         }
     }
 
-    /// Runs one connection, timing it: the wait since it became runnable
-    /// goes to the statistics, and a quick run clears its slow mark.
-    fn run(&self, slot: &Slot, conn: Arc<T>, buf: &mut [u8]) {
+    /// Runs a task, and stays with it if it is slow.
+    fn serve(self: &Arc<Self>, slot: &Arc<Slot>, conn: &Arc<T>, buf: &mut [u8]) {
+        if self.run(slot, conn, buf) {
+            self.dedicate(slot, conn, buf);
+        }
+    }
+
+    /// Stays with a slow task as a thread of its own would: takes its
+    /// descriptor out of the pool's epoll, waits on it, and runs the task
+    /// when it is readable or handed work, so that each of its requests
+    /// costs this thread one wake-up and no other thread any. Gives it
+    /// back when it turns fast, ends, stays quiet for `DEDICATED_WAIT`,
+    /// or the pool, at its cap, has work waiting.
+    fn dedicate(self: &Arc<Self>, slot: &Arc<Slot>, conn: &Arc<T>, buf: &mut [u8]) {
+        // A worker the pool could not replace stays with the queue.
+        if !conn.dispatch().is_slow()
+            || !conn.is_open()
+            || self.exiting.load(Ordering::Acquire)
+            || self.threads.load(Ordering::Relaxed) >= self.config.max
+        {
+            return;
+        }
+        let Some(fd) = conn.fd() else {
+            return;
+        };
+        let Some(wake) = slot.open_wake() else {
+            return;
+        };
+        let dispatch = conn.dispatch();
+        *dispatch.owner.lock() = Some(Owner {
+            slot: slot.clone(),
+            handed: false,
+        });
+        dispatch.owned.store(true, Ordering::SeqCst);
+        // Readiness the poller already collected is handed to us.
+        self.deregister(fd);
+        slot.dedicated.store(true, Ordering::Relaxed);
+        self.dedicated.fetch_add(1, Ordering::SeqCst);
+        if !slot.blocked.swap(true, Ordering::AcqRel) {
+            self.blocked.fetch_add(1, Ordering::Relaxed);
+        }
+        // Not while the task is queued elsewhere (readable, but the mark
+        // found it taken): that work is handed to us.
+        let mut watch = true;
+        loop {
+            if self.exiting.load(Ordering::Acquire) || !conn.is_open() || self.starved() {
+                break;
+            }
+            let deadline = Instant::now() + DEDICATED_WAIT;
+            let waited = crate::sys::wait_read_and_wake(watch.then_some(fd), wake, Some(deadline));
+            let Ok((readable, woken)) = waited else {
+                break;
+            };
+            slot.woke();
+            if woken {
+                slot.drain_wake();
+            }
+            if dispatch.take_handed() || (readable && conn.ready(false)) {
+                if readable {
+                    dispatch.queued(self.now_ns());
+                }
+                watch = true;
+                self.run(slot, conn, buf);
+                if !dispatch.is_slow() {
+                    break;
+                }
+            } else if readable {
+                watch = false;
+            } else if !woken {
+                break; // quiet for DEDICATED_WAIT
+            }
+        }
+        slot.dedicated.store(false, Ordering::Relaxed);
+        self.dedicated.fetch_sub(1, Ordering::SeqCst);
+        self.unblock(slot);
+        slot.wake.lock().take();
+        // Back in the epoll before it is unowned: readiness in between is
+        // handed to us, and queued below.
+        if conn.is_open() {
+            if let Err(e) = self.register(fd, conn.token()) {
+                report!(error, { error = %e, "cannot watch a connection again" }, target: "atoll", "cannot watch a connection again: {e}");
+            }
+        }
+        let handed = {
+            let mut owner = dispatch.owner.lock();
+            dispatch.owned.store(false, Ordering::SeqCst);
+            owner.take().is_some_and(|owner| owner.handed)
+        };
+        if handed {
+            self.schedule(conn.clone());
+        }
+    }
+
+    /// At the cap with work waiting or nobody polling: dedicated workers
+    /// must come back.
+    fn starved(&self) -> bool {
+        self.threads.load(Ordering::Relaxed) >= self.config.max
+            && (!self.rx.is_empty() || !self.poll.is_locked())
+    }
+
+    /// Wakes the workers dedicated to slow tasks, to look at the queue.
+    fn wake_dedicated(&self) {
+        if self.dedicated.load(Ordering::SeqCst) == 0 {
+            return;
+        }
+        for slot in self.slots.lock().iter() {
+            if slot.dedicated.load(Ordering::Relaxed) {
+                slot.wake();
+            }
+        }
+    }
+
+    /// Runs one task, timing it: the wait since it became runnable goes to
+    /// the statistics, and a quick run clears its slow mark. Returns
+    /// whether it ran (not handed to the worker dedicated to it).
+    fn run(&self, slot: &Slot, conn: &Arc<T>, buf: &mut [u8]) -> bool {
+        if conn.dispatch().hand_to_owner(Some(slot)) {
+            return false;
+        }
         let start = self.now_ns();
         self.busy.fetch_add(1, Ordering::SeqCst);
         if self.monitor_asleep.load(Ordering::SeqCst)
@@ -669,13 +902,20 @@ impl<T: Task> Pool<T> {
         conn.run(buf, Duration::from_nanos(waited), at);
         let took = self.now_ns().saturating_sub(start);
         slot.busy_since.store(0, Ordering::Relaxed);
-        self.unblock(slot);
+        if !slot.dedicated.load(Ordering::Relaxed) {
+            self.unblock(slot);
+        }
         self.busy.fetch_sub(1, Ordering::Relaxed);
         // The monitor marks a connection slow when it finds its callback
         // asleep; a quick run clears the mark.
         if took < self.config.blocking_after.as_nanos() as u64 {
             conn.dispatch().set_slow(false);
+        } else if !conn.dispatch().is_slow() && slot.slept_in_run() {
+            // Long, and asleep in the kernel for part of it: blocking (the
+            // monitor catches the runs that are still going).
+            conn.dispatch().set_slow(true);
         }
+        true
     }
 
     fn unblock(&self, slot: &Slot) {
@@ -786,6 +1026,7 @@ impl<T: Task> Pool<T> {
         self.monitor_asleep.store(false, Ordering::SeqCst);
         self.monitor.unpark();
         self.wake_poller();
+        self.wake_dedicated();
         let handles: Vec<_> = std::mem::take(&mut *self.handles.lock());
         let until = Instant::now() + grace;
         let me = thread::current().id();

@@ -48,6 +48,11 @@ impl<T: Task> Pool<T> {
             // not make it finish sooner, so it gets a parked worker at most.
             let (mut progress, mut blocking) = (false, false);
             for slot in self.slots.lock().iter() {
+                // Dedicated to a slow task: taken, as if blocked.
+                if slot.dedicated.load(Ordering::Relaxed) {
+                    blocking = true;
+                    continue;
+                }
                 let since = slot.busy_since.load(Ordering::Relaxed);
                 if since == 0 {
                     progress |= !slot.parked.load(Ordering::Relaxed);
@@ -87,6 +92,8 @@ impl<T: Task> Pool<T> {
                 && !progress
                 && (self.wake_parked() || (blocking && self.spawn_worker().is_ok()));
             if starved && !progress && !found {
+                // Workers dedicated to slow tasks come back for the queue.
+                self.wake_dedicated();
                 // Saturated: every worker is busy, none can be added. Count
                 // each episode that lasts; warn at most once a minute.
                 let since = *saturated_since.get_or_insert_with(Instant::now);

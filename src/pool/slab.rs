@@ -94,6 +94,12 @@ mod tests {
             false
         }
         fn run(self: &Arc<Self>, _buf: &mut [u8], _waited: Duration, _at: std::time::Instant) {}
+        fn fd(&self) -> Option<std::os::fd::RawFd> {
+            None
+        }
+        fn is_open(&self) -> bool {
+            false
+        }
     }
 
     #[test]
