@@ -42,7 +42,9 @@ pub struct ServerStats {
     pub workers: u64,
     /// Workers in a callback that has run longer than
     /// [`Builder::blocking_after`](crate::Builder::blocking_after), or of a connection whose last callbacks
-    /// did: they do not count toward the base count of working threads.
+    /// did, or dedicated to such a connection (waiting on its socket for
+    /// its next request): they do not count toward the base count of
+    /// working threads.
     pub blocked_workers: u64,
     /// Times a worker took a connection up to run its callbacks.
     pub dispatches: u64,

@@ -29,6 +29,13 @@
 //! callback sleeps in the kernel. Workers beyond the base count exit after
 //! `keepalive` without work.
 //!
+//! The worker that finishes a run of a slow connection stays with it while
+//! it keeps blocking (*dedicated*): it takes the descriptor out of the
+//! epoll and waits on it with `poll(2)`, as a thread per connection would
+//! in `read`, so a request wakes that one thread and no other. Whatever
+//! else makes the connection runnable is handed to that worker, so only
+//! it runs the connection.
+//!
 //! # Sources
 //!
 //! A descriptor that is not a task's (a UDP socket) can be watched too, as
@@ -47,11 +54,16 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Registry, Token, Waker};
 use parking_lot::{Condvar, Mutex, RwLock};
 
+use self::dedicate::Owner;
 use self::slab::Slab;
+pub(crate) use self::source::Source;
+use self::source::Watched;
 use crate::socket::READ_CHUNK;
 
+mod dedicate;
 mod monitor;
 mod slab;
+mod source;
 
 /// The waker's token in the pool's epoll; no slab token reaches it.
 const WAKER: Token = Token(usize::MAX);
@@ -63,9 +75,6 @@ const WAKE_FOR: usize = 4;
 const EVENTS: usize = 1024;
 /// How long starting workers pauses after the system refused a thread.
 const SPAWN_PAUSE: Duration = Duration::from_secs(1);
-/// How long a worker dedicated to a slow connection waits for its next
-/// request before it gives the connection back to the pool's epoll.
-const DEDICATED_WAIT: Duration = Duration::from_secs(1);
 
 /// How the pool sizes itself.
 #[derive(Clone, Debug)]
@@ -98,23 +107,6 @@ pub(crate) trait Task: Send + Sync + 'static {
     fn is_open(&self) -> bool;
 }
 
-/// A watched descriptor that is not a task's (a UDP socket).
-pub(crate) trait Source<T>: Send + Sync {
-    /// Its descriptor is readable (or has readiness left from the last
-    /// call): handle a bounded batch, pushing the tasks it made runnable
-    /// (each one whose [`Task::ready`]-like mark found it idle) to
-    /// `runnable`. Returns `true` when more may be waiting: it is called
-    /// again after the next poll, which then does not sleep.
-    fn ready(&self, runnable: &mut Vec<Arc<T>>) -> bool;
-}
-
-/// A source and whether it asked for another turn.
-struct Watched<T> {
-    token: Token,
-    source: Arc<dyn Source<T>>,
-    again: AtomicBool,
-}
-
 /// The pool's bookkeeping inside each task.
 #[derive(Default)]
 pub(crate) struct Dispatch {
@@ -130,12 +122,6 @@ pub(crate) struct Dispatch {
     owner: Mutex<Option<Owner>>,
 }
 
-/// The worker dedicated to a slow task, and whether the right to run it
-/// was handed to that worker while it waited.
-struct Owner {
-    slot: Arc<Slot>,
-    handed: bool,
-}
 
 impl Dispatch {
     fn queued(&self, now: u64) {
@@ -156,32 +142,6 @@ impl Dispatch {
         }
     }
 
-    /// The caller may run it (it became runnable, or was taken off the
-    /// queue): hands that right to the worker dedicated to it instead,
-    /// unless that is `me`. `false` when the caller keeps it.
-    fn hand_to_owner(&self, me: Option<&Slot>) -> bool {
-        if !self.owned.load(Ordering::SeqCst) {
-            return false;
-        }
-        let mut owner = self.owner.lock();
-        let Some(owner) = owner.as_mut() else {
-            return false;
-        };
-        if me.is_some_and(|me| std::ptr::eq(me, &*owner.slot)) {
-            return false;
-        }
-        owner.handed = true;
-        owner.slot.wake();
-        true
-    }
-
-    /// Whether the right to run it was handed to its owner; clears it.
-    fn take_handed(&self) -> bool {
-        self.owner
-            .lock()
-            .as_mut()
-            .is_some_and(|owner| std::mem::take(&mut owner.handed))
-    }
 }
 
 
@@ -227,24 +187,6 @@ struct Slot {
 }
 
 impl Slot {
-    /// Wakes it if it waits, dedicated.
-    fn wake(&self) {
-        use std::io::Write;
-        if let Some(wake) = self.wake.lock().as_ref() {
-            let _ = (&*wake).write(&1u64.to_ne_bytes());
-        }
-    }
-
-    /// Opens its wake-up descriptor for a dedication; `None` if none can
-    /// be made.
-    fn open_wake(&self) -> Option<std::os::fd::RawFd> {
-        use std::os::fd::AsRawFd;
-        let file = std::fs::File::from(crate::sys::eventfd().ok()?);
-        let fd = file.as_raw_fd();
-        *self.wake.lock() = Some(file);
-        Some(fd)
-    }
-
     /// Its thread just woke from a wait of its own.
     fn woke(&self) {
         let switches = crate::sys::voluntary_switches();
@@ -259,13 +201,6 @@ impl Slot {
         self.slept.load(Ordering::Relaxed) > before
     }
 
-    /// Empties its wake-up counter.
-    fn drain_wake(&self) {
-        use std::io::Read;
-        if let Some(wake) = self.wake.lock().as_ref() {
-            let _ = (&*wake).read(&mut [0u8; 8]);
-        }
-    }
 }
 
 /// Dispatches and the sum of their waits, in nanoseconds.
@@ -408,62 +343,6 @@ impl<T: Task> Pool<T> {
     pub(crate) fn deregister(&self, fd: std::os::fd::RawFd) {
         if let Some(registry) = self.registry.read().as_ref() {
             let _ = registry.deregister(&mut SourceFd(&fd));
-        }
-    }
-
-    /// Watches a descriptor that is not a task's, edge-triggered, until
-    /// [`unwatch`](Pool::unwatch); returns its token.
-    pub(crate) fn watch(
-        &self,
-        fd: std::os::fd::RawFd,
-        source: Arc<dyn Source<T>>,
-    ) -> io::Result<Token> {
-        let token = Token(self.next_source.fetch_add(1, Ordering::Relaxed));
-        // Listed before it is registered: its first readiness finds it.
-        self.sources.write().push(Arc::new(Watched {
-            token,
-            source,
-            again: AtomicBool::new(false),
-        }));
-        if let Err(e) = self.register(fd, token) {
-            self.forget_source(token);
-            return Err(e);
-        }
-        Ok(token)
-    }
-
-    /// Stops watching a source's descriptor; a poller calling it meanwhile
-    /// finishes that call.
-    pub(crate) fn unwatch(&self, token: Token, fd: std::os::fd::RawFd) {
-        self.deregister(fd);
-        self.forget_source(token);
-    }
-
-    fn forget_source(&self, token: Token) {
-        let mut sources = self.sources.write();
-        if let Some(i) = sources.iter().position(|w| w.token == token) {
-            let gone = sources.swap_remove(i);
-            if gone.again.swap(false, Ordering::Relaxed) {
-                self.sources_again.fetch_sub(1, Ordering::Relaxed);
-            }
-        }
-    }
-
-    /// Calls the sources that are ready (`tokens`) or asked for another
-    /// turn.
-    fn serve_sources(&self, tokens: &[Token], batch: &mut Vec<Arc<T>>) {
-        let sources: Vec<_> = self.sources.read().clone();
-        for watched in sources {
-            let again = watched.again.swap(false, Ordering::Relaxed);
-            if again {
-                self.sources_again.fetch_sub(1, Ordering::Relaxed);
-            }
-            if !again && !tokens.contains(&watched.token) {
-                continue;
-            }
-            if watched.source.ready(batch) && !watched.again.swap(true, Ordering::Relaxed) {
-                self.sources_again.fetch_add(1, Ordering::Relaxed);
-            }
         }
     }
 
@@ -762,118 +641,6 @@ impl<T: Task> Pool<T> {
             Some(conn) => Polled::Run(conn),
             None if slow > 0 && handed && fast == 0 => Polled::HandedOut,
             None => Polled::Nothing,
-        }
-    }
-
-    /// Runs a task, and stays with it if it is slow.
-    fn serve(self: &Arc<Self>, slot: &Arc<Slot>, conn: &Arc<T>, buf: &mut [u8]) {
-        if self.run(slot, conn, buf) {
-            self.dedicate(slot, conn, buf);
-        }
-    }
-
-    /// Stays with a slow task as a thread of its own would: takes its
-    /// descriptor out of the pool's epoll, waits on it, and runs the task
-    /// when it is readable or handed work, so that each of its requests
-    /// costs this thread one wake-up and no other thread any. Gives it
-    /// back when it turns fast, ends, stays quiet for `DEDICATED_WAIT`,
-    /// or the pool, at its cap, has work waiting.
-    fn dedicate(self: &Arc<Self>, slot: &Arc<Slot>, conn: &Arc<T>, buf: &mut [u8]) {
-        // A worker the pool could not replace stays with the queue.
-        if !conn.dispatch().is_slow()
-            || !conn.is_open()
-            || self.exiting.load(Ordering::Acquire)
-            || self.threads.load(Ordering::Relaxed) >= self.config.max
-        {
-            return;
-        }
-        let Some(fd) = conn.fd() else {
-            return;
-        };
-        let Some(wake) = slot.open_wake() else {
-            return;
-        };
-        let dispatch = conn.dispatch();
-        *dispatch.owner.lock() = Some(Owner {
-            slot: slot.clone(),
-            handed: false,
-        });
-        dispatch.owned.store(true, Ordering::SeqCst);
-        // Readiness the poller already collected is handed to us.
-        self.deregister(fd);
-        slot.dedicated.store(true, Ordering::Relaxed);
-        self.dedicated.fetch_add(1, Ordering::SeqCst);
-        if !slot.blocked.swap(true, Ordering::AcqRel) {
-            self.blocked.fetch_add(1, Ordering::Relaxed);
-        }
-        // Not while the task is queued elsewhere (readable, but the mark
-        // found it taken): that work is handed to us.
-        let mut watch = true;
-        loop {
-            if self.exiting.load(Ordering::Acquire) || !conn.is_open() || self.starved() {
-                break;
-            }
-            let deadline = Instant::now() + DEDICATED_WAIT;
-            let waited = crate::sys::wait_read_and_wake(watch.then_some(fd), wake, Some(deadline));
-            let Ok((readable, woken)) = waited else {
-                break;
-            };
-            slot.woke();
-            if woken {
-                slot.drain_wake();
-            }
-            if dispatch.take_handed() || (readable && conn.ready(false)) {
-                if readable {
-                    dispatch.queued(self.now_ns());
-                }
-                watch = true;
-                self.run(slot, conn, buf);
-                if !dispatch.is_slow() {
-                    break;
-                }
-            } else if readable {
-                watch = false;
-            } else if !woken {
-                break; // quiet for DEDICATED_WAIT
-            }
-        }
-        slot.dedicated.store(false, Ordering::Relaxed);
-        self.dedicated.fetch_sub(1, Ordering::SeqCst);
-        self.unblock(slot);
-        slot.wake.lock().take();
-        // Back in the epoll before it is unowned: readiness in between is
-        // handed to us, and queued below.
-        if conn.is_open() {
-            if let Err(e) = self.register(fd, conn.token()) {
-                report!(error, { error = %e, "cannot watch a connection again" }, target: "atoll", "cannot watch a connection again: {e}");
-            }
-        }
-        let handed = {
-            let mut owner = dispatch.owner.lock();
-            dispatch.owned.store(false, Ordering::SeqCst);
-            owner.take().is_some_and(|owner| owner.handed)
-        };
-        if handed {
-            self.schedule(conn.clone());
-        }
-    }
-
-    /// At the cap with work waiting or nobody polling: dedicated workers
-    /// must come back.
-    fn starved(&self) -> bool {
-        self.threads.load(Ordering::Relaxed) >= self.config.max
-            && (!self.rx.is_empty() || !self.poll.is_locked())
-    }
-
-    /// Wakes the workers dedicated to slow tasks, to look at the queue.
-    fn wake_dedicated(&self) {
-        if self.dedicated.load(Ordering::SeqCst) == 0 {
-            return;
-        }
-        for slot in self.slots.lock().iter() {
-            if slot.dedicated.load(Ordering::Relaxed) {
-                slot.wake();
-            }
         }
     }
 

@@ -1,0 +1,198 @@
+//! Workers dedicated to a slow connection: one that finishes a run of a
+//! task whose callbacks block stays with it, waits on its descriptor (out
+//! of the pool's epoll) and runs it when it is readable or handed work,
+//! as a thread per connection would. Never touches the epoll's readiness
+//! of other tasks.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::{Dispatch, Pool, Slot, Task};
+
+/// How long a worker dedicated to a slow connection waits for its next
+/// request before it gives the connection back to the pool's epoll.
+const DEDICATED_WAIT: Duration = Duration::from_secs(1);
+
+/// The worker dedicated to a slow task, and whether the right to run it
+/// was handed to that worker while it waited.
+pub(super) struct Owner {
+    slot: Arc<Slot>,
+    handed: bool,
+}
+
+impl Dispatch {
+    /// The caller may run it (it became runnable, or was taken off the
+    /// queue): hands that right to the worker dedicated to it instead,
+    /// unless that is `me`. `false` when the caller keeps it.
+    pub(super) fn hand_to_owner(&self, me: Option<&Slot>) -> bool {
+        if !self.owned.load(Ordering::SeqCst) {
+            return false;
+        }
+        let mut owner = self.owner.lock();
+        let Some(owner) = owner.as_mut() else {
+            return false;
+        };
+        if me.is_some_and(|me| std::ptr::eq(me, &*owner.slot)) {
+            return false;
+        }
+        owner.handed = true;
+        owner.slot.wake();
+        true
+    }
+
+    /// Whether the right to run it was handed to its owner; clears it.
+    fn take_handed(&self) -> bool {
+        self.owner
+            .lock()
+            .as_mut()
+            .is_some_and(|owner| std::mem::take(&mut owner.handed))
+    }
+}
+
+impl Slot {
+    /// Wakes it if it waits, dedicated.
+    pub(super) fn wake(&self) {
+        use std::io::Write;
+        if let Some(wake) = self.wake.lock().as_ref() {
+            let _ = (&*wake).write(&1u64.to_ne_bytes());
+        }
+    }
+
+    /// Opens its wake-up descriptor for a dedication; `None` if none can
+    /// be made.
+    fn open_wake(&self) -> Option<std::os::fd::RawFd> {
+        use std::os::fd::AsRawFd;
+        let file = std::fs::File::from(crate::sys::eventfd().ok()?);
+        let fd = file.as_raw_fd();
+        *self.wake.lock() = Some(file);
+        Some(fd)
+    }
+
+    /// Empties its wake-up counter.
+    fn drain_wake(&self) {
+        use std::io::Read;
+        if let Some(wake) = self.wake.lock().as_ref() {
+            let _ = (&*wake).read(&mut [0u8; 8]);
+        }
+    }
+}
+
+impl<T: Task> Pool<T> {
+    /// Runs a task, and stays with it if it is slow.
+    pub(super) fn serve(self: &Arc<Self>, slot: &Arc<Slot>, conn: &Arc<T>, buf: &mut [u8]) {
+        if self.run(slot, conn, buf) {
+            self.dedicate(slot, conn, buf);
+        }
+    }
+
+    /// Stays with a slow task as a thread of its own would: takes its
+    /// descriptor out of the pool's epoll, waits on it, and runs the task
+    /// when it is readable or handed work, so that each of its requests
+    /// costs this thread one wake-up and no other thread any. Gives it
+    /// back when it turns fast, ends, stays quiet for `DEDICATED_WAIT`,
+    /// or the pool, at its cap, has work waiting.
+    fn dedicate(self: &Arc<Self>, slot: &Arc<Slot>, conn: &Arc<T>, buf: &mut [u8]) {
+        // A worker the pool could not replace stays with the queue.
+        if !conn.dispatch().is_slow()
+            || !conn.is_open()
+            || self.exiting.load(Ordering::Acquire)
+            || self.threads.load(Ordering::Relaxed) >= self.config.max
+        {
+            return;
+        }
+        let Some(fd) = conn.fd() else {
+            return;
+        };
+        let Some(wake) = slot.open_wake() else {
+            return;
+        };
+        let dispatch = conn.dispatch();
+        *dispatch.owner.lock() = Some(Owner {
+            slot: slot.clone(),
+            handed: false,
+        });
+        dispatch.owned.store(true, Ordering::SeqCst);
+        // Readiness the poller already collected is handed to us.
+        self.deregister(fd);
+        slot.dedicated.store(true, Ordering::Relaxed);
+        self.dedicated.fetch_add(1, Ordering::SeqCst);
+        if !slot.blocked.swap(true, Ordering::AcqRel) {
+            self.blocked.fetch_add(1, Ordering::Relaxed);
+        }
+        // Not while the task is queued elsewhere (readable, but the mark
+        // found it taken): that work is handed to us.
+        let mut watch = true;
+        loop {
+            if self.exiting.load(Ordering::Acquire) || !conn.is_open() || self.starved() {
+                break;
+            }
+            let deadline = Instant::now() + DEDICATED_WAIT;
+            let waited = crate::sys::wait_read_and_wake(watch.then_some(fd), wake, Some(deadline));
+            let Ok((readable, woken)) = waited else {
+                break;
+            };
+            slot.woke();
+            if woken {
+                slot.drain_wake();
+            }
+            if dispatch.take_handed() || (readable && conn.ready(false)) {
+                if readable {
+                    dispatch.queued(self.now_ns());
+                }
+                watch = true;
+                self.run(slot, conn, buf);
+                if !dispatch.is_slow() {
+                    break;
+                }
+            } else if readable {
+                watch = false;
+            } else if !woken {
+                break; // quiet for DEDICATED_WAIT
+            }
+        }
+        slot.dedicated.store(false, Ordering::Relaxed);
+        self.dedicated.fetch_sub(1, Ordering::SeqCst);
+        self.unblock(slot);
+        slot.wake.lock().take();
+        // Back in the epoll before it is unowned: readiness in between is
+        // handed to us, and queued below.
+        if conn.is_open() {
+            if let Err(e) = self.register(fd, conn.token()) {
+                report!(
+                    error,
+                    { error = %e, "cannot watch a connection again" },
+                    target: "atoll",
+                    "cannot watch a connection again: {e}"
+                );
+            }
+        }
+        let handed = {
+            let mut owner = dispatch.owner.lock();
+            dispatch.owned.store(false, Ordering::SeqCst);
+            owner.take().is_some_and(|owner| owner.handed)
+        };
+        if handed {
+            self.schedule(conn.clone());
+        }
+    }
+
+    /// At the cap with work waiting or nobody polling: dedicated workers
+    /// must come back.
+    fn starved(&self) -> bool {
+        self.threads.load(Ordering::Relaxed) >= self.config.max
+            && (!self.rx.is_empty() || !self.poll.is_locked())
+    }
+
+    /// Wakes the workers dedicated to slow tasks, to look at the queue.
+    pub(super) fn wake_dedicated(&self) {
+        if self.dedicated.load(Ordering::SeqCst) == 0 {
+            return;
+        }
+        for slot in self.slots.lock().iter() {
+            if slot.dedicated.load(Ordering::Relaxed) {
+                slot.wake();
+            }
+        }
+    }
+}
