@@ -132,7 +132,6 @@ impl<T: Task> Pool<T> {
             let Ok((readable, woken)) = waited else {
                 break;
             };
-            slot.woke();
             if woken {
                 slot.drain_wake();
             }
@@ -154,6 +153,9 @@ impl<T: Task> Pool<T> {
         slot.dedicated.store(false, Ordering::Relaxed);
         self.dedicated.fetch_sub(1, Ordering::SeqCst);
         self.unblock(slot);
+        // Its waits here are no callback's sleeps (none was counted
+        // meanwhile: the task was slow).
+        slot.woke();
         slot.wake.lock().take();
         // Back in the epoll before it is unowned: readiness in between is
         // handed to us, and queued below.

@@ -73,6 +73,8 @@ const FIRST_SOURCE: usize = usize::MAX / 2;
 const WAKE_FOR: usize = 4;
 /// Events taken from `epoll_wait` at once.
 const EVENTS: usize = 1024;
+/// An `epoll_wait` that took longer than this, in nanoseconds, slept.
+const SLEPT_NS: u64 = 50_000;
 /// How long starting workers pauses after the system refused a thread.
 const SPAWN_PAUSE: Duration = Duration::from_secs(1);
 
@@ -564,9 +566,12 @@ impl<T: Task> Pool<T> {
         fence(Ordering::SeqCst);
         let idle = block || (self.rx.is_empty() && self.sources_again.load(Ordering::Relaxed) == 0);
         let timeout = (!idle || self.exiting.load(Ordering::Acquire)).then_some(Duration::ZERO);
+        let since = self.now_ns();
         let polled = poll.poll(events, timeout);
         self.poller_waiting.store(false, Ordering::SeqCst);
-        if timeout.is_none() {
+        // A wait this long slept: count from here (under load the events
+        // are already there, and this costs no system call).
+        if timeout.is_none() && self.now_ns() - since > SLEPT_NS {
             slot.woke();
         }
         polled
