@@ -4,6 +4,7 @@
 //! as a thread per connection would. Never touches the epoll's readiness
 //! of other tasks.
 
+use std::os::fd::RawFd;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -61,7 +62,7 @@ impl Slot {
 
     /// Opens its wake-up descriptor for a dedication; `None` if none can
     /// be made.
-    fn open_wake(&self) -> Option<std::os::fd::RawFd> {
+    fn open_wake(&self) -> Option<RawFd> {
         use std::os::fd::AsRawFd;
         let file = std::fs::File::from(crate::sys::eventfd().ok()?);
         let fd = file.as_raw_fd();
@@ -81,82 +82,66 @@ impl Slot {
 impl<T: Task> Pool<T> {
     /// Runs a task, and stays with it if it is slow.
     pub(super) fn serve(self: &Arc<Self>, slot: &Arc<Slot>, conn: &Arc<T>, buf: &mut [u8]) {
-        if self.run(slot, conn, buf) {
-            self.dedicate(slot, conn, buf);
+        let claimed = self.claim(slot, conn);
+        self.run(slot, conn, buf);
+        if let Some(fd) = claimed {
+            self.dedicate(slot, conn, buf, fd);
         }
     }
 
-    /// Stays with a slow task as a thread of its own would: takes its
-    /// descriptor out of the pool's epoll, waits on it, and runs the task
-    /// when it is readable or handed work, so that each of its requests
-    /// costs this thread one wake-up and no other thread any. Gives it
-    /// back when it turns fast, ends, stays quiet for `DEDICATED_WAIT`,
-    /// or the pool, at its cap, has work waiting.
-    fn dedicate(self: &Arc<Self>, slot: &Arc<Slot>, conn: &Arc<T>, buf: &mut [u8]) {
+    /// Makes this worker the owner of a slow task it is about to run:
+    /// from now on whoever gets the right to run it hands that right to
+    /// this worker, so no other worker runs it (nor closes its descriptor)
+    /// while this one waits on it. Takes its descriptor out of the epoll;
+    /// returns it, or `None` when the task is not taken.
+    fn claim(&self, slot: &Arc<Slot>, conn: &Arc<T>) -> Option<RawFd> {
+        let dispatch = conn.dispatch();
         // A worker the pool could not replace stays with the queue.
-        if !conn.dispatch().is_slow()
-            || !conn.is_open()
+        if !dispatch.is_slow()
+            || dispatch.owned.load(Ordering::SeqCst)
             || self.exiting.load(Ordering::Acquire)
             || self.threads.load(Ordering::Relaxed) >= self.config.max
         {
-            return;
+            return None;
         }
-        let Some(fd) = conn.fd() else {
-            return;
-        };
-        let Some(wake) = slot.open_wake() else {
-            return;
-        };
-        let dispatch = conn.dispatch();
+        let fd = conn.fd()?;
         *dispatch.owner.lock() = Some(Owner {
             slot: slot.clone(),
             handed: false,
         });
         dispatch.owned.store(true, Ordering::SeqCst);
-        // Readiness the poller already collected is handed to us.
         self.deregister(fd);
-        slot.dedicated.store(true, Ordering::Relaxed);
-        self.dedicated.fetch_add(1, Ordering::SeqCst);
-        if !slot.blocked.swap(true, Ordering::AcqRel) {
-            self.blocked.fetch_add(1, Ordering::Relaxed);
+        Some(fd)
+    }
+
+    /// Stays with a slow task it claimed as a thread of its own would:
+    /// waits on its descriptor and runs the task when it is readable or
+    /// handed work, so that each of its requests costs this thread one
+    /// wake-up and no other thread any. Gives it back (to the epoll, then
+    /// unowned) when it turns fast, ends, stays quiet for
+    /// `DEDICATED_WAIT`, or the pool, at its cap, needs this worker.
+    fn dedicate(self: &Arc<Self>, slot: &Arc<Slot>, conn: &Arc<T>, buf: &mut [u8], fd: RawFd) {
+        let dispatch = conn.dispatch();
+        let wake = if dispatch.is_slow() && conn.is_open() {
+            slot.open_wake()
+        } else {
+            None
+        };
+        if let Some(wake) = wake {
+            slot.dedicated.store(true, Ordering::Relaxed);
+            self.dedicated.fetch_add(1, Ordering::SeqCst);
+            if !slot.blocked.swap(true, Ordering::AcqRel) {
+                self.blocked.fetch_add(1, Ordering::Relaxed);
+            }
+            self.stay(slot, conn, buf, fd, wake);
+            slot.dedicated.store(false, Ordering::Relaxed);
+            self.dedicated.fetch_sub(1, Ordering::SeqCst);
+            self.unblock(slot);
+            // Its waits here are no callback's sleeps (none was counted
+            // meanwhile: the task was slow).
+            slot.woke();
+            slot.wake.lock().take();
         }
-        // Not while the task is queued elsewhere (readable, but the mark
-        // found it taken): that work is handed to us.
-        let mut watch = true;
-        loop {
-            if self.exiting.load(Ordering::Acquire) || !conn.is_open() || self.starved() {
-                break;
-            }
-            let deadline = Instant::now() + DEDICATED_WAIT;
-            let waited = crate::sys::wait_read_and_wake(watch.then_some(fd), wake, Some(deadline));
-            let Ok((readable, woken)) = waited else {
-                break;
-            };
-            if woken {
-                slot.drain_wake();
-            }
-            if dispatch.take_handed() || (readable && conn.ready(false)) {
-                if readable {
-                    dispatch.queued(self.now_ns());
-                }
-                watch = true;
-                self.run(slot, conn, buf);
-                if !dispatch.is_slow() {
-                    break;
-                }
-            } else if readable {
-                watch = false;
-            } else if !woken {
-                break; // quiet for DEDICATED_WAIT
-            }
-        }
-        slot.dedicated.store(false, Ordering::Relaxed);
-        self.dedicated.fetch_sub(1, Ordering::SeqCst);
-        self.unblock(slot);
-        // Its waits here are no callback's sleeps (none was counted
-        // meanwhile: the task was slow).
-        slot.woke();
-        slot.wake.lock().take();
         // Back in the epoll before it is unowned: readiness in between is
         // handed to us, and queued below.
         if conn.is_open() {
@@ -176,6 +161,52 @@ impl<T: Task> Pool<T> {
         };
         if handed {
             self.schedule(conn.clone());
+        }
+    }
+
+    /// The dedicated wait and runs.
+    fn stay(&self, slot: &Slot, conn: &Arc<T>, buf: &mut [u8], fd: RawFd, wake: RawFd) {
+        let dispatch = conn.dispatch();
+        let mut quiet_until = Instant::now() + DEDICATED_WAIT;
+        // Not while the task is readable but its mark found it taken: the
+        // right to run it is on its way to us.
+        let mut watch = true;
+        loop {
+            if self.exiting.load(Ordering::Acquire) || !conn.is_open() || self.starved() {
+                return;
+            }
+            let handed = dispatch.take_handed();
+            let (readable, woken) = if handed {
+                (false, false)
+            } else {
+                let waited =
+                    crate::sys::wait_read_and_wake(watch.then_some(fd), wake, Some(quiet_until));
+                match waited {
+                    Ok(ready) => ready,
+                    Err(_) => return,
+                }
+            };
+            if woken {
+                slot.drain_wake();
+            }
+            if handed || (readable && conn.ready(false)) {
+                if readable {
+                    dispatch.queued(self.now_ns());
+                }
+                watch = true;
+                self.run(slot, conn, buf);
+                if !dispatch.is_slow() {
+                    return;
+                }
+                quiet_until = Instant::now() + DEDICATED_WAIT;
+            } else if readable {
+                watch = false;
+            } else if woken {
+                // A nudge with nothing for us: the same deadline holds.
+                watch = true;
+            } else {
+                return; // quiet until the deadline
+            }
         }
     }
 
