@@ -29,8 +29,8 @@
 //! callback sleeps in the kernel. Workers beyond the base count exit after
 //! `keepalive` without work.
 //!
-//! The worker that finishes a run of a slow connection stays with it while
-//! it keeps blocking (*dedicated*): it takes the descriptor out of the
+//! A worker that takes up a connection already marked slow claims it and,
+//! after the run, stays with it while it keeps blocking (*dedicated*): it takes the descriptor out of the
 //! epoll and waits on it with `poll(2)`, as a thread per connection would
 //! in `read`, so a request wakes that one thread and no other. Whatever
 //! else makes the connection runnable is handed to that worker, so only
