@@ -73,8 +73,10 @@ const FIRST_SOURCE: usize = usize::MAX / 2;
 const WAKE_FOR: usize = 4;
 /// Events taken from `epoll_wait` at once.
 const EVENTS: usize = 1024;
-/// An `epoll_wait` that took longer than this, in nanoseconds, slept.
-const SLEPT_NS: u64 = 50_000;
+/// An `epoll_wait` that took longer than this, in nanoseconds, slept (one
+/// that returns at once takes about a microsecond; a sleep and a wake-up
+/// take longer).
+const SLEPT_NS: u64 = 5_000;
 /// How long starting workers pauses after the system refused a thread.
 const SPAWN_PAUSE: Duration = Duration::from_secs(1);
 
