@@ -251,7 +251,9 @@ pub(crate) struct Pool<T> {
     registry: RwLock<Option<Registry>>,
     waker: RwLock<Option<Waker>>,
     pub(crate) slab: Mutex<Slab<T>>,
-    sources: RwLock<Vec<Arc<Watched<T>>>>,
+    /// Replaced whole on a change, so that a poller takes a snapshot
+    /// without copying it.
+    sources: RwLock<Arc<Vec<Arc<Watched<T>>>>>,
     /// Sources that asked for another turn.
     sources_again: AtomicUsize,
     next_source: AtomicUsize,
@@ -298,7 +300,7 @@ impl<T: Task> Pool<T> {
             registry: RwLock::new(Some(registry)),
             waker: RwLock::new(Some(waker)),
             slab: Mutex::new(Slab::new()),
-            sources: RwLock::new(Vec::new()),
+            sources: RwLock::new(Arc::new(Vec::new())),
             sources_again: AtomicUsize::new(0),
             next_source: AtomicUsize::new(FIRST_SOURCE),
             epoch: Instant::now(),
@@ -568,12 +570,12 @@ impl<T: Task> Pool<T> {
         fence(Ordering::SeqCst);
         let idle = block || (self.rx.is_empty() && self.sources_again.load(Ordering::Relaxed) == 0);
         let timeout = (!idle || self.exiting.load(Ordering::Acquire)).then_some(Duration::ZERO);
-        let since = self.now_ns();
+        let since = timeout.is_none().then(|| self.now_ns());
         let polled = poll.poll(events, timeout);
         self.poller_waiting.store(false, Ordering::SeqCst);
         // A wait this long slept: count from here (under load the events
         // are already there, and this costs no system call).
-        if timeout.is_none() && self.now_ns() - since > SLEPT_NS {
+        if since.is_some_and(|since| self.now_ns() - since > SLEPT_NS) {
             slot.woke();
         }
         polled
@@ -595,13 +597,13 @@ impl<T: Task> Pool<T> {
             }
             return Polled::Nothing;
         }
-        let mut sources = Vec::new();
+        let mut sources = false;
         {
             let slab = self.slab.lock();
             for event in events.iter() {
                 let token = event.token();
                 if token.0 >= FIRST_SOURCE && token != WAKER {
-                    sources.push(token);
+                    sources = true;
                     continue;
                 }
                 let Some(conn) = slab.get(token) else {
@@ -613,8 +615,8 @@ impl<T: Task> Pool<T> {
             }
         }
         // Outside the slab's lock: a source may add tasks to it.
-        if !sources.is_empty() || self.sources_again.load(Ordering::Relaxed) > 0 {
-            self.serve_sources(&sources, batch);
+        if sources || self.sources_again.load(Ordering::Relaxed) > 0 {
+            self.serve_sources(events, batch);
         }
         if batch.is_empty() {
             return Polled::Nothing;
@@ -827,7 +829,7 @@ impl<T: Task> Pool<T> {
         self.registry.write().take();
         self.waker.write().take();
         self.slab.lock().clear();
-        self.sources.write().clear();
+        *self.sources.write() = Arc::new(Vec::new());
     }
 }
 

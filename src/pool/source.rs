@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::{io, os::fd::RawFd};
 
-use mio::Token;
+use mio::{Events, Token};
 
 use super::{Pool, Task};
 
@@ -37,11 +37,16 @@ impl<T: Task> Pool<T> {
     ) -> io::Result<Token> {
         let token = Token(self.next_source.fetch_add(1, Ordering::Relaxed));
         // Listed before it is registered: its first readiness finds it.
-        self.sources.write().push(Arc::new(Watched {
-            token,
-            source,
-            again: AtomicBool::new(false),
-        }));
+        {
+            let mut sources = self.sources.write();
+            let mut list = Vec::clone(&sources);
+            list.push(Arc::new(Watched {
+                token,
+                source,
+                again: AtomicBool::new(false),
+            }));
+            *sources = Arc::new(list);
+        }
         if let Err(e) = self.register(fd, token) {
             self.forget_source(token);
             return Err(e);
@@ -59,23 +64,26 @@ impl<T: Task> Pool<T> {
     fn forget_source(&self, token: Token) {
         let mut sources = self.sources.write();
         if let Some(i) = sources.iter().position(|w| w.token == token) {
-            let gone = sources.swap_remove(i);
+            let mut list = Vec::clone(&sources);
+            let gone = list.swap_remove(i);
+            *sources = Arc::new(list);
             if gone.again.swap(false, Ordering::Relaxed) {
                 self.sources_again.fetch_sub(1, Ordering::Relaxed);
             }
         }
     }
 
-    /// Calls the sources that are ready (`tokens`) or asked for another
-    /// turn.
-    pub(super) fn serve_sources(&self, tokens: &[Token], batch: &mut Vec<Arc<T>>) {
-        let sources: Vec<_> = self.sources.read().clone();
-        for watched in sources {
+    /// Calls the sources that are ready (in `events`) or asked for another
+    /// turn. On a snapshot of the list: a source locks its acceptor, which
+    /// may be changing the list.
+    pub(super) fn serve_sources(&self, events: &Events, batch: &mut Vec<Arc<T>>) {
+        let sources = Arc::clone(&self.sources.read());
+        for watched in sources.iter() {
             let again = watched.again.swap(false, Ordering::Relaxed);
             if again {
                 self.sources_again.fetch_sub(1, Ordering::Relaxed);
             }
-            if !again && !tokens.contains(&watched.token) {
+            if !again && !events.iter().any(|e| e.token() == watched.token) {
                 continue;
             }
             if watched.source.ready(batch) && !watched.again.swap(true, Ordering::Relaxed) {
