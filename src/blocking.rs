@@ -79,13 +79,11 @@ where
         match op(socket) {
             Ok(value) => return Ok(value),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                match socket.wait(what, deadline) {
-                    Ok(true) => {}
-                    Ok(false) => return Err(Stop::Deadline),
-                    Err(e) => return Err(Stop::Io(e)),
-                }
-            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => match socket.wait(what, deadline) {
+                Ok(true) => {}
+                Ok(false) => return Err(Stop::Deadline),
+                Err(e) => return Err(Stop::Io(e)),
+            },
             Err(e) => return Err(Stop::Io(e)),
         }
     }
@@ -269,7 +267,8 @@ mod tests {
         assert!(matches!(read(&mut s, &mut buf, None), Err(Stop::Deadline)));
         s.reads.push_back(Ok(Vec::new()));
         assert!(matches!(read(&mut s, &mut buf, None), Err(Stop::Closed)));
-        s.reads.push_back(Err(io::ErrorKind::ConnectionReset.into()));
+        s.reads
+            .push_back(Err(io::ErrorKind::ConnectionReset.into()));
         assert!(matches!(
             read(&mut s, &mut buf, None),
             Err(Stop::Io(e)) if e.kind() == io::ErrorKind::ConnectionReset
@@ -313,7 +312,8 @@ mod tests {
     #[test]
     fn write_all_sends_every_slice_in_order() {
         let mut s = Script::default();
-        s.writes.extend([Ok(2), Err(io::ErrorKind::WouldBlock.into()), Ok(100)]);
+        s.writes
+            .extend([Ok(2), Err(io::ErrorKind::WouldBlock.into()), Ok(100)]);
         s.waits.push_back(true);
         let mut bufs = [IoSlice::new(b"hello"), IoSlice::new(b" world")];
         assert_eq!(write_all(&mut s, &mut bufs, None).ok(), Some(11));

@@ -70,7 +70,9 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 // atoll is Linux-only, and says so once instead of failing with a page of
-// errors: every module is compiled on Linux alone.
+// errors: every module is compiled on Linux alone (each declared with its
+// own `cfg`, where rustfmt sees it: a macro around them hid every module
+// from `cargo fmt`).
 #[cfg(not(target_os = "linux"))]
 compile_error!(
     "atoll supports Linux only: it needs sendfile(2), SO_PEERCRED, \
@@ -78,50 +80,75 @@ compile_error!(
      which this target lacks or spells differently"
 );
 
-/// Compiles each item on Linux only (see the `compile_error!` above).
-macro_rules! linux_only {
-    ($($item:item)*) => { $( #[cfg(target_os = "linux")] $item )* };
-}
+// First: its `report!` macro serves the modules below.
+#[cfg(target_os = "linux")]
+#[macro_use]
+mod trace;
+#[cfg(target_os = "linux")]
+mod acceptor;
+#[cfg(target_os = "linux")]
+mod addr;
+#[cfg(target_os = "linux")]
+mod blocking;
+#[cfg(target_os = "linux")]
+pub mod client;
+#[cfg(target_os = "linux")]
+mod connection;
+#[cfg(target_os = "linux")]
+mod error;
+#[cfg(target_os = "linux")]
+mod handler;
+#[cfg(target_os = "linux")]
+pub mod inherit;
+#[cfg(target_os = "linux")]
+mod limiter;
+#[cfg(target_os = "linux")]
+pub mod logger;
+#[cfg(target_os = "linux")]
+#[cfg(feature = "metrics")]
+#[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
+pub mod metrics;
+#[cfg(target_os = "linux")]
+pub mod notify;
+#[cfg(target_os = "linux")]
+mod pool;
+#[cfg(target_os = "linux")]
+pub mod proxy;
+#[cfg(target_os = "linux")]
+mod server;
+#[cfg(target_os = "linux")]
+mod socket;
+#[cfg(target_os = "linux")]
+mod stats;
+#[cfg(target_os = "linux")]
+mod sys;
+#[cfg(target_os = "linux")]
+pub mod telemetry;
+#[cfg(target_os = "linux")]
+mod timeout;
+#[cfg(target_os = "linux")]
+mod timer;
+#[cfg(target_os = "linux")]
+pub mod transport;
+#[cfg(target_os = "linux")]
+pub mod udp;
 
-linux_only! {
-    // First: its `report!` macro serves the modules below.
-    #[macro_use]
-    mod trace;
-    mod acceptor;
-    mod blocking;
-    pub mod client;
-    mod addr;
-    mod connection;
-    mod error;
-    mod handler;
-    pub mod inherit;
-    mod limiter;
-    pub mod logger;
-    #[cfg(feature = "metrics")]
-    #[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
-    pub mod metrics;
-    pub mod notify;
-    mod pool;
-    pub mod proxy;
-    mod server;
-    mod stats;
-    mod socket;
-    mod sys;
-    mod timer;
-    pub mod telemetry;
-    mod timeout;
-    pub mod transport;
-    pub mod udp;
-
-    pub use server::{
-        default_num_acceptors, default_num_workers, Builder, Datagrams, Server, Status, Streams,
-        UdpBuilder, DEFAULT_MAX_WORKERS,
-    };
-    pub use connection::{Connection, SendError};
-    pub use error::{BoxError, Error};
-    pub use handler::{Flow, Handler};
-    pub use stats::ServerStats;
-    pub use socket::{Socket, SocketStats};
-    pub use timeout::Timeout;
-    pub use std::net::Shutdown;
-}
+#[cfg(target_os = "linux")]
+pub use connection::{Connection, SendError};
+#[cfg(target_os = "linux")]
+pub use error::{BoxError, Error};
+#[cfg(target_os = "linux")]
+pub use handler::{Flow, Handler};
+#[cfg(target_os = "linux")]
+pub use server::{
+    default_num_acceptors, default_num_workers, Builder, Datagrams, Server, Status, Streams,
+    UdpBuilder, DEFAULT_MAX_WORKERS,
+};
+#[cfg(target_os = "linux")]
+pub use socket::{Socket, SocketStats};
+#[cfg(target_os = "linux")]
+pub use stats::ServerStats;
+#[cfg(target_os = "linux")]
+pub use std::net::Shutdown;
+#[cfg(target_os = "linux")]
+pub use timeout::Timeout;

@@ -228,17 +228,45 @@ impl Metrics {
 /// Describes the metrics to the installed recorder (units, help text).
 fn describe() {
     let counters: [(&'static str, Unit, &'static str); 11] = [
-        (ACCEPTED, Unit::Count, "Connections accepted from the listener."),
-        (REJECTED, Unit::Count, "Connections closed because the connection limit stayed full."),
-        (REFUSED, Unit::Count, "Connections the handler factory refused."),
+        (
+            ACCEPTED,
+            Unit::Count,
+            "Connections accepted from the listener.",
+        ),
+        (
+            REJECTED,
+            Unit::Count,
+            "Connections closed because the connection limit stayed full.",
+        ),
+        (
+            REFUSED,
+            Unit::Count,
+            "Connections the handler factory refused.",
+        ),
         (ACCEPT_ERRORS, Unit::Count, "Failed accept calls."),
         (PANICS, Unit::Count, "Handler callbacks that panicked."),
         (BYTES_IN, Unit::Bytes, "Bytes received from clients."),
         (BYTES_OUT, Unit::Bytes, "Bytes sent to clients."),
-        (DISPATCHES, Unit::Count, "Times a worker took a connection up to run its callbacks."),
-        (SATURATIONS, Unit::Count, "Times every worker was busy for half a second with work waiting."),
-        (MESSAGES_REFUSED, Unit::Count, "Messages refused because a connection's queue was full."),
-        (PROXY_ERRORS, Unit::Count, "Connections closed for a bad PROXY protocol header."),
+        (
+            DISPATCHES,
+            Unit::Count,
+            "Times a worker took a connection up to run its callbacks.",
+        ),
+        (
+            SATURATIONS,
+            Unit::Count,
+            "Times every worker was busy for half a second with work waiting.",
+        ),
+        (
+            MESSAGES_REFUSED,
+            Unit::Count,
+            "Messages refused because a connection's queue was full.",
+        ),
+        (
+            PROXY_ERRORS,
+            Unit::Count,
+            "Connections closed for a bad PROXY protocol header.",
+        ),
     ];
     for (name, unit, help) in counters {
         describe_counter!(name, unit, help);
@@ -248,8 +276,16 @@ fn describe() {
     describe_gauge!(BUSY, Unit::Count, "Workers running a callback.");
     describe_gauge!(BLOCKED, Unit::Count, "Workers in a callback that blocks.");
     describe_gauge!(QUEUED, Unit::Count, "Connections waiting for a worker.");
-    describe_histogram!(CONNECTION_DURATION, Unit::Seconds, "How long connections lived.");
-    describe_histogram!(DISPATCH_WAIT, Unit::Seconds, "Time from readiness to a worker.");
+    describe_histogram!(
+        CONNECTION_DURATION,
+        Unit::Seconds,
+        "How long connections lived."
+    );
+    describe_histogram!(
+        DISPATCH_WAIT,
+        Unit::Seconds,
+        "Time from readiness to a worker."
+    );
     describe_histogram!(
         CALLBACK_DURATION,
         Unit::Seconds,
@@ -324,7 +360,13 @@ impl Numbers {
         for (counter, value) in self.counters.iter().zip(counts) {
             counter.absolute(value);
         }
-        let levels = [s.live, s.workers, s.busy_workers, s.blocked_workers, s.queued];
+        let levels = [
+            s.live,
+            s.workers,
+            s.busy_workers,
+            s.blocked_workers,
+            s.queued,
+        ];
         for (gauge, value) in self.gauges.iter().zip(levels) {
             gauge.set(value as f64);
         }

@@ -94,7 +94,11 @@ pub fn send(state: &str) -> io::Result<bool> {
         [] => return Ok(false),
         [b'@', name @ ..] => SocketAddr::from_abstract_name(name)?,
         [b'/', ..] => SocketAddr::from_pathname(&target)?,
-        _ => return Err(invalid("NOTIFY_SOCKET is neither a path nor an abstract address")),
+        _ => {
+            return Err(invalid(
+                "NOTIFY_SOCKET is neither a path nor an abstract address",
+            ))
+        }
     };
     let socket = UnixDatagram::unbound()?;
     let sent = socket.send_to_addr(state.as_bytes(), &addr)?;

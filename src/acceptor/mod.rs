@@ -12,8 +12,8 @@ mod udp;
 use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU8, Ordering};
 use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -262,7 +262,6 @@ impl<H: Handler<M>, M: Send + 'static> Acceptor<H, M> {
 }
 
 impl<H: Handler<M>, M: Send + 'static> Core<H, M> {
-
     /// Moves new timer entries to the heap and returns how long to sleep.
     fn next_timeout(&mut self) -> Option<Duration> {
         let mut wake_at = self.waiting.iter().map(|w| w.next_try).min();
@@ -471,7 +470,10 @@ impl<H: Handler<M>, M: Send + 'static> Core<H, M> {
     fn reject(&self, arrival: Arrival) {
         let peer = arrival.peer();
         drop(arrival);
-        self.service.counters.rejected.fetch_add(1, Ordering::Relaxed);
+        self.service
+            .counters
+            .rejected
+            .fetch_add(1, Ordering::Relaxed);
         self.emit(Kind::SpawnError {
             peer: &peer,
             reason: SpawnError::Limiter,
@@ -499,7 +501,10 @@ impl<H: Handler<M>, M: Send + 'static> Core<H, M> {
             match listener.accept() {
                 Ok((stream, peer)) => {
                     errors = 0;
-                    self.service.counters.accepted.fetch_add(1, Ordering::Relaxed);
+                    self.service
+                        .counters
+                        .accepted
+                        .fetch_add(1, Ordering::Relaxed);
                     self.count_accepted();
                     self.admit(Arrival::Stream(stream, peer), runnable);
                 }

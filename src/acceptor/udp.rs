@@ -252,7 +252,12 @@ impl<H: Handler<M>, M: Send + 'static> Core<H, M> {
 
     /// Starts new sessions with the datagrams ended sessions gave back.
     pub(super) fn redeliver(&mut self, runnable: &mut Vec<Arc<Conn<H, M>>>) {
-        let mode = self.options.udp.as_ref().map(|u| u.mode).unwrap_or_default();
+        let mode = self
+            .options
+            .udp
+            .as_ref()
+            .map(|u| u.mode)
+            .unwrap_or_default();
         while let Ok((peer, datagram)) = self.udp.returned.1.try_recv() {
             self.deliver(peer, datagram, mode, runnable);
         }
@@ -314,10 +319,7 @@ impl<H: Handler<M>, M: Send + 'static> Core<H, M> {
             peer,
             inbox: inbox.clone(),
             gather: Vec::new(),
-            returns: (
-                self.udp.returned.0.clone(),
-                Arc::new(move || timers.wake()),
-            ),
+            returns: (self.udp.returned.0.clone(), Arc::new(move || timers.wake())),
         };
         let local = self.fixed_local.clone().unwrap_or(Addr::Unix(None));
         self.service

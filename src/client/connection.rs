@@ -422,7 +422,11 @@ impl Client {
     /// assert_eq!(conn.recv_exact(5, Some(Duration::from_secs(5)))?, b"hello");
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn recv_exact(&mut self, n: usize, timeout: Option<Duration>) -> Result<Vec<u8>, ClientError> {
+    pub fn recv_exact(
+        &mut self,
+        n: usize,
+        timeout: Option<Duration>,
+    ) -> Result<Vec<u8>, ClientError> {
         self.check_passive()?;
         if n == 0 {
             return Ok(Vec::new());

@@ -290,9 +290,10 @@ impl ClientError {
             ClientError::Closed => io::ErrorKind::NotConnected,
             ClientError::Timeout(_) => io::ErrorKind::TimedOut,
             ClientError::Nxdomain => io::ErrorKind::NotFound,
-            ClientError::Armed | ClientError::Resolve(_) | ClientError::Exbadport | ClientError::Exbadseq => {
-                io::ErrorKind::Other
-            }
+            ClientError::Armed
+            | ClientError::Resolve(_)
+            | ClientError::Exbadport
+            | ClientError::Exbadseq => io::ErrorKind::Other,
             ClientError::Tls(_) => io::ErrorKind::InvalidData,
             ClientError::Other { kind, .. } => *kind,
             posix => posix.raw_os_error().map_or(io::ErrorKind::Other, |c| {

@@ -10,7 +10,7 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
-use super::error::{ConnectError, ClientError};
+use super::error::{ClientError, ConnectError};
 use super::options::{Family, Options, CONNECTION_ATTEMPT_DELAY};
 use super::resolve;
 use crate::sys::{self, Wait};
@@ -66,7 +66,11 @@ pub(super) fn establish(options: &Options) -> Result<(TcpStream, SocketAddr), Co
 }
 
 /// The connect error for the families tried, each failing with `why(f)`.
-fn failure(first: Family, second: Option<Family>, why: impl Fn(Family) -> ClientError) -> ConnectError {
+fn failure(
+    first: Family,
+    second: Option<Family>,
+    why: impl Fn(Family) -> ClientError,
+) -> ConnectError {
     match (first, second) {
         (Family::V4, None) => ConnectError::Ipv4(why(Family::V4)),
         (Family::V6, None) => ConnectError::Ipv6(why(Family::V6)),

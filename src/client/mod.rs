@@ -117,12 +117,12 @@ mod rustls;
 #[cfg(any(feature = "tls", feature = "rustls"))]
 mod tls;
 
-pub use active::{ConnId, Packet};
-pub use connection::Client;
-pub use error::{ConnectError, ClientError};
 /// The kind of an [`ClientError::Timeout`]: the same type as the server's
 /// [`atoll::Timeout`](crate::Timeout).
 pub use crate::timeout::Timeout;
+pub use active::{ConnId, Packet};
+pub use connection::Client;
+pub use error::{ClientError, ConnectError};
 pub use options::{connect, IpVersionPreference, Options, CONNECTION_ATTEMPT_DELAY};
 #[cfg(any(feature = "tls", feature = "rustls"))]
 #[cfg_attr(docsrs, doc(cfg(any(feature = "tls", feature = "rustls"))))]

@@ -32,14 +32,20 @@ pub(super) fn lookup(
         })?;
     match rx.recv_timeout(timeout) {
         Ok(result) => result,
-        Err(crossbeam_channel::RecvTimeoutError::Timeout) => Err(ClientError::Timeout(Timeout::Resolve)),
+        Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+            Err(ClientError::Timeout(Timeout::Resolve))
+        }
         Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
             Err(ClientError::Resolve("the resolver thread stopped".into()))
         }
     }
 }
 
-fn getaddrinfo(host: &str, port: u16, family: Option<Family>) -> Result<Vec<SocketAddr>, ClientError> {
+fn getaddrinfo(
+    host: &str,
+    port: u16,
+    family: Option<Family>,
+) -> Result<Vec<SocketAddr>, ClientError> {
     // A name with a NUL byte cannot be passed to C, and no name has one.
     let c_host = CString::new(host).map_err(|_| ClientError::Nxdomain)?;
     let hints = libc::addrinfo {

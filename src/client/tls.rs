@@ -417,15 +417,11 @@ impl Connector {
     ) -> Result<TlsStream, ClientError> {
         match self {
             #[cfg(feature = "tls")]
-            Connector::Native(connector) => {
-                native_handshake(connector, domain, tcp, fd, deadline)
-                    .map(|tls| TlsStream::Native(Box::new(tls)))
-            }
+            Connector::Native(connector) => native_handshake(connector, domain, tcp, fd, deadline)
+                .map(|tls| TlsStream::Native(Box::new(tls))),
             #[cfg(feature = "rustls")]
-            Connector::Rustls(config) => {
-                with_rustls::handshake(config, domain, tcp, fd, deadline)
-                    .map(|tls| TlsStream::Rustls(Box::new(tls)))
-            }
+            Connector::Rustls(config) => with_rustls::handshake(config, domain, tcp, fd, deadline)
+                .map(|tls| TlsStream::Rustls(Box::new(tls))),
         }
     }
 }
@@ -565,7 +561,9 @@ impl Client {
                 Link::Closed => return Err(ClientError::Closed),
                 tls @ Link::Tls(_) => {
                     *stream = tls;
-                    return Err(ClientError::Tls("the connection already runs over TLS".into()));
+                    return Err(ClientError::Tls(
+                        "the connection already runs over TLS".into(),
+                    ));
                 }
             }
         };

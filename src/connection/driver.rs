@@ -75,7 +75,8 @@ pub(crate) fn run<H: Handler<M>, M: Send + 'static>(
     for _ in 0..MAX_ROUNDS {
         let flags = conn.sched.take();
         let start = now.take();
-        let started = Telemetry::wants(Interest::CALLBACKS).then(|| start.unwrap_or_else(Instant::now));
+        let started =
+            Telemetry::wants(Interest::CALLBACKS).then(|| start.unwrap_or_else(Instant::now));
         let result = step(conn, &mut state, flags, buf, waited.take());
         let has_handler = state.handler.is_some();
         if let Some(socket) = state.socket.as_mut() {
@@ -428,7 +429,10 @@ fn finish<H: Handler<M>, M: Send + 'static>(
                     )
                 }
                 Error::ProxyHeader(_) | Error::Timeout(crate::Timeout::ProxyHeader) => {
-                    service.counters.proxy_errors.fetch_add(1, Ordering::Relaxed);
+                    service
+                        .counters
+                        .proxy_errors
+                        .fetch_add(1, Ordering::Relaxed);
                 }
                 Error::Refused(_) => {
                     service.counters.refused.fetch_add(1, Ordering::Relaxed);

@@ -19,8 +19,8 @@ use std::time::{Duration, Instant, SystemTime};
 use mio::Token;
 use parking_lot::{Condvar, Mutex};
 
-pub use self::handle::{Connection, SendError};
 use self::handle::Mailbox;
+pub use self::handle::{Connection, SendError};
 use self::sched::{Sched, Work};
 use crate::error::BoxError;
 use crate::handler::Handler;
@@ -149,7 +149,8 @@ impl Meta {
     pub(crate) fn set_proxy(&self, proxied: Arc<Proxied>) {
         #[cfg(feature = "tracing")]
         {
-            self.span.record("proxy", tracing::field::display(&proxied.via));
+            self.span
+                .record("proxy", tracing::field::display(&proxied.via));
             if let Some(client) = proxied.client() {
                 self.span.record("peer", tracing::field::display(client));
             }
@@ -338,4 +339,3 @@ impl<H: Handler<M>, M: Send + 'static> Mailbox<M> for Conn<H, M> {
         self.phase.load(Ordering::Acquire) != ENDED
     }
 }
-

@@ -606,8 +606,18 @@ impl Model {
         assert_eq!(bytes + left, self.bytes, "bytes read twice or lost");
         assert!(connected <= 1, "handle_connection ran twice");
         // Every message is accounted for exactly once.
-        let mut seen: Vec<u32> = handled.iter().chain(&dropped).chain(&waiting).copied().collect();
-        let mut taken: Vec<u32> = posted.iter().flatten().filter(|p| p.1).map(|p| p.0.id).collect();
+        let mut seen: Vec<u32> = handled
+            .iter()
+            .chain(&dropped)
+            .chain(&waiting)
+            .copied()
+            .collect();
+        let mut taken: Vec<u32> = posted
+            .iter()
+            .flatten()
+            .filter(|p| p.1)
+            .map(|p| p.0.id)
+            .collect();
         seen.sort_unstable();
         taken.sort_unstable();
         assert_eq!(seen, taken, "a message handled twice, lost or invented");
@@ -618,7 +628,10 @@ impl Model {
                 .iter()
                 .filter_map(|id| mine.iter().position(|m| m == id))
                 .collect();
-            assert!(order.windows(2).all(|w| w[0] < w[1]), "out of order: {handled:?}");
+            assert!(
+                order.windows(2).all(|w| w[0] < w[1]),
+                "out of order: {handled:?}"
+            );
         }
         let refused = posted.iter().flatten().any(|p| !p.1);
         let closing = posted.iter().flatten().any(|p| p.1 && p.0.close);
@@ -632,7 +645,10 @@ impl Model {
                 assert!(self.main != Main::Stop, "a stop left it open");
                 assert!(!closing, "a closing message left it open");
                 // Idle: nobody runs it, nothing pending.
-                assert!(conn.sched.mark(Work::default()), "scheduled, but nobody runs it");
+                assert!(
+                    conn.sched.mark(Work::default()),
+                    "scheduled, but nobody runs it"
+                );
                 assert_eq!(conn.sched.take(), Work::default(), "work left pending");
             }
             Some(end) => {
@@ -666,10 +682,7 @@ fn readiness_and_messages() {
 #[test]
 fn requeued_after_its_rounds() {
     Model {
-        shape: Shape {
-            rounds: 1,
-            ..SHAPE
-        },
+        shape: Shape { rounds: 1, ..SHAPE },
         bytes: 1,
         posters: vec![vec![plain(1), plain(2)]],
         main: Main::Nothing,

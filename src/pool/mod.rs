@@ -126,7 +126,6 @@ pub(crate) struct Dispatch {
     owner: Mutex<Option<Owner>>,
 }
 
-
 impl Dispatch {
     fn queued(&self, now: u64) {
         self.queued_at.store(now, Ordering::Relaxed);
@@ -145,9 +144,7 @@ impl Dispatch {
             self.slow.store(slow, Ordering::Relaxed);
         }
     }
-
 }
-
 
 /// Where a thread sleeps until it is handed something.
 #[derive(Default)]
@@ -204,7 +201,6 @@ impl Slot {
         self.woke();
         self.slept.load(Ordering::Relaxed) > before
     }
-
 }
 
 /// Dispatches and the sum of their waits, in nanoseconds.
@@ -457,7 +453,9 @@ impl<T: Task> Pool<T> {
     /// Starts one more worker, if the cap allows.
     fn spawn_worker(self: &Arc<Self>) -> io::Result<()> {
         if self.now_ns() < self.spawn_paused_until.load(Ordering::Relaxed) {
-            return Err(io::Error::other("starting workers is paused after a failure"));
+            return Err(io::Error::other(
+                "starting workers is paused after a failure",
+            ));
         }
         let max = self.config.max;
         if self
@@ -768,7 +766,6 @@ impl<T: Task> Pool<T> {
         slots.retain(|s| !Arc::ptr_eq(s, slot));
         true
     }
-
 
     pub(crate) fn stats(&self) -> PoolStats {
         let slots = self.slots.lock();

@@ -122,4 +122,3 @@ mod tests {
         assert_ne!(slab.vacant_token(), WAKER);
     }
 }
-

@@ -30,11 +30,7 @@ pub(super) struct Watched<T> {
 impl<T: Task> Pool<T> {
     /// Watches a descriptor that is not a task's, edge-triggered, until
     /// [`unwatch`](Pool::unwatch); returns its token.
-    pub(crate) fn watch(
-        &self,
-        fd: RawFd,
-        source: Arc<dyn Source<T>>,
-    ) -> io::Result<Token> {
+    pub(crate) fn watch(&self, fd: RawFd, source: Arc<dyn Source<T>>) -> io::Result<Token> {
         let token = Token(self.next_source.fetch_add(1, Ordering::Relaxed));
         // Listed before it is registered: its first readiness finds it.
         {

@@ -589,7 +589,8 @@ impl ProxyHeader {
 pub(super) const MIXED_FAMILIES: &str =
     "the source and destination are of different address families";
 /// Why a header with one address but not the other cannot be encoded.
-pub(super) const ONE_ADDRESS: &str = "a PROXY header needs both a source and a destination, or neither";
+pub(super) const ONE_ADDRESS: &str =
+    "a PROXY header needs both a source and a destination, or neither";
 
 #[cfg(test)]
 pub(super) mod tests {

@@ -9,8 +9,8 @@ use std::path::PathBuf;
 
 use super::crc32c;
 use super::header::{
-    tlv, Command, Parsed, Protocol, ProxyError, ProxyHeader, SslInfo, Tlv, Version,
-    MIXED_FAMILIES, ONE_ADDRESS,
+    tlv, Command, Parsed, Protocol, ProxyError, ProxyHeader, SslInfo, Tlv, Version, MIXED_FAMILIES,
+    ONE_ADDRESS,
 };
 use crate::transport::Addr;
 
@@ -279,12 +279,8 @@ pub(super) fn ssl_info(value: &[u8]) -> Result<SslInfo, ProxyError> {
 /// Writes `header` in the binary form: see [`ProxyHeader::encode`].
 pub(super) fn encode(header: &ProxyHeader) -> Result<Vec<u8>, ProxyError> {
     let family = match (&header.source, &header.destination) {
-        (Some(Addr::Inet(SocketAddr::V4(_))), Some(Addr::Inet(SocketAddr::V4(_)))) => {
-            Family::Inet
-        }
-        (Some(Addr::Inet(SocketAddr::V6(_))), Some(Addr::Inet(SocketAddr::V6(_)))) => {
-            Family::Inet6
-        }
+        (Some(Addr::Inet(SocketAddr::V4(_))), Some(Addr::Inet(SocketAddr::V4(_)))) => Family::Inet,
+        (Some(Addr::Inet(SocketAddr::V6(_))), Some(Addr::Inet(SocketAddr::V6(_)))) => Family::Inet6,
         (Some(Addr::Inet(_)), Some(Addr::Inet(_))) => {
             return Err(ProxyError::Unencodable(MIXED_FAMILIES))
         }

@@ -9,12 +9,12 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::udp::UdpOptions;
 use crate::error::Error;
 use crate::proxy::ProxyProtocol;
 use crate::socket::SendPolicy;
 use crate::telemetry::Sink;
 use crate::transport::{listen_setters, Addr, ListenOptions, Tcp, Transport};
+use crate::udp::UdpOptions;
 
 /// Configures and starts a server. A `Builder` (of the default kind,
 /// [`Streams`]) serves TCP, Unix sockets and TLS, and is made by

@@ -74,7 +74,11 @@ trait Backend<M>: Send + Sync {
 
 impl<H: Handler<M>, M: Send + 'static> Backend<M> for Running<H, M> {
     fn connections(&self) -> Vec<Connection<M>> {
-        self.service.connections().iter().map(|c| c.handle()).collect()
+        self.service
+            .connections()
+            .iter()
+            .map(|c| c.handle())
+            .collect()
     }
 
     fn live(&self) -> usize {
@@ -141,9 +145,9 @@ impl<H: Handler<M>, M: Send + 'static> Backend<M> for Running<H, M> {
             }
         }
         for _ in 0..expected {
-            ack_rx
-                .recv_timeout(Duration::from_secs(10))
-                .map_err(|_| Error::Io(std::io::Error::other("an acceptor thread did not answer")))?;
+            ack_rx.recv_timeout(Duration::from_secs(10)).map_err(|_| {
+                Error::Io(std::io::Error::other("an acceptor thread did not answer"))
+            })?;
         }
         Ok(())
     }
@@ -754,11 +758,7 @@ fn listen<M>(
         (sockets, vec![listener])
     };
     let mut clones = sockets.into_iter();
-    backend.control(&mut |ack| {
-        clones
-            .next()
-            .map(|l| Control::Listen(l, span.clone(), ack))
-    })?;
+    backend.control(&mut |ack| clones.next().map(|l| Control::Listen(l, span.clone(), ack)))?;
     life.local_addr = Some(addr);
     life.listener_span = Some((span, Instant::now()));
     life.listening = listening;
@@ -766,7 +766,11 @@ fn listen<M>(
 }
 
 /// Starts a listener span.
-fn listener_start<M>(backend: &dyn Backend<M>, options: &ListenOptions, addr: &Addr) -> ListenerSpan {
+fn listener_start<M>(
+    backend: &dyn Backend<M>,
+    options: &ListenOptions,
+    addr: &Addr,
+) -> ListenerSpan {
     let transport = backend.settings().transport_name;
     let span = ListenerSpan {
         // A root: a listener outlives whatever span its caller was in.

@@ -5,12 +5,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::builder::Builder;
-use crate::udp::UdpOptions;
 use crate::connection::ConnOptions;
 use crate::error::Error;
 use crate::pool::PoolConfig;
 use crate::telemetry::Sink;
 use crate::transport::ListenOptions;
+use crate::udp::UdpOptions;
 
 /// What the server handle needs of its builder once started.
 pub(super) struct Settings {
@@ -76,7 +76,10 @@ impl Plan {
 
 /// Binds the listening socket of a stream server, or one receiving socket
 /// of a UDP server.
-pub(super) fn bind(listen: &ListenOptions, udp: Option<&UdpOptions>) -> Result<socket2::Socket, Error> {
+pub(super) fn bind(
+    listen: &ListenOptions,
+    udp: Option<&UdpOptions>,
+) -> Result<socket2::Socket, Error> {
     let Some(udp) = udp else {
         return listen.bind();
     };
@@ -87,4 +90,3 @@ pub(super) fn bind(listen: &ListenOptions, udp: Option<&UdpOptions>) -> Result<s
     })?;
     Ok(socket)
 }
-

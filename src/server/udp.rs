@@ -67,8 +67,7 @@ impl Builder<Datagrams> {
     ///     .join_multicast_v4([239, 1, 2, 3].into(), [0, 0, 0, 0].into());
     /// ```
     pub fn join_multicast_v4(mut self, group: Ipv4Addr, interface: Ipv4Addr) -> Self {
-        self.udp.multicast_v4
-            .push((group, interface));
+        self.udp.multicast_v4.push((group, interface));
         self
     }
 
@@ -80,8 +79,7 @@ impl Builder<Datagrams> {
     ///     .join_multicast_v6("ff02::1234".parse().unwrap(), 0);
     /// ```
     pub fn join_multicast_v6(mut self, group: Ipv6Addr, interface: u32) -> Self {
-        self.udp.multicast_v6
-            .push((group, interface));
+        self.udp.multicast_v6.push((group, interface));
         self
     }
 

@@ -96,11 +96,7 @@ impl Socket {
     /// }
     /// # Ok(()) }
     /// ```
-    pub fn recv_within(
-        &mut self,
-        len: usize,
-        timeout: Option<Duration>,
-    ) -> Result<Vec<u8>, Error> {
+    pub fn recv_within(&mut self, len: usize, timeout: Option<Duration>) -> Result<Vec<u8>, Error> {
         let result = self.recv_inner(len, timeout);
         match &result {
             Ok(data) => self.emit(|| Kind::Recv { data }),
@@ -377,8 +373,7 @@ impl Socket {
                 Err(e) => return Err(Error::Io(e)),
             };
             let deadline = blocking::deadline(self.send_timeout);
-            if let Err(stop) = blocking::write_all(self, &mut [IoSlice::new(&buf[..n])], deadline)
-            {
+            if let Err(stop) = blocking::write_all(self, &mut [IoSlice::new(&buf[..n])], deadline) {
                 // The rest is in the file: the error counts the file's
                 // bytes sent, not the chunk's.
                 return Err(self.send_error(SendStop {

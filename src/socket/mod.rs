@@ -21,9 +21,9 @@ mod io;
 mod plumbing;
 
 pub(crate) use crate::blocking::READ_CHUNK;
+pub use crate::stats::SocketStats;
 use io::{closed_io, io_error};
 pub(crate) use plumbing::{Release, SendPolicy};
-pub use crate::stats::SocketStats;
 
 /// A connection's socket, as handler callbacks see it.
 ///
@@ -145,7 +145,6 @@ impl Socket {
             metadata,
         });
     }
-
 
     /// The server-unique id of this connection, the same as
     /// [`Connection::id`](crate::Connection::id).

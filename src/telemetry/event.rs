@@ -570,4 +570,3 @@ fn push_addr<'b>(out: &mut Vec<(&'b str, Value<'b>)>, keys: [&'static str; 2], a
         out.push((keys[1], Value::Count(u64::from(port))));
     }
 }
-

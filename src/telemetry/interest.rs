@@ -212,4 +212,3 @@ impl fmt::Debug for Interest {
         }
     }
 }
-

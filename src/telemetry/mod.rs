@@ -56,8 +56,8 @@ use parking_lot::Mutex;
 
 pub use self::event::{DropReason, Event, Kind, SpawnError, Value};
 pub use self::interest::Interest;
-pub use self::sink::{only, Sink, SinkId};
 pub(crate) use self::sink::Sinks;
+pub use self::sink::{only, Sink, SinkId};
 pub use self::span::ConnectionSpan;
 pub(crate) use self::span::{ConnSpan, Emitter, ListenerSpan};
 
@@ -177,4 +177,3 @@ impl Telemetry {
         telemetry
     }
 }
-

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
 
-use super::{Event, Interest, WANTED, WANTED_BY, NEXT_ID};
+use super::{Event, Interest, NEXT_ID, WANTED, WANTED_BY};
 
 /// Receives events. Closures `Fn(&Event)` are sinks too. Called on the
 /// thread where the event happened (an acceptor thread or a worker): keep it
@@ -229,7 +229,11 @@ impl Sinks {
         let Some(interest) = gone else {
             return false;
         };
-        let left = self.shards[0].0.read().iter().fold(0, |all, a| all | a.interest.0);
+        let left = self.shards[0]
+            .0
+            .read()
+            .iter()
+            .fold(0, |all, a| all | a.interest.0);
         self.interest.store(left, Ordering::Relaxed);
         want(interest, false);
         true
@@ -272,4 +276,3 @@ impl Drop for Sinks {
         }
     }
 }
-

@@ -183,6 +183,7 @@ impl ConnectionSpan {
     /// [`emit`](ConnectionSpan::emit) with the time the event happened.
     #[inline]
     pub(crate) fn emit_at<'a>(&self, at: Instant, peer: &'a Addr, kind: impl FnOnce() -> Kind<'a>) {
-        self.emitter.emit(Some(at), Some((self.connection, peer)), kind)
+        self.emitter
+            .emit(Some(at), Some((self.connection, peer)), kind)
     }
 }

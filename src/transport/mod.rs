@@ -88,18 +88,18 @@ use std::fmt;
 use std::io::IoSlice;
 use std::os::fd::RawFd;
 
-pub use crate::addr::Addr;
 pub use self::io::{Credentials, Io};
 pub use self::listen::ListenOptions;
-pub use self::listener::{AcceptError, Listener};
 pub(crate) use self::listen::{listen_setters, ListenSocket};
 pub(crate) use self::listener::{handshake_blocking, AcceptFailure};
+pub use self::listener::{AcceptError, Listener};
 #[cfg(feature = "tls")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
 pub use self::native::NativeTls;
 #[cfg(feature = "rustls")]
 #[cfg_attr(docsrs, doc(cfg(feature = "rustls")))]
 pub use self::rustls::{ClientAuth, Rustls};
+pub use crate::addr::Addr;
 
 use crate::error::BoxError;
 
