@@ -120,6 +120,9 @@ pub(crate) struct Dispatch {
     /// Its last run lasted longer than `blocking_after`: the poller hands
     /// it to another worker rather than run it itself.
     slow: AtomicBool,
+    /// Its last run was long and slept, once: a second such run in a row
+    /// marks it slow (one alone may be a preemption around a short sleep).
+    suspect: AtomicBool,
     /// A worker is dedicated to it (`owner` is set): read before locking
     /// `owner`, so that a task nobody owns costs one load.
     owned: AtomicBool,
@@ -655,7 +658,8 @@ impl<T: Task> Pool<T> {
     /// the statistics, and a quick run clears its slow mark. Returns
     /// whether it ran (not handed to the worker dedicated to it).
     fn run(&self, slot: &Slot, conn: &Arc<T>, buf: &mut [u8]) -> bool {
-        if conn.dispatch().hand_to_owner(Some(slot)) {
+        let dispatch = conn.dispatch();
+        if dispatch.hand_to_owner(Some(slot)) {
             return false;
         }
         let start = self.now_ns();
@@ -667,10 +671,10 @@ impl<T: Task> Pool<T> {
         }
         slot.token.store(conn.token().0, Ordering::Relaxed);
         slot.busy_since.store(start.max(1), Ordering::Relaxed);
-        if conn.dispatch().is_slow() && !slot.blocked.swap(true, Ordering::AcqRel) {
+        if dispatch.is_slow() && !slot.blocked.swap(true, Ordering::AcqRel) {
             self.blocked.fetch_add(1, Ordering::Relaxed);
         }
-        let waited = start.saturating_sub(conn.dispatch().queued_at());
+        let waited = start.saturating_sub(dispatch.queued_at());
         slot.counts.add(1, waited);
         let at = self.epoch + Duration::from_nanos(start);
         conn.run(buf, Duration::from_nanos(waited), at);
@@ -683,11 +687,14 @@ impl<T: Task> Pool<T> {
         // The monitor marks a connection slow when it finds its callback
         // asleep; a quick run clears the mark.
         if took < self.config.blocking_after.as_nanos() as u64 {
-            conn.dispatch().set_slow(false);
-        } else if !conn.dispatch().is_slow() && slot.slept_in_run() {
-            // Long, and asleep in the kernel for part of it: blocking (the
-            // monitor catches the runs that are still going).
-            conn.dispatch().set_slow(true);
+            dispatch.set_slow(false);
+            dispatch.suspect.store(false, Ordering::Relaxed);
+        } else if !dispatch.is_slow() && slot.slept_in_run() {
+            // Long, and asleep in the kernel for part of it, twice in a row:
+            // blocking (the monitor catches the runs that are still going).
+            if dispatch.suspect.swap(true, Ordering::Relaxed) {
+                dispatch.set_slow(true);
+            }
         }
         true
     }

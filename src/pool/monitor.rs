@@ -88,9 +88,7 @@ impl<T: Task> Pool<T> {
                 self.wake_poller();
             }
             let starved = queued || !self.poll.is_locked();
-            let found = starved
-                && !progress
-                && (self.wake_parked() || (blocking && self.spawn_worker().is_ok()));
+            let found = starved && !progress && (self.wake_parked() || (blocking && self.grow()));
             if starved && !progress && !found {
                 // Workers dedicated to slow tasks come back for the queue.
                 self.wake_dedicated();
@@ -140,5 +138,22 @@ impl<T: Task> Pool<T> {
                 idle_ticks = 0;
             }
         }
+    }
+
+    /// Every worker is stuck in a callback that sleeps, with work waiting:
+    /// starts a worker for each queued task, up to as many as there are
+    /// (the pool at most doubles per tick), so that a burst of blocking
+    /// connections gets its threads within a few ticks rather than one
+    /// per tick. `false` if none could be started.
+    fn grow(self: &Arc<Self>) -> bool {
+        let want = self
+            .rx
+            .len()
+            .min(self.threads.load(Ordering::Relaxed))
+            .max(1);
+        (0..want)
+            .take_while(|_| self.spawn_worker().is_ok())
+            .count()
+            > 0
     }
 }
