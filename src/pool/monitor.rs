@@ -47,6 +47,8 @@ impl<T: Task> Pool<T> {
             // that computes, or waits for a CPU, is not: more threads would
             // not make it finish sooner, so it gets a parked worker at most.
             let (mut progress, mut blocking) = (false, false);
+            // Workers in a callback asleep in the kernel (not dedicated).
+            let mut asleep_in_runs = 0;
             for slot in self.slots.lock().iter() {
                 // Dedicated to a slow task: taken, as if blocked.
                 if slot.dedicated.load(Ordering::Relaxed) {
@@ -65,12 +67,14 @@ impl<T: Task> Pool<T> {
                 }
                 if slot.blocked.load(Ordering::Relaxed) {
                     blocking = true;
+                    asleep_in_runs += 1;
                     continue;
                 }
                 let asleep =
                     crate::sys::thread_sleeping(slot.tid.load(Ordering::Relaxed)).unwrap_or(true);
                 if asleep {
                     blocking = true;
+                    asleep_in_runs += 1;
                     if !slot.blocked.swap(true, Ordering::AcqRel) {
                         self.blocked.fetch_add(1, Ordering::Relaxed);
                     }
@@ -88,7 +92,9 @@ impl<T: Task> Pool<T> {
                 self.wake_poller();
             }
             let starved = queued || !self.poll.is_locked();
-            let found = starved && !progress && (self.wake_parked() || (blocking && self.grow()));
+            let found = starved
+                && !progress
+                && (self.wake_parked() || (blocking && self.grow(asleep_in_runs)));
             if starved && !progress && !found {
                 // Workers dedicated to slow tasks come back for the queue.
                 self.wake_dedicated();
@@ -140,17 +146,15 @@ impl<T: Task> Pool<T> {
         }
     }
 
-    /// Every worker is stuck in a callback that sleeps, with work waiting:
-    /// starts a worker for each queued task, up to as many as there are
-    /// (the pool at most doubles per tick), so that a burst of blocking
-    /// connections gets its threads within a few ticks rather than one
-    /// per tick. `false` if none could be started.
-    fn grow(self: &Arc<Self>) -> bool {
-        let want = self
-            .rx
-            .len()
-            .min(self.threads.load(Ordering::Relaxed))
-            .max(1);
+    /// Every worker is stuck in a callback, with work waiting, and
+    /// `asleep` of them sleep in the kernel: starts a worker for each
+    /// of those, up to one per queued task (at least one), so that a burst
+    /// of connections whose callbacks block gets its threads within a few
+    /// ticks (each tick's new workers block too, and the next tick starts
+    /// as many again) rather than one per tick; callbacks that compute get
+    /// one per tick at most. `false` if none could be started.
+    fn grow(self: &Arc<Self>, asleep: usize) -> bool {
+        let want = asleep.min(self.rx.len()).max(1);
         (0..want)
             .take_while(|_| self.spawn_worker().is_ok())
             .count()
