@@ -133,6 +133,11 @@ impl Io {
     /// # Ok(()) }
     /// ```
     pub fn write_some(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        // One slice (the common case) goes by send(2), which copies no
+        // message header or vector into the kernel.
+        if let [one] = bufs {
+            return self.sock.send_with_flags(one, libc::MSG_NOSIGNAL);
+        }
         let bufs = &bufs[..bufs.len().min(IOV_MAX)];
         self.sock.send_vectored_with_flags(bufs, libc::MSG_NOSIGNAL)
     }
