@@ -1,6 +1,8 @@
-//! The few system calls std and mio do not wrap (it knows no atoll type): `poll(2)` on one descriptor
-//! (to block a worker on a non-blocking socket with a timeout, or until
-//! another thread wakes it through an `eventfd(2)`), `sendfile(2)`, `SO_PEERCRED`, `MSG_PEEK`, and descriptors passed with
+//! The few system calls std and mio do not wrap (it knows no atoll type):
+//! `poll(2)` on one descriptor (to block a thread on a non-blocking socket
+//! with a timeout, or until another thread wakes it through an
+//! `eventfd(2)`), an epoll of a dedicated worker's own (through rustix),
+//! `sendfile(2)`, `SO_PEERCRED`, `MSG_PEEK`, and descriptors passed with
 //! `SCM_RIGHTS` or inherited from systemd. Descriptor passing goes through
 //! rustix, whose typed control-message buffers replace the `CMSG_*`
 //! pointer arithmetic and own each received descriptor as soon as it is
@@ -66,25 +68,70 @@ pub(crate) fn wait_read_or_wake(
     wake: RawFd,
     deadline: Option<Instant>,
 ) -> io::Result<bool> {
-    wait_read_and_wake(Some(fd), wake, deadline).map(|(read, woken)| read || woken)
+    let mut pfds = [pollfd(fd, libc::POLLIN), pollfd(wake, libc::POLLIN)];
+    poll_until(&mut pfds, deadline)
 }
 
-/// Waits until `fd` (if any) is readable, `wake` is, or `deadline` passes;
-/// says which of the two are ready (neither: the deadline passed). Hang-ups
-/// and errors count as readable.
-pub(crate) fn wait_read_and_wake(
-    fd: Option<RawFd>,
-    wake: RawFd,
-    deadline: Option<Instant>,
-) -> io::Result<(bool, bool)> {
-    // A negative descriptor is ignored by poll(2).
-    let mut pfds = [
-        pollfd(fd.unwrap_or(-1), libc::POLLIN),
-        pollfd(wake, libc::POLLIN),
-    ];
-    poll_until(&mut pfds, deadline)?;
-    let ready = |p: &libc::pollfd| p.revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0;
-    Ok((ready(&pfds[0]), ready(&pfds[1])))
+/// An epoll of one thread's own, for a wait repeated many times on the
+/// same socket and `eventfd`: each wait is one `epoll_wait` on a ready
+/// list, where `poll(2)` would look up both descriptors and hook onto
+/// their wait queues every time. Closing it (on drop) unwatches both.
+pub(crate) struct ReadOrWake {
+    epoll: OwnedFd,
+}
+
+const READABLE: u64 = 0;
+const WOKEN: u64 = 1;
+
+impl ReadOrWake {
+    /// Watches `fd` for reading, edge-triggered (a reader reads until it
+    /// would block, or is woken through `wake` for what it left), and
+    /// `wake`. `fd` must be open for the call.
+    pub(crate) fn new(fd: RawFd, wake: BorrowedFd<'_>) -> io::Result<Self> {
+        use rustix::event::epoll::{self, CreateFlags, EventData, EventFlags};
+        let epoll = epoll::create(CreateFlags::CLOEXEC)?;
+        // SAFETY: the caller holds `fd` open for this call, and the borrow
+        // does not outlive it (epoll keeps no reference to the number).
+        let socket = unsafe { BorrowedFd::borrow_raw(fd) };
+        let read = EventFlags::IN | EventFlags::RDHUP | EventFlags::ET;
+        epoll::add(&epoll, socket, EventData::new_u64(READABLE), read)?;
+        epoll::add(&epoll, wake, EventData::new_u64(WOKEN), EventFlags::IN)?;
+        Ok(ReadOrWake { epoll })
+    }
+
+    /// Waits until the socket turns readable, the `eventfd` is, or
+    /// `deadline` passes; says which of the two (neither: the deadline
+    /// passed). Hang-ups and errors count as readable.
+    pub(crate) fn wait(&self, deadline: Instant) -> io::Result<(bool, bool)> {
+        use rustix::event::epoll::{self, Event, EventFlags};
+        use rustix::event::Timespec;
+        let mut events: [MaybeUninit<Event>; 2] = [MaybeUninit::uninit(); 2];
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let timeout = Timespec {
+                tv_sec: left.as_secs().try_into().unwrap_or(i64::MAX),
+                tv_nsec: left.subsec_nanos().into(),
+            };
+            match epoll::wait(&self.epoll, &mut events, Some(&timeout)) {
+                Ok((ready, _)) => {
+                    let (mut readable, mut woken) = (false, false);
+                    let any =
+                        EventFlags::IN | EventFlags::RDHUP | EventFlags::HUP | EventFlags::ERR;
+                    for event in ready.iter() {
+                        // Copied out: the kernel's struct is packed.
+                        let (flags, data) = (event.flags, event.data);
+                        match data.u64() {
+                            READABLE => readable |= flags.intersects(any),
+                            _ => woken = true,
+                        }
+                    }
+                    return Ok((readable, woken));
+                }
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
 }
 
 /// How many times the calling thread went to sleep in the kernel

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::{Dispatch, Pool, Slot, Task};
+use crate::sys::ReadOrWake;
 
 /// How long a worker dedicated to a slow connection waits for its next
 /// request before it gives the connection back to the pool's epoll.
@@ -60,14 +61,15 @@ impl Slot {
         }
     }
 
-    /// Opens its wake-up descriptor for a dedication; `None` if none can
-    /// be made.
-    fn open_wake(&self) -> Option<RawFd> {
-        use std::os::fd::AsRawFd;
+    /// Opens its wake-up descriptor for a dedication to the task whose
+    /// descriptor is `fd`, and the epoll it waits in; `None` if either
+    /// cannot be made.
+    fn open_wake(&self, fd: RawFd) -> Option<ReadOrWake> {
+        use std::os::fd::AsFd;
         let file = std::fs::File::from(crate::sys::eventfd().ok()?);
-        let fd = file.as_raw_fd();
+        let waiter = ReadOrWake::new(fd, file.as_fd()).ok()?;
         *self.wake.lock() = Some(file);
-        Some(fd)
+        Some(waiter)
     }
 
     /// Empties its wake-up counter.
@@ -122,18 +124,19 @@ impl<T: Task> Pool<T> {
     /// `DEDICATED_WAIT`, or the pool, at its cap, needs this worker.
     fn dedicate(self: &Arc<Self>, slot: &Arc<Slot>, conn: &Arc<T>, buf: &mut [u8], fd: RawFd) {
         let dispatch = conn.dispatch();
-        let wake = if dispatch.is_slow() && conn.is_open() {
-            slot.open_wake()
+        let waiter = if dispatch.is_slow() && conn.is_open() {
+            slot.open_wake(fd)
         } else {
             None
         };
-        if let Some(wake) = wake {
+        if let Some(waiter) = waiter {
             slot.dedicated.store(true, Ordering::Relaxed);
             self.dedicated.fetch_add(1, Ordering::SeqCst);
             if !slot.blocked.swap(true, Ordering::AcqRel) {
                 self.blocked.fetch_add(1, Ordering::Relaxed);
             }
-            self.stay(slot, conn, buf, fd, wake);
+            self.stay(slot, conn, buf, &waiter);
+            drop(waiter);
             slot.dedicated.store(false, Ordering::Relaxed);
             self.dedicated.fetch_sub(1, Ordering::SeqCst);
             self.unblock(slot);
@@ -165,12 +168,9 @@ impl<T: Task> Pool<T> {
     }
 
     /// The dedicated wait and runs.
-    fn stay(&self, slot: &Slot, conn: &Arc<T>, buf: &mut [u8], fd: RawFd, wake: RawFd) {
+    fn stay(&self, slot: &Slot, conn: &Arc<T>, buf: &mut [u8], waiter: &ReadOrWake) {
         let dispatch = conn.dispatch();
         let mut quiet_until = Instant::now() + DEDICATED_WAIT;
-        // Not while the task is readable but its mark found it taken: the
-        // right to run it is on its way to us.
-        let mut watch = true;
         loop {
             if self.exiting.load(Ordering::Acquire) || !conn.is_open() || self.starved() {
                 return;
@@ -179,9 +179,7 @@ impl<T: Task> Pool<T> {
             let (readable, woken) = if handed {
                 (false, false)
             } else {
-                let waited =
-                    crate::sys::wait_read_and_wake(watch.then_some(fd), wake, Some(quiet_until));
-                match waited {
+                match waiter.wait(quiet_until) {
                     Ok(ready) => ready,
                     Err(_) => return,
                 }
@@ -193,20 +191,18 @@ impl<T: Task> Pool<T> {
                 if readable {
                     dispatch.queued(self.now_ns());
                 }
-                watch = true;
                 self.run(slot, conn, buf);
                 if !dispatch.is_slow() {
                     return;
                 }
                 quiet_until = Instant::now() + DEDICATED_WAIT;
-            } else if readable {
-                watch = false;
-            } else if woken {
-                // A nudge with nothing for us: the same deadline holds.
-                watch = true;
-            } else {
+            } else if !readable && !woken {
                 return; // quiet until the deadline
             }
+            // Otherwise a nudge with nothing for us, or readiness whose
+            // mark found the task taken (the right to run it is on its way
+            // here; the edge-triggered wait does not report it again): the
+            // same deadline holds.
         }
     }
 

@@ -30,9 +30,9 @@
 //! `keepalive` without work.
 //!
 //! A worker that takes up a connection already marked slow claims it and,
-//! after the run, stays with it while it keeps blocking (*dedicated*): it takes the descriptor out of the
-//! epoll and waits on it with `poll(2)`, as a thread per connection would
-//! in `read`, so a request wakes that one thread and no other. Whatever
+//! after the run, stays with it while it keeps blocking (*dedicated*): it
+//! takes the descriptor out of the pool's epoll and waits on it in an epoll
+//! of its own, as a thread per connection would in `read`, so a request wakes that one thread and no other. Whatever
 //! else makes the connection runnable is handed to that worker, so only
 //! it runs the connection.
 //!
