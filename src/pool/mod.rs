@@ -32,9 +32,9 @@
 //! A worker that takes up a connection already marked slow claims it and,
 //! after the run, stays with it while it keeps blocking (*dedicated*): it
 //! takes the descriptor out of the pool's epoll and waits on it in an epoll
-//! of its own, as a thread per connection would in `read`, so a request wakes that one thread and no other. Whatever
-//! else makes the connection runnable is handed to that worker, so only
-//! it runs the connection.
+//! of its own, as a thread per connection would in `read`, so a request
+//! wakes that one thread and no other. Whatever else makes the connection
+//! runnable is handed to that worker, so only it runs the connection.
 //!
 //! # Sources
 //!
