@@ -171,6 +171,9 @@ struct Slot {
     busy_since: AtomicU64,
     /// Counted in `Pool::blocked`: its run is slow (known or seen).
     blocked: AtomicBool,
+    /// The `busy_since` of the last run the monitor started a worker for
+    /// (read and written by the monitor alone).
+    grown_for: AtomicU64,
     parked: AtomicBool,
     parker: Parker,
     /// Its thread's kernel id, for the monitor to see whether it sleeps.

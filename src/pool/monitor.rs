@@ -47,8 +47,9 @@ impl<T: Task> Pool<T> {
             // that computes, or waits for a CPU, is not: more threads would
             // not make it finish sooner, so it gets a parked worker at most.
             let (mut progress, mut blocking) = (false, false);
-            // Workers in a callback asleep in the kernel (not dedicated).
-            let mut asleep_in_runs = 0;
+            // Runs newly found asleep in the kernel (not dedicated ones):
+            // each is counted once, however long it sleeps.
+            let mut newly_asleep = 0;
             for slot in self.slots.lock().iter() {
                 // Dedicated to a slow task: taken, as if blocked.
                 if slot.dedicated.load(Ordering::Relaxed) {
@@ -67,14 +68,16 @@ impl<T: Task> Pool<T> {
                 }
                 if slot.blocked.load(Ordering::Relaxed) {
                     blocking = true;
-                    asleep_in_runs += 1;
+                    newly_asleep +=
+                        usize::from(slot.grown_for.swap(since, Ordering::Relaxed) != since);
                     continue;
                 }
                 let asleep =
                     crate::sys::thread_sleeping(slot.tid.load(Ordering::Relaxed)).unwrap_or(true);
                 if asleep {
                     blocking = true;
-                    asleep_in_runs += 1;
+                    newly_asleep +=
+                        usize::from(slot.grown_for.swap(since, Ordering::Relaxed) != since);
                     if !slot.blocked.swap(true, Ordering::AcqRel) {
                         self.blocked.fetch_add(1, Ordering::Relaxed);
                     }
@@ -94,7 +97,7 @@ impl<T: Task> Pool<T> {
             let starved = queued || !self.poll.is_locked();
             let found = starved
                 && !progress
-                && (self.wake_parked() || (blocking && self.grow(asleep_in_runs)));
+                && (self.wake_parked() || (blocking && self.grow(newly_asleep)));
             if starved && !progress && !found {
                 // Workers dedicated to slow tasks come back for the queue.
                 self.wake_dedicated();
@@ -147,14 +150,16 @@ impl<T: Task> Pool<T> {
     }
 
     /// Every worker is stuck in a callback, with work waiting, and
-    /// `asleep` of them sleep in the kernel: starts a worker for each
-    /// of those, up to one per queued task (at least one), so that a burst
-    /// of connections whose callbacks block gets its threads within a few
-    /// ticks (each tick's new workers block too, and the next tick starts
-    /// as many again) rather than one per tick; callbacks that compute get
-    /// one per tick at most. `false` if none could be started.
-    fn grow(self: &Arc<Self>, asleep: usize) -> bool {
-        let want = asleep.min(self.rx.len()).max(1);
+    /// `newly_asleep` runs were found asleep in the kernel since the last
+    /// tick: starts a worker for each, up to one per queued task (at least
+    /// one). The new workers take up queued tasks and, if those block too,
+    /// are counted at the next tick, so a burst of connections whose
+    /// callbacks block gets its threads within a few ticks rather than one
+    /// per tick, while a run that sleeps for many ticks is replaced once,
+    /// not at every tick. Callbacks that compute get one per tick at most.
+    /// `false` if none could be started.
+    fn grow(self: &Arc<Self>, newly_asleep: usize) -> bool {
+        let want = newly_asleep.min(self.rx.len()).max(1);
         (0..want)
             .take_while(|_| self.spawn_worker().is_ok())
             .count()
