@@ -136,7 +136,6 @@ impl<T: Task> Pool<T> {
                 self.blocked.fetch_add(1, Ordering::Relaxed);
             }
             self.stay(slot, conn, buf, &waiter);
-            drop(waiter);
             slot.dedicated.store(false, Ordering::Relaxed);
             self.dedicated.fetch_sub(1, Ordering::SeqCst);
             self.unblock(slot);

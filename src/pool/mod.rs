@@ -658,12 +658,12 @@ impl<T: Task> Pool<T> {
     }
 
     /// Runs one task, timing it: the wait since it became runnable goes to
-    /// the statistics, and a quick run clears its slow mark. Returns
-    /// whether it ran (not handed to the worker dedicated to it).
-    fn run(&self, slot: &Slot, conn: &Arc<T>, buf: &mut [u8]) -> bool {
+    /// the statistics, and a quick run clears its slow mark. A task owned
+    /// by another worker is handed to that worker instead.
+    fn run(&self, slot: &Slot, conn: &Arc<T>, buf: &mut [u8]) {
         let dispatch = conn.dispatch();
         if dispatch.hand_to_owner(Some(slot)) {
-            return false;
+            return;
         }
         let start = self.now_ns();
         self.busy.fetch_add(1, Ordering::SeqCst);
@@ -699,7 +699,6 @@ impl<T: Task> Pool<T> {
                 dispatch.set_slow(true);
             }
         }
-        true
     }
 
     fn unblock(&self, slot: &Slot) {

@@ -66,18 +66,16 @@ impl<T: Task> Pool<T> {
                     progress = true;
                     continue;
                 }
-                if slot.blocked.load(Ordering::Relaxed) {
-                    blocking = true;
-                    newly_asleep +=
-                        usize::from(slot.grown_for.swap(since, Ordering::Relaxed) != since);
-                    continue;
+                let known = slot.blocked.load(Ordering::Relaxed);
+                if !known
+                    && !crate::sys::thread_sleeping(slot.tid.load(Ordering::Relaxed))
+                        .unwrap_or(true)
+                {
+                    continue; // computing, or waiting for a CPU
                 }
-                let asleep =
-                    crate::sys::thread_sleeping(slot.tid.load(Ordering::Relaxed)).unwrap_or(true);
-                if asleep {
-                    blocking = true;
-                    newly_asleep +=
-                        usize::from(slot.grown_for.swap(since, Ordering::Relaxed) != since);
+                blocking = true;
+                newly_asleep += usize::from(slot.grown_for.swap(since, Ordering::Relaxed) != since);
+                if !known {
                     if !slot.blocked.swap(true, Ordering::AcqRel) {
                         self.blocked.fetch_add(1, Ordering::Relaxed);
                     }
