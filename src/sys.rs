@@ -99,20 +99,15 @@ impl ReadOrWake {
         Ok(ReadOrWake { epoll })
     }
 
-    /// Waits until the socket turns readable, the `eventfd` is, or
-    /// `deadline` passes; says which of the two (neither: the deadline
-    /// passed). Hang-ups and errors count as readable.
-    pub(crate) fn wait(&self, deadline: Instant) -> io::Result<(bool, bool)> {
+    /// Waits until the socket turns readable or the `eventfd` is; says
+    /// which. Hang-ups and errors count as readable. No deadline: a
+    /// timeout would cost a timer per wait; whoever wants the waiter back
+    /// writes to the `eventfd`.
+    pub(crate) fn wait(&self) -> io::Result<(bool, bool)> {
         use rustix::event::epoll::{self, Event, EventFlags};
-        use rustix::event::Timespec;
         let mut events: [MaybeUninit<Event>; 2] = [MaybeUninit::uninit(); 2];
         loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let timeout = Timespec {
-                tv_sec: left.as_secs().try_into().unwrap_or(i64::MAX),
-                tv_nsec: left.subsec_nanos().into(),
-            };
-            match epoll::wait(&self.epoll, &mut events, Some(&timeout)) {
+            match epoll::wait(&self.epoll, &mut events, None) {
                 Ok((ready, _)) => {
                     let (mut readable, mut woken) = (false, false);
                     let any =

@@ -7,14 +7,14 @@
 use std::os::fd::RawFd;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::{Dispatch, Pool, Slot, Task};
 use crate::sys::ReadOrWake;
 
 /// How long a worker dedicated to a slow connection waits for its next
 /// request before it gives the connection back to the pool's epoll.
-const DEDICATED_WAIT: Duration = Duration::from_secs(1);
+pub(super) const DEDICATED_WAIT: Duration = Duration::from_secs(1);
 
 /// The worker dedicated to a slow task, and whether the right to run it
 /// was handed to that worker while it waited.
@@ -85,8 +85,9 @@ impl<T: Task> Pool<T> {
     /// Runs a task, and stays with it if it is slow.
     pub(super) fn serve(self: &Arc<Self>, slot: &Arc<Slot>, conn: &Arc<T>, buf: &mut [u8]) {
         let claimed = self.claim(slot, conn);
-        self.run(slot, conn, buf);
+        let end = self.run(slot, conn, buf, self.now_ns());
         if let Some(fd) = claimed {
+            slot.active_at.store(end, Ordering::Relaxed);
             self.dedicate(slot, conn, buf, fd);
         }
     }
@@ -166,10 +167,11 @@ impl<T: Task> Pool<T> {
         }
     }
 
-    /// The dedicated wait and runs.
+    /// The dedicated wait and runs: two readings of the clock per request,
+    /// no timer (the monitor wakes a worker whose task has been quiet for
+    /// `DEDICATED_WAIT`).
     fn stay(&self, slot: &Slot, conn: &Arc<T>, buf: &mut [u8], waiter: &ReadOrWake) {
         let dispatch = conn.dispatch();
-        let mut quiet_until = Instant::now() + DEDICATED_WAIT;
         loop {
             if self.exiting.load(Ordering::Acquire) || !conn.is_open() || self.starved() {
                 return;
@@ -178,7 +180,7 @@ impl<T: Task> Pool<T> {
             let (readable, woken) = if handed {
                 (false, false)
             } else {
-                match waiter.wait(quiet_until) {
+                match waiter.wait() {
                     Ok(ready) => ready,
                     Err(_) => return,
                 }
@@ -187,22 +189,29 @@ impl<T: Task> Pool<T> {
                 slot.drain_wake();
             }
             if handed || (readable && conn.ready(false)) {
+                let now = self.now_ns();
                 if readable {
-                    dispatch.queued(self.now_ns());
+                    dispatch.queued(now);
                 }
-                self.run(slot, conn, buf);
+                let end = self.run(slot, conn, buf, now);
                 if !dispatch.is_slow() {
                     return;
                 }
-                quiet_until = Instant::now() + DEDICATED_WAIT;
-            } else if !readable && !woken {
-                return; // quiet until the deadline
+                slot.active_at.store(end, Ordering::Relaxed);
+            } else if !readable && self.quiet(slot, self.now_ns()) {
+                return;
             }
             // Otherwise a nudge with nothing for us, or readiness whose
             // mark found the task taken (the right to run it is on its way
-            // here; the edge-triggered wait does not report it again): the
-            // same deadline holds.
+            // here; the edge-triggered wait does not report it again).
         }
+    }
+
+    /// Whether the task a worker is dedicated to has been quiet for
+    /// `DEDICATED_WAIT` at `now`.
+    pub(super) fn quiet(&self, slot: &Slot, now: u64) -> bool {
+        now.saturating_sub(slot.active_at.load(Ordering::Relaxed))
+            >= DEDICATED_WAIT.as_nanos() as u64
     }
 
     /// At the cap with work waiting or nobody polling: dedicated workers

@@ -185,6 +185,10 @@ struct Slot {
     counts: DispatchCounts,
     /// Dedicated to a slow task: it waits on that task's socket.
     dedicated: AtomicBool,
+    /// While dedicated, when its task last ran or was claimed (`now_ns`):
+    /// the monitor sends it back once the task has been quiet for
+    /// `DEDICATED_WAIT`.
+    active_at: AtomicU64,
     /// Its thread's voluntary context switches when it last woke from a
     /// wait of its own: a long run after which there are more slept in
     /// its callback.
@@ -657,15 +661,15 @@ impl<T: Task> Pool<T> {
         }
     }
 
-    /// Runs one task, timing it: the wait since it became runnable goes to
-    /// the statistics, and a quick run clears its slow mark. A task owned
-    /// by another worker is handed to that worker instead.
-    fn run(&self, slot: &Slot, conn: &Arc<T>, buf: &mut [u8]) {
+    /// Runs one task, timing it from `start` (a reading of `now_ns`): the
+    /// wait since it became runnable goes to the statistics, and a quick
+    /// run clears its slow mark. Returns the run's end, or `start` when
+    /// the task is owned by another worker and was handed to it instead.
+    fn run(&self, slot: &Slot, conn: &Arc<T>, buf: &mut [u8], start: u64) -> u64 {
         let dispatch = conn.dispatch();
         if dispatch.hand_to_owner(Some(slot)) {
-            return;
+            return start;
         }
-        let start = self.now_ns();
         self.busy.fetch_add(1, Ordering::SeqCst);
         if self.monitor_asleep.load(Ordering::SeqCst)
             && self.monitor_asleep.swap(false, Ordering::SeqCst)
@@ -681,7 +685,8 @@ impl<T: Task> Pool<T> {
         slot.counts.add(1, waited);
         let at = self.epoch + Duration::from_nanos(start);
         conn.run(buf, Duration::from_nanos(waited), at);
-        let took = self.now_ns().saturating_sub(start);
+        let end = self.now_ns();
+        let took = end.saturating_sub(start);
         slot.busy_since.store(0, Ordering::Relaxed);
         if !slot.dedicated.load(Ordering::Relaxed) {
             self.unblock(slot);
@@ -699,6 +704,7 @@ impl<T: Task> Pool<T> {
                 dispatch.set_slow(true);
             }
         }
+        end
     }
 
     fn unblock(&self, slot: &Slot) {

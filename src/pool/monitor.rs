@@ -17,6 +17,9 @@ const IDLE_TICKS: u32 = 64;
 /// the saturation warning is logged; and the least time between two.
 const SATURATION_WARNING_AFTER: Duration = Duration::from_millis(500);
 const SATURATION_WARNING_EVERY: Duration = Duration::from_secs(60);
+/// How often the monitor, otherwise asleep, looks for dedicated workers
+/// whose tasks have gone quiet.
+const DEDICATED_CHECK: Duration = Duration::from_millis(250);
 
 impl<T: Task> Pool<T> {
     /// The monitor: while callbacks run, checks every `blocking_after`
@@ -51,9 +54,13 @@ impl<T: Task> Pool<T> {
             // each is counted once, however long it sleeps.
             let mut newly_asleep = 0;
             for slot in self.slots.lock().iter() {
-                // Dedicated to a slow task: taken, as if blocked.
+                // Dedicated to a slow task: taken, as if blocked; sent back
+                // once its task is quiet.
                 if slot.dedicated.load(Ordering::Relaxed) {
                     blocking = true;
+                    if slot.busy_since.load(Ordering::Relaxed) == 0 && self.quiet(slot, now) {
+                        slot.wake();
+                    }
                     continue;
                 }
                 let since = slot.busy_since.load(Ordering::Relaxed);
@@ -127,7 +134,8 @@ impl<T: Task> Pool<T> {
                 saturated_since = None;
                 counted = false;
             }
-            // Sleep until a callback starts once none has run for a while.
+            // Sleep until a callback starts once none has run for a while;
+            // while workers are dedicated, look at them now and then.
             if self.busy.load(Ordering::SeqCst) == 0 && self.rx.is_empty() {
                 idle_ticks += 1;
                 if idle_ticks >= IDLE_TICKS {
@@ -136,7 +144,18 @@ impl<T: Task> Pool<T> {
                     if self.busy.load(Ordering::SeqCst) == 0 {
                         let mut woken = self.monitor.woken.lock();
                         while !*woken && self.monitor_asleep.load(Ordering::SeqCst) {
-                            self.monitor.cv.wait(&mut woken);
+                            if self.dedicated.load(Ordering::SeqCst) == 0 {
+                                self.monitor.cv.wait(&mut woken);
+                            } else if self
+                                .monitor
+                                .cv
+                                .wait_for(&mut woken, DEDICATED_CHECK)
+                                .timed_out()
+                            {
+                                // One tick and a look, then asleep again.
+                                idle_ticks = IDLE_TICKS - 1;
+                                break;
+                            }
                         }
                     }
                     self.monitor_asleep.store(false, Ordering::SeqCst);
