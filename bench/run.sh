@@ -539,9 +539,11 @@ child_of() {
 # wait_load_started PID BASE: waits (60 s at most) until the load process
 # PID runs more than BASE threads. pingpong and idle_client connect every
 # connection first (1,000 connects can take seconds when a listen backlog
-# overflows and SYNs are retried), then start their warm-up clock and spawn
-# their client threads at once: the new threads mark the start of the
-# warm-up. Returns 1 if the load exited or the time ran out.
+# overflows and SYNs are retried), and pingpong waits for one answer on
+# each (a thread per connection accepts slowly beside a thousand busy
+# threads: it took 6 s to serve all of 1,000 clients of a 10 ms handler),
+# then they start their warm-up clock and spawn their client threads at
+# once: the new threads mark the start of the warm-up. Returns 1 if the load exited or the time ran out.
 wait_load_started() {
     local pid=$1 base=$2 i n
     for ((i = 0; i < 3000; i++)); do
@@ -1485,7 +1487,7 @@ mkdir -p "$(dirname "$REPORT")"
     echo
     echo "Rates are per second (round trips for echo and blocking, requests for redis and http); latencies in microseconds. The ratios are atoll's figure over the peer's: a rate ratio above 1 and a p99 ratio below 1 favour atoll. In the idle rows the \"peer\" is the same echo server without the idle connections; in the slow-beside-fast row it is http_hello's fast path without the slow clients, so the rate ratio is the fast path's rate beside the slow clients over its rate alone (target 0.9 or more); in the metrics row the atoll server is examples/metrics (the echo server publishing its metrics to the Prometheus exporter's recorder) and the peer examples/echo without a recorder, both with the library's defaults, so the rate ratio is the rate with the recorder over the rate without (target 0.97 or more) and the metrics rows have twice the repetitions."
     echo
-    echo "cs/req: the server's voluntary and involuntary context switches (summed over /proc/PID/task/*/status, and over nginx's worker processes) per request; CPU us/req: its utime + stime (/proc/PID/stat) per request; both over the measured window: for pingpong and idle_client, inside their measure (from the end of the 500 ms warm-up, counted from when the load has connected every connection and started its client threads, to the end of the measure, moved inward by a tenth of the measure (0.15 s at least) at the start and twice that at the end; requests = rate x the sampled window), for wrk and redis-benchmark (no warm-up flag) their whole run, divided by the requests they count (where the three redis-benchmark runs ping, set, get each get their own window). threads: the server's threads at the end of the window. Threads that exit inside the window take their switches with them, so a server whose threads come and go may be undercounted."
+    echo "cs/req: the server's voluntary and involuntary context switches (summed over /proc/PID/task/*/status, and over nginx's worker processes) per request; CPU us/req: its utime + stime (/proc/PID/stat) per request; both over the measured window: for pingpong and idle_client, inside their measure (from the end of the 500 ms warm-up, counted from when the load has connected every connection, had one answer on each (pingpong), and started its client threads, to the end of the measure, moved inward by a tenth of the measure (0.15 s at least) at the start and twice that at the end; requests = rate x the sampled window), for wrk and redis-benchmark (no warm-up flag) their whole run, divided by the requests they count (where the three redis-benchmark runs ping, set, get each get their own window). threads: the server's threads at the end of the window. Threads that exit inside the window take their switches with them, so a server whose threads come and go may be undercounted."
     echo
     printf '%s' "$TABLES"
     if [[ -n $RSS_TABLE ]]; then

@@ -10,8 +10,10 @@
 //! driving its share with one mio poll. `--tls` speaks TLS (native-tls,
 //! any certificate accepted: loopback benchmarks only); `--udp` uses
 //! connected UDP sockets instead, each resending a datagram whose echo has
-//! not come within 100 ms. After `--warmup-ms` it counts
-//! round trips for `--secs` seconds and prints one line:
+//! not come within 100 ms. Every connection first has one answer (a
+//! server still accepting its clients is not measured; 30 s at most);
+//! then the threads start, and after `--warmup-ms` they count round
+//! trips for `--secs` seconds and print one line:
 //!
 //! ```text
 //! round_trips=663912 secs=3.000 rate=221304 p50_us=431.1 p99_us=1190.4 errors=0
@@ -37,6 +39,9 @@ use mio::{Events, Interest, Poll, Token};
 
 /// How long a UDP datagram waits for its echo before it is sent again.
 const RESEND_AFTER: Duration = Duration::from_millis(100);
+/// How long the connections may take to get their first answers before
+/// the load starts anyway.
+const FIRST_ANSWERS_WITHIN: Duration = Duration::from_secs(30);
 
 const HELP: &str = "\
 pingpong: closed-loop echo load (the benchmark's client)
@@ -166,9 +171,14 @@ fn run() -> common::Result {
         ),
         false => None,
     };
-    let mut shares: Vec<Vec<Wire>> = (0..threads).map(|_| Vec::new()).collect();
+    let mut wires = Vec::with_capacity(conns);
     for i in 0..conns {
-        shares[i % threads].push(open(i, addr, connector.as_ref(), udp)?);
+        wires.push(open(i, addr, connector.as_ref(), udp)?);
+    }
+    answer_once(&mut wires, size)?;
+    let mut shares: Vec<Vec<Wire>> = (0..threads).map(|_| Vec::new()).collect();
+    for (i, wire) in wires.into_iter().enumerate() {
+        shares[i % threads].push(wire);
     }
     let from = Instant::now() + warmup;
     let until = from + Duration::from_secs_f64(secs);
@@ -280,6 +290,64 @@ fn drive(wires: Vec<Wire>, s: &Settings) -> io::Result<(u64, u64, Histogram, Vec
         }
     }
     Ok((done, errors, hist, conns))
+}
+
+/// Has every connection answer one message before the load starts: a
+/// server still accepting clients (a thread per connection accepts slowly
+/// beside a thousand busy threads) would otherwise be measured on some of
+/// them only. Gives up after `FIRST_ANSWERS_WITHIN`; a connection that
+/// fails here fails again in the load, where it is counted.
+fn answer_once(wires: &mut [Wire], size: usize) -> io::Result<()> {
+    let mut poll = Poll::new()?;
+    let message = vec![b'x'; size];
+    let mut buf = vec![0u8; 64 * 1024];
+    // Bytes still due from each connection, and when it last sent.
+    let mut due = vec![(0usize, Instant::now()); wires.len()];
+    let mut waiting = 0;
+    for (i, wire) in wires.iter_mut().enumerate() {
+        poll.registry()
+            .register(&mut SourceFd(&wire.fd()), Token(i), Interest::READABLE)?;
+        if matches!(wire.write(&message), Ok(n) if n == size) {
+            due[i].0 = size;
+            waiting += 1;
+        }
+    }
+    let mut events = Events::with_capacity(1024);
+    let give_up = Instant::now() + FIRST_ANSWERS_WITHIN;
+    while waiting > 0 && Instant::now() < give_up {
+        poll.poll(&mut events, Some(RESEND_AFTER))?;
+        for event in events.iter() {
+            let i = event.token().0;
+            while due[i].0 > 0 {
+                match wires[i].read(&mut buf) {
+                    // A stray datagram (a late echo) is not an answer.
+                    Ok(n) if matches!(wires[i], Wire::Udp(_)) && n != size => {}
+                    Ok(n) if n > 0 => {
+                        due[i].0 = due[i].0.saturating_sub(n);
+                        if due[i].0 == 0 {
+                            waiting -= 1;
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    // Closed or failed: the load counts it.
+                    Ok(_) | Err(_) => {
+                        due[i].0 = 0;
+                        waiting -= 1;
+                    }
+                }
+            }
+        }
+        // UDP may drop a datagram: send again what waited too long.
+        let now = Instant::now();
+        for (i, wire) in wires.iter_mut().enumerate() {
+            if due[i].0 > 0 && matches!(wire, Wire::Udp(_)) && now - due[i].1 >= RESEND_AFTER {
+                let _ = wire.write(&message);
+                due[i].1 = now;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Sends one message; 64 KiB at most fit an empty send buffer, so a write
