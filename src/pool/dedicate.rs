@@ -14,7 +14,7 @@ use crate::sys::ReadOrWake;
 
 /// How long a worker dedicated to a slow connection waits for its next
 /// request before it gives the connection back to the pool's epoll.
-pub(super) const DEDICATED_WAIT: Duration = Duration::from_secs(1);
+const DEDICATED_WAIT: Duration = Duration::from_secs(1);
 
 /// The worker dedicated to a slow task, and whether the right to run it
 /// was handed to that worker while it waited.
