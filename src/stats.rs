@@ -22,7 +22,8 @@ pub struct ServerStats {
     pub rejected: u64,
     /// Connections the handler factory refused.
     pub refused: u64,
-    /// Failed `accept` calls (descriptor exhaustion, aborted connections).
+    /// Failed `accept` calls (descriptor exhaustion, aborted connections),
+    /// and failed receives on a UDP server's socket.
     pub accept_errors: u64,
     /// Handler callbacks that panicked.
     pub panics: u64,

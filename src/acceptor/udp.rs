@@ -7,6 +7,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, IoSlice};
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::Instant;
 
@@ -237,8 +238,15 @@ impl<H: Handler<M>, M: Send + 'static> Core<H, M> {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
-                    // ICMP reports (a peer's port unreachable) surface here:
-                    // report and go on; a run of them yields the thread.
+                    // Receiving is this acceptor's accept: counted and
+                    // reported as one that failed, then it goes on (a run
+                    // of them yields the thread). An unconnected socket
+                    // hears no ICMP report, so this is the kernel short of
+                    // memory or the like.
+                    self.service
+                        .counters
+                        .accept_errors
+                        .fetch_add(1, Ordering::Relaxed);
                     self.emit(Kind::AcceptError { error: &e });
                     errors += 1;
                     if errors >= RECV_ERRORS {
@@ -290,7 +298,7 @@ impl<H: Handler<M>, M: Send + 'static> Core<H, M> {
             self.service
                 .counters
                 .rejected
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                .fetch_add(1, Ordering::Relaxed);
             self.emit(Kind::DatagramDropped {
                 peer: &Addr::Inet(peer),
                 len: datagram.len(),
@@ -325,7 +333,7 @@ impl<H: Handler<M>, M: Send + 'static> Core<H, M> {
         self.service
             .counters
             .accepted
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            .fetch_add(1, Ordering::Relaxed);
         self.count_accepted();
         let conn = self.install(
             Addr::Inet(peer),

@@ -117,7 +117,8 @@ pub enum Kind<'a> {
         /// The error.
         error: &'a io::Error,
     },
-    /// Another accept error, skipped.
+    /// Another accept error, skipped; on a UDP server, a receive on its
+    /// socket that failed.
     AcceptError {
         /// The error.
         error: &'a io::Error,
