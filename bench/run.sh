@@ -543,7 +543,8 @@ child_of() {
 # each (a thread per connection accepts slowly beside a thousand busy
 # threads: it took 6 s to serve all of 1,000 clients of a 10 ms handler),
 # then they start their warm-up clock and spawn their client threads at
-# once: the new threads mark the start of the warm-up. Returns 1 if the load exited or the time ran out.
+# once: the new threads mark the start of the warm-up. Returns 1 if the
+# load exited or the time ran out.
 wait_load_started() {
     local pid=$1 base=$2 i n
     for ((i = 0; i < 3000; i++)); do

@@ -171,14 +171,14 @@ fn run() -> common::Result {
         ),
         false => None,
     };
-    let mut wires = Vec::with_capacity(conns);
+    let mut opened = Vec::with_capacity(conns);
     for i in 0..conns {
-        wires.push(open(i, addr, connector.as_ref(), udp)?);
+        opened.push(Conn::new(open(i, addr, connector.as_ref(), udp)?));
     }
-    answer_once(&mut wires, size)?;
-    let mut shares: Vec<Vec<Wire>> = (0..threads).map(|_| Vec::new()).collect();
-    for (i, wire) in wires.into_iter().enumerate() {
-        shares[i % threads].push(wire);
+    let mut errors = answer_once(&mut opened, size)?;
+    let mut shares: Vec<Vec<Conn>> = (0..threads).map(|_| Vec::new()).collect();
+    for (i, conn) in opened.into_iter().enumerate() {
+        shares[i % threads].push(conn);
     }
     let from = Instant::now() + warmup;
     let until = from + Duration::from_secs_f64(secs);
@@ -189,7 +189,7 @@ fn run() -> common::Result {
             thread::spawn(move || drive(streams, &settings))
         })
         .collect();
-    let (mut total, mut errors, mut hist) = (0u64, 0u64, Histogram::new());
+    let (mut total, mut hist) = (0u64, Histogram::new());
     let mut streams = Vec::new();
     for handle in handles {
         let (n, e, h, s) = handle.join().map_err(|_| "a client thread panicked")??;
@@ -220,134 +220,117 @@ struct Conn {
     alive: bool,
 }
 
-/// Drives one thread's connections until `until`; returns the round trips
-/// completed inside the measured window, the connections that failed,
-/// their latencies, and the connections (still open).
-fn drive(wires: Vec<Wire>, s: &Settings) -> io::Result<(u64, u64, Histogram, Vec<Conn>)> {
-    let mut poll = Poll::new()?;
-    let message = vec![b'x'; s.size];
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut conns = Vec::with_capacity(wires.len());
-    for (i, wire) in wires.into_iter().enumerate() {
-        poll.registry()
-            .register(&mut SourceFd(&wire.fd()), Token(i), Interest::READABLE)?;
-        conns.push(Conn {
+impl Conn {
+    fn new(wire: Wire) -> Conn {
+        Conn {
             wire,
             sent_at: Instant::now(),
             due: 0,
             alive: true,
-        });
-    }
-    let (mut done, mut errors, mut hist) = (0u64, 0u64, Histogram::new());
-    for conn in &mut conns {
-        send(conn, &message, &mut errors);
-    }
-    let mut events = Events::with_capacity(1024);
-    loop {
-        let now = Instant::now();
-        if now >= s.until {
-            break;
-        }
-        let wait = (s.until - now).min(RESEND_AFTER);
-        poll.poll(&mut events, Some(wait))?;
-        for event in events.iter() {
-            let Some(conn) = conns.get_mut(event.token().0) else {
-                continue;
-            };
-            loop {
-                if !conn.alive {
-                    break;
-                }
-                match conn.wire.read(&mut buf) {
-                    Ok(0) => fail(conn, &mut errors),
-                    // A datagram's echo comes whole; a late one, of a
-                    // datagram already sent again, is not told apart.
-                    Ok(n) if matches!(conn.wire, Wire::Udp(_)) && n != message.len() => {}
-                    Ok(n) => {
-                        conn.due = conn.due.saturating_sub(n);
-                        if conn.due == 0 {
-                            let at = Instant::now();
-                            if at >= s.from && at < s.until {
-                                done += 1;
-                                hist.record(at - conn.sent_at);
-                            }
-                            send(conn, &message, &mut errors);
-                        }
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(_) => fail(conn, &mut errors),
-                }
-            }
-        }
-        // UDP may drop a datagram: send again what waited too long.
-        let now = Instant::now();
-        for conn in &mut conns {
-            if conn.alive && matches!(conn.wire, Wire::Udp(_)) && now - conn.sent_at >= RESEND_AFTER
-            {
-                send(conn, &message, &mut errors);
-            }
         }
     }
-    Ok((done, errors, hist, conns))
 }
 
 /// Has every connection answer one message before the load starts: a
 /// server still accepting clients (a thread per connection accepts slowly
 /// beside a thousand busy threads) would otherwise be measured on some of
-/// them only. Gives up after `FIRST_ANSWERS_WITHIN`; a connection that
-/// fails here fails again in the load, where it is counted.
-fn answer_once(wires: &mut [Wire], size: usize) -> io::Result<()> {
-    let mut poll = Poll::new()?;
+/// them only. Gives up after `FIRST_ANSWERS_WITHIN`; returns the
+/// connections that failed.
+fn answer_once(conns: &mut [Conn], size: usize) -> io::Result<u64> {
     let message = vec![b'x'; size];
-    let mut buf = vec![0u8; 64 * 1024];
-    // Bytes still due from each connection, and when it last sent.
-    let mut due = vec![(0usize, Instant::now()); wires.len()];
-    let mut waiting = 0;
-    for (i, wire) in wires.iter_mut().enumerate() {
+    let mut errors = 0;
+    let until = Instant::now() + FIRST_ANSWERS_WITHIN;
+    exchange(conns, &message, until, &mut errors, |_, _| false)?;
+    Ok(errors)
+}
+
+/// Drives one thread's connections until `until`; returns the round trips
+/// completed inside the measured window, the connections that failed,
+/// their latencies, and the connections (still open).
+fn drive(mut conns: Vec<Conn>, s: &Settings) -> io::Result<(u64, u64, Histogram, Vec<Conn>)> {
+    let message = vec![b'x'; s.size];
+    let (mut done, mut errors, mut hist) = (0u64, 0u64, Histogram::new());
+    exchange(&mut conns, &message, s.until, &mut errors, |conn, at| {
+        if at >= s.from && at < s.until {
+            done += 1;
+            hist.record(at - conn.sent_at);
+        }
+        true
+    })?;
+    Ok((done, errors, hist, conns))
+}
+
+/// Sends `message` on every live connection and reads the echoes until
+/// `until`, or until no message is out: `answered` hears of each echo come
+/// back whole (and when) and says whether to send the next message on that
+/// connection. UDP datagrams whose echo is late are sent again.
+fn exchange(
+    conns: &mut [Conn],
+    message: &[u8],
+    until: Instant,
+    errors: &mut u64,
+    mut answered: impl FnMut(&Conn, Instant) -> bool,
+) -> io::Result<()> {
+    let mut poll = Poll::new()?;
+    for (i, conn) in conns.iter_mut().enumerate() {
         poll.registry()
-            .register(&mut SourceFd(&wire.fd()), Token(i), Interest::READABLE)?;
-        if matches!(wire.write(&message), Ok(n) if n == size) {
-            due[i].0 = size;
-            waiting += 1;
+            .register(&mut SourceFd(&conn.wire.fd()), Token(i), Interest::READABLE)?;
+        if conn.alive {
+            send(conn, message, errors);
         }
     }
+    let mut buf = vec![0u8; 64 * 1024];
     let mut events = Events::with_capacity(1024);
-    let give_up = Instant::now() + FIRST_ANSWERS_WITHIN;
-    while waiting > 0 && Instant::now() < give_up {
-        poll.poll(&mut events, Some(RESEND_AFTER))?;
+    // Set once a connection is left without a message out (answered for
+    // good, or failed): from then on, look whether any still has one.
+    let mut some_idle = conns.iter().any(|c| !c.alive);
+    loop {
+        let now = Instant::now();
+        if now >= until || (some_idle && conns.iter().all(|c| !c.alive || c.due == 0)) {
+            return Ok(());
+        }
+        let wait = (until - now).min(RESEND_AFTER);
+        poll.poll(&mut events, Some(wait))?;
         for event in events.iter() {
-            let i = event.token().0;
-            while due[i].0 > 0 {
-                match wires[i].read(&mut buf) {
-                    // A stray datagram (a late echo) is not an answer.
-                    Ok(n) if matches!(wires[i], Wire::Udp(_)) && n != size => {}
+            let Some(conn) = conns.get_mut(event.token().0) else {
+                continue;
+            };
+            while conn.alive && conn.due > 0 {
+                match conn.wire.read(&mut buf) {
+                    // A datagram's echo comes whole; a late one, of a
+                    // datagram already sent again, is not told apart.
+                    Ok(n) if matches!(conn.wire, Wire::Udp(_)) && n != message.len() => {}
                     Ok(n) if n > 0 => {
-                        due[i].0 = due[i].0.saturating_sub(n);
-                        if due[i].0 == 0 {
-                            waiting -= 1;
+                        conn.due = conn.due.saturating_sub(n);
+                        if conn.due == 0 {
+                            if answered(conn, Instant::now()) {
+                                send(conn, message, errors);
+                            } else {
+                                some_idle = true;
+                            }
                         }
                     }
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    // Closed or failed: the load counts it.
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                     Ok(_) | Err(_) => {
-                        due[i].0 = 0;
-                        waiting -= 1;
+                        fail(conn, errors);
+                        some_idle = true;
                     }
                 }
             }
         }
         // UDP may drop a datagram: send again what waited too long.
         let now = Instant::now();
-        for (i, wire) in wires.iter_mut().enumerate() {
-            if due[i].0 > 0 && matches!(wire, Wire::Udp(_)) && now - due[i].1 >= RESEND_AFTER {
-                let _ = wire.write(&message);
-                due[i].1 = now;
+        for conn in conns.iter_mut() {
+            if conn.alive
+                && conn.due > 0
+                && matches!(conn.wire, Wire::Udp(_))
+                && now - conn.sent_at >= RESEND_AFTER
+            {
+                send(conn, message, errors);
             }
         }
     }
-    Ok(())
 }
 
 /// Sends one message; 64 KiB at most fit an empty send buffer, so a write

@@ -185,8 +185,8 @@ struct Slot {
     counts: DispatchCounts,
     /// Dedicated to a slow task: it waits on that task's socket.
     dedicated: AtomicBool,
-    /// While dedicated, when its task last ran or was claimed (`now_ns`):
-    /// the monitor sends it back once the task has been quiet for
+    /// While dedicated, when its task's last run ended (`now_ns`): the
+    /// monitor sends it back once the task has been quiet for
     /// `DEDICATED_WAIT`.
     active_at: AtomicU64,
     /// Its thread's voluntary context switches when it last woke from a
