@@ -420,3 +420,32 @@ fn a_connection_whose_callbacks_block_gets_a_worker_that_waits_on_its_socket() {
     );
     server.stop(None);
 }
+
+/// A worker dedicated to a connection waits on it with no timer: when the
+/// connection goes quiet, the monitor sends the worker back (it no longer
+/// counts as blocked), and the connection, still open, is served again.
+#[test]
+fn a_dedicated_worker_gives_a_connection_that_went_quiet_back() {
+    let server = builder()
+        .num_workers(2)
+        .start(|_| {
+            Ok(SlowInOrder {
+                running: Arc::new(AtomicBool::new(false)),
+                overlaps: Arc::new(AtomicUsize::new(0)),
+            })
+        })
+        .unwrap();
+    let mut conn = connect(tcp_addr(&server));
+    for _ in 0..20 {
+        round_trip(&mut conn, b"slow");
+    }
+    wait_until("a worker dedicated to the connection", || {
+        server.stats().blocked_workers == 1
+    });
+    // Quiet for a second: given back while the connection stays open.
+    wait_until("the dedicated worker to give the connection back", || {
+        server.stats().blocked_workers == 0
+    });
+    round_trip(&mut conn, b"still served");
+    server.stop(None);
+}
