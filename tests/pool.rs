@@ -41,13 +41,16 @@ impl Gate {
     }
 }
 
-/// Echoes; a message starting with "block" first waits at the gate.
+/// Echoes; a message starting with "block" first waits at the gate, one
+/// starting with "slow" sleeps 5 ms.
 struct Gated(Arc<Gate>);
 
 impl Handler for Gated {
     fn handle_data(&mut self, data: &[u8], socket: &mut Socket) -> Flow {
         if data.starts_with(b"block") {
             self.0.pass();
+        } else if data.starts_with(b"slow") {
+            thread::sleep(Duration::from_millis(5));
         }
         socket
             .send(data)
@@ -447,5 +450,29 @@ fn a_dedicated_worker_gives_a_connection_that_went_quiet_back() {
         server.stats().blocked_workers == 0
     });
     round_trip(&mut conn, b"still served");
+    server.stop(None);
+}
+
+/// The run of a worker dedicated to a connection counts as busy, as any
+/// other callback does.
+#[test]
+fn a_dedicated_workers_callback_counts_as_busy() {
+    let (server, gate) = gated(builder().num_workers(2));
+    let mut conn = connect(tcp_addr(&server));
+    for _ in 0..20 {
+        round_trip(&mut conn, b"slow");
+    }
+    wait_until("a worker dedicated to the connection", || {
+        server.stats().blocked_workers == 1
+    });
+    conn.write_all(b"block").unwrap();
+    wait_until("the callback to be at the gate", || {
+        gate.inside.load(Ordering::SeqCst) == 1
+    });
+    let stats = server.stats();
+    assert_eq!((stats.busy_workers, stats.blocked_workers), (1, 1));
+    gate.open();
+    assert_eq!(read_n(&mut conn, 5), b"block");
+    wait_until("no callback running", || server.stats().busy_workers == 0);
     server.stop(None);
 }

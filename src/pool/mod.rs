@@ -23,10 +23,10 @@
 //! goes back to polling, so one connection's blocking call never holds the
 //! others' readiness. A callback that blocks without warning (its
 //! connection was fast until now) is caught by the monitor thread, which
-//! ticks every `blocking_after` while callbacks run: when every worker that
-//! is not parked has been in one callback for longer than that, and work
-//! waits or nobody polls, it wakes a parked worker, or starts one if a
-//! callback sleeps in the kernel. Workers beyond the base count exit after
+//! ticks every `blocking_after` while callbacks run (but for dedicated
+//! workers', below): when every worker that is not parked has been in one
+//! callback for longer than that, and work waits or nobody polls, it wakes
+//! a parked worker, or starts one if a callback sleeps in the kernel. Workers beyond the base count exit after
 //! `keepalive` without work.
 //!
 //! A worker that takes up a connection already marked slow claims it and,
@@ -277,6 +277,8 @@ pub(crate) struct Pool<T> {
     blocked: AtomicUsize,
     /// Workers dedicated to a slow task.
     dedicated: AtomicUsize,
+    /// Workers in a run, but for dedicated workers' runs: while it is not
+    /// 0 the monitor ticks.
     busy: AtomicUsize,
     slots: Mutex<Vec<Arc<Slot>>>,
     handles: Mutex<Vec<JoinHandle<()>>>,
@@ -400,32 +402,32 @@ impl<T: Task> Pool<T> {
     }
 
     /// Finds up to `n` workers for queued slow connections: parked ones
-    /// woken, workers between two runs (they look at the queue before they
-    /// park or poll), or new ones; returns how many it found. The caller
-    /// is not counted: it polls again.
+    /// woken, or new ones; returns how many it found. The caller is not
+    /// counted: it polls again.
+    ///
+    /// A worker between two runs would look at the queue too, but one
+    /// that just ended a run may be on its way to a connection of its own
+    /// (to stay with it) instead, so it is counted on only at the cap,
+    /// where no worker can be started: a thread started for work that
+    /// another took parks, and exits after `keepalive`.
     fn hand_out(self: &Arc<Self>, n: usize) -> usize {
-        let threads = self.threads.load(Ordering::Relaxed);
+        let mut found = 0;
+        while found < n && (self.wake_parked() || self.spawn_worker().is_ok()) {
+            found += 1;
+        }
+        if found == n {
+            return found;
+        }
         let taken = self.busy.load(Ordering::Relaxed)
             + self.parked.load(Ordering::SeqCst)
             + self.dedicated.load(Ordering::SeqCst)
             + 1;
-        // Starting a thread for work that a worker about to finish its run
-        // would take grows the pool past what the blocking needs.
-        let mut between_runs = threads.saturating_sub(taken);
-        let mut found = 0;
-        while found < n {
-            if !self.wake_parked() {
-                if between_runs > 0 {
-                    between_runs -= 1;
-                } else if self.spawn_worker().is_err() {
-                    // At the cap: workers dedicated to slow tasks come back.
-                    self.wake_dedicated();
-                    break;
-                }
-            }
-            found += 1;
+        let between_runs = self.threads.load(Ordering::Relaxed).saturating_sub(taken);
+        if found + between_runs < n {
+            // At the cap: workers dedicated to slow tasks come back.
+            self.wake_dedicated();
         }
-        found
+        n.min(found + between_runs)
     }
 
     /// Wakes a parked worker for fast work when fewer than the base count
@@ -670,15 +672,22 @@ impl<T: Task> Pool<T> {
         if dispatch.hand_to_owner(Some(slot)) {
             return start;
         }
-        self.busy.fetch_add(1, Ordering::SeqCst);
-        if self.monitor_asleep.load(Ordering::SeqCst)
-            && self.monitor_asleep.swap(false, Ordering::SeqCst)
-        {
-            self.monitor.unpark();
+        // A dedicated worker's runs are the monitor's concern only when
+        // its task goes quiet (it looks at those every `DEDICATED_CHECK`),
+        // and touch no counter the other workers write.
+        let dedicated = slot.dedicated.load(Ordering::Relaxed);
+        if !dedicated {
+            self.busy.fetch_add(1, Ordering::SeqCst);
+            if self.monitor_asleep.load(Ordering::SeqCst)
+                && self.monitor_asleep.swap(false, Ordering::SeqCst)
+            {
+                self.monitor.unpark();
+            }
         }
         slot.token.store(conn.token().0, Ordering::Relaxed);
         slot.busy_since.store(start.max(1), Ordering::Relaxed);
-        if dispatch.is_slow() && !slot.blocked.swap(true, Ordering::AcqRel) {
+        // (A dedicated worker is counted blocked while it stays.)
+        if !dedicated && dispatch.is_slow() && !slot.blocked.swap(true, Ordering::AcqRel) {
             self.blocked.fetch_add(1, Ordering::Relaxed);
         }
         let waited = start.saturating_sub(dispatch.queued_at());
@@ -688,10 +697,10 @@ impl<T: Task> Pool<T> {
         let end = self.now_ns();
         let took = end.saturating_sub(start);
         slot.busy_since.store(0, Ordering::Relaxed);
-        if !slot.dedicated.load(Ordering::Relaxed) {
+        if !dedicated {
             self.unblock(slot);
+            self.busy.fetch_sub(1, Ordering::Relaxed);
         }
-        self.busy.fetch_sub(1, Ordering::Relaxed);
         // The monitor marks a connection slow when it finds its callback
         // asleep; a quick run clears the mark.
         if took < self.config.blocking_after.as_nanos() as u64 {
@@ -785,14 +794,20 @@ impl<T: Task> Pool<T> {
     pub(crate) fn stats(&self) -> PoolStats {
         let slots = self.slots.lock();
         let (mut dispatches, mut wait_ns) = self.retired.get();
+        // `busy` leaves out the runs of dedicated workers.
+        let mut busy = self.busy.load(Ordering::Relaxed);
         for slot in slots.iter() {
             let (runs, wait) = slot.counts.get();
             dispatches += runs;
             wait_ns += wait;
+            busy += usize::from(
+                slot.dedicated.load(Ordering::Relaxed)
+                    && slot.busy_since.load(Ordering::Relaxed) != 0,
+            );
         }
         PoolStats {
             workers: self.threads.load(Ordering::Relaxed),
-            busy: self.busy.load(Ordering::Relaxed),
+            busy,
             blocked: self.blocked.load(Ordering::Relaxed),
             queued: self.rx.len(),
             dispatches,
