@@ -68,6 +68,21 @@ pub struct ServerStats {
     pub proxy_errors: u64,
 }
 
+/// Bytes received and sent: by a connection during one dispatch, or by
+/// all of them.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct Traffic {
+    pub(crate) bytes_in: u64,
+    pub(crate) bytes_out: u64,
+}
+
+impl std::ops::AddAssign for Traffic {
+    fn add_assign(&mut self, other: Traffic) {
+        self.bytes_in += other.bytes_in;
+        self.bytes_out += other.bytes_out;
+    }
+}
+
 /// The totals, added to by the acceptors and workers.
 #[derive(Default)]
 pub(crate) struct Counters {
@@ -76,8 +91,6 @@ pub(crate) struct Counters {
     pub(crate) refused: AtomicU64,
     pub(crate) accept_errors: AtomicU64,
     pub(crate) panics: AtomicU64,
-    pub(crate) bytes_in: AtomicU64,
-    pub(crate) bytes_out: AtomicU64,
     pub(crate) messages_refused: AtomicU64,
     pub(crate) proxy_errors: AtomicU64,
 }

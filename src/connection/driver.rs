@@ -16,6 +16,7 @@ use crate::error::{panic_message, Error};
 use crate::handler::{Flow, Handler};
 use crate::proxy::{self, Proxied};
 use crate::socket::{Release, Socket};
+use crate::stats::Traffic;
 use crate::telemetry::{Interest, Kind, SpawnError, Telemetry};
 use crate::transport::Handshake;
 
@@ -56,7 +57,7 @@ pub(crate) fn run<H: Handler<M>, M: Send + 'static>(
     buf: &mut [u8],
     waited: Duration,
     at: Instant,
-) {
+) -> Traffic {
     // The handler's own tracing events carry the connection's fields.
     #[cfg(feature = "tracing")]
     let _span = conn.meta.span.enter();
@@ -67,6 +68,7 @@ pub(crate) fn run<H: Handler<M>, M: Send + 'static>(
     // The pool's reading dates the dispatch and starts the first round;
     // each round's end (read only for a sink that wants it) starts the next.
     let mut now = Some(at);
+    let mut traffic = Traffic::default();
     if let (Some(socket), true) = (state.socket.as_ref(), state.handler.is_some()) {
         if let (Some(span), Some(wait)) = (socket.span(), waited.take()) {
             span.emit_at(at, socket.peer_addr(), || Kind::Dispatch { wait });
@@ -89,31 +91,20 @@ pub(crate) fn run<H: Handler<M>, M: Send + 'static>(
                 });
                 now = Some(end);
             }
-            publish(conn, socket);
+            traffic += socket.unpublished();
         }
         if let Err(end) = result {
             // Never released: the connection is never scheduled again.
-            finish(conn, state, end);
-            return;
+            traffic += finish(conn, state, end);
+            return traffic;
         }
         if conn.sched.release() {
-            return;
+            return traffic;
         }
     }
     drop(state);
     conn.service.pool.schedule(conn.clone());
-}
-
-/// Adds the socket's traffic since the last call to the server's counters.
-fn publish<H, M>(conn: &Conn<H, M>, socket: &mut Socket) {
-    let (bytes_in, bytes_out) = socket.unpublished();
-    let stats = &conn.service.counters;
-    if bytes_in > 0 {
-        stats.bytes_in.fetch_add(bytes_in, Ordering::Relaxed);
-    }
-    if bytes_out > 0 {
-        stats.bytes_out.fetch_add(bytes_out, Ordering::Relaxed);
-    }
+    traffic
 }
 
 /// Handles the pending work in `flags`; `Err` when the connection ends.
@@ -388,17 +379,18 @@ fn guarded<H, M, R>(conn: &Conn<H, M>, f: impl FnOnce() -> R) -> Result<R, End> 
 }
 
 /// Runs the last callback, closes the socket and frees the connection's
-/// slot (or, when detached, hands the socket over).
+/// slot (or, when detached, hands the socket over); returns the traffic of
+/// the last callback.
 fn finish<H: Handler<M>, M: Send + 'static>(
     conn: &Arc<Conn<H, M>>,
     mut state: MutexGuard<'_, State<H>>,
     end: End,
-) {
+) -> Traffic {
     let mut handler = state.handler.take();
     let Some(mut socket) = state.socket.take() else {
         drop(state);
         conn.release();
-        return;
+        return Traffic::default();
     };
     drop(state);
     let service = &conn.service;
@@ -415,7 +407,7 @@ fn finish<H: Handler<M>, M: Send + 'static>(
             // The socket's drop releases the slot from now on, even if
             // `give` panics and drops it.
             let _ = guarded(conn, move || give(socket));
-            return;
+            return Traffic::default();
         }
         (End::Error(err), handler) => {
             socket.close();
@@ -462,11 +454,12 @@ fn finish<H: Handler<M>, M: Send + 'static>(
         }
         _ => {}
     }
-    publish(conn, &mut socket);
+    let traffic = socket.unpublished();
     drop(socket);
     // A handler's own Drop may panic too; it must not take the worker.
     let _ = guarded(conn, move || drop(handler));
     conn.release();
+    traffic
 }
 
 impl<H: Handler<M>, M: Send + 'static> Release for Conn<H, M> {

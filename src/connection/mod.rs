@@ -29,6 +29,7 @@ use crate::pool::{Dispatch, Pool, Task};
 use crate::proxy::{Proxied, ProxyProtocol};
 use crate::socket::{SendPolicy, Socket};
 use crate::stats::Counters;
+use crate::stats::Traffic;
 use crate::telemetry::Telemetry;
 use crate::timer::Timers;
 use crate::transport::{Addr, PendingHandshake, Transport};
@@ -236,8 +237,8 @@ impl<H: Handler<M>, M: Send + 'static> Task for Conn<H, M> {
         self.sched.mark(work)
     }
 
-    fn run(self: &Arc<Self>, buf: &mut [u8], waited: Duration, at: Instant) {
-        driver::run(self, buf, waited, at);
+    fn run(self: &Arc<Self>, buf: &mut [u8], waited: Duration, at: Instant) -> Traffic {
+        driver::run(self, buf, waited, at)
     }
 
     fn fd(&self) -> Option<std::os::fd::RawFd> {

@@ -54,12 +54,15 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Registry, Token, Waker};
 use parking_lot::{Condvar, Mutex, RwLock};
 
+use self::counts::{Counted, DispatchCounts};
 use self::dedicate::Owner;
 use self::slab::Slab;
 pub(crate) use self::source::Source;
 use self::source::Watched;
 use crate::socket::READ_CHUNK;
+use crate::stats::Traffic;
 
+mod counts;
 mod dedicate;
 mod monitor;
 mod slab;
@@ -103,8 +106,8 @@ pub(crate) trait Task: Send + Sync + 'static {
     /// `true` when the caller must queue or run it.
     fn ready(&self, hangup: bool) -> bool;
     /// Runs it on this worker, which took it up `at`, `waited` after it
-    /// became runnable.
-    fn run(self: &Arc<Self>, buf: &mut [u8], waited: Duration, at: Instant);
+    /// became runnable; returns the bytes it received and sent meanwhile.
+    fn run(self: &Arc<Self>, buf: &mut [u8], waited: Duration, at: Instant) -> Traffic;
     /// Its own descriptor, while it has one open (a worker may wait on it).
     fn fd(&self) -> Option<std::os::fd::RawFd>;
     /// Whether it may run again: not ended, not handed elsewhere.
@@ -167,7 +170,9 @@ impl Parker {
 #[derive(Default)]
 struct Slot {
     /// When its current run started, in nanoseconds since the pool's
-    /// epoch; 0 between runs.
+    /// epoch; 0 between runs. The pool keeps no count of the workers in a
+    /// run, which every run would write: the monitor and the statistics
+    /// count these.
     busy_since: AtomicU64,
     /// Counted in `Pool::blocked`: its run is slow (known or seen).
     blocked: AtomicBool,
@@ -213,27 +218,6 @@ impl Slot {
     }
 }
 
-/// Dispatches and the sum of their waits, in nanoseconds.
-#[derive(Default)]
-struct DispatchCounts {
-    runs: AtomicU64,
-    wait_ns: AtomicU64,
-}
-
-impl DispatchCounts {
-    fn add(&self, runs: u64, wait_ns: u64) {
-        self.runs.fetch_add(runs, Ordering::Relaxed);
-        self.wait_ns.fetch_add(wait_ns, Ordering::Relaxed);
-    }
-
-    fn get(&self) -> (u64, u64) {
-        (
-            self.runs.load(Ordering::Relaxed),
-            self.wait_ns.load(Ordering::Relaxed),
-        )
-    }
-}
-
 /// The pool's counters, read by `Server::stats`.
 #[derive(Default)]
 pub(crate) struct PoolStats {
@@ -244,6 +228,7 @@ pub(crate) struct PoolStats {
     pub(crate) dispatches: u64,
     pub(crate) dispatch_wait: Duration,
     pub(crate) saturations: u64,
+    pub(crate) traffic: Traffic,
 }
 
 pub(crate) struct Pool<T> {
@@ -277,9 +262,6 @@ pub(crate) struct Pool<T> {
     blocked: AtomicUsize,
     /// Workers dedicated to a slow task.
     dedicated: AtomicUsize,
-    /// Workers in a run, but for dedicated workers' runs: while it is not
-    /// 0 the monitor ticks.
-    busy: AtomicUsize,
     slots: Mutex<Vec<Arc<Slot>>>,
     handles: Mutex<Vec<JoinHandle<()>>>,
     names: AtomicUsize,
@@ -318,7 +300,6 @@ impl<T: Task> Pool<T> {
             threads: AtomicUsize::new(0),
             blocked: AtomicUsize::new(0),
             dedicated: AtomicUsize::new(0),
-            busy: AtomicUsize::new(0),
             slots: Mutex::new(Vec::new()),
             handles: Mutex::new(Vec::new()),
             names: AtomicUsize::new(0),
@@ -418,7 +399,7 @@ impl<T: Task> Pool<T> {
         if found == n {
             return found;
         }
-        let taken = self.busy.load(Ordering::Relaxed)
+        let taken = self.running()
             + self.parked.load(Ordering::SeqCst)
             + self.dedicated.load(Ordering::SeqCst)
             + 1;
@@ -672,34 +653,39 @@ impl<T: Task> Pool<T> {
         if dispatch.hand_to_owner(Some(slot)) {
             return start;
         }
+        slot.token.store(conn.token().0, Ordering::Relaxed);
         // A dedicated worker's runs are the monitor's concern only when
-        // its task goes quiet (it looks at those every `DEDICATED_CHECK`),
-        // and touch no counter the other workers write.
+        // its task goes quiet (it looks at those every `DEDICATED_CHECK`).
         let dedicated = slot.dedicated.load(Ordering::Relaxed);
-        if !dedicated {
-            self.busy.fetch_add(1, Ordering::SeqCst);
+        if dedicated {
+            slot.busy_since.store(start.max(1), Ordering::Relaxed);
+        } else {
+            // Pairs with the monitor's store of `monitor_asleep` and its
+            // look at the slots (`running`) before it sleeps: either it
+            // sees this run, or this run sees it asleep and wakes it.
+            slot.busy_since.store(start.max(1), Ordering::SeqCst);
             if self.monitor_asleep.load(Ordering::SeqCst)
                 && self.monitor_asleep.swap(false, Ordering::SeqCst)
             {
                 self.monitor.unpark();
             }
         }
-        slot.token.store(conn.token().0, Ordering::Relaxed);
-        slot.busy_since.store(start.max(1), Ordering::Relaxed);
         // (A dedicated worker is counted blocked while it stays.)
         if !dedicated && dispatch.is_slow() && !slot.blocked.swap(true, Ordering::AcqRel) {
             self.blocked.fetch_add(1, Ordering::Relaxed);
         }
         let waited = start.saturating_sub(dispatch.queued_at());
-        slot.counts.add(1, waited);
+        // Counted by this worker alone: no run writes a line that another
+        // worker's run writes too.
+        slot.counts.dispatched(waited);
         let at = self.epoch + Duration::from_nanos(start);
-        conn.run(buf, Duration::from_nanos(waited), at);
+        slot.counts
+            .moved(conn.run(buf, Duration::from_nanos(waited), at));
         let end = self.now_ns();
         let took = end.saturating_sub(start);
         slot.busy_since.store(0, Ordering::Relaxed);
         if !dedicated {
             self.unblock(slot);
-            self.busy.fetch_sub(1, Ordering::Relaxed);
         }
         // The monitor marks a connection slow when it finds its callback
         // asleep; a quick run clears the mark.
@@ -714,6 +700,18 @@ impl<T: Task> Pool<T> {
             }
         }
         end
+    }
+
+    /// Workers in a run, but for dedicated workers' runs.
+    fn running(&self) -> usize {
+        self.slots
+            .lock()
+            .iter()
+            .filter(|slot| {
+                !slot.dedicated.load(Ordering::Relaxed)
+                    && slot.busy_since.load(Ordering::SeqCst) != 0
+            })
+            .count()
     }
 
     fn unblock(&self, slot: &Slot) {
@@ -785,34 +783,31 @@ impl<T: Task> Pool<T> {
         // Its counts move to the retired ones under the slots' lock, so a
         // reader of the statistics sees them once.
         let mut slots = self.slots.lock();
-        let (runs, wait_ns) = slot.counts.get();
-        self.retired.add(runs, wait_ns);
+        let mut counted = Counted::default();
+        slot.counts.add_to(&mut counted);
+        self.retired.add(&counted);
         slots.retain(|s| !Arc::ptr_eq(s, slot));
         true
     }
 
     pub(crate) fn stats(&self) -> PoolStats {
         let slots = self.slots.lock();
-        let (mut dispatches, mut wait_ns) = self.retired.get();
-        // `busy` leaves out the runs of dedicated workers.
-        let mut busy = self.busy.load(Ordering::Relaxed);
+        let mut counted = Counted::default();
+        self.retired.add_to(&mut counted);
+        let mut busy = 0;
         for slot in slots.iter() {
-            let (runs, wait) = slot.counts.get();
-            dispatches += runs;
-            wait_ns += wait;
-            busy += usize::from(
-                slot.dedicated.load(Ordering::Relaxed)
-                    && slot.busy_since.load(Ordering::Relaxed) != 0,
-            );
+            slot.counts.add_to(&mut counted);
+            busy += usize::from(slot.busy_since.load(Ordering::Relaxed) != 0);
         }
         PoolStats {
             workers: self.threads.load(Ordering::Relaxed),
             busy,
             blocked: self.blocked.load(Ordering::Relaxed),
             queued: self.rx.len(),
-            dispatches,
-            dispatch_wait: Duration::from_nanos(wait_ns),
+            dispatches: counted.runs,
+            dispatch_wait: Duration::from_nanos(counted.wait_ns),
             saturations: self.saturations.load(Ordering::Relaxed),
+            traffic: counted.traffic,
         }
     }
 

@@ -49,7 +49,7 @@ impl<T: Task> Pool<T> {
             // run longer is blocking if its thread sleeps in the kernel. One
             // that computes, or waits for a CPU, is not: more threads would
             // not make it finish sooner, so it gets a parked worker at most.
-            let (mut progress, mut blocking) = (false, false);
+            let (mut progress, mut blocking, mut running) = (false, false, false);
             // Runs newly found asleep in the kernel (not dedicated ones):
             // each is counted once, however long it sleeps.
             let mut newly_asleep = 0;
@@ -68,6 +68,7 @@ impl<T: Task> Pool<T> {
                     progress |= !slot.parked.load(Ordering::Relaxed);
                     continue;
                 }
+                running = true;
                 let busy = now.saturating_sub(since);
                 if busy < after {
                     progress = true;
@@ -136,12 +137,12 @@ impl<T: Task> Pool<T> {
             }
             // Sleep until a callback starts once none has run for a while;
             // while workers are dedicated, look at them now and then.
-            if self.busy.load(Ordering::SeqCst) == 0 && self.rx.is_empty() {
+            if !running && self.rx.is_empty() {
                 idle_ticks += 1;
                 if idle_ticks >= IDLE_TICKS {
                     idle_ticks = 0;
                     self.monitor_asleep.store(true, Ordering::SeqCst);
-                    if self.busy.load(Ordering::SeqCst) == 0 {
+                    if self.running() == 0 {
                         let mut woken = self.monitor.woken.lock();
                         while !*woken && self.monitor_asleep.load(Ordering::SeqCst) {
                             if self.dedicated.load(Ordering::SeqCst) == 0 {

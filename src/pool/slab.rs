@@ -93,7 +93,14 @@ mod tests {
         fn ready(&self, _hangup: bool) -> bool {
             false
         }
-        fn run(self: &Arc<Self>, _buf: &mut [u8], _waited: Duration, _at: std::time::Instant) {}
+        fn run(
+            self: &Arc<Self>,
+            _buf: &mut [u8],
+            _waited: Duration,
+            _at: std::time::Instant,
+        ) -> crate::stats::Traffic {
+            unreachable!("never run")
+        }
         fn fd(&self) -> Option<std::os::fd::RawFd> {
             None
         }

@@ -11,6 +11,7 @@ use std::time::Duration;
 use super::{closed_io, Socket, SocketStats};
 use crate::error::Error;
 use crate::proxy::Proxied;
+use crate::stats::Traffic;
 use crate::telemetry::{ConnSpan, Kind, Telemetry};
 use crate::transport::{Addr, Stream};
 
@@ -128,10 +129,13 @@ impl Socket {
         self.proxy = Some(proxied);
     }
 
-    /// Bytes (in, out) moved since the last call.
-    pub(crate) fn unpublished(&mut self) -> (u64, u64) {
+    /// Bytes moved since the last call.
+    pub(crate) fn unpublished(&mut self) -> Traffic {
         let now = (self.stats.recv_bytes, self.stats.send_bytes);
-        let delta = (now.0 - self.published.0, now.1 - self.published.1);
+        let delta = Traffic {
+            bytes_in: now.0 - self.published.0,
+            bytes_out: now.1 - self.published.1,
+        };
         self.published = now;
         delta
     }
