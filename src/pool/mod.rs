@@ -26,8 +26,8 @@
 //! ticks every `blocking_after` while callbacks run (but for dedicated
 //! workers', below): when every worker that is not parked has been in one
 //! callback for longer than that, and work waits or nobody polls, it wakes
-//! a parked worker, or starts one if a callback sleeps in the kernel. Workers beyond the base count exit after
-//! `keepalive` without work.
+//! a parked worker, or starts one if a callback sleeps in the kernel.
+//! Workers beyond the base count exit after `keepalive` without work.
 //!
 //! A worker that takes up a connection already marked slow claims it and,
 //! after the run, stays with it while it keeps blocking (*dedicated*): it
