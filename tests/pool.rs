@@ -188,6 +188,25 @@ impl Handler<Vec<u8>> for SlowInOrder {
     }
 }
 
+/// A server of two base workers whose callbacks all sleep, and a client
+/// that has made 20 round trips on it (enough for a worker to stay with it).
+fn slow_server_and_client() -> (atoll::Server<Vec<u8>>, TcpStream) {
+    let server = builder()
+        .num_workers(2)
+        .start(|_| {
+            Ok(SlowInOrder {
+                running: Arc::new(AtomicBool::new(false)),
+                overlaps: Arc::new(AtomicUsize::new(0)),
+            })
+        })
+        .unwrap();
+    let mut conn = connect(tcp_addr(&server));
+    for _ in 0..20 {
+        round_trip(&mut conn, b"slow");
+    }
+    (server, conn)
+}
+
 #[test]
 fn blocking_callbacks_of_one_connection_never_overlap_and_keep_data_and_messages_in_order() {
     let overlaps = Arc::new(AtomicUsize::new(0));
@@ -400,19 +419,7 @@ fn worker_switches() -> u64 {
 /// two threads: 3 switches. Counts switches, never time.
 #[test]
 fn a_connection_whose_callbacks_block_gets_a_worker_that_waits_on_its_socket() {
-    let server = builder()
-        .num_workers(2)
-        .start(|_| {
-            Ok(SlowInOrder {
-                running: Arc::new(AtomicBool::new(false)),
-                overlaps: Arc::new(AtomicUsize::new(0)),
-            })
-        })
-        .unwrap();
-    let mut conn = connect(tcp_addr(&server));
-    for _ in 0..20 {
-        round_trip(&mut conn, b"warm up");
-    }
+    let (server, mut conn) = slow_server_and_client();
     const ROUND_TRIPS: u64 = 150;
     let before = worker_switches();
     for _ in 0..ROUND_TRIPS {
@@ -432,19 +439,7 @@ fn a_connection_whose_callbacks_block_gets_a_worker_that_waits_on_its_socket() {
 /// counts as blocked), and the connection, still open, is served again.
 #[test]
 fn a_dedicated_worker_gives_a_connection_that_went_quiet_back() {
-    let server = builder()
-        .num_workers(2)
-        .start(|_| {
-            Ok(SlowInOrder {
-                running: Arc::new(AtomicBool::new(false)),
-                overlaps: Arc::new(AtomicUsize::new(0)),
-            })
-        })
-        .unwrap();
-    let mut conn = connect(tcp_addr(&server));
-    for _ in 0..20 {
-        round_trip(&mut conn, b"slow");
-    }
+    let (server, mut conn) = slow_server_and_client();
     wait_until("a worker dedicated to the connection", || {
         server.stats().blocked_workers == 1
     });
