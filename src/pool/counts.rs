@@ -46,8 +46,8 @@ impl DispatchCounts {
         add(&self.bytes_out, traffic.bytes_out);
     }
 
-    /// Adds `counted`, the counts of a worker that retired.
-    pub(super) fn add(&self, counted: &Counted) {
+    /// Takes in `counted`, the counts of a worker that retired.
+    pub(super) fn absorb(&self, counted: &Counted) {
         add(&self.runs, counted.runs);
         add(&self.wait_ns, counted.wait_ns);
         self.moved(counted.traffic);

@@ -785,7 +785,7 @@ impl<T: Task> Pool<T> {
         let mut slots = self.slots.lock();
         let mut counted = Counted::default();
         slot.counts.add_to(&mut counted);
-        self.retired.add(&counted);
+        self.retired.absorb(&counted);
         slots.retain(|s| !Arc::ptr_eq(s, slot));
         true
     }
