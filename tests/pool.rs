@@ -474,3 +474,41 @@ fn a_dedicated_workers_callback_counts_as_busy() {
     wait_until("no callback running", || server.stats().busy_workers == 0);
     server.stop(None);
 }
+
+/// At the cap, a worker that stays with a busy slow connection comes back
+/// for a connection that no other worker can serve: the monitor recalls
+/// it, and both connections are then served from the pool's queue.
+#[test]
+fn at_the_cap_a_dedicated_worker_is_recalled_for_a_connection_nobody_serves() {
+    let (server, gate) = gated(builder().num_workers(1).max_workers(3));
+    let addr = tcp_addr(&server);
+    let mut slow = connect(addr);
+    for _ in 0..20 {
+        round_trip(&mut slow, b"slow");
+    }
+    wait_until("a worker dedicated to the slow connection", || {
+        server.stats().blocked_workers == 1
+    });
+    // Busy enough never to go quiet: its worker would not come back alone.
+    let stop = Arc::new(AtomicBool::new(false));
+    let s = stop.clone();
+    let busy = thread::spawn(move || {
+        while !s.load(Ordering::SeqCst) {
+            round_trip(&mut slow, b"slow");
+            thread::sleep(Duration::from_millis(20));
+        }
+    });
+    // The two other workers the cap allows are held at the gate.
+    let mut blocked = block(addr, &gate, 2);
+    assert_eq!(server.stats().workers, 3);
+    let mut waiting = connect(addr);
+    round_trip(&mut waiting, b"served");
+    assert_eq!(server.stats().workers, 3);
+    stop.store(true, Ordering::SeqCst);
+    busy.join().unwrap();
+    gate.open();
+    for c in &mut blocked {
+        assert_eq!(read_n(c, 5), b"block");
+    }
+    server.stop(None);
+}

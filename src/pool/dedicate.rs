@@ -103,7 +103,7 @@ impl<T: Task> Pool<T> {
         if !dispatch.is_slow()
             || dispatch.owned.load(Ordering::SeqCst)
             || self.exiting.load(Ordering::Acquire)
-            || self.threads.load(Ordering::Relaxed) >= self.config.max
+            || self.at_cap()
         {
             return None;
         }
@@ -122,7 +122,8 @@ impl<T: Task> Pool<T> {
     /// handed work, so that each of its requests costs this thread one
     /// wake-up and no other thread any. Gives it back (to the epoll, then
     /// unowned) when it turns fast, ends, stays quiet for
-    /// `DEDICATED_WAIT`, or the pool, at its cap, needs this worker.
+    /// `DEDICATED_WAIT`, or the monitor recalls it (the pool, at its cap,
+    /// has work that found no worker).
     fn dedicate(self: &Arc<Self>, slot: &Arc<Slot>, conn: &Arc<T>, buf: &mut [u8], fd: RawFd) {
         let dispatch = conn.dispatch();
         let waiter = if dispatch.is_slow() && conn.is_open() {
@@ -173,7 +174,7 @@ impl<T: Task> Pool<T> {
     fn stay(&self, slot: &Slot, conn: &Arc<T>, buf: &mut [u8], waiter: &ReadOrWake) {
         let dispatch = conn.dispatch();
         loop {
-            if self.exiting.load(Ordering::Acquire) || !conn.is_open() || self.starved() {
+            if self.exiting.load(Ordering::Acquire) || !conn.is_open() || self.recalled() {
                 return;
             }
             let handed = dispatch.take_handed();
@@ -214,22 +215,42 @@ impl<T: Task> Pool<T> {
             >= DEDICATED_WAIT.as_nanos() as u64
     }
 
-    /// At the cap with work waiting or nobody polling: dedicated workers
-    /// must come back.
-    fn starved(&self) -> bool {
+    /// No worker can be started: the pool is at its cap, or starting
+    /// one is paused after a failure.
+    pub(super) fn at_cap(&self) -> bool {
         self.threads.load(Ordering::Relaxed) >= self.config.max
-            && (!self.rx.is_empty() || !self.poll.is_locked())
+            || self.now_ns() < self.spawn_paused_until.load(Ordering::Relaxed)
     }
 
-    /// Wakes the workers dedicated to slow tasks, to look at the queue.
-    pub(super) fn wake_dedicated(&self) {
+    /// Asks up to `n` dedicated workers back (0: none), and wakes them.
+    pub(super) fn recall(&self, n: usize) {
+        self.recalls.store(n, Ordering::SeqCst);
+        if n > 0 {
+            self.wake_dedicated(n);
+        }
+    }
+
+    /// Whether this dedicated worker answers a recall.
+    fn recalled(&self) -> bool {
+        self.recalls.load(Ordering::Relaxed) > 0
+            && self
+                .recalls
+                .fetch_update(Ordering::SeqCst, Ordering::Relaxed, |n| n.checked_sub(1))
+                .is_ok()
+    }
+
+    /// Wakes up to `n` workers dedicated to slow tasks that wait for
+    /// their task, to see whether they are recalled.
+    pub(super) fn wake_dedicated(&self, n: usize) {
         if self.dedicated.load(Ordering::SeqCst) == 0 {
             return;
         }
-        for slot in self.slots.lock().iter() {
-            if slot.dedicated.load(Ordering::Relaxed) {
-                slot.wake();
-            }
+        let slots = self.slots.lock();
+        let waiting = slots.iter().filter(|slot| {
+            slot.dedicated.load(Ordering::Relaxed) && slot.busy_since.load(Ordering::Relaxed) == 0
+        });
+        for slot in waiting.take(n) {
+            slot.wake();
         }
     }
 }

@@ -262,6 +262,8 @@ pub(crate) struct Pool<T> {
     blocked: AtomicUsize,
     /// Workers dedicated to a slow task.
     dedicated: AtomicUsize,
+    /// Dedicated workers the monitor asked back to the queue.
+    recalls: AtomicUsize,
     slots: Mutex<Vec<Arc<Slot>>>,
     handles: Mutex<Vec<JoinHandle<()>>>,
     names: AtomicUsize,
@@ -300,6 +302,7 @@ impl<T: Task> Pool<T> {
             threads: AtomicUsize::new(0),
             blocked: AtomicUsize::new(0),
             dedicated: AtomicUsize::new(0),
+            recalls: AtomicUsize::new(0),
             slots: Mutex::new(Vec::new()),
             handles: Mutex::new(Vec::new()),
             names: AtomicUsize::new(0),
@@ -404,10 +407,6 @@ impl<T: Task> Pool<T> {
             + self.dedicated.load(Ordering::SeqCst)
             + 1;
         let between_runs = self.threads.load(Ordering::Relaxed).saturating_sub(taken);
-        if found + between_runs < n {
-            // At the cap: workers dedicated to slow tasks come back.
-            self.wake_dedicated();
-        }
         n.min(found + between_runs)
     }
 
@@ -824,7 +823,7 @@ impl<T: Task> Pool<T> {
         self.monitor_asleep.store(false, Ordering::SeqCst);
         self.monitor.unpark();
         self.wake_poller();
-        self.wake_dedicated();
+        self.wake_dedicated(usize::MAX);
         let handles: Vec<_> = std::mem::take(&mut *self.handles.lock());
         let until = Instant::now() + grace;
         let me = thread::current().id();

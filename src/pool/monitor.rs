@@ -104,9 +104,12 @@ impl<T: Task> Pool<T> {
             let found = starved
                 && !progress
                 && (self.wake_parked() || (blocking && self.grow(newly_asleep)));
-            if starved && !progress && !found {
-                // Workers dedicated to slow tasks come back for the queue.
-                self.wake_dedicated();
+            let stuck = starved && !progress && !found;
+            // At the cap, work found no worker for a tick: as many workers
+            // dedicated to slow tasks come back as tasks wait (one to poll
+            // if none waits), and serve every connection in turn.
+            self.recall(if stuck { self.rx.len().max(1) } else { 0 });
+            if stuck {
                 // Saturated: every worker is busy, none can be added. Count
                 // each episode that lasts; warn at most once a minute.
                 let since = *saturated_since.get_or_insert_with(Instant::now);
