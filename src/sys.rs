@@ -395,9 +395,16 @@ pub(crate) fn thread_id() -> i32 {
 /// state `S` or `D` in `/proc/self/task/TID/stat`) rather than running or
 /// waiting for a CPU; `None` when that cannot be read.
 pub(crate) fn thread_sleeping(tid: i32) -> Option<bool> {
-    let stat = std::fs::read(format!("/proc/self/task/{tid}/stat")).ok()?;
+    use std::io::Read;
+    // One read: the state comes within the first few dozen bytes, and the
+    // monitor asks often enough for `fs::read`'s `statx` and growing reads
+    // to show.
+    let mut file = std::fs::File::open(format!("/proc/self/task/{tid}/stat")).ok()?;
+    let mut buf = [0u8; 512];
+    let n = file.read(&mut buf).ok()?;
+    let stat = buf.get(..n)?;
     // The state follows the command name, which is in parentheses and may
-    // itself hold a ')'.
+    // itself hold a ')'; no field after it does.
     let end = stat.iter().rposition(|&b| b == b')')?;
     let state = *stat.get(end + 2)?;
     Some(matches!(state, b'S' | b'D'))
