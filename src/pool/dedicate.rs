@@ -16,13 +16,6 @@ use crate::sys::ReadOrWake;
 /// request before it gives the connection back to the pool's epoll.
 const DEDICATED_WAIT: Duration = Duration::from_secs(1);
 
-/// The worker dedicated to a slow task, and whether the right to run it
-/// was handed to that worker while it waited.
-pub(super) struct Owner {
-    slot: Arc<Slot>,
-    handed: bool,
-}
-
 impl Dispatch {
     /// The caller may run it (it became runnable, or was taken off the
     /// queue): hands that right to the worker dedicated to it instead,
@@ -31,24 +24,23 @@ impl Dispatch {
         if !self.owned.load(Ordering::SeqCst) {
             return false;
         }
-        let mut owner = self.owner.lock();
-        let Some(owner) = owner.as_mut() else {
+        let owner = self.owner.lock();
+        let Some(owner) = owner.as_ref() else {
             return false;
         };
-        if me.is_some_and(|me| std::ptr::eq(me, &*owner.slot)) {
+        if me.is_some_and(|me| std::ptr::eq(me, &**owner)) {
             return false;
         }
-        owner.handed = true;
-        owner.slot.wake();
+        // Under the lock: the owner gives the task back under it too.
+        self.handed.store(true, Ordering::SeqCst);
+        owner.wake();
         true
     }
 
     /// Whether the right to run it was handed to its owner; clears it.
+    /// Without the lock: only the owner clears it while it owns the task.
     fn take_handed(&self) -> bool {
-        self.owner
-            .lock()
-            .as_mut()
-            .is_some_and(|owner| std::mem::take(&mut owner.handed))
+        self.handed.load(Ordering::Relaxed) && self.handed.swap(false, Ordering::SeqCst)
     }
 }
 
@@ -108,10 +100,7 @@ impl<T: Task> Pool<T> {
             return None;
         }
         let fd = conn.fd()?;
-        *dispatch.owner.lock() = Some(Owner {
-            slot: slot.clone(),
-            handed: false,
-        });
+        *dispatch.owner.lock() = Some(slot.clone());
         dispatch.owned.store(true, Ordering::SeqCst);
         self.deregister(fd);
         Some(fd)
@@ -161,7 +150,8 @@ impl<T: Task> Pool<T> {
         let handed = {
             let mut owner = dispatch.owner.lock();
             dispatch.owned.store(false, Ordering::SeqCst);
-            owner.take().is_some_and(|owner| owner.handed)
+            owner.take();
+            dispatch.handed.swap(false, Ordering::SeqCst)
         };
         if handed {
             self.schedule(conn.clone());

@@ -55,7 +55,6 @@ use mio::{Events, Interest, Poll, Registry, Token, Waker};
 use parking_lot::{Condvar, Mutex, RwLock};
 
 use self::counts::{Counted, DispatchCounts};
-use self::dedicate::Owner;
 use self::slab::Slab;
 pub(crate) use self::source::Source;
 use self::source::Watched;
@@ -129,7 +128,11 @@ pub(crate) struct Dispatch {
     /// A worker is dedicated to it (`owner` is set): read before locking
     /// `owner`, so that a task nobody owns costs one load.
     owned: AtomicBool,
-    owner: Mutex<Option<Owner>>,
+    /// The worker dedicated to it.
+    owner: Mutex<Option<Arc<Slot>>>,
+    /// The right to run it was handed to its owner, which has not yet
+    /// taken it up.
+    handed: AtomicBool,
 }
 
 impl Dispatch {
@@ -649,13 +652,14 @@ impl<T: Task> Pool<T> {
     /// the task is owned by another worker and was handed to it instead.
     fn run(&self, slot: &Slot, conn: &Arc<T>, buf: &mut [u8], start: u64) -> u64 {
         let dispatch = conn.dispatch();
-        if dispatch.hand_to_owner(Some(slot)) {
+        // A dedicated worker runs only the task it owns.
+        let dedicated = slot.dedicated.load(Ordering::Relaxed);
+        if !dedicated && dispatch.hand_to_owner(Some(slot)) {
             return start;
         }
         slot.token.store(conn.token().0, Ordering::Relaxed);
         // A dedicated worker's runs are the monitor's concern only when
         // its task goes quiet (it looks at those every `DEDICATED_CHECK`).
-        let dedicated = slot.dedicated.load(Ordering::Relaxed);
         if dedicated {
             slot.busy_since.store(start.max(1), Ordering::Relaxed);
         } else {
