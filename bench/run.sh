@@ -857,6 +857,9 @@ pingpong_window() {
     errors=$(kv "$LOGS/$name.load.out" errors)
     [[ -n $W_RATE ]] || { note "$name: no result line from pingpong"; return 1; }
     [[ $errors == 0 ]] || note "$name: $errors connections failed"
+    # A server that leaves some connections waiting while it answers the
+    # others quickly shows here, not in the rate or the latencies.
+    [[ $(kv "$LOGS/$name.load.out" fewest) != 0 ]] || note "$name: at least one connection completed no round trip in the measured window"
     W_COSTS=$(costs "$BEFORE" "$AFTER" "$W_RATE" 0)
     say "    rate=$W_RATE p50_us=$W_P50 p99_us=$W_P99 (cs/req cpu_us/req threads: $W_COSTS)"
 }

@@ -89,13 +89,13 @@ impl<T: Task> Pool<T> {
     /// this worker, so no other worker runs it (nor closes its descriptor)
     /// while this one waits on it. Takes its descriptor out of the epoll;
     /// returns it, or `None` when the task is not taken.
-    fn claim(&self, slot: &Arc<Slot>, conn: &Arc<T>) -> Option<RawFd> {
+    fn claim(self: &Arc<Self>, slot: &Arc<Slot>, conn: &Arc<T>) -> Option<RawFd> {
         let dispatch = conn.dispatch();
         // A worker the pool could not replace stays with the queue.
         if !dispatch.is_slow()
             || dispatch.owned.load(Ordering::SeqCst)
             || self.exiting.load(Ordering::Acquire)
-            || self.at_cap()
+            || (self.at_cap() && self.parked.load(Ordering::SeqCst) == 0)
         {
             return None;
         }
@@ -103,6 +103,13 @@ impl<T: Task> Pool<T> {
         *dispatch.owner.lock() = Some(slot.clone());
         dispatch.owned.store(true, Ordering::SeqCst);
         self.deregister(fd);
+        // Staying with it takes this worker from the pool: if tasks wait
+        // or nobody polls, another takes its place now, not at the
+        // monitor's next tick (which a saturated CPU delays, leaving
+        // connections queued behind a pool that no longer grows).
+        if !self.rx.is_empty() || !self.poll.is_locked() {
+            let _ = self.wake_parked() || self.spawn_worker().is_ok();
+        }
         Some(fd)
     }
 

@@ -29,8 +29,10 @@
 //! a parked worker, or starts one if a callback sleeps in the kernel.
 //! Workers beyond the base count exit after `keepalive` without work.
 //!
-//! A worker that takes up a connection already marked slow claims it and,
-//! after the run, stays with it while it keeps blocking (*dedicated*): it
+//! A worker that takes up a connection already marked slow claims it
+//! (waking or starting another in its place if work waits or nobody
+//! polls) and, after the run, stays with it while it keeps blocking
+//! (*dedicated*): it
 //! takes the descriptor out of the pool's epoll and waits on it in an epoll
 //! of its own, as a thread per connection would in `read`, so a request
 //! wakes that one thread and no other. Whatever else makes the connection
@@ -473,14 +475,13 @@ impl<T: Task> Pool<T> {
         match spawned {
             Ok(handle) => {
                 let mut handles = self.handles.lock();
-                // Join the workers that retired since.
-                let (done, live): (Vec<_>, Vec<_>) =
-                    handles.drain(..).partition(|h| h.is_finished());
-                *handles = live;
                 handles.push(handle);
-                drop(handles);
-                for h in done {
-                    let _ = h.join();
+                // Now and then, forget the workers that retired since (their
+                // threads have ended): pruning at every start would hold
+                // the lock for as long as the list is, and with a thousand
+                // workers starting at once they would queue on it.
+                if handles.len() > 2 * self.threads.load(Ordering::Relaxed) + 8 {
+                    handles.retain(|h| !h.is_finished());
                 }
                 Ok(())
             }
