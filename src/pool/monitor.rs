@@ -114,9 +114,11 @@ impl<T: Task> Pool<T> {
                 && !progress
                 && (self.wake_parked() || (blocking && self.grow(newly_asleep)));
             let stuck = starved && !progress && !found;
-            // At the cap, work found no worker for a tick: as many workers
-            // dedicated to slow tasks come back as tasks wait (one to poll
-            // if none waits), and serve every connection in turn.
+            // Work found no worker for a tick and none could be woken or
+            // started for it (the pool is at its cap, or its callbacks
+            // compute rather than block): as many workers dedicated to slow
+            // tasks come back as tasks wait (one to poll if none waits), and
+            // serve every connection in turn.
             self.recall(if stuck { self.rx.len().max(1) } else { 0 });
             if stuck {
                 // Saturated: every worker is busy, none can be added. Count
