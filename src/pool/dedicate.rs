@@ -95,7 +95,7 @@ impl<T: Task> Pool<T> {
         if !dispatch.is_slow()
             || dispatch.owned.load(Ordering::SeqCst)
             || self.exiting.load(Ordering::Acquire)
-            || (self.at_cap() && self.parked.load(Ordering::SeqCst) == 0)
+            || self.irreplaceable()
         {
             return None;
         }
@@ -212,11 +212,13 @@ impl<T: Task> Pool<T> {
             >= DEDICATED_WAIT.as_nanos() as u64
     }
 
-    /// No worker can be started: the pool is at its cap, or starting
-    /// one is paused after a failure.
-    pub(super) fn at_cap(&self) -> bool {
-        self.threads.load(Ordering::Relaxed) >= self.config.max
-            || self.now_ns() < self.spawn_paused_until.load(Ordering::Relaxed)
+    /// No worker could take a claimer's place: none is parked, and none
+    /// can be started (the pool is at its cap, or starting one is paused
+    /// after a failure).
+    fn irreplaceable(&self) -> bool {
+        self.parked.load(Ordering::SeqCst) == 0
+            && (self.threads.load(Ordering::Relaxed) >= self.config.max
+                || self.now_ns() < self.spawn_paused_until.load(Ordering::Relaxed))
     }
 
     /// Asks up to `n` dedicated workers back (0: none), and wakes them.
