@@ -103,12 +103,13 @@ impl<T: Task> Pool<T> {
         *dispatch.owner.lock() = Some(slot.clone());
         dispatch.owned.store(true, Ordering::SeqCst);
         self.deregister(fd);
-        // Staying with it takes this worker from the pool: if tasks wait
-        // or nobody polls, another takes its place now, not at the
+        // Staying with it takes this worker from the pool: if more tasks
+        // wait than workers are on their way to the queue, or no other
+        // worker is free to poll, another takes its place now, not at the
         // monitor's next tick (which a saturated CPU delays, leaving
         // connections queued behind a pool that no longer grows).
-        if !self.rx.is_empty() || !self.poll.is_locked() {
-            let _ = self.wake_parked() || self.spawn_worker().is_ok();
+        if self.rx.len() > self.coming.load(Ordering::SeqCst) || self.alone() {
+            let _ = self.summon();
         }
         Some(fd)
     }
@@ -219,6 +220,13 @@ impl<T: Task> Pool<T> {
         self.parked.load(Ordering::SeqCst) == 0
             && (self.threads.load(Ordering::Relaxed) >= self.config.max
                 || self.now_ns() < self.spawn_paused_until.load(Ordering::Relaxed))
+    }
+
+    /// No other worker is free to poll: the rest are parked or busy with
+    /// slow tasks.
+    fn alone(&self) -> bool {
+        let taken = self.parked.load(Ordering::SeqCst) + self.blocked.load(Ordering::Relaxed) + 1;
+        self.threads.load(Ordering::Relaxed) <= taken
     }
 
     /// Asks up to `n` dedicated workers back (0: none), and wakes them.

@@ -185,6 +185,9 @@ struct Slot {
     /// (read and written by the monitor alone).
     grown_for: AtomicU64,
     parked: AtomicBool,
+    /// Woken or started for queued work (counted in `Pool::coming`) and
+    /// not yet at the queue.
+    summoned: AtomicBool,
     parker: Parker,
     /// Its thread's kernel id, for the monitor to see whether it sleeps.
     tid: AtomicI32,
@@ -263,6 +266,10 @@ pub(crate) struct Pool<T> {
     poller_waiting: AtomicBool,
     /// Live workers, counted before they start.
     threads: AtomicUsize,
+    /// Workers woken or started for queued work that have not yet looked
+    /// at the queue: a worker that stays with a slow task leaves the rest
+    /// to them, and starts another only for the tasks beyond.
+    coming: AtomicUsize,
     /// Workers in a slow run or dedicated to a slow task.
     blocked: AtomicUsize,
     /// Workers dedicated to a slow task.
@@ -305,6 +312,7 @@ impl<T: Task> Pool<T> {
             parked: AtomicUsize::new(0),
             poller_waiting: AtomicBool::new(false),
             threads: AtomicUsize::new(0),
+            coming: AtomicUsize::new(0),
             blocked: AtomicUsize::new(0),
             dedicated: AtomicUsize::new(0),
             recalls: AtomicUsize::new(0),
@@ -319,7 +327,7 @@ impl<T: Task> Pool<T> {
             spawn_paused_until: AtomicU64::new(0),
         });
         for _ in 0..pool.config.base {
-            pool.spawn_worker()?;
+            pool.spawn_worker(false)?;
         }
         let monitor = pool.clone();
         let handle = thread::Builder::new()
@@ -401,7 +409,7 @@ impl<T: Task> Pool<T> {
     /// another took parks, and exits after `keepalive`.
     fn hand_out(self: &Arc<Self>, n: usize) -> usize {
         let mut found = 0;
-        while found < n && (self.wake_parked() || self.spawn_worker().is_ok()) {
+        while found < n && self.summon() {
             found += 1;
         }
         if found == n {
@@ -427,10 +435,16 @@ impl<T: Task> Pool<T> {
         if threads.saturating_sub(parked + blocked) >= self.config.base {
             return false;
         }
-        self.wake_parked()
+        self.wake_parked(false)
     }
 
-    fn wake_parked(&self) -> bool {
+    /// Wakes or starts a worker for queued work.
+    fn summon(self: &Arc<Self>) -> bool {
+        self.wake_parked(true) || self.spawn_worker(true).is_ok()
+    }
+
+    /// Wakes the worker that parked last; `summoned`: for queued work.
+    fn wake_parked(&self, summoned: bool) -> bool {
         if self.parked.load(Ordering::SeqCst) == 0 {
             return false;
         }
@@ -443,12 +457,17 @@ impl<T: Task> Pool<T> {
             slot
         };
         slot.parked.store(false, Ordering::Relaxed);
+        if summoned {
+            self.coming.fetch_add(1, Ordering::SeqCst);
+            slot.summoned.store(true, Ordering::Release);
+        }
         slot.parker.unpark();
         true
     }
 
-    /// Starts one more worker, if the cap allows.
-    fn spawn_worker(self: &Arc<Self>) -> io::Result<()> {
+    /// Starts one more worker, if the cap allows; `summoned`: for queued
+    /// work.
+    fn spawn_worker(self: &Arc<Self>, summoned: bool) -> io::Result<()> {
         if self.now_ns() < self.spawn_paused_until.load(Ordering::Relaxed) {
             return Err(io::Error::other(
                 "starting workers is paused after a failure",
@@ -465,6 +484,10 @@ impl<T: Task> Pool<T> {
             return Err(io::Error::other("the pool is at max_workers"));
         }
         let slot = Arc::new(Slot::default());
+        if summoned {
+            self.coming.fetch_add(1, Ordering::SeqCst);
+            slot.summoned.store(true, Ordering::Relaxed);
+        }
         self.slots.lock().push(slot.clone());
         let pool = self.clone();
         let mine = slot.clone();
@@ -487,6 +510,7 @@ impl<T: Task> Pool<T> {
             }
             Err(e) => {
                 self.threads.fetch_sub(1, Ordering::AcqRel);
+                self.arrived(&slot);
                 self.slots.lock().retain(|s| !Arc::ptr_eq(s, &slot));
                 // Out of threads or memory: trying again at once would fail
                 // the same way, so pause, and say so once per pause.
@@ -521,6 +545,7 @@ impl<T: Task> Pool<T> {
             if self.exiting.load(Ordering::Acquire) {
                 break;
             }
+            self.arrived(&slot);
             if !back_to_polling {
                 if let Ok(conn) = self.rx.try_recv() {
                     self.serve(&slot, &conn, &mut buf);
@@ -549,6 +574,13 @@ impl<T: Task> Pool<T> {
             slot.woke();
         }
         self.threads.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// A worker summoned for queued work is at the queue.
+    fn arrived(&self, slot: &Slot) {
+        if slot.summoned.load(Ordering::Relaxed) && slot.summoned.swap(false, Ordering::AcqRel) {
+            self.coming.fetch_sub(1, Ordering::SeqCst);
+        }
     }
 
     /// Waits for readiness: not at all when work is queued, unless `block`

@@ -112,7 +112,7 @@ impl<T: Task> Pool<T> {
             let starved = queued || !self.poll.is_locked();
             let found = starved
                 && !progress
-                && (self.wake_parked() || (blocking && self.grow(newly_asleep)));
+                && (self.wake_parked(true) || (blocking && self.grow(newly_asleep)));
             let stuck = starved && !progress && !found;
             // Work found no worker for a tick and none could be woken or
             // started for it (the pool is at its cap, or its callbacks
@@ -193,7 +193,7 @@ impl<T: Task> Pool<T> {
     fn grow(self: &Arc<Self>, newly_asleep: usize) -> bool {
         let want = newly_asleep.min(self.rx.len()).max(1);
         (0..want)
-            .take_while(|_| self.spawn_worker().is_ok())
+            .take_while(|_| self.spawn_worker(true).is_ok())
             .count()
             > 0
     }
