@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crate::stats::Traffic;
 
 /// Adds `n` to a count that one thread at a time writes (a worker its own
-/// counts, a retiring worker the retired ones, under the pool's lock): a
-/// plain load and store, without a locked instruction.
+/// counts; the next worker to hold its slot after it retires): a plain
+/// load and store, without a locked instruction.
 fn add(to: &AtomicU64, n: u64) {
     if n > 0 {
         to.store(to.load(Ordering::Relaxed) + n, Ordering::Relaxed);
@@ -44,13 +44,6 @@ impl DispatchCounts {
     pub(super) fn moved(&self, traffic: Traffic) {
         add(&self.bytes_in, traffic.bytes_in);
         add(&self.bytes_out, traffic.bytes_out);
-    }
-
-    /// Takes in `counted`, the counts of a worker that retired.
-    pub(super) fn absorb(&self, counted: &Counted) {
-        add(&self.runs, counted.runs);
-        add(&self.wait_ns, counted.wait_ns);
-        self.moved(counted.traffic);
     }
 
     /// Adds its counts to `to`.

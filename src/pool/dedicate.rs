@@ -252,8 +252,7 @@ impl<T: Task> Pool<T> {
         if self.dedicated.load(Ordering::SeqCst) == 0 {
             return;
         }
-        let slots = self.slots.lock();
-        let waiting = slots.iter().filter(|slot| {
+        let waiting = self.slots.live().filter(|slot| {
             slot.dedicated.load(Ordering::Relaxed) && slot.busy_since.load(Ordering::Relaxed) == 0
         });
         for slot in waiting.take(n) {

@@ -58,6 +58,7 @@ use parking_lot::{Condvar, Mutex, RwLock};
 
 use self::counts::{Counted, DispatchCounts};
 use self::slab::Slab;
+use self::slots::Slots;
 pub(crate) use self::source::Source;
 use self::source::Watched;
 use crate::socket::READ_CHUNK;
@@ -67,6 +68,7 @@ mod counts;
 mod dedicate;
 mod monitor;
 mod slab;
+mod slots;
 mod source;
 
 /// The waker's token in the pool's epoll; no slab token reaches it.
@@ -171,9 +173,14 @@ impl Parker {
     }
 }
 
-/// One worker, as the others and the monitor see it.
+/// One worker, as the others and the monitor see it; kept for the next
+/// worker when it retires.
 #[derive(Default)]
 struct Slot {
+    /// Its place in the pool's table of slots.
+    index: usize,
+    /// A worker holds it.
+    live: AtomicBool,
     /// When its current run started, in nanoseconds since the pool's
     /// epoch; 0 between runs. The pool keeps no count of the workers in a
     /// run, which every run would write: the monitor and the statistics
@@ -211,6 +218,13 @@ struct Slot {
 }
 
 impl Slot {
+    fn new(index: usize) -> Arc<Slot> {
+        Arc::new(Slot {
+            index,
+            ..Slot::default()
+        })
+    }
+
     /// Its thread just woke from a wait of its own.
     fn woke(&self) {
         let switches = crate::sys::voluntary_switches();
@@ -276,14 +290,12 @@ pub(crate) struct Pool<T> {
     dedicated: AtomicUsize,
     /// Dedicated workers the monitor asked back to the queue.
     recalls: AtomicUsize,
-    slots: Mutex<Vec<Arc<Slot>>>,
+    slots: Slots,
     handles: Mutex<Vec<JoinHandle<()>>>,
     names: AtomicUsize,
     exiting: AtomicBool,
     monitor: Parker,
     monitor_asleep: AtomicBool,
-    /// The dispatch counts of workers that retired.
-    retired: DispatchCounts,
     saturations: AtomicU64,
     /// The pool's clock until which no worker is started, after a failure.
     spawn_paused_until: AtomicU64,
@@ -296,6 +308,7 @@ impl<T: Task> Pool<T> {
         let waker = Waker::new(poll.registry(), WAKER)?;
         let registry = poll.registry().try_clone()?;
         let (tx, rx) = crossbeam_channel::unbounded();
+        let slots = Slots::new(config.max);
         let pool = Arc::new(Pool {
             config,
             tx,
@@ -316,13 +329,12 @@ impl<T: Task> Pool<T> {
             blocked: AtomicUsize::new(0),
             dedicated: AtomicUsize::new(0),
             recalls: AtomicUsize::new(0),
-            slots: Mutex::new(Vec::new()),
+            slots,
             handles: Mutex::new(Vec::new()),
             names: AtomicUsize::new(0),
             exiting: AtomicBool::new(false),
             monitor: Parker::default(),
             monitor_asleep: AtomicBool::new(false),
-            retired: DispatchCounts::default(),
             saturations: AtomicU64::new(0),
             spawn_paused_until: AtomicU64::new(0),
         });
@@ -483,12 +495,14 @@ impl<T: Task> Pool<T> {
         {
             return Err(io::Error::other("the pool is at max_workers"));
         }
-        let slot = Arc::new(Slot::default());
+        let Some(slot) = self.slots.take() else {
+            self.threads.fetch_sub(1, Ordering::AcqRel);
+            return Err(io::Error::other("no free slot in the pool's table"));
+        };
         if summoned {
             self.coming.fetch_add(1, Ordering::SeqCst);
             slot.summoned.store(true, Ordering::Relaxed);
         }
-        self.slots.lock().push(slot.clone());
         let pool = self.clone();
         let mine = slot.clone();
         let n = self.names.fetch_add(1, Ordering::Relaxed);
@@ -511,7 +525,7 @@ impl<T: Task> Pool<T> {
             Err(e) => {
                 self.threads.fetch_sub(1, Ordering::AcqRel);
                 self.arrived(&slot);
-                self.slots.lock().retain(|s| !Arc::ptr_eq(s, &slot));
+                self.slots.give_back(&slot);
                 // Out of threads or memory: trying again at once would fail
                 // the same way, so pause, and say so once per pause.
                 let pause = self.now_ns() + SPAWN_PAUSE.as_nanos() as u64;
@@ -741,8 +755,7 @@ impl<T: Task> Pool<T> {
     /// Workers in a run, but for dedicated workers' runs.
     fn running(&self) -> usize {
         self.slots
-            .lock()
-            .iter()
+            .live()
             .filter(|slot| {
                 !slot.dedicated.load(Ordering::Relaxed)
                     && slot.busy_since.load(Ordering::SeqCst) != 0
@@ -816,22 +829,14 @@ impl<T: Task> Pool<T> {
         idle.swap_remove(i);
         self.parked.fetch_sub(1, Ordering::SeqCst);
         drop(idle);
-        // Its counts move to the retired ones under the slots' lock, so a
-        // reader of the statistics sees them once.
-        let mut slots = self.slots.lock();
-        let mut counted = Counted::default();
-        slot.counts.add_to(&mut counted);
-        self.retired.absorb(&counted);
-        slots.retain(|s| !Arc::ptr_eq(s, slot));
+        self.slots.give_back(slot);
         true
     }
 
     pub(crate) fn stats(&self) -> PoolStats {
-        let slots = self.slots.lock();
         let mut counted = Counted::default();
-        self.retired.add_to(&mut counted);
         let mut busy = 0;
-        for slot in slots.iter() {
+        for slot in self.slots.all() {
             slot.counts.add_to(&mut counted);
             busy += usize::from(slot.busy_since.load(Ordering::Relaxed) != 0);
         }

@@ -53,17 +53,13 @@ impl<T: Task> Pool<T> {
             // Runs newly found asleep in the kernel (not dedicated ones):
             // each is counted once, however long it sleeps.
             let mut newly_asleep = 0;
-            // What needs a system call (a look at /proc, a wake-up) is done
-            // after the slots' lock is released: under it, one descheduled
-            // monitor would hold up every worker being started.
-            let (mut quiet, mut long_runs) = (Vec::new(), Vec::new());
-            for slot in self.slots.lock().iter() {
+            for slot in self.slots.live() {
                 // Dedicated to a slow task: taken, as if blocked; sent back
                 // once its task is quiet.
                 if slot.dedicated.load(Ordering::Relaxed) {
                     blocking = true;
                     if slot.busy_since.load(Ordering::Relaxed) == 0 && self.quiet(slot, now) {
-                        quiet.push(slot.clone());
+                        slot.wake();
                     }
                     continue;
                 }
@@ -77,12 +73,6 @@ impl<T: Task> Pool<T> {
                     progress = true;
                     continue;
                 }
-                long_runs.push((slot.clone(), since));
-            }
-            for slot in quiet {
-                slot.wake();
-            }
-            for (slot, since) in long_runs {
                 let known = slot.blocked.load(Ordering::Relaxed);
                 if !known
                     && !crate::sys::thread_sleeping(slot.tid.load(Ordering::Relaxed))
