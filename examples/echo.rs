@@ -78,7 +78,7 @@ Listening:
   --proxy-protocol             expect a PROXY protocol v1 or v2 header first
 Threads and limits:
   --workers N                  base worker threads [one per core]
-  --max-workers N              most worker threads, for blocking handlers [1024]
+  --max-workers N              most worker threads, for blocking handlers [4096]
   --acceptors N                acceptor threads [one per core, at most 16]
   --num-connections N          live connections per acceptor, 0 for no limit [16384]
   --retry-count N              waits for a free slot before closing [5]

@@ -113,7 +113,7 @@ Options (defaults in brackets):
   --port N                  port, 0 for a free one [4000]; a successor
                             serves its predecessor's socket instead
   --workers N               base worker threads [one per core]
-  --max-workers N           most worker threads, for blocking handlers [1024]
+  --max-workers N           most worker threads, for blocking handlers [4096]
   --acceptors N             acceptor threads [one per core, at most 16]
   --shutdown-timeout-ms MS  drain time at handover and on SIGINT/SIGTERM [15000]
   --log LEVEL               log events at error, info, debug or trace [off]

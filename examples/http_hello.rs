@@ -558,7 +558,7 @@ Options (defaults in brackets):
   --ip ADDR        address to listen on [127.0.0.1]
   --port N         port, 0 for a free one [8080]
   --workers N      base worker threads [one per core]
-  --max-workers N  most worker threads, for blocking handlers [1024]
+  --max-workers N  most worker threads, for blocking handlers [4096]
   --acceptors N    acceptor threads [one per core, at most 16]
   --help           this text
 

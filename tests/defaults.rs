@@ -53,7 +53,7 @@ fn the_thread_defaults_follow_the_cores() {
     let b = Builder::new();
     assert_eq!(b.get_num_workers(), cores);
     assert_eq!(b.get_max_workers(), atoll::DEFAULT_MAX_WORKERS);
-    assert_eq!(atoll::DEFAULT_MAX_WORKERS, 1024);
+    assert_eq!(atoll::DEFAULT_MAX_WORKERS, 4096);
     assert_eq!(b.get_worker_keepalive(), Duration::from_secs(10));
     assert_eq!(b.get_blocking_after(), Duration::from_millis(1));
     let fixed = Builder::new().fixed_workers(3);

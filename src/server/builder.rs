@@ -157,7 +157,7 @@ pub fn default_num_workers() -> usize {
 }
 
 /// The default cap on worker threads, [`Builder::max_workers`].
-pub const DEFAULT_MAX_WORKERS: usize = 1024;
+pub const DEFAULT_MAX_WORKERS: usize = 4096;
 
 /// Makes the builders' listen setters of the list in `transport/listen.rs`
 /// (where each is documented once): those of `any` server on every
@@ -324,10 +324,10 @@ impl<K> Builder<K> {
     /// waits in order, and a warning is logged when every worker has been
     /// busy for half a second with work waiting. Set it to the largest
     /// number of callbacks you expect to block at once. Default is
-    /// [`DEFAULT_MAX_WORKERS`] (1,024).
+    /// [`DEFAULT_MAX_WORKERS`] (4,096).
     ///
     /// ```
-    /// let builder = atoll::Server::builder().max_workers(4_096);
+    /// let builder = atoll::Server::builder().max_workers(256);
     /// ```
     pub fn max_workers(mut self, n: usize) -> Self {
         self.max_workers = n;
@@ -630,10 +630,10 @@ impl<K> Builder<K> {
     }
 
     /// The most worker threads at once. Default is
-    /// [`DEFAULT_MAX_WORKERS`] (1,024).
+    /// [`DEFAULT_MAX_WORKERS`] (4,096).
     ///
     /// ```
-    /// assert_eq!(atoll::Builder::new().get_max_workers(), 1_024);
+    /// assert_eq!(atoll::Builder::new().get_max_workers(), 4_096);
     /// ```
     pub fn get_max_workers(&self) -> usize {
         self.max_workers
