@@ -30,8 +30,9 @@
 //! Workers beyond the base count exit after `keepalive` without work.
 //!
 //! A worker that takes up a connection already marked slow claims it
-//! (waking or starting another in its place if work waits or nobody
-//! polls) and, after the run, stays with it while it keeps blocking
+//! (waking or starting another in its place if more work waits than
+//! workers are on their way to it, or no other worker is free to poll)
+//! and, after the run, stays with it while it keeps blocking
 //! (*dedicated*): it
 //! takes the descriptor out of the pool's epoll and waits on it in an epoll
 //! of its own, as a thread per connection would in `read`, so a request
