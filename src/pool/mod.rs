@@ -175,8 +175,11 @@ impl Parker {
 }
 
 /// One worker, as the others and the monitor see it; kept for the next
-/// worker when it retires.
+/// worker when it retires. Aligned so that no two slots share a cache
+/// line (nor a pair the CPU fetches together): the table makes them side
+/// by side, and each worker writes its own at every run.
 #[derive(Default)]
+#[repr(align(128))]
 struct Slot {
     /// Its place in the pool's table of slots.
     index: usize,
