@@ -505,7 +505,7 @@ impl<T: Task> Pool<T> {
         };
         if summoned {
             self.coming.fetch_add(1, Ordering::SeqCst);
-            slot.summoned.store(true, Ordering::Relaxed);
+            slot.summoned.store(true, Ordering::Release);
         }
         let pool = self.clone();
         let mine = slot.clone();
@@ -555,6 +555,7 @@ impl<T: Task> Pool<T> {
     fn work(self: Arc<Self>, slot: Arc<Slot>) {
         slot.tid.store(crate::sys::thread_id(), Ordering::Relaxed);
         slot.woke();
+        self.arrived(&slot);
         let mut buf = vec![0u8; READ_CHUNK];
         let mut events = Events::with_capacity(EVENTS);
         let mut batch = Vec::new();
@@ -563,7 +564,6 @@ impl<T: Task> Pool<T> {
             if self.exiting.load(Ordering::Acquire) {
                 break;
             }
-            self.arrived(&slot);
             if !back_to_polling {
                 if let Ok(conn) = self.rx.try_recv() {
                     self.serve(&slot, &conn, &mut buf);
@@ -590,11 +590,13 @@ impl<T: Task> Pool<T> {
                 return; // retired: its slot is gone
             }
             slot.woke();
+            self.arrived(&slot);
         }
         self.threads.fetch_sub(1, Ordering::AcqRel);
     }
 
-    /// A worker summoned for queued work is at the queue.
+    /// A worker summoned for queued work is at the queue: it has started,
+    /// or woken from its park (not per run: only those two summon it).
     fn arrived(&self, slot: &Slot) {
         if slot.summoned.load(Ordering::Relaxed) && slot.summoned.swap(false, Ordering::AcqRel) {
             self.coming.fetch_sub(1, Ordering::SeqCst);
