@@ -10,7 +10,8 @@
 //! connection's descriptor. When readiness arrives it keeps one connection
 //! and runs it itself, on the thread that saw the event, with no hand-over;
 //! the rest go to the run queue, and one parked worker is woken if fewer
-//! than the base count are at work. A worker that finds the queue empty
+//! than the base count are at work (when it wakes or starts one, the
+//! connection it would keep is queued too: see `collect`). A worker that finds the queue empty
 //! becomes the poller if nobody is, and parks otherwise. Under load the
 //! poller's `epoll_wait` finds events already waiting, so a round trip
 //! costs no context switch.
@@ -442,16 +443,19 @@ impl<T: Task> Pool<T> {
     /// Wakes a parked worker for fast work when fewer than the base count
     /// are at work (neither parked nor in a slow run).
     fn wake_for_fast(&self) -> bool {
+        self.fast_wake_wanted() && self.wake_parked(false)
+    }
+
+    /// Whether fewer than the base count are at work (neither parked nor
+    /// in a slow run) while a worker is parked.
+    fn fast_wake_wanted(&self) -> bool {
         let parked = self.parked.load(Ordering::SeqCst);
         if parked == 0 {
             return false;
         }
         let threads = self.threads.load(Ordering::Relaxed);
         let blocked = self.blocked.load(Ordering::Relaxed);
-        if threads.saturating_sub(parked + blocked) >= self.config.base {
-            return false;
-        }
-        self.wake_parked(false)
+        threads.saturating_sub(parked + blocked) < self.config.base
     }
 
     /// Wakes or starts a worker for queued work.
@@ -684,13 +688,26 @@ impl<T: Task> Pool<T> {
             }
             let _ = self.tx.send(conn);
         }
-        fence(Ordering::SeqCst);
-        let handed = slow == 0 || self.hand_out(slow) == slow;
         // A parked worker costs a wake-up and, once the queue is empty, a
         // sleep: worth it for a batch, not for one or two connections the
         // poller runs in microseconds.
-        if fast >= WAKE_FOR {
-            self.wake_for_fast();
+        let wake_fast = fast >= WAKE_FOR && self.fast_wake_wanted();
+        // Waking or starting a worker is a system call, on whose return the
+        // kernel may switch this thread out for the one it woke; on a
+        // saturated CPU, a thread that has run more than its share (the
+        // poller does) then waits until the others catch up, seconds with
+        // a thousand threads. The connection it kept would wait as long:
+        // it goes to the queue too, for whichever worker runs first.
+        if slow > 0 || wake_fast {
+            if let Some(conn) = mine.take() {
+                let _ = self.tx.send(conn);
+                fast += 1;
+            }
+        }
+        fence(Ordering::SeqCst);
+        let handed = slow == 0 || self.hand_out(slow) == slow;
+        if wake_fast {
+            self.wake_parked(false);
         }
         match mine {
             Some(conn) => Polled::Run(conn),
