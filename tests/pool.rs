@@ -359,6 +359,63 @@ fn fast_echo_in_its_own_session_makes_few_context_switches_per_round_trip() {
         per_round_trip < 0.5,
         "{per_round_trip:.3} context switches per round trip"
     );
+    // Fast callbacks start no worker beyond the base count (one per core).
+    let workers = workers_of(served.process.pid());
+    let cores = thread::available_parallelism().map_or(1, |n| n.get());
+    eprintln!("{workers} workers, {cores} cores");
+    assert!(
+        workers <= cores.max(1),
+        "{workers} workers for {cores} cores"
+    );
+    served.stop();
+}
+
+/// The server's worker threads, by their names.
+fn workers_of(pid: u32) -> usize {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("the server's threads");
+    tasks
+        .filter_map(|t| t.ok())
+        .filter(|t| {
+            std::fs::read_to_string(t.path().join("comm"))
+                .is_ok_and(|name| name.starts_with("atoll-worker"))
+        })
+        .count()
+}
+
+/// Clients whose callbacks block get about one worker each, and clients
+/// that come after them reuse those workers: the echo example, in a
+/// session of its own, sleeps 2 ms before each echo, for two waves of 64
+/// clients in lock step, the second after the first has gone. Waking
+/// parked workers before starting new ones is what keeps the second wave
+/// from doubling the pool (starting first made 121-129 workers in one
+/// wave). Counts threads, never time.
+#[test]
+fn blocking_clients_get_about_one_worker_each_and_the_next_ones_reuse_them() {
+    let Some(served) = in_own_session(
+        "echo",
+        &["--port", "0", "--read-timeout-ms", "0", "--delay-ms", "2"],
+    ) else {
+        return;
+    };
+    const CLIENTS: usize = 64;
+    let message = [7u8; 64];
+    for _wave in 0..2 {
+        let mut conns: Vec<TcpStream> = (0..CLIENTS).map(|_| connect(served.addr)).collect();
+        for _ in 0..100 {
+            for c in &mut conns {
+                c.write_all(&message).unwrap();
+            }
+            for c in &mut conns {
+                assert_eq!(read_n(c, message.len()), message);
+            }
+        }
+        let workers = workers_of(served.process.pid());
+        eprintln!("{workers} workers for {CLIENTS} blocking clients");
+        assert!(
+            (CLIENTS..2 * CLIENTS).contains(&workers),
+            "{workers} workers for {CLIENTS} blocking clients"
+        );
+    }
     served.stop();
 }
 
