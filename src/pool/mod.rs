@@ -688,6 +688,7 @@ impl<T: Task> Pool<T> {
             }
             let _ = self.tx.send(conn);
         }
+        fence(Ordering::SeqCst);
         // A parked worker costs a wake-up and, once the queue is empty, a
         // sleep: worth it for a batch, not for one or two connections the
         // poller runs in microseconds.
@@ -697,14 +698,14 @@ impl<T: Task> Pool<T> {
         // saturated CPU, a thread that has run more than its share (the
         // poller does) then waits until the others catch up, seconds with
         // a thousand threads. The connection it kept would wait as long:
-        // it goes to the queue too, for whichever worker runs first.
+        // it goes to the queue too, for whichever worker runs first (this
+        // one, if no other: it looks at the queue next).
         if slow > 0 || wake_fast {
             if let Some(conn) = mine.take() {
                 let _ = self.tx.send(conn);
                 fast += 1;
             }
         }
-        fence(Ordering::SeqCst);
         let handed = slow == 0 || self.hand_out(slow) == slow;
         if wake_fast {
             self.wake_parked(false);
