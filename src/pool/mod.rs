@@ -11,10 +11,10 @@
 //! and runs it itself, on the thread that saw the event, with no hand-over;
 //! the rest go to the run queue, and one parked worker is woken if fewer
 //! than the base count are at work (when it wakes or starts one, the
-//! connection it would keep is queued too: see `collect`). A worker that finds the queue empty
-//! becomes the poller if nobody is, and parks otherwise. Under load the
-//! poller's `epoll_wait` finds events already waiting, so a round trip
-//! costs no context switch.
+//! connection it would keep is queued too: see `collect`). A worker that
+//! finds the queue empty becomes the poller if nobody is, and parks
+//! otherwise. Under load the poller's `epoll_wait` finds events already
+//! waiting, so a round trip costs no context switch.
 //!
 //! # Callbacks that block
 //!
@@ -440,8 +440,7 @@ impl<T: Task> Pool<T> {
         n.min(found + between_runs)
     }
 
-    /// Wakes a parked worker for fast work when fewer than the base count
-    /// are at work (neither parked nor in a slow run).
+    /// Wakes a parked worker for fast work if `fast_wake_wanted`.
     fn wake_for_fast(&self) -> bool {
         self.fast_wake_wanted() && self.wake_parked(false)
     }
