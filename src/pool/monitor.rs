@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use mio::Token;
 
-use super::{Pool, Task};
+use super::{Pool, Slot, Task};
 
 /// Monitor ticks with no callback running after which it sleeps until one
 /// starts.
@@ -74,10 +74,7 @@ impl<T: Task> Pool<T> {
                     continue;
                 }
                 let known = slot.blocked.load(Ordering::Relaxed);
-                if !known
-                    && !crate::sys::thread_sleeping(slot.tid.load(Ordering::Relaxed))
-                        .unwrap_or(true)
-                {
+                if !known && !slot.asleep_in_run(since) {
                     continue; // computing, or waiting for a CPU
                 }
                 blocking = true;
@@ -186,5 +183,17 @@ impl<T: Task> Pool<T> {
             .take_while(|_| self.spawn_worker(true).is_ok())
             .count()
             > 0
+    }
+}
+
+impl Slot {
+    /// Whether its worker sleeps in the kernel inside its run that started
+    /// at `since`. The run must still be that one once the state is read:
+    /// a run the kernel held back may end just before the read, and its
+    /// worker then sleep in its park or its poll, which is no callback's
+    /// sleep (a fast connection was taken for a blocking one that way).
+    fn asleep_in_run(&self, since: u64) -> bool {
+        crate::sys::thread_sleeping(self.tid.load(Ordering::Relaxed)).unwrap_or(true)
+            && self.busy_since.load(Ordering::SeqCst) == since
     }
 }
