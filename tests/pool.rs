@@ -273,8 +273,8 @@ impl Handler for Computes {
 /// request. The monitor used to read whether the worker slept without
 /// seeing that the run it timed had ended meanwhile, took the worker's
 /// sleep for the callback's, and gave the connection a worker of its own
-/// (blocked) for good: with the old look, 1,500 requests found that in
-/// most runs.
+/// (blocked) for good: with the old look, 1,500 requests did that in
+/// each of 4 runs.
 #[test]
 fn a_callback_that_computes_is_never_taken_for_a_blocking_one() {
     let _alone = counting_switches();
