@@ -81,8 +81,8 @@ const FIRST_SOURCE: usize = usize::MAX / 2;
 /// Fast connections a poll that found readiness already there (the pool
 /// is busy) must queue before it wakes a parked worker.
 const WAKE_FOR: usize = 4;
-/// How long, in nanoseconds, a fast connection waits in the queue before
-/// the worker that takes it up wakes a parked one (when fewer than the base
+/// How long, in nanoseconds, a connection waits in the queue before the
+/// worker that takes it up wakes a parked one (when fewer than the base
 /// count are at work and more wait). A poll that slept (the pool was idle)
 /// wakes nobody for fast work: its batch goes to other workers only once
 /// it has waited this long.
