@@ -255,12 +255,17 @@ fn blocking_callbacks_of_one_connection_never_overlap_and_keep_data_and_messages
 /// asleep.
 struct Computes;
 
+/// Keeps the CPU busy for `time`, never asleep.
+fn compute(time: Duration) {
+    let start = std::time::Instant::now();
+    while start.elapsed() < time {
+        std::hint::spin_loop();
+    }
+}
+
 impl Handler for Computes {
     fn handle_data(&mut self, data: &[u8], socket: &mut Socket) -> Flow {
-        let start = std::time::Instant::now();
-        while start.elapsed() < Duration::from_micros(1200) {
-            std::hint::spin_loop();
-        }
+        compute(Duration::from_micros(1200));
         socket
             .send(data)
             .map_or_else(Flow::error, |()| Flow::Continue)
@@ -296,10 +301,7 @@ struct ComputesBriefly(Arc<Mutex<Vec<thread::ThreadId>>>);
 
 impl Handler for ComputesBriefly {
     fn handle_data(&mut self, data: &[u8], socket: &mut Socket) -> Flow {
-        let start = std::time::Instant::now();
-        while start.elapsed() < Duration::from_micros(400) {
-            std::hint::spin_loop();
-        }
+        compute(Duration::from_micros(400));
         self.0.lock().unwrap().push(thread::current().id());
         socket
             .send(data)
