@@ -251,25 +251,41 @@ fn blocking_callbacks_of_one_connection_never_overlap_and_keep_data_and_messages
     assert_eq!(server.stats().panics, 0);
 }
 
-/// Echoes after computing for 1.2 ms: longer than `blocking_after`, never
-/// asleep.
-struct Computes;
-
-/// Keeps the CPU busy for `time`, never asleep.
-fn compute(time: Duration) {
-    let start = std::time::Instant::now();
-    while start.elapsed() < time {
-        std::hint::spin_loop();
-    }
+/// Echoes after computing for `time` (never asleep), noting which thread
+/// ran it in `ran`.
+struct Computes {
+    time: Duration,
+    ran: Arc<Mutex<Vec<thread::ThreadId>>>,
 }
 
 impl Handler for Computes {
     fn handle_data(&mut self, data: &[u8], socket: &mut Socket) -> Flow {
-        compute(Duration::from_micros(1200));
+        let start = std::time::Instant::now();
+        while start.elapsed() < self.time {
+            std::hint::spin_loop();
+        }
+        self.ran.lock().unwrap().push(thread::current().id());
         socket
             .send(data)
             .map_or_else(Flow::error, |()| Flow::Continue)
     }
+}
+
+/// A server of two workers whose callbacks compute for `time`, and the
+/// threads that ran them.
+fn computing(time: Duration) -> (atoll::Server, Arc<Mutex<Vec<thread::ThreadId>>>) {
+    let ran = Arc::new(Mutex::new(Vec::new()));
+    let r = ran.clone();
+    let server = builder()
+        .num_workers(2)
+        .start(move |_| {
+            Ok(Computes {
+                time,
+                ran: r.clone(),
+            })
+        })
+        .unwrap();
+    (server, ran)
 }
 
 /// A callback that computes past `blocking_after` is not a blocking one,
@@ -283,7 +299,8 @@ impl Handler for Computes {
 #[test]
 fn a_callback_that_computes_is_never_taken_for_a_blocking_one() {
     let _alone = counting_switches();
-    let server = builder().num_workers(2).start(|_| Ok(Computes)).unwrap();
+    // Longer than `blocking_after`.
+    let (server, _) = computing(Duration::from_micros(1200));
     let mut c = connect(tcp_addr(&server));
     let mut most_blocked = 0;
     for i in 0..1500u32 {
@@ -293,20 +310,6 @@ fn a_callback_that_computes_is_never_taken_for_a_blocking_one() {
     let stats = server.stats();
     assert_eq!(most_blocked, 0, "{stats:?}");
     assert_eq!(stats.workers, 2, "{stats:?}");
-}
-
-/// Echoes after computing for 400 µs (under `blocking_after`), noting
-/// which thread ran it.
-struct ComputesBriefly(Arc<Mutex<Vec<thread::ThreadId>>>);
-
-impl Handler for ComputesBriefly {
-    fn handle_data(&mut self, data: &[u8], socket: &mut Socket) -> Flow {
-        compute(Duration::from_micros(400));
-        self.0.lock().unwrap().push(thread::current().id());
-        socket
-            .send(data)
-            .map_or_else(Flow::error, |()| Flow::Continue)
-    }
 }
 
 /// A poll that slept (the pool was idle) wakes no second worker for what
@@ -320,12 +323,8 @@ impl Handler for ComputesBriefly {
 #[test]
 fn a_burst_of_computing_callbacks_after_idle_gets_a_second_worker() {
     let _alone = counting_switches();
-    let ran = Arc::new(Mutex::new(Vec::new()));
-    let r = ran.clone();
-    let server = builder()
-        .num_workers(2)
-        .start(move |_| Ok(ComputesBriefly(r.clone())))
-        .unwrap();
+    // Under `blocking_after`.
+    let (server, ran) = computing(Duration::from_micros(400));
     let addr = tcp_addr(&server);
     let mut clients: Vec<TcpStream> = (0..16).map(|_| connect(addr)).collect();
     let mut shared = 0;
