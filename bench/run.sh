@@ -40,7 +40,8 @@
 #
 # Every row reports the rate, p50 and p99, and from /proc, for atoll and for
 # each peer: context switches per request, server CPU microseconds per
-# request, and the server's thread count at the end of the measured window.
+# request, and the server's thread count at the end of the measured window;
+# beside the ratio of the medians, the range of the per-repetition ratios.
 #
 # It writes the tables, with the date, the machine, the conditions and the
 # commands, to docs/PERFORMANCE.md (--quick writes
@@ -1366,6 +1367,21 @@ table() {
     }
     function costv(s, f) { return s ~ /[0-9]/ ? sprintf(f, median(s)) : "-" }
     function ratio(x, y) { return (x != "" && y != "" && y + 0 > 0) ? sprintf("%.2fx", x / y) : "-" }
+    # spread KA KP: the lowest and highest of the per-repetition rate
+    # ratios, each repetition of atoll over the same repetition of the
+    # peer (measured one after the other, in alternating order).
+    function spread(ka, kp,    na, np, a, b, i, r, lo, hi) {
+        if (ka == "" || skipped[ka] || skipped[kp]) return "-"
+        na = split(rate[ka], a, " "); np = split(rate[kp], b, " ")
+        if (np < na) na = np
+        for (i = 1; i <= na; i++) {
+            if (b[i] + 0 <= 0) continue
+            r = a[i] / b[i]
+            if (lo == "" || r < lo) lo = r
+            if (hi == "" || r > hi) hi = r
+        }
+        return lo == "" ? "-" : sprintf("%.2f-%.2f", lo, hi)
+    }
     $2 == cond {
         w = $3
         if (!(w in seen)) { seen[w] = 1; order[++nw] = w }
@@ -1380,22 +1396,23 @@ table() {
         if ($9 != "-") { cs[k] = cs[k] " " $9; cpu[k] = cpu[k] " " $10; thr[k] = thr[k] " " $11 }
     }
     END {
-        print "| workload | atoll | rate/s | p50 us | p99 us | cs/req | CPU us/req | threads | peer | rate/s | p50 us | p99 us | cs/req | CPU us/req | threads | rate atoll/peer | p99 atoll/peer |"
-        print "|---|---|--:|--:|--:|--:|--:|--:|---|--:|--:|--:|--:|--:|--:|--:|--:|"
+        print "| workload | atoll | rate/s | p50 us | p99 us | cs/req | CPU us/req | threads | peer | rate/s | p50 us | p99 us | cs/req | CPU us/req | threads | rate atoll/peer | per repetition | p99 atoll/peer |"
+        print "|---|---|--:|--:|--:|--:|--:|--:|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|"
         for (i = 1; i <= nw; i++) {
             w = order[i]; a = atoll[w]; ka = (a == "") ? "" : w SUBSEP a
             ar = ""; a99 = ""
             if (ka != "" && !skipped[ka]) { ar = median(rate[ka]); a99 = median(p99[ka]) }
             if (np[w] == 0) {
-                printf "| %s | %s | %s | - | - | - | - | - | - | - | - | - |\n", w, a, cells(ka)
+                printf "| %s | %s | %s | - | - | - | - | - | - | - | - | - | - |\n", w, a, cells(ka)
                 continue
             }
             for (j = 1; j <= np[w]; j++) {
                 p = peer[w, j]; kp = w SUBSEP p
                 pr = ""; p99v = ""
                 if (!skipped[kp]) { pr = median(rate[kp]); p99v = median(p99[kp]) }
-                printf "| %s | %s | %s | %s | %s | %s | %s |\n", w, (a == "" ? "-" : a), \
-                    (a == "" ? "- | - | - | - | - | -" : cells(ka)), p, cells(kp), ratio(ar, pr), ratio(a99, p99v)
+                printf "| %s | %s | %s | %s | %s | %s | %s | %s |\n", w, (a == "" ? "-" : a), \
+                    (a == "" ? "- | - | - | - | - | -" : cells(ka)), p, cells(kp), ratio(ar, pr), spread(ka, kp), \
+                    ratio(a99, p99v)
             }
         }
     }' "$RESULTS"
@@ -1489,7 +1506,7 @@ mkdir -p "$(dirname "$REPORT")"
     echo
     echo "## Results"
     echo
-    echo "Rates are per second (round trips for echo and blocking, requests for redis and http); latencies in microseconds. The ratios are atoll's figure over the peer's: a rate ratio above 1 and a p99 ratio below 1 favour atoll. In the idle rows the \"peer\" is the same echo server without the idle connections; in the slow-beside-fast row it is http_hello's fast path without the slow clients, so the rate ratio is the fast path's rate beside the slow clients over its rate alone (target 0.9 or more); in the metrics row the atoll server is examples/metrics (the echo server publishing its metrics to the Prometheus exporter's recorder) and the peer examples/echo without a recorder, both with the library's defaults, so the rate ratio is the rate with the recorder over the rate without (target 0.97 or more) and the metrics rows have twice the repetitions."
+    echo "Rates are per second (round trips for echo and blocking, requests for redis and http); latencies in microseconds. The ratios are atoll's figure over the peer's: a rate ratio above 1 and a p99 ratio below 1 favour atoll. "per repetition" is the lowest and the highest rate ratio of one repetition of atoll over the same repetition of the peer (the two measured one after the other): how far a single pair may stray from the ratio of the medians beside it. In the idle rows the \"peer\" is the same echo server without the idle connections; in the slow-beside-fast row it is http_hello's fast path without the slow clients, so the rate ratio is the fast path's rate beside the slow clients over its rate alone (target 0.9 or more); in the metrics row the atoll server is examples/metrics (the echo server publishing its metrics to the Prometheus exporter's recorder) and the peer examples/echo without a recorder, both with the library's defaults, so the rate ratio is the rate with the recorder over the rate without (target 0.97 or more) and the metrics rows have twice the repetitions."
     echo
     echo "cs/req: the server's voluntary and involuntary context switches (summed over /proc/PID/task/*/status, and over nginx's worker processes) per request; CPU us/req: its utime + stime (/proc/PID/stat) per request; both over the measured window: for pingpong and idle_client, inside their measure (from the end of the 500 ms warm-up, counted from when the load has connected every connection, had one answer on each (pingpong), and started its client threads, to the end of the measure, moved inward by a tenth of the measure (0.15 s at least) at the start and twice that at the end; requests = rate x the sampled window), for wrk and redis-benchmark (no warm-up flag) their whole run, divided by the requests they count (where the three redis-benchmark runs ping, set, get each get their own window). threads: the server's threads at the end of the window. Threads that exit inside the window take their switches with them, so a server whose threads come and go may be undercounted."
     echo
