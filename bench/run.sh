@@ -21,7 +21,7 @@
 #            connection)
 #   redis    redis-benchmark -t ping / set / get -c 50, without and with
 #            -P 16: examples/mini_redis vs redis-server
-#   http     wrk -t2 -c100 --latency: examples/http_hello vs nginx vs hyper
+#   http     wrk -t2 -c100 --latency (-t1 when pinned): examples/http_hello vs nginx vs hyper
 #            (examples/peer_hyper_hello)
 #   idle     examples/echo holding 2k, 5k, 10k, 18k idle connections
 #            (examples/idle_client): server RSS per connection, and the echo
@@ -365,7 +365,7 @@ now_us() { echo "${EPOCHREALTIME//[!0-9]/}"; }
 SCHED=""
 WHY=""
 SERVER_WRAP=()
-LOAD_WRAP=()
+LOAD_WRAP=() LOAD_THREADS=2
 RAN_SCHEDS=()
 
 # sched_describe COND: how the condition is set up, for the report.
@@ -374,7 +374,7 @@ sched_describe() {
         same) echo "each server is started as a background job of bench/run.sh, in the script's own session, where the load also runs: server and load share one scheduling group (autogroup)" ;;
         own) echo "each server is started with \`setsid\`, in a session (and so an autogroup) of its own; the load runs from the script's session" ;;
         quota) echo "each server is started with \`setsid\` and placed, before it execs (so every thread and child process it creates follows), in the cgroup v1 cpu group $CGROUP with cpu.cfs_period_us = cpu.cfs_quota_us = 100000: at most one CPU's worth of time per 100 ms; the group is removed afterwards" ;;
-        pin) echo "each server is started with \`setsid taskset -c 0\` (all its threads on CPU 0), and the load with \`taskset -c 1\` (CPU 1)" ;;
+        pin) echo "each server is started with \`setsid taskset -c 0\` (all its threads on CPU 0), and the load with \`taskset -c 1\` (CPU 1) and one thread (\`pingpong --threads 1\`, \`wrk -t1\`): two load threads on one CPU would wait for each other, and add those waits to every server's latencies" ;;
         hog) echo "each server is started with \`setsid\`; while each load runs, a CPU hog \`setsid sh -c 'while :; do :; done'\` runs in a third session (under \`timeout\` as a bound, stopped by PID after the row)" ;;
     esac
 }
@@ -435,11 +435,13 @@ sched_begin() {
         cgroup_remove
         return 1
     fi
-    LOAD_WRAP=()
+    LOAD_WRAP=() LOAD_THREADS=2
     case $SCHED in
         same) SERVER_WRAP=() ;;
         own | hog) SERVER_WRAP=(setsid) ;;
-        pin) SERVER_WRAP=(setsid taskset -c 0) LOAD_WRAP=(taskset -c 1) ;;
+        # One load thread on the load's one CPU: a second would wait for
+        # the first, and its waits would show in every server's latencies.
+        pin) SERVER_WRAP=(setsid taskset -c 0) LOAD_WRAP=(taskset -c 1) LOAD_THREADS=1 ;;
         # shellcheck disable=SC2016 # $$, $0 and $@ expand in the inner shell
         quota) SERVER_WRAP=(setsid sh -c 'echo $$ >"$0" && exec "$@"' "$CGROUP/cgroup.procs") ;;
     esac
@@ -841,7 +843,8 @@ pingpong_window() {
     local name=$1 addr=$2 conns=$3 secs=$4 lp rc=0 errors
     hog_start "$secs"
     start_bg "$name.load" "${LOAD_WRAP[@]}" timeout $((secs + 120)) \
-        "$BIN/pingpong" --addr "$addr" --conns "$conns" --secs "$secs" --warmup-ms "$WARMUP_MS" "${PINGPONG_FLAGS[@]}"
+        "$BIN/pingpong" --addr "$addr" --conns "$conns" --secs "$secs" --warmup-ms "$WARMUP_MS" \
+        --threads "$LOAD_THREADS" "${PINGPONG_FLAGS[@]}"
     lp=$LAST_PID
     # $lp is timeout's PID; pingpong is its child and starts with 1 thread.
     sample_window "$name" "$SERVER_PID" "$(child_of "$lp" || echo "$lp")" 1 "$secs"
@@ -938,7 +941,7 @@ echo_part() {
         note_once "echo: examples/echo, peer_echo or pingpong is missing or does not build: part skipped"
         return 0
     fi
-    command_once "$BIN/pingpong --addr ADDR --conns N --secs $ECHO_SECS --warmup-ms $WARMUP_MS  # N = ${ECHO_CONNS[*]}"
+    command_once "$BIN/pingpong --addr ADDR --conns N --secs $ECHO_SECS --warmup-ms $WARMUP_MS --threads T  # N = ${ECHO_CONNS[*]}; T = 1 when pinned, else 2"
     local rep conns kind
     for ((rep = 1; rep <= REPS; rep++)); do
         for conns in "${ECHO_CONNS[@]}"; do
@@ -1069,8 +1072,8 @@ http_row() {
     esac
     [[ $(http_get "$SERVER_PORT") == *"Hello, World!" ]] || die "$server does not answer Hello, World!"
     hog_start "$WRK_SECS"
-    if wrk_window "$name" -t2 -c100 "-d${WRK_SECS}s" --latency "http://127.0.0.1:$SERVER_PORT/"; then
-        record http "wrk -t2 -c100 -d${WRK_SECS}s" "$role" "$server"
+    if wrk_window "$name" "-t$LOAD_THREADS" -c100 "-d${WRK_SECS}s" --latency "http://127.0.0.1:$SERVER_PORT/"; then
+        record http "wrk -t$LOAD_THREADS -c100 -d${WRK_SECS}s" "$role" "$server"
     fi
     hog_stop
     stop_started "$SERVER_PID"
@@ -1084,7 +1087,7 @@ http_part() {
     command_once "$BIN/http_hello --port 0 ${ATOLL_FLAGS[*]}"
     command_once "$BIN/peer_hyper_hello --port 0 --workers $PEER_WORKERS"
     command_once "nginx -p TMP -c TMP/nginx.conf -e TMP/error.log  # $("$NGINX" -v 2>&1 | sed 's/.*: //'); config: worker_processes $PEER_WORKERS, access_log off, keepalive_requests 100000000, return 200 'Hello, World!'"
-    command_once "wrk -t2 -c100 -d${WRK_SECS}s --latency http://127.0.0.1:PORT/"
+    command_once "wrk -tT -c100 -d${WRK_SECS}s --latency http://127.0.0.1:PORT/  # T = 1 when pinned, else 2"
     local rep server
     for ((rep = 1; rep <= REPS; rep++)); do
         while read -r server; do
@@ -1164,12 +1167,12 @@ idle_part() {
     mkfifo "$fifo"
     IDLE_OUT=$LOGS/$name.idle_client.out
     IDLE_LINES=0
-    (exec "${LOAD_WRAP[@]}" "$BIN/idle_client" --addr "$LAST_ADDR" --clients 2 <"$fifo" \
+    (exec "${LOAD_WRAP[@]}" "$BIN/idle_client" --addr "$LAST_ADDR" --clients "$LOAD_THREADS" <"$fifo" \
         >"$IDLE_OUT" 2>"${IDLE_OUT%.out}.err") &
     IDLE_PID=$!
     PIDS+=("$IDLE_PID")
     exec {CTL}>"$fifo"
-    command_once "$BIN/idle_client --addr ADDR --clients 2, then on its stdin: active $ACTIVE_CONNS $ACTIVE_SECS / idle N (N = ${IDLE_LEVELS[*]}); VmRSS from /proc/PID/status"
+    command_once "$BIN/idle_client --addr ADDR --clients T (T = 1 when pinned, else 2), then on its stdin: active $ACTIVE_CONNS $ACTIVE_SECS / idle N (N = ${IDLE_LEVELS[*]}); VmRSS from /proc/PID/status"
     local without="echo, no idle" with="echo, $IDLE_MAX idle"
     # The first active run also warms the server up before the baseline RSS.
     active_run p "$without"
@@ -1271,7 +1274,7 @@ blocking_part() {
     if ! have_example echo || ! have_example peer_echo || ! have_example pingpong; then
         note_once "blocking: examples/echo, peer_echo or pingpong is missing or does not build: echo rows skipped"
     else
-        command_once "$BIN/pingpong --addr ADDR --conns N --secs $ECHO_SECS --warmup-ms $WARMUP_MS  # N = ${BLOCK_CLIENTS[*]}"
+        command_once "$BIN/pingpong --addr ADDR --conns N --secs $ECHO_SECS --warmup-ms $WARMUP_MS --threads T  # N = ${BLOCK_CLIENTS[*]}; T = 1 when pinned, else 2"
         local rep ms conns kind workload
         for ((rep = 1; rep <= REPS; rep++)); do
             for ms in "${BLOCK_DELAYS[@]}"; do
@@ -1310,7 +1313,7 @@ metrics_part() {
         note_once "metrics: examples/metrics, echo or pingpong is missing or does not build: part skipped"
         return 0
     fi
-    command_once "$BIN/pingpong --addr ADDR --conns $ACTIVE_CONNS --secs $ECHO_SECS --warmup-ms $WARMUP_MS  # the metrics part"
+    command_once "$BIN/pingpong --addr ADDR --conns $ACTIVE_CONNS --secs $ECHO_SECS --warmup-ms $WARMUP_MS --threads T  # the metrics part; T = 1 when pinned, else 2"
     local rep kind workload="echo 64 B, $ACTIVE_CONNS conns, metrics recorder vs none"
     # Twice the repetitions (echo_row counts them out of REPS too).
     local REPS=$((2 * REPS))
