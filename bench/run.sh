@@ -82,7 +82,7 @@ usage: bench/run.sh [--quick] [--reps N] [--parts LIST] [--sched LIST]
                   same   server started from this script's session
                   own    server started with setsid (its own session)
                   quota  own, in a cgroup v1 cpu group with a 1-CPU quota (root)
-                  pin    own, server on CPU 0 (taskset), load on CPU 1
+                  pin    own, server on CPU 0 (taskset), load on CPU 1 (one thread)
                   hog    own, with a CPU hog in a third session during the load
 EOF
 }
