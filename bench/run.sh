@@ -366,6 +366,8 @@ SCHED=""
 WHY=""
 SERVER_WRAP=()
 LOAD_WRAP=() LOAD_THREADS=2
+# How the command lines below name the load's thread count.
+LOAD_T="T = 1 when pinned, else 2"
 RAN_SCHEDS=()
 
 # sched_describe COND: how the condition is set up, for the report.
@@ -374,7 +376,7 @@ sched_describe() {
         same) echo "each server is started as a background job of bench/run.sh, in the script's own session, where the load also runs: server and load share one scheduling group (autogroup)" ;;
         own) echo "each server is started with \`setsid\`, in a session (and so an autogroup) of its own; the load runs from the script's session" ;;
         quota) echo "each server is started with \`setsid\` and placed, before it execs (so every thread and child process it creates follows), in the cgroup v1 cpu group $CGROUP with cpu.cfs_period_us = cpu.cfs_quota_us = 100000: at most one CPU's worth of time per 100 ms; the group is removed afterwards" ;;
-        pin) echo "each server is started with \`setsid taskset -c 0\` (all its threads on CPU 0), and the load with \`taskset -c 1\` (CPU 1) and one thread (\`pingpong --threads 1\`, \`wrk -t1\`): two load threads on one CPU would wait for each other, and add those waits to every server's latencies" ;;
+        pin) echo "each server is started with \`setsid taskset -c 0\` (all its threads on CPU 0), and the load with \`taskset -c 1\` (CPU 1) and one thread (\`pingpong --threads 1\`, \`wrk -t1\`, \`idle_client --clients 1\`): two load threads on one CPU would wait for each other, and add those waits to every server's latencies" ;;
         hog) echo "each server is started with \`setsid\`; while each load runs, a CPU hog \`setsid sh -c 'while :; do :; done'\` runs in a third session (under \`timeout\` as a bound, stopped by PID after the row)" ;;
     esac
 }
@@ -941,7 +943,7 @@ echo_part() {
         note_once "echo: examples/echo, peer_echo or pingpong is missing or does not build: part skipped"
         return 0
     fi
-    command_once "$BIN/pingpong --addr ADDR --conns N --secs $ECHO_SECS --warmup-ms $WARMUP_MS --threads T  # N = ${ECHO_CONNS[*]}; T = 1 when pinned, else 2"
+    command_once "$BIN/pingpong --addr ADDR --conns N --secs $ECHO_SECS --warmup-ms $WARMUP_MS --threads T  # N = ${ECHO_CONNS[*]}; $LOAD_T"
     local rep conns kind
     for ((rep = 1; rep <= REPS; rep++)); do
         for conns in "${ECHO_CONNS[@]}"; do
@@ -1087,7 +1089,7 @@ http_part() {
     command_once "$BIN/http_hello --port 0 ${ATOLL_FLAGS[*]}"
     command_once "$BIN/peer_hyper_hello --port 0 --workers $PEER_WORKERS"
     command_once "nginx -p TMP -c TMP/nginx.conf -e TMP/error.log  # $("$NGINX" -v 2>&1 | sed 's/.*: //'); config: worker_processes $PEER_WORKERS, access_log off, keepalive_requests 100000000, return 200 'Hello, World!'"
-    command_once "wrk -tT -c100 -d${WRK_SECS}s --latency http://127.0.0.1:PORT/  # T = 1 when pinned, else 2"
+    command_once "wrk -tT -c100 -d${WRK_SECS}s --latency http://127.0.0.1:PORT/  # $LOAD_T"
     local rep server
     for ((rep = 1; rep <= REPS; rep++)); do
         while read -r server; do
@@ -1172,7 +1174,7 @@ idle_part() {
     IDLE_PID=$!
     PIDS+=("$IDLE_PID")
     exec {CTL}>"$fifo"
-    command_once "$BIN/idle_client --addr ADDR --clients T (T = 1 when pinned, else 2), then on its stdin: active $ACTIVE_CONNS $ACTIVE_SECS / idle N (N = ${IDLE_LEVELS[*]}); VmRSS from /proc/PID/status"
+    command_once "$BIN/idle_client --addr ADDR --clients T ($LOAD_T), then on its stdin: active $ACTIVE_CONNS $ACTIVE_SECS / idle N (N = ${IDLE_LEVELS[*]}); VmRSS from /proc/PID/status"
     local without="echo, no idle" with="echo, $IDLE_MAX idle"
     # The first active run also warms the server up before the baseline RSS.
     active_run p "$without"
@@ -1274,7 +1276,7 @@ blocking_part() {
     if ! have_example echo || ! have_example peer_echo || ! have_example pingpong; then
         note_once "blocking: examples/echo, peer_echo or pingpong is missing or does not build: echo rows skipped"
     else
-        command_once "$BIN/pingpong --addr ADDR --conns N --secs $ECHO_SECS --warmup-ms $WARMUP_MS --threads T  # N = ${BLOCK_CLIENTS[*]}; T = 1 when pinned, else 2"
+        command_once "$BIN/pingpong --addr ADDR --conns N --secs $ECHO_SECS --warmup-ms $WARMUP_MS --threads T  # N = ${BLOCK_CLIENTS[*]}; $LOAD_T"
         local rep ms conns kind workload
         for ((rep = 1; rep <= REPS; rep++)); do
             for ms in "${BLOCK_DELAYS[@]}"; do
@@ -1313,7 +1315,7 @@ metrics_part() {
         note_once "metrics: examples/metrics, echo or pingpong is missing or does not build: part skipped"
         return 0
     fi
-    command_once "$BIN/pingpong --addr ADDR --conns $ACTIVE_CONNS --secs $ECHO_SECS --warmup-ms $WARMUP_MS --threads T  # the metrics part; T = 1 when pinned, else 2"
+    command_once "$BIN/pingpong --addr ADDR --conns $ACTIVE_CONNS --secs $ECHO_SECS --warmup-ms $WARMUP_MS --threads T  # the metrics part; $LOAD_T"
     local rep kind workload="echo 64 B, $ACTIVE_CONNS conns, metrics recorder vs none"
     # Twice the repetitions (echo_row counts them out of REPS too).
     local REPS=$((2 * REPS))
